@@ -1,0 +1,173 @@
+"""The contract every platform connector implements.
+
+A connector is a plain class with six methods (``Connector`` below). The runner owns everything
+else: planning, the outbox, retries across runs, state. A connector only turns a batch of changes into
+platform requests and tells the runner, member by member, what became of them.
+
+Life of a change, as the runner drives it::
+
+    plan -> outbox (queued) -> add()/remove() -> PushResult
+        confirmed  -> membership updated, change leaves the outbox
+        pending    -> change stays in the outbox as in flight, with a handle; follow(handle) later
+                      says confirmed (leaves the outbox) or failed (queued again)
+        rejected   -> leaves the outbox into the rejection log with its reason; retried on later runs
+                      with backoff, up to a maximum age
+        retry      -> stays queued for the next run (the platform asked us to resend)
+
+Re-sending is always safe: every platform's add and remove are idempotent, so a crash between a
+platform's answer and the state commit costs one duplicate request, never a lost or doubled member.
+
+Connectors raise the errors in ``audiencesync.connectors.errors``: ``TransientError`` when retries
+inside the connector were exhausted (the batch stays in the outbox), ``FatalError`` and its
+subclasses when a person has to fix something (the run stops for that destination).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Canonical identifier kinds, as configured under [source.identifiers]. ``audiencesync.sync.identity``
+# turns raw values into platform-ready values under these keys (Meta's ``dob`` becomes
+# ``doby``/``dobm``/``dobd``, the three keys Meta's schema has for it).
+IDENTIFIER_KINDS: tuple[str, ...] = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "zip",
+    "city",
+    "state",
+    "country",
+    "dob",
+    "gender",
+    "maid",
+    "external_id",
+)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a platform accepts, declared as data so the planner can count requests up front."""
+
+    max_batch: int
+    """Most members one add or remove request may carry."""
+    identifier_kinds: frozenset[str]
+    """Identifier keys (after normalization) the platform can take."""
+    asynchronous: bool = False
+    """True when an accepted batch is confirmed later, through ``follow``."""
+    uses_sessions: bool = False
+    """True when multi-batch pushes should be tied together with a ``SessionInfo``."""
+
+
+@dataclass(frozen=True)
+class AudienceSpec:
+    """The platform audience one sync target needs."""
+
+    target: str
+    """Sync target key, ``"<audience>@<destination>"``; stable across runs."""
+    name: str
+    """Platform audience name, derived from the audience with the destination's prefix."""
+    description: str
+    identifier_kinds: tuple[str, ...]
+    """Identifier keys members will carry, in a fixed order (Meta's schema is built from it)."""
+    known_id: str | None = None
+    """Platform audience id pinned in config or recorded in state by an earlier run."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One member to add or remove. ``identifiers`` hold hashed values only (or the few raw values a
+    platform's rules require, such as Google's country code); never plaintext PII."""
+
+    member_key: bytes
+    identifiers: Mapping[str, str]
+    consent: bool | None = None
+    """Ads consent from the source: True granted, False denied, None unknown."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """Ties the batches of one push together (Meta's upload session). The runner persists it before
+    each batch is sent, so a resumed push never reuses a sequence number."""
+
+    session_id: int
+    batch_seq: int
+    last_batch: bool
+    estimated_total: int
+
+
+@dataclass
+class PushResult:
+    """Per-member outcome of one add or remove batch. Every member of the batch appears in exactly
+    one of ``confirmed``, ``pending``, ``rejected`` or ``retry``."""
+
+    confirmed: list[bytes] = field(default_factory=list)
+    pending: dict[str, list[bytes]] = field(default_factory=dict)
+    """Handle (job or request id) to the members it carries, for ``follow``."""
+    rejected: dict[bytes, str] = field(default_factory=dict)
+    """Member to the platform's reason (no PII in it)."""
+    retry: list[bytes] = field(default_factory=list)
+    requests: int = 0
+    """HTTP or RPC requests this batch took, retries included; for the benchmarks and the report."""
+    detail: dict[str, object] = field(default_factory=dict)
+    """Platform counters worth keeping (num_received, num_invalid_entries, ...)."""
+
+    @classmethod
+    def all_confirmed(cls, batch: Sequence[Change], requests: int = 1) -> PushResult:
+        return cls(confirmed=[c.member_key for c in batch], requests=requests)
+
+
+@dataclass(frozen=True)
+class HandleStatus:
+    """What became of a pending handle."""
+
+    state: str
+    """``pending``, ``confirmed`` or ``failed``."""
+    rejected_count: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PlatformStatus:
+    """The platform's own view of an audience, for the lag report and the drift check."""
+
+    size_lower: int | None = None
+    size_upper: int | None = None
+    state: str = ""
+    """The platform's processing or validity state, in its own words."""
+    ready: bool = False
+    """True when the platform says its processing of our changes is done."""
+    updated_at: float | None = None
+    """Epoch seconds the platform last reports the audience's content changed, if it says."""
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+
+class Connector(Protocol):
+    """One ad platform's audience API. Construct one per destination."""
+
+    def capabilities(self) -> Capabilities:
+        """Limits and identifier kinds, as data."""
+        ...
+
+    def ensure_audience(self, spec: AudienceSpec) -> str:
+        """Return the platform audience id for ``spec``: the known id, checked, or one found or
+        created by name. Raise ``FatalError`` if it exists in a shape we cannot use (schema)."""
+        ...
+
+    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        """Add ``batch`` (at most ``max_batch`` members) to the audience."""
+        ...
+
+    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        """Remove ``batch`` (exactly the identifiers that were added) from the audience."""
+        ...
+
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+        """Advance pending work (jobs, request ids) and say where each handle stands."""
+        ...
+
+    def read_back(self, audience_id: str) -> PlatformStatus:
+        """The platform's size and processing state for the audience."""
+        ...

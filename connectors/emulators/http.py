@@ -1,0 +1,218 @@
+"""What the HTTP emulators (Meta's Graph API, TikTok's Business API) share: a threaded server on
+loopback, the admin surface every emulator has, and the fault switchboard.
+
+Admin surface, the same on every emulator:
+    GET  /_emulator/state   every audience (id, name) and its members as the hashed identifiers received
+    POST /_emulator/faults  set fault switches from a JSON body (unknown switch names are a 400)
+    POST /_emulator/reset   empty all audiences and clear the faults
+
+A platform emulator subclasses nothing: it passes a ``handle`` callable and a ``snapshot`` callable.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+
+    def form(self) -> dict[str, str]:
+        """Form-encoded body (the facebook-business SDK posts this way) merged over the query."""
+        merged = dict(self.query)
+        ctype = self.headers.get("Content-Type", "")
+        if self.body and "application/x-www-form-urlencoded" in ctype:
+            merged.update({k: v[-1] for k, v in parse_qs(self.body.decode(), keep_blank_values=True).items()})
+        return merged
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"{}")
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_json(cls, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+        return cls(status, json.dumps(payload).encode(), "application/json", headers or {})
+
+
+class DropConnection(Exception):
+    """Raised by a handler to close the socket without an answer, as a failing proxy would."""
+
+
+class FaultSwitches:
+    """Named fault switches. Rates are probabilities per request, drawn from a seeded generator so a
+    test run is repeatable; other switches hold values (seconds of delay, codes)."""
+
+    def __init__(self, defaults: Mapping[str, Any]) -> None:
+        self._defaults = dict(defaults)
+        self._values = dict(defaults)
+        self._rng = random.Random(0)
+        self._lock = threading.Lock()
+
+    def set(self, values: Mapping[str, Any]) -> None:
+        unknown = set(values) - set(self._defaults) - {"seed"}
+        if unknown:
+            raise KeyError(", ".join(sorted(unknown)))
+        with self._lock:
+            if "seed" in values:
+                self._rng = random.Random(values["seed"])
+            self._values.update({k: v for k, v in values.items() if k != "seed"})
+
+    def reset(self) -> None:
+        with self._lock:
+            self._values = dict(self._defaults)
+            self._rng = random.Random(0)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def roll(self, name: str) -> bool:
+        """True with the probability the switch ``name`` holds."""
+        with self._lock:
+            rate = float(self._values.get(name) or 0.0)
+            return rate > 0 and self._rng.random() < rate
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+Handler = Callable[[Request], Response]
+
+
+class EmulatorServer:
+    """A ThreadingHTTPServer on 127.0.0.1 that routes ``/_emulator/*`` to the admin surface and
+    everything else to ``handle``. Counts requests per path, for request-efficiency tests."""
+
+    def __init__(
+        self,
+        handle: Handler,
+        snapshot: Callable[[], dict[str, Any]],
+        reset: Callable[[], None],
+        faults: FaultSwitches,
+        port: int = 0,
+    ) -> None:
+        self.handle = handle
+        self.snapshot = snapshot
+        self.reset_state = reset
+        self.faults = faults
+        self.request_log: list[tuple[str, str]] = []
+        self._log_lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def requests_to(self, method: str, suffix: str) -> int:
+        with self._log_lock:
+            return sum(1 for m, p in self.request_log if m == method and p.endswith(suffix))
+
+    def start(self) -> EmulatorServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def serve_forever(self) -> None:
+        try:
+            self._httpd.serve_forever()
+        finally:
+            self._httpd.server_close()
+
+    def _admin(self, req: Request) -> Response:
+        if req.method == "GET" and req.path == "/_emulator/state":
+            return Response.of_json(self.snapshot())
+        if req.method == "POST" and req.path == "/_emulator/faults":
+            try:
+                self.faults.set(req.json())
+            except KeyError as exc:
+                return Response.of_json({"error": f"unknown fault switch: {exc.args[0]}"}, 400)
+            except (ValueError, TypeError):
+                return Response.of_json({"error": "body must be a JSON object"}, 400)
+            return Response.of_json({"faults": self.faults.as_dict()})
+        if req.method == "POST" and req.path == "/_emulator/reset":
+            self.reset_state()
+            self.faults.reset()
+            with self._log_lock:
+                self.request_log.clear()
+            return Response.of_json({"reset": True})
+        return Response.of_json({"error": "no such admin route"}, 404)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                return  # request lines can carry tokens in query strings: never print them
+
+            def _dispatch(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+                req = Request(self.command, parts.path, query, dict(self.headers.items()), body)
+                if parts.path.startswith("/_emulator/"):
+                    resp = server._admin(req)
+                else:
+                    with server._log_lock:
+                        server.request_log.append((self.command, parts.path))
+                    try:
+                        resp = server.handle(req)
+                    except DropConnection:
+                        self.close_connection = True
+                        self.wfile.flush()
+                        self.connection.shutdown(2)
+                        return
+                self.send_response(resp.status)
+                self.send_header("Content-Type", resp.content_type)
+                self.send_header("Content-Length", str(len(resp.body)))
+                for name, value in resp.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(resp.body)
+
+            do_GET = do_POST = do_DELETE = _dispatch
+
+        return _Handler
+
+
+@contextmanager
+def running(server: EmulatorServer) -> Iterator[EmulatorServer]:
+    """Start ``server`` in a background thread for the duration of a ``with`` block."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

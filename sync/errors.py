@@ -1,0 +1,43 @@
+"""Errors the CLI turns into a short message and exit code 2: bad input, named by file and key or row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class InputError(Exception):
+    """Bad input from the user's side. State is never touched when one is raised."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """Every problem found in a config file, each as ``key.path: message``."""
+
+    def __init__(self, file: Path, problems: Sequence[str]) -> None:
+        self.file = file
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{file}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class SourceError(InputError):
+    """The source could not be read: a missing file, an unreadable row, a SQL error."""
+
+    def __init__(self, where: str, message: str) -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}")
+
+
+class BreakerTripped(Exception):
+    """The circuit breaker refused a plan (empty source or mass removal)."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"{target}: {reason}")
+
+
+class StaleStateError(InputError):
+    """A saved plan no longer matches state: someone synced since it was made."""
