@@ -421,7 +421,14 @@ def _parse_source(raw: Any, base: Path, errors: _Errors) -> SourceConfig | None:
     if not isinstance(path_value, str) or not path_value:
         errors.add("source.path", "required: the profile database or export file")
         path_value = ""
-    for key in ("table", "id_column", "stage_column", "in_flow_column", "changed_at_column", "consent_column"):
+    for key in (
+        "table",
+        "id_column",
+        "stage_column",
+        "in_flow_column",
+        "changed_at_column",
+        "consent_column",
+    ):
         if key in raw and (msg := _str(raw[key])) is not None:
             errors.add(f"source.{key}", msg)
     country = raw.get("default_country")
@@ -544,8 +551,10 @@ def _parse_destinations(
             if value:
                 secrets[secret_name] = value
             elif not emulated and (platform, env_key) not in OPTIONAL_SECRETS:
-                if platform == "google" and env_key == "developer_token_env" and (
-                    settings.get("backend") != "google_ads"
+                if (
+                    platform == "google"
+                    and env_key == "developer_token_env"
+                    and (settings.get("backend") != "google_ads")
                 ):
                     continue
                 errors.add(f"{prefix}.{env_key}", f"environment variable {var} is not set")

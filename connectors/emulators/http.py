@@ -174,7 +174,7 @@ class EmulatorServer:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: Any) -> None:
                 return  # request lines can carry tokens in query strings: never print them
 
             def _dispatch(self) -> None:

@@ -1,0 +1,124 @@
+"""The ``file`` destination: hashed adds and removes written as CSV in each platform's manual-upload
+format, for teams who upload customer lists by hand.
+
+It is a real connector, not a test double: it goes through the same outbox, and a batch counts as
+confirmed once its file is durably on disk (written to a temporary name, flushed, then renamed).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from audiencesync.connectors.contract import (
+    AudienceSpec,
+    Capabilities,
+    Change,
+    HandleStatus,
+    PlatformStatus,
+    PushResult,
+    SessionInfo,
+)
+from audiencesync.connectors.errors import FatalError
+from audiencesync.sync.config import DestinationConfig
+
+# Column headers of each platform's customer-list template, by identifier key.
+HEADERS: dict[str, dict[str, str]] = {
+    "meta": {
+        "email": "email",
+        "phone": "phone",
+        "first_name": "fn",
+        "last_name": "ln",
+        "zip": "zip",
+        "city": "ct",
+        "state": "st",
+        "country": "country",
+        "doby": "doby",
+        "dobm": "dobm",
+        "dobd": "dobd",
+        "gender": "gen",
+        "maid": "madid",
+        "external_id": "extern_id",
+    },
+    "google": {
+        "email": "Email",
+        "phone": "Phone",
+        "first_name": "First Name",
+        "last_name": "Last Name",
+        "country": "Country",
+        "zip": "Zip",
+    },
+    "tiktok": {"email": "EMAIL_SHA256", "phone": "PHONE_SHA256", "maid": "GAID_SHA256"},
+}
+FILE_ROWS = 50_000
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "audience"
+
+
+class FileConnector:
+    """Writes ``<directory>/<audience>/<time>-<add|remove>-<n>.csv``."""
+
+    def __init__(self, dest: DestinationConfig) -> None:
+        self.dest = dest
+        self.format = str(dest.settings.get("format", "meta"))
+        self.directory = Path(str(dest.settings["directory"]))
+        self._schemas: dict[str, tuple[str, ...]] = {}
+        self._written = 0
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(max_batch=FILE_ROWS, identifier_kinds=frozenset(HEADERS[self.format]))
+
+    def ensure_audience(self, spec: AudienceSpec) -> str:
+        audience_id = spec.known_id or _slug(spec.name)
+        folder = self.directory / audience_id
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FatalError(
+                f"destination {self.dest.name}: cannot create {folder}: {exc.strerror}"
+            ) from None
+        self._schemas[audience_id] = spec.identifier_kinds
+        return audience_id
+
+    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        return self._write(audience_id, "add", batch)
+
+    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        return self._write(audience_id, "remove", batch)
+
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+        return {h: HandleStatus("confirmed") for h in handles}
+
+    def read_back(self, audience_id: str) -> PlatformStatus:
+        folder = self.directory / audience_id
+        files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+        updated = files[-1].stat().st_mtime if files else None
+        return PlatformStatus(state=f"{len(files)} file(s) written", ready=True, updated_at=updated)
+
+    def _write(self, audience_id: str, op: str, batch: Sequence[Change]) -> PushResult:
+        keys = self._schemas.get(audience_id) or tuple(HEADERS[self.format])
+        headers = HEADERS[self.format]
+        columns = [k for k in keys if k in headers]
+        self._written += 1
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        path = self.directory / audience_id / f"{stamp}-{op}-{os.getpid()}-{self._written:05d}.csv"
+        tmp = path.with_suffix(".csv.tmp")
+        try:
+            with tmp.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow([headers[k] for k in columns])
+                writer.writerows([c.identifiers.get(k, "") for k in columns] for c in batch)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise FatalError(
+                f"destination {self.dest.name}: cannot write {path.name}: {exc.strerror}"
+            ) from None
+        return PushResult.all_confirmed(batch)

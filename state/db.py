@@ -1,0 +1,221 @@
+"""The state database: one SQLite file, opened through sqlite-utils, with versioned migrations and an
+``atomic()`` transaction helper.
+
+Every write in this project goes through ``atomic``: either the whole unit lands or none of it does,
+so a crash (or SIGKILL) never leaves state half-written.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[int, str, Migration]] = []
+
+
+def migration(version: int, name: str) -> Callable[[Migration], Migration]:
+    """Register a schema migration. Versions apply in order, each in its own transaction."""
+
+    def register(fn: Migration) -> Migration:
+        MIGRATIONS.append((version, name, fn))
+        MIGRATIONS.sort(key=lambda m: m[0])
+        return fn
+
+    return register
+
+
+@migration(1, "members, outbox, rejections, runs, lag, platform status, sessions, leases")
+def _initial(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        CREATE TABLE targets (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            audience TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            platform TEXT NOT NULL,
+            platform_audience_id TEXT,
+            schema TEXT,
+            state_version INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            last_run_at REAL,
+            last_success_at REAL,
+            last_error TEXT
+        );
+        -- Members confirmed on the platform. payload holds exactly the platform-ready (hashed)
+        -- identifiers that were sent, so a remove sends the same values back.
+        CREATE TABLE members (
+            target_id INTEGER NOT NULL,
+            member_key BLOB NOT NULL,
+            raw_fp BLOB NOT NULL,
+            payload_fp BLOB NOT NULL,
+            payload TEXT NOT NULL,
+            invalid TEXT,
+            added_run INTEGER,
+            added_at REAL NOT NULL,
+            uploaded_at REAL NOT NULL,
+            PRIMARY KEY (target_id, member_key)
+        ) WITHOUT ROWID;
+        -- Planned changes not yet confirmed. status: queued (to send) or in_flight (sent, the
+        -- platform is processing it under handle).
+        CREATE TABLE outbox (
+            target_id INTEGER NOT NULL,
+            member_key BLOB NOT NULL,
+            op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
+            payload TEXT NOT NULL,
+            payload_fp BLOB NOT NULL,
+            raw_fp BLOB,
+            invalid TEXT,
+            consent INTEGER,
+            status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'in_flight')),
+            handle TEXT,
+            source_at REAL,
+            observed_at REAL NOT NULL,
+            sent_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (target_id, member_key, op)
+        ) WITHOUT ROWID;
+        CREATE INDEX outbox_handle ON outbox (target_id, handle) WHERE handle IS NOT NULL;
+        -- Changes the platform refused, with backoff for the next attempt.
+        CREATE TABLE rejections (
+            target_id INTEGER NOT NULL,
+            member_key BLOB NOT NULL,
+            op TEXT NOT NULL,
+            payload_fp BLOB NOT NULL,
+            reason TEXT NOT NULL,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            attempts INTEGER NOT NULL,
+            next_retry_at REAL NOT NULL,
+            PRIMARY KEY (target_id, member_key, op)
+        ) WITHOUT ROWID;
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            target_id INTEGER NOT NULL,
+            trigger TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            status TEXT NOT NULL,
+            source_members INTEGER,
+            adds INTEGER NOT NULL DEFAULT 0,
+            removes INTEGER NOT NULL DEFAULT 0,
+            identity_changes INTEGER NOT NULL DEFAULT 0,
+            confirmed INTEGER NOT NULL DEFAULT 0,
+            pending INTEGER NOT NULL DEFAULT 0,
+            rejected INTEGER NOT NULL DEFAULT 0,
+            requests INTEGER NOT NULL DEFAULT 0,
+            invalid TEXT,
+            error TEXT
+        );
+        CREATE INDEX runs_target ON runs (target_id, started_at);
+        -- One row per confirmed change: the lag record.
+        CREATE TABLE lag (
+            id INTEGER PRIMARY KEY,
+            target_id INTEGER NOT NULL,
+            op TEXT NOT NULL,
+            source_at REAL,
+            observed_at REAL NOT NULL,
+            sent_at REAL,
+            confirmed_at REAL NOT NULL,
+            ready_at REAL
+        );
+        CREATE INDEX lag_target_confirmed ON lag (target_id, confirmed_at);
+        CREATE TABLE platform_status (
+            target_id INTEGER PRIMARY KEY,
+            read_at REAL NOT NULL,
+            size_lower INTEGER,
+            size_upper INTEGER,
+            state TEXT,
+            ready INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL,
+            detail TEXT
+        );
+        -- Multi-batch upload sessions (Meta). next_seq is reserved before a batch is sent.
+        CREATE TABLE push_sessions (
+            target_id INTEGER NOT NULL,
+            op TEXT NOT NULL,
+            session_id INTEGER NOT NULL,
+            next_seq INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            PRIMARY KEY (target_id, op)
+        );
+        CREATE TABLE leases (
+            target_id INTEGER PRIMARY KEY,
+            holder TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            acquired_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        """,
+    )
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT the migration's transaction first; run statement by statement.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def connect(path: Path | None) -> sqlite_utils.Database:
+    """Open (creating if needed) the state file and bring its schema up to date; ``None`` opens an
+    in-memory database."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    target = ":memory:" if path is None else str(path)
+    conn = sqlite3.connect(target, isolation_level=None, timeout=30.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA temp_store=FILE")
+    db = sqlite_utils.Database(conn)
+    migrate(db)
+    return db
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    if "schema_migrations" not in db.table_names():
+        return 0
+    row = db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    current = schema_version(db)
+    for version, name, fn in MIGRATIONS:
+        if version <= current:
+            continue
+        with atomic(db):
+            fn(db.conn)
+            db.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                [version, name, time.time()],
+            )
+
+
+@contextmanager
+def atomic(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
+    """One write transaction (BEGIN IMMEDIATE, so writers queue instead of failing midway). Nested
+    calls join the outer transaction."""
+    conn = db.conn
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

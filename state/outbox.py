@@ -1,0 +1,228 @@
+"""The outbox: planned changes that the platform has not confirmed yet, and what happens to state
+when it answers.
+
+A change leaves the outbox only when the platform confirmed it (membership updated and a lag record
+written, in the same transaction) or rejected it (moved to the rejection log with a backoff). Applying
+a batch's result is one transaction, so a crash between the platform's answer and the commit only
+means the batch is sent again, which every platform treats as a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import sqlite_utils
+from audiencesync.connectors.contract import Change, HandleStatus, PushResult
+from audiencesync.state.db import atomic
+
+# A rejected change is tried again after 1 h, 2 h, 4 h ... capped at a day, and given up on once it
+# has been failing for a week (until the member's identifiers change, which makes it a new change).
+REJECTION_BACKOFF_S = 3600.0
+REJECTION_BACKOFF_CAP_S = 86_400.0
+REJECTION_MAX_AGE_S = 7 * 86_400.0
+
+
+@dataclass(frozen=True)
+class QueuedBatch:
+    op: str
+    changes: list[Change]
+
+
+@dataclass(frozen=True)
+class OutboxCounts:
+    queued_adds: int
+    queued_removes: int
+    in_flight: int
+    oldest_observed_at: float | None
+    oldest_source_at: float | None
+
+
+def _keys_table(conn: sqlite3.Connection, keys: Sequence[bytes]) -> None:
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS batch_keys (member_key BLOB PRIMARY KEY) WITHOUT ROWID")
+    conn.execute("DELETE FROM batch_keys")
+    conn.executemany("INSERT OR IGNORE INTO batch_keys VALUES (?)", [(k,) for k in keys])
+
+
+class OutboxStore:
+    """Reads batches out of the outbox and applies the platform's answers to state."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def counts(self, target_id: int) -> OutboxCounts:
+        row = self.db.execute(
+            "SELECT "
+            " sum(status = 'queued' AND op = 'add'), sum(status = 'queued' AND op = 'remove'),"
+            " sum(status = 'in_flight'), min(observed_at), min(coalesce(source_at, observed_at)) "
+            "FROM outbox WHERE target_id = ?",
+            [target_id],
+        ).fetchone()
+        return OutboxCounts(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), row[3], row[4])
+
+    def queued_count(self, target_id: int, op: str) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM outbox WHERE target_id = ? AND op = ? AND status = 'queued'",
+            [target_id, op],
+        ).fetchone()
+        return int(row[0])
+
+    def batches(self, target_id: int, op: str, size: int) -> Iterator[QueuedBatch]:
+        """Queued changes of ``op`` in batches of at most ``size``, in member-key order. Keyset paging,
+        so a change the platform asked to retry is not served twice in one run."""
+        after = b""
+        while True:
+            rows = self.db.execute(
+                "SELECT member_key, payload, consent FROM outbox "
+                "WHERE target_id = ? AND op = ? AND status = 'queued' AND member_key > ? "
+                "ORDER BY member_key LIMIT ?",
+                [target_id, op, after, size],
+            ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield QueuedBatch(
+                op,
+                [Change(r[0], json.loads(r[1]), None if r[2] is None else bool(r[2])) for r in rows],
+            )
+
+    def apply_result(self, target_id: int, op: str, result: PushResult, run_id: int, sent_at: float) -> None:
+        """Record what the platform said about one batch, in one transaction."""
+        now = time.time()
+        with atomic(self.db) as conn:
+            if result.confirmed:
+                self._confirm(conn, target_id, op, result.confirmed, run_id, sent_at, now)
+            for handle, keys in result.pending.items():
+                _keys_table(conn, keys)
+                conn.execute(
+                    "UPDATE outbox SET status = 'in_flight', handle = ?, sent_at = ? "
+                    "WHERE target_id = ? AND op = ? AND member_key IN (SELECT member_key FROM batch_keys)",
+                    [handle, sent_at, target_id, op],
+                )
+            if result.rejected:
+                self._reject(conn, target_id, op, result.rejected, now)
+            if result.retry:
+                _keys_table(conn, result.retry)
+                conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1 "
+                    "WHERE target_id = ? AND op = ? AND member_key IN (SELECT member_key FROM batch_keys)",
+                    [target_id, op],
+                )
+
+    def in_flight_handles(self, target_id: int) -> list[str]:
+        rows = self.db.execute(
+            "SELECT DISTINCT handle FROM outbox WHERE target_id = ? AND status = 'in_flight' ORDER BY handle",
+            [target_id],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def apply_handle(self, target_id: int, handle: str, status: HandleStatus, run_id: int) -> int:
+        """Settle every change sent under ``handle``; returns how many were settled."""
+        if status.state == "pending":
+            return 0
+        now = time.time()
+        with atomic(self.db) as conn:
+            rows = conn.execute(
+                "SELECT op, member_key FROM outbox WHERE target_id = ? AND handle = ? AND status = 'in_flight'",
+                [target_id, handle],
+            ).fetchall()
+            if status.state == "confirmed":
+                for op in ("remove", "add"):
+                    keys = [r[1] for r in rows if r[0] == op]
+                    if keys:
+                        self._confirm(conn, target_id, op, keys, run_id, None, now)
+            else:
+                conn.execute(
+                    "UPDATE outbox SET status = 'queued', handle = NULL, attempts = attempts + 1 "
+                    "WHERE target_id = ? AND handle = ?",
+                    [target_id, handle],
+                )
+        return len(rows)
+
+    def _confirm(
+        self,
+        conn: sqlite3.Connection,
+        target_id: int,
+        op: str,
+        keys: Sequence[bytes],
+        run_id: int,
+        sent_at: float | None,
+        now: float,
+    ) -> None:
+        _keys_table(conn, keys)
+        scope = "o.target_id = ? AND o.op = ? AND o.member_key IN (SELECT member_key FROM batch_keys)"
+        if op == "add":
+            conn.execute(
+                "INSERT OR REPLACE INTO members "
+                "(target_id, member_key, raw_fp, payload_fp, payload, invalid, added_run, added_at, uploaded_at) "
+                "SELECT o.target_id, o.member_key, coalesce(o.raw_fp, x''), o.payload_fp, o.payload, o.invalid, "
+                " coalesce(m.added_run, ?), coalesce(m.added_at, ?), ? "
+                "FROM outbox o LEFT JOIN members m "
+                " ON m.target_id = o.target_id AND m.member_key = o.member_key AND m.payload_fp = o.payload_fp "
+                f"WHERE {scope}",
+                [run_id, now, now, target_id, op],
+            )
+        else:
+            # Only the exact identifiers this remove carried: if an add of new identifiers for the
+            # same member was confirmed first, the member stays.
+            conn.execute(
+                "DELETE FROM members WHERE target_id = ? AND member_key IN (SELECT member_key FROM batch_keys) "
+                "AND payload_fp = (SELECT o.payload_fp FROM outbox o WHERE o.target_id = members.target_id "
+                " AND o.member_key = members.member_key AND o.op = 'remove')",
+                [target_id],
+            )
+        conn.execute(
+            "INSERT INTO lag (target_id, op, source_at, observed_at, sent_at, confirmed_at) "
+            f"SELECT o.target_id, o.op, o.source_at, o.observed_at, coalesce(o.sent_at, ?), ? FROM outbox o "
+            f"WHERE {scope}",
+            [sent_at if sent_at is not None else now, now, target_id, op],
+        )
+        conn.execute(
+            "DELETE FROM rejections WHERE target_id = ? AND op = ? "
+            "AND member_key IN (SELECT member_key FROM batch_keys)",
+            [target_id, op],
+        )
+        conn.execute(
+            "DELETE FROM outbox WHERE target_id = ? AND op = ? AND member_key IN (SELECT member_key FROM batch_keys)",
+            [target_id, op],
+        )
+        conn.execute("UPDATE targets SET state_version = state_version + 1 WHERE id = ?", [target_id])
+
+    def _reject(
+        self, conn: sqlite3.Connection, target_id: int, op: str, rejected: dict[bytes, str], now: float
+    ) -> None:
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS batch_rejects (member_key BLOB PRIMARY KEY, reason TEXT) WITHOUT ROWID"
+        )
+        conn.execute("DELETE FROM batch_rejects")
+        conn.executemany(
+            "INSERT OR REPLACE INTO batch_rejects VALUES (?, ?)", [(k, r[:200]) for k, r in rejected.items()]
+        )
+        # The backoff restarts when the identifiers changed since the last rejection: that is a new change.
+        conn.execute(
+            "INSERT OR REPLACE INTO rejections "
+            "(target_id, member_key, op, payload_fp, reason, first_at, last_at, attempts, next_retry_at) "
+            "SELECT o.target_id, o.member_key, o.op, o.payload_fp, b.reason, "
+            " CASE WHEN r.payload_fp = o.payload_fp THEN r.first_at ELSE :now END, :now, "
+            " CASE WHEN r.payload_fp = o.payload_fp THEN r.attempts + 1 ELSE 1 END, "
+            " :now + min(:base * (1 << min(CASE WHEN r.payload_fp = o.payload_fp THEN r.attempts ELSE 0 END, 20)),"
+            "  :cap) "
+            "FROM outbox o JOIN batch_rejects b ON b.member_key = o.member_key "
+            "LEFT JOIN rejections r ON r.target_id = o.target_id AND r.member_key = o.member_key AND r.op = o.op "
+            "WHERE o.target_id = :target AND o.op = :op",
+            {
+                "now": now,
+                "base": REJECTION_BACKOFF_S,
+                "cap": REJECTION_BACKOFF_CAP_S,
+                "target": target_id,
+                "op": op,
+            },
+        )
+        conn.execute(
+            "DELETE FROM outbox WHERE target_id = ? AND op = ? "
+            "AND member_key IN (SELECT member_key FROM batch_rejects)",
+            [target_id, op],
+        )

@@ -1,0 +1,201 @@
+"""Per-target bookkeeping: the target row (platform audience id, state version), run history, the
+platform's read-back status and upload sessions."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from audiencesync.state.db import atomic, connect
+
+# Meta closes an upload session 90 minutes after its first batch; start a new one well before.
+SESSION_MAX_AGE_S = 80 * 60
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    id: int
+    key: str
+    platform_audience_id: str | None
+    schema: tuple[str, ...] | None
+    state_version: int
+
+
+class StateStore:
+    """The state file. Open one per process; every write is one ``atomic`` transaction."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    @classmethod
+    def open(cls, path: Path) -> StateStore:
+        return cls(connect(path))
+
+    @classmethod
+    def open_memory(cls) -> StateStore:
+        """An empty in-memory state, for dry runs before the first sync."""
+        return cls(connect(None))
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # --- targets -------------------------------------------------------------------------------
+    def find_target(self, key: str) -> TargetRow | None:
+        row = self.db.execute(
+            "SELECT id, key, platform_audience_id, schema, state_version FROM targets WHERE key = ?", [key]
+        ).fetchone()
+        if row is None:
+            return None
+        schema = tuple(json.loads(row[3])) if row[3] else None
+        return TargetRow(row[0], row[1], row[2], schema, row[4])
+
+    def ensure_target(self, key: str, audience: str, destination: str, platform: str) -> TargetRow:
+        with atomic(self.db) as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO targets (key, audience, destination, platform, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [key, audience, destination, platform, time.time()],
+            )
+        row = self.find_target(key)
+        assert row is not None
+        return row
+
+    def forget_target(self, key: str) -> None:
+        """Drop everything state knows about a target (its platform copy is gone, as an emulator's is
+        when it restarts)."""
+        row = self.find_target(key)
+        if row is None:
+            return
+        with atomic(self.db) as conn:
+            for table in (
+                "members",
+                "outbox",
+                "rejections",
+                "runs",
+                "lag",
+                "platform_status",
+                "push_sessions",
+                "leases",
+            ):
+                conn.execute(f"DELETE FROM {table} WHERE target_id = ?", [row.id])
+            conn.execute("DELETE FROM targets WHERE id = ?", [row.id])
+
+    def record_audience(self, target_id: int, audience_id: str, schema: tuple[str, ...]) -> None:
+        with atomic(self.db) as conn:
+            conn.execute(
+                "UPDATE targets SET platform_audience_id = ?, schema = ? WHERE id = ?",
+                [audience_id, json.dumps(list(schema)), target_id],
+            )
+
+    # --- runs ------------------------------------------------------------------------------------
+    def start_run(self, target_id: int, trigger: str) -> int:
+        with atomic(self.db) as conn:
+            cur = conn.execute(
+                "INSERT INTO runs (target_id, trigger, started_at, status) VALUES (?, ?, ?, 'running')",
+                [target_id, trigger, time.time()],
+            )
+            conn.execute("UPDATE targets SET last_run_at = ? WHERE id = ?", [time.time(), target_id])
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None) -> None:
+        allowed = (
+            "source_members",
+            "adds",
+            "removes",
+            "identity_changes",
+            "confirmed",
+            "pending",
+            "rejected",
+            "requests",
+            "invalid",
+        )
+        values = {k: counts[k] for k in allowed if k in counts}
+        if "invalid" in values:
+            values["invalid"] = json.dumps(values["invalid"], sort_keys=True)
+        sets = ", ".join(f"{k} = ?" for k in values)
+        now = time.time()
+        with atomic(self.db) as conn:
+            conn.execute(
+                f"UPDATE runs SET status = ?, finished_at = ?, error = ?{', ' if sets else ''}{sets} "
+                "WHERE id = ?",
+                [status, now, error, *values.values(), run_id],
+            )
+            target_id = conn.execute("SELECT target_id FROM runs WHERE id = ?", [run_id]).fetchone()[0]
+            if status == "ok":
+                conn.execute(
+                    "UPDATE targets SET last_success_at = ?, last_error = NULL WHERE id = ?", [now, target_id]
+                )
+            elif error:
+                conn.execute("UPDATE targets SET last_error = ? WHERE id = ?", [error, target_id])
+
+    # --- platform read-back ----------------------------------------------------------------------
+    def save_platform_status(
+        self,
+        target_id: int,
+        size_lower: int | None,
+        size_upper: int | None,
+        state: str,
+        ready: bool,
+        updated_at: float | None,
+        detail: Mapping[str, object],
+    ) -> None:
+        now = time.time()
+        with atomic(self.db) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO platform_status "
+                "(target_id, read_at, size_lower, size_upper, state, ready, updated_at, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    target_id,
+                    now,
+                    size_lower,
+                    size_upper,
+                    state,
+                    int(ready),
+                    updated_at,
+                    json.dumps(detail, default=str),
+                ],
+            )
+            if ready:
+                # Everything confirmed before the platform's last content update is live there now.
+                cutoff = updated_at if updated_at is not None else now
+                conn.execute(
+                    "UPDATE lag SET ready_at = max(confirmed_at, ?) "
+                    "WHERE target_id = ? AND ready_at IS NULL AND confirmed_at <= ?",
+                    [min(cutoff, now), target_id, cutoff],
+                )
+
+    # --- upload sessions -------------------------------------------------------------------------
+    def reserve_batch_seq(self, target_id: int, op: str, fresh: bool) -> tuple[int, int]:
+        """The session id and the next batch_seq for a push of ``op``, reserved before sending so a
+        resumed push never reuses a sequence number. ``fresh`` starts a new session."""
+        now = time.time()
+        with atomic(self.db) as conn:
+            row = conn.execute(
+                "SELECT session_id, next_seq, started_at FROM push_sessions WHERE target_id = ? AND op = ?",
+                [target_id, op],
+            ).fetchone()
+            if fresh or row is None or now - row[2] > SESSION_MAX_AGE_S:
+                session_id, seq = secrets.randbits(62) + 1, 1
+                conn.execute(
+                    "INSERT OR REPLACE INTO push_sessions (target_id, op, session_id, next_seq, started_at) "
+                    "VALUES (?, ?, ?, 2, ?)",
+                    [target_id, op, session_id, now],
+                )
+            else:
+                session_id, seq = int(row[0]), int(row[1])
+                conn.execute(
+                    "UPDATE push_sessions SET next_seq = next_seq + 1 WHERE target_id = ? AND op = ?",
+                    [target_id, op],
+                )
+        return session_id, seq
+
+    def end_session(self, target_id: int, op: str) -> None:
+        with atomic(self.db) as conn:
+            conn.execute("DELETE FROM push_sessions WHERE target_id = ? AND op = ?", [target_id, op])

@@ -1,0 +1,288 @@
+"""The ``audience-sync`` command: a thin layer over the library that turns domain errors into short
+messages naming the file, key or row, and exit codes cron can act on.
+
+Exit codes: 0 done; 1 a destination failed (the outbox keeps what was not sent); 2 bad input
+(config, source, plan file), state untouched; 3 a circuit breaker refused a plan.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from functools import wraps
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from audiencesync.sync.config import Config, load_config, resolve_config_path
+from audiencesync.sync.errors import InputError
+from audiencesync.sync.logs import setup_logging
+from rich.console import Console
+
+EXIT_FAILED, EXIT_INPUT, EXIT_BREAKER = 1, 2, 3
+F = TypeVar("F", bound=Callable[..., Any])
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file. Default: $AUDIENCE_SYNC_CONFIG, then ./audience-sync.toml.",
+)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def input_errors(fn: F) -> F:
+    """Turn ``InputError`` into its message on stderr and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            _stderr().print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+            sys.exit(EXIT_INPUT)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(config_path: Path | None) -> Config:
+    return load_config(resolve_config_path(config_path))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", help="Log lines as text or JSON."
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="audience-sync")
+def cli(log_format: str, verbose: bool) -> None:
+    """Keep ad-platform custom audiences in step with your lifecycle segments."""
+    setup_logging(log_format, verbose)
+
+
+@cli.command()
+@config_option
+@input_errors
+def validate(config_path: Path | None) -> None:
+    """Check a config file and report every problem at once, each with its key path."""
+    config = _load(config_path)
+    targets = config.targets()
+    click.echo(
+        f"{config.path}: ok ({len(config.audiences)} audiences, {len(config.destinations)} destinations, "
+        f"{len(targets)} sync targets)"
+    )
+
+
+@cli.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Plan and report; send nothing and write nothing to state.")
+@click.option(
+    "--only", metavar="NAME", help="Only this audience, destination, or audience@destination target."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan or result as JSON.")
+@click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan to FILE.")
+@click.option(
+    "--apply-plan",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Push exactly the plan saved in FILE (refused if state moved on since).",
+)
+@click.option(
+    "--allow-mass-remove", is_flag=True, help="Let a plan through that the circuit breaker refuses."
+)
+@input_errors
+def sync(
+    config_path: Path | None,
+    dry_run: bool,
+    only: str | None,
+    as_json: bool,
+    plan_out: Path | None,
+    apply_plan: Path | None,
+    allow_mass_remove: bool,
+) -> None:
+    """Plan each audience against its last-synced state and push the adds and removes."""
+    from audiencesync.sync.runner import sync_once
+
+    if apply_plan and (dry_run or plan_out or only):
+        raise InputError(
+            "--apply-plan pushes a saved plan as it is: it takes no --dry-run, --plan-out or --only"
+        )
+    config = _load(config_path)
+    results = sync_once(
+        config,
+        dry_run=dry_run,
+        only=only,
+        allow_mass_remove=allow_mass_remove,
+        plan_out=plan_out,
+        apply_plan=apply_plan,
+    )
+    _print_results(results, dry_run, as_json)
+    sys.exit(_exit_code(results))
+
+
+def _print_results(results: Sequence[Any], dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "targets": [r.as_dict() for r in results]}, indent=2))
+        return
+    from audiencesync.sync.report import render_results
+
+    render_results(Console(highlight=False), results, dry_run)
+
+
+def _exit_code(results: Sequence[Any]) -> int:
+    if any(r.status in ("error", "partial") for r in results):
+        return EXIT_FAILED
+    if any(r.status == "breaker" for r in results):
+        return EXIT_BREAKER
+    return 0
+
+
+@cli.command("hash")
+@click.option("--platform", type=click.Choice(["meta", "google", "tiktok"]), required=True)
+@click.option(
+    "--field",
+    "field_name",
+    required=True,
+    type=click.Choice(
+        [
+            "email",
+            "phone",
+            "first_name",
+            "last_name",
+            "zip",
+            "city",
+            "state",
+            "country",
+            "dob",
+            "gender",
+            "maid",
+            "external_id",
+        ]
+    ),
+)
+@click.option("--country", default=None, help="Default country for phones without a country code.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per value.")
+@click.argument("values", nargs=-1, required=True)
+def hash_command(
+    platform: str, field_name: str, country: str | None, as_json: bool, values: tuple[str, ...]
+) -> None:
+    """Show how VALUES normalize and hash for a platform: reach for this when a match rate is low."""
+    from audiencesync.sync.identity import InvalidIdentifier, is_hashed_on, normalize, sha256_hex
+
+    failed = False
+    for value in values:
+        out: dict[str, str | None] = {"input": value, "normalized": None, "sha256": None, "error": None}
+        try:
+            normalized = normalize(platform, field_name, value, country)
+            out["normalized"] = normalized
+            out["sha256"] = sha256_hex(normalized) if is_hashed_on(platform, field_name) else None
+        except InvalidIdentifier as exc:
+            out["error"] = exc.reason
+            failed = True
+        if as_json:
+            click.echo(json.dumps(out, ensure_ascii=False))
+        elif out["error"]:
+            click.echo(f"{value!r}: invalid ({out['error']})")
+        else:
+            sent = out["sha256"] or "(sent unhashed, as the platform requires)"
+            click.echo(f"{value!r} -> {out['normalized']!r} -> {sent}")
+    sys.exit(1 if failed else 0)
+
+
+@cli.group(invoke_without_command=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("config.example.toml"),
+    show_default=True,
+    help="Config to run the demo on; written from the package when missing.",
+)
+@click.option("--profiles", type=int, default=None, help="Synthetic profiles to generate (default 10,000).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--no-push", is_flag=True, help="Stop after the dry-run plan; start no emulators.")
+@click.pass_context
+@input_errors
+def demo(ctx: click.Context, config_path: Path, profiles: int | None, seed: int, no_push: bool) -> None:
+    """Build a synthetic profile database, plan, and sync it to local platform emulators."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+    if ctx.invoked_subcommand is not None:
+        return
+    from audiencesync.sync.walkthrough import run_demo
+
+    _ensure_demo_config(config_path)
+    sys.exit(
+        run_demo(
+            config_path, profiles=profiles, seed=seed, push=not no_push, console=Console(highlight=False)
+        )
+    )
+
+
+@demo.command("advance")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config whose source to change (default: the one given to demo, ./config.example.toml).",
+)
+@click.option(
+    "--share", type=float, default=0.03, show_default=True, help="Share of profiles that change stage."
+)
+@click.option("--seed", type=int, default=None, help="Make the moves repeatable.")
+@click.pass_context
+@input_errors
+def demo_advance(ctx: click.Context, config_path: Path | None, share: float, seed: int | None) -> None:
+    """Move a share of the demo profiles between stages and flows, so the next sync has changes."""
+    from audiencesync.sync.demo import advance
+
+    config = load_config(config_path or ctx.obj["config_path"])
+    if not config.source.path.exists():
+        raise InputError(f"{config.source.path}: no demo database yet; run `audience-sync demo` first")
+    moved = advance(config.source.path, share=share, seed=seed)
+    click.echo(
+        f"advanced {config.source.path}: {moved.stage_moves} stage moves, {moved.flow_exits} flow exits, "
+        f"{moved.flow_entries} flow entries, {moved.email_changes} email changes"
+    )
+
+
+def _ensure_demo_config(path: Path) -> None:
+    if path.exists():
+        return
+    packaged = resources.files("audiencesync.sync").joinpath("config.example.toml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with resources.as_file(packaged) as source:
+        shutil.copyfile(source, path)
+    _stderr().print(f"wrote {path} from the package")
+
+
+@cli.command()
+@click.argument("platform", type=click.Choice(["meta", "google", "tiktok"]))
+@click.option(
+    "--port", type=int, default=None, help="Port on 127.0.0.1 (default: meta 8801, tiktok 8802, google 8803)."
+)
+@click.option("--admin-port", type=int, default=None, help="Google only: the HTTP admin port (default 8804).")
+def emulator(platform: str, port: int | None, admin_port: int | None) -> None:
+    """Run a local emulator of PLATFORM's audience API on 127.0.0.1, until interrupted."""
+    from audiencesync.sync.emulation import emulator_module
+
+    defaults = {"meta": 8801, "tiktok": 8802, "google": 8803}
+    module = emulator_module(platform)
+    try:
+        if platform == "google":
+            module.serve(port or defaults[platform], admin_port or 8804)
+        else:
+            module.serve(port or defaults[platform])
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,435 @@
+"""Plan: stream an audience out of the source, normalize and hash it per platform, and diff it against
+the last-synced state, in SQLite, so memory stays flat however large the audience.
+
+For each sync target the diff yields adds, removes and identity changes (a member whose identifiers
+changed: remove exactly the old hashes, add the new ones). The plan lives in a temporary table of the
+state connection (never in the state file) until ``commit_plan`` merges it into the outbox; a dry run
+simply never commits it.
+
+Speed: a profile whose raw identifiers have not changed since the last sync (same fingerprint of the
+raw values, kept in state) is not normalized or hashed again. Only new and changed profiles pay for
+phone parsing and SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import sqlite_utils
+from audiencesync.state.db import atomic
+from audiencesync.state.outbox import REJECTION_MAX_AGE_S
+from audiencesync.sync.config import SourceConfig, Target
+from audiencesync.sync.identity import NORMALIZATION_VERSION, ProfileHasher
+from audiencesync.sync.sources import SourceRow
+
+CHUNK_ROWS = 20_000
+
+
+def member_key(profile_id: str) -> bytes:
+    """A stable 16-byte key for a profile; state never holds the source's own id."""
+    return hashlib.blake2b(profile_id.encode(), digest_size=16).digest()
+
+
+def payload_fingerprint(payload: str) -> bytes:
+    return hashlib.blake2b(payload.encode(), digest_size=16).digest()
+
+
+def hasher_platform(target: Target) -> str:
+    """Whose normalization rules a destination uses (a file destination follows its format)."""
+    if target.destination.platform == "file":
+        return str(target.destination.settings.get("format", "meta"))
+    return target.destination.platform
+
+
+@dataclass
+class TargetPlan:
+    """The plan for one audience on one destination, and the figures the report shows."""
+
+    target: Target
+    target_id: int | None
+    state_version: int
+    max_batch: int
+    table: str
+    """Temporary table holding the desired outbox for this target."""
+    source_members: int = 0
+    skipped_no_identifier: int = 0
+    synced: int = 0
+    adds: int = 0
+    removes: int = 0
+    identity_changes: int = 0
+    refreshes: int = 0
+    held_back: int = 0
+    """Changes not planned now: their member is in flight, or a rejection is backing off."""
+    invalid: Counter[str] = field(default_factory=Counter)
+    breaker: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.target.key
+
+    @property
+    def total_adds(self) -> int:
+        return self.adds + self.identity_changes + self.refreshes
+
+    @property
+    def total_removes(self) -> int:
+        return self.removes + self.identity_changes
+
+    @property
+    def requests(self) -> int:
+        """Requests the push needs under the platform's batch limit."""
+        return math.ceil(self.total_adds / self.max_batch) + math.ceil(self.total_removes / self.max_batch)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "target": self.key,
+            "audience": self.target.audience.name,
+            "destination": self.target.destination.name,
+            "platform": self.target.destination.platform,
+            "mode": self.target.sync.mode,
+            "source_members": self.source_members,
+            "synced": self.synced,
+            "adds": self.adds,
+            "removes": self.removes,
+            "identity_changes": self.identity_changes,
+            "refreshes": self.refreshes,
+            "held_back": self.held_back,
+            "skipped_no_identifier": self.skipped_no_identifier,
+            "invalid": dict(sorted(self.invalid.items())),
+            "max_batch": self.max_batch,
+            "requests": self.requests,
+            "breaker": self.breaker or "ok",
+            "state_version": self.state_version,
+        }
+
+
+def _chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
+    it = iter(rows)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class _PlatformGroup:
+    """Targets of one audience that share normalization rules, hashed once per profile."""
+
+    def __init__(self, platform: str, source: SourceConfig, plans: list[TargetPlan]) -> None:
+        self.hasher = ProfileHasher(
+            platform, list(source.identifiers), source.default_country, source.prehashed
+        )
+        self.kinds = list(source.identifiers)
+        salt = json.dumps(
+            [NORMALIZATION_VERSION, platform, source.default_country, self.kinds, sorted(source.prehashed)]
+        )
+        self.salt = salt.encode()
+        self.plans = plans
+
+    def raw_fp(self, row: SourceRow) -> bytes:
+        digest = hashlib.blake2b(self.salt, digest_size=16)
+        digest.update("\x1f".join(row.raw.get(k) or "" for k in self.kinds).encode())
+        return digest.digest()
+
+
+class Planner:
+    """Diffs audiences against state. One planner per state connection; plans of one planner can be
+    committed or discarded independently."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        self._tables = 0
+        self._src_tables: dict[str, str] = {}
+
+    def _new_tables(self) -> tuple[str, str]:
+        self._tables += 1
+        src, desired = f"plan_src_{self._tables}", f"plan_desired_{self._tables}"
+        conn = self.db.conn
+        conn.execute(
+            f"CREATE TEMP TABLE {src} (member_key BLOB PRIMARY KEY, raw_fp BLOB NOT NULL, payload TEXT, "
+            "payload_fp BLOB, invalid TEXT, consent INTEGER, source_at REAL) WITHOUT ROWID"
+        )
+        conn.execute(
+            f"CREATE TEMP TABLE {desired} (member_key BLOB NOT NULL, op TEXT NOT NULL, payload TEXT NOT NULL, "
+            "payload_fp BLOB NOT NULL, raw_fp BLOB, invalid TEXT, consent INTEGER, source_at REAL, "
+            "kind TEXT NOT NULL, PRIMARY KEY (member_key, op)) WITHOUT ROWID"
+        )
+        return src, desired
+
+    def plan_audience(
+        self,
+        source: SourceConfig,
+        rows: Iterable[SourceRow],
+        targets: Sequence[tuple[Target, int | None, int, int, float | None]],
+        *,
+        allow_mass_remove: bool = False,
+        now: float | None = None,
+    ) -> list[TargetPlan]:
+        """Plan every target of one audience from one pass over its rows.
+
+        ``targets`` holds, per target: the target, its state id (None if never synced), its state
+        version, the platform's max batch, and the age after which a member is re-uploaded (Google's
+        membership lifespan) or None.
+        """
+        now = time.time() if now is None else now
+        plans: list[TargetPlan] = []
+        srcs: dict[str, str] = {}
+        refresh: dict[str, float | None] = {}
+        groups: dict[str, list[TargetPlan]] = {}
+        for target, target_id, version, max_batch, refresh_after in targets:
+            src, desired = self._new_tables()
+            plan = TargetPlan(target, target_id, version, max_batch, desired)
+            plans.append(plan)
+            srcs[plan.key] = src
+            refresh[plan.key] = refresh_after
+            groups.setdefault(hasher_platform(target), []).append(plan)
+        platform_groups = [_PlatformGroup(p, source, ps) for p, ps in groups.items()]
+
+        conn = self.db.conn
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS chunk_keys (member_key BLOB PRIMARY KEY, raw_fp BLOB) WITHOUT ROWID"
+        )
+        for chunk in _chunks(rows, CHUNK_ROWS):
+            keys = [member_key(r.profile_id) for r in chunk]
+            for group in platform_groups:
+                fps = [group.raw_fp(r) for r in chunk]
+                unchanged: dict[str, set[bytes]] = {}
+                known = [p for p in group.plans if p.target_id is not None]
+                if known:
+                    conn.execute("DELETE FROM chunk_keys")
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO chunk_keys VALUES (?, ?)", zip(keys, fps, strict=True)
+                    )
+                    for plan in known:
+                        found = conn.execute(
+                            "SELECT c.member_key FROM chunk_keys c JOIN members m ON m.target_id = ? "
+                            "AND m.member_key = c.member_key AND m.raw_fp = c.raw_fp",
+                            [plan.target_id],
+                        ).fetchall()
+                        unchanged[plan.key] = {r[0] for r in found}
+                every_unchanged = (
+                    set.intersection(*unchanged.values()) if len(unchanged) == len(group.plans) else set()
+                )
+                hashed: dict[int, tuple[str, bytes, str | None] | None] = {}
+                invalid_counts: Counter[str] = Counter()
+                for i, row in enumerate(chunk):
+                    if keys[i] in every_unchanged:
+                        continue
+                    profile = group.hasher(row.raw)
+                    for kind, reason in profile.invalid:
+                        invalid_counts[f"{kind}:{reason}"] += 1
+                    if not profile.identifiers:
+                        hashed[i] = None
+                        continue
+                    payload = json.dumps(profile.identifiers, sort_keys=True, separators=(",", ":"))
+                    invalid = ",".join(f"{k}:{r}" for k, r in profile.invalid) or None
+                    hashed[i] = (payload, payload_fingerprint(payload), invalid)
+                for plan in group.plans:
+                    same = unchanged.get(plan.key, set())
+                    out: list[tuple[Any, ...]] = []
+                    for i, row in enumerate(chunk):
+                        consent = None if row.consent is None else int(row.consent)
+                        if keys[i] in same:
+                            out.append((keys[i], fps[i], None, None, None, consent, row.changed_at))
+                            continue
+                        h = hashed.get(i)
+                        if h is None:
+                            plan.skipped_no_identifier += 1
+                            continue
+                        out.append((keys[i], fps[i], h[0], h[1], h[2], consent, row.changed_at))
+                    plan.invalid.update(invalid_counts)
+                    conn.executemany(
+                        f"INSERT OR REPLACE INTO {srcs[plan.key]} VALUES (?, ?, ?, ?, ?, ?, ?)", out
+                    )
+        for plan in plans:
+            self._diff(plan, srcs[plan.key], refresh[plan.key], now)
+            self._check_breaker(plan, allow_mass_remove)
+        return plans
+
+    def _diff(self, plan: TargetPlan, src: str, refresh_after: float | None, now: float) -> None:
+        conn = self.db.conn
+        desired = plan.table
+        t = plan.target_id if plan.target_id is not None else -1
+        plan.source_members = conn.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
+        plan.synced = conn.execute("SELECT count(*) FROM members WHERE target_id = ?", [t]).fetchone()[0]
+        # Invalid identifiers of members whose raw values did not change were counted when they were
+        # hashed; they are read back from state rather than hashed again.
+        for invalid, count in conn.execute(
+            f"SELECT m.invalid, count(*) FROM {src} s JOIN members m ON m.target_id = ? "
+            "AND m.member_key = s.member_key WHERE s.payload IS NULL AND m.invalid IS NOT NULL GROUP BY m.invalid",
+            [t],
+        ):
+            for item in str(invalid).split(","):
+                plan.invalid[item] += count
+
+        # New members.
+        conn.execute(
+            f"INSERT INTO {desired} SELECT s.member_key, 'add', s.payload, s.payload_fp, s.raw_fp, s.invalid, "
+            f"s.consent, s.source_at, 'new' FROM {src} s "
+            "WHERE s.payload IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM members m WHERE m.target_id = ? AND m.member_key = s.member_key)",
+            [t],
+        )
+        # Identity changes: the new identifiers in, exactly the old ones out.
+        conn.execute(
+            f"INSERT INTO {desired} SELECT s.member_key, 'add', s.payload, s.payload_fp, s.raw_fp, s.invalid, "
+            f"s.consent, s.source_at, 'identity' FROM {src} s JOIN members m ON m.target_id = ? "
+            "AND m.member_key = s.member_key WHERE s.payload IS NOT NULL AND s.payload_fp != m.payload_fp",
+            [t],
+        )
+        if plan.target.sync.mode == "mirror":  # add_only never removes, not even old identifiers
+            conn.execute(
+                f"INSERT INTO {desired} SELECT m.member_key, 'remove', m.payload, m.payload_fp, NULL, NULL, "
+                f"s.consent, s.source_at, 'identity' FROM {src} s JOIN members m ON m.target_id = ? "
+                "AND m.member_key = s.member_key WHERE s.payload IS NOT NULL AND s.payload_fp != m.payload_fp",
+                [t],
+            )
+        # Members gone from the source. State only ever holds members this tool added, so mirror mode
+        # can never remove someone it did not add.
+        if plan.target.sync.mode == "mirror":
+            conn.execute(
+                f"INSERT INTO {desired} SELECT m.member_key, 'remove', m.payload, m.payload_fp, NULL, NULL, "
+                f"NULL, NULL, 'gone' FROM members m WHERE m.target_id = ? AND NOT EXISTS "
+                f"(SELECT 1 FROM {src} s WHERE s.member_key = m.member_key)",
+                [t],
+            )
+        # A remove whose identifiers another profile in the source still carries (two profiles, one
+        # email) must not be sent: the platform would drop the person the other profile still wants.
+        # Such members are forgotten from state without a request.
+        conn.execute(
+            f"UPDATE {desired} SET kind = 'shared' WHERE op = 'remove' AND payload_fp IN "
+            f"(SELECT coalesce(s.payload_fp, m.payload_fp) FROM {src} s LEFT JOIN members m "
+            "ON m.target_id = ? AND m.member_key = s.member_key)",
+            [t],
+        )
+        # Re-upload members before the platform's membership lifespan drops them.
+        if refresh_after is not None:
+            conn.execute(
+                f"INSERT OR IGNORE INTO {desired} SELECT m.member_key, 'add', m.payload, m.payload_fp, m.raw_fp, "
+                f"m.invalid, s.consent, NULL, 'refresh' FROM {src} s JOIN members m ON m.target_id = ? "
+                "AND m.member_key = s.member_key WHERE m.uploaded_at < ?",
+                [t, now - refresh_after],
+            )
+        # Hold back members with a change in flight (settled first, planned next run) and changes
+        # whose rejection is still backing off or has been given up on.
+        held = conn.execute(
+            f"DELETE FROM {desired} WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.target_id = ? "
+            f"AND o.member_key = {desired}.member_key AND o.status = 'in_flight') OR EXISTS "
+            f"(SELECT 1 FROM rejections r WHERE r.target_id = ? AND r.member_key = {desired}.member_key "
+            f"AND r.op = {desired}.op AND r.payload_fp = {desired}.payload_fp "
+            "AND (r.next_retry_at > ? OR r.first_at < ?))",
+            [t, t, now, now - REJECTION_MAX_AGE_S],
+        ).rowcount
+        plan.held_back = held
+        counts = dict(
+            conn.execute(f"SELECT kind || ':' || op, count(*) FROM {desired} GROUP BY kind, op").fetchall()
+        )
+        plan.adds = counts.get("new:add", 0)
+        plan.removes = counts.get("gone:remove", 0)
+        plan.identity_changes = max(counts.get("identity:add", 0), counts.get("identity:remove", 0))
+        plan.refreshes = counts.get("refresh:add", 0)
+        self._src_tables[plan.key] = src
+
+    @staticmethod
+    def _check_breaker(plan: TargetPlan, allow_mass_remove: bool) -> None:
+        if allow_mass_remove or plan.target.sync.mode != "mirror":
+            return
+        breaker = plan.target.sync.breaker
+        if plan.source_members == 0 and plan.synced > 0:
+            plan.breaker = (
+                f"the source returned no members; refusing to remove all {plan.synced} synced members"
+            )
+        elif plan.removes and plan.synced and plan.removes > breaker.max_remove_share * plan.synced:
+            plan.breaker = (
+                f"{plan.removes} removes are {plan.removes / plan.synced:.0%} of {plan.synced} synced members, "
+                f"over max_remove_share {breaker.max_remove_share:.0%}"
+            )
+        elif breaker.max_remove_count is not None and plan.removes > breaker.max_remove_count:
+            plan.breaker = f"{plan.removes} removes exceed max_remove_count {breaker.max_remove_count}"
+
+    def load_plan(
+        self, target: Target, target_id: int, version: int, max_batch: int, ops: Iterable[dict[str, Any]]
+    ) -> TargetPlan:
+        """A plan saved by ``sync --plan-out``, loaded back into a desired table."""
+        _src, desired = self._new_tables()
+        plan = TargetPlan(target, target_id, version, max_batch, desired)
+        self.db.conn.executemany(
+            f"INSERT OR REPLACE INTO {desired} VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'saved')",
+            (
+                (
+                    bytes.fromhex(op["k"]),
+                    op["op"],
+                    op["p"],
+                    payload_fingerprint(op["p"]),
+                    bytes.fromhex(op["raw"]) if op.get("raw") else None,
+                    op.get("inv"),
+                    op.get("c"),
+                    op.get("s"),
+                )
+                for op in ops
+            ),
+        )
+        for op, count in self.db.conn.execute(f"SELECT op, count(*) FROM {desired} GROUP BY op"):
+            if op == "add":
+                plan.adds = count
+            else:
+                plan.removes = count
+        return plan
+
+    def commit_plan(self, plan: TargetPlan, *, from_source: bool = True) -> None:
+        """Merge the plan into the outbox, in one transaction. Queued changes that are still wanted keep
+        their first-observed time (lag is measured from it); ones no longer wanted are dropped."""
+        assert plan.target_id is not None, "a target is registered in state before its plan is committed"
+        src = self._src_tables.get(plan.key) if from_source else None
+        desired, t, now = plan.table, plan.target_id, time.time()
+        with atomic(self.db) as conn:
+            conn.execute(
+                "DELETE FROM outbox WHERE target_id = ? AND status = 'queued' AND NOT EXISTS "
+                f"(SELECT 1 FROM {desired} d WHERE d.member_key = outbox.member_key AND d.op = outbox.op "
+                "AND d.payload_fp = outbox.payload_fp AND d.kind != 'shared')",
+                [t],
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO outbox (target_id, member_key, op, payload, payload_fp, raw_fp, invalid, "
+                "consent, status, source_at, observed_at) SELECT ?, member_key, op, payload, payload_fp, raw_fp, "
+                f"invalid, consent, 'queued', source_at, ? FROM {desired} WHERE kind != 'shared'",
+                [t, now],
+            )
+            conn.execute(
+                "DELETE FROM members WHERE target_id = ? AND member_key IN "
+                f"(SELECT member_key FROM {desired} WHERE kind = 'shared')",
+                [t],
+            )
+            if src is None:
+                return
+            # Raw values changed but normalize to the same hashes (say, an email's letter case): the
+            # platform needs nothing; remember the new fingerprint so they are not hashed again.
+            conn.execute(
+                f"UPDATE members SET raw_fp = (SELECT s.raw_fp FROM {src} s WHERE s.member_key = members.member_key), "
+                "invalid = (SELECT s.invalid FROM " + src + " s WHERE s.member_key = members.member_key) "
+                f"WHERE target_id = ? AND member_key IN (SELECT s.member_key FROM {src} s "
+                "WHERE s.payload IS NOT NULL AND s.payload_fp = members.payload_fp AND s.raw_fp != members.raw_fp)",
+                [t],
+            )
+
+    def desired_rows(self, plan: TargetPlan) -> Iterator[tuple[Any, ...]]:
+        """The planned changes as (member_key, op, payload, raw_fp, invalid, source_at, consent), for
+        ``--plan-out``."""
+        cursor = self.db.conn.execute(
+            f"SELECT member_key, op, payload, raw_fp, invalid, source_at, consent FROM {plan.table} "
+            "ORDER BY op, member_key"
+        )
+        while rows := cursor.fetchmany(10_000):
+            yield from rows
+
+    def discard(self, plan: TargetPlan) -> None:
+        conn = self.db.conn
+        conn.execute(f"DROP TABLE IF EXISTS temp.{plan.table}")
+        src = self._src_tables.pop(plan.key, None)
+        if src:
+            conn.execute(f"DROP TABLE IF EXISTS temp.{src}")

@@ -1,0 +1,457 @@
+"""The runner: for each sync target, plan, push the outbox through the connector, follow pending
+work, read the platform's status back, and record the run.
+
+Data flows one way: source -> normalize and hash -> diff against state -> outbox -> connector ->
+confirmation back into state -> report. A change leaves the outbox only when the platform confirmed
+or rejected it, so stopping at any point (a crash, SIGTERM, a platform outage) loses nothing: the next
+run sends what is left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from audiencesync.connectors.contract import AudienceSpec, Capabilities, Connector, SessionInfo
+from audiencesync.connectors.errors import ConnectorError, FatalError, TransientError
+from audiencesync.connectors.registry import build_connector
+from audiencesync.state.outbox import OutboxStore, QueuedBatch
+from audiencesync.state.store import StateStore
+from audiencesync.sync.config import Config, Target
+from audiencesync.sync.errors import InputError, StaleStateError
+from audiencesync.sync.identity import ProfileHasher
+from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
+from audiencesync.sync.sources import read_audience
+
+log = logging.getLogger("audiencesync.runner")
+
+PLAN_FORMAT = "audience-sync-plan"
+T = TypeVar("T")
+
+
+@dataclass
+class PushOutcome:
+    confirmed: int = 0
+    pending: int = 0
+    rejected: int = 0
+    retry: int = 0
+    requests: int = 0
+    settled: int = 0
+    """In-flight changes from earlier runs that the platform settled during this run."""
+    rejection_reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class TargetResult:
+    """What happened to one target in one run: the plan's figures and the push's outcome."""
+
+    plan: TargetPlan
+    status: str = "planned"
+    """planned (dry run), ok, partial (transient errors left work queued), error, breaker."""
+    push: PushOutcome = field(default_factory=PushOutcome)
+    error: str | None = None
+    audience_id: str | None = None
+    platform_size: tuple[int | None, int | None] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = self.plan.as_dict()
+        out.update(
+            status=self.status,
+            error=self.error,
+            audience_id=self.audience_id,
+            push={
+                "confirmed": self.push.confirmed,
+                "pending": self.push.pending,
+                "rejected": self.push.rejected,
+                "retry": self.push.retry,
+                "requests": self.push.requests,
+                "settled": self.push.settled,
+                "rejection_reasons": self.push.rejection_reasons,
+            },
+        )
+        return out
+
+
+@dataclass
+class RunOptions:
+    dry_run: bool = False
+    only: str | None = None
+    targets: tuple[str, ...] | None = None
+    """Exactly these target keys (the demo and the daemon use it); None means every target."""
+    allow_mass_remove: bool = False
+    trigger: str = "cli"
+    plan_out: Path | None = None
+    should_stop: Callable[[], bool] = lambda: False
+    """Checked between batches: SIGTERM sets it, and the runner stops after the batch in flight."""
+    connector_factory: Callable[[Target], Connector] | None = None
+
+
+def _with_lookahead(items: Iterator[T]) -> Iterator[tuple[T, bool]]:
+    """Yield (item, is_last)."""
+    try:
+        current = next(items)
+    except StopIteration:
+        return
+    for following in items:
+        yield current, False
+        current = following
+    yield current, True
+
+
+class SyncRunner:
+    """Runs every (or one) sync target of a config against a state file."""
+
+    def __init__(self, config: Config, store: StateStore, options: RunOptions) -> None:
+        self.config = config
+        self.store = store
+        self.outbox = OutboxStore(store.db)
+        self.options = options
+        self.planner = Planner(store.db)
+        self._connectors: dict[str, Connector] = {}
+
+    # --- public -------------------------------------------------------------------------------
+    def run(self) -> list[TargetResult]:
+        """Plan (and unless dry-run, push) every selected target; one pass over the source per audience."""
+        targets = self.config.targets(self.options.only)
+        if self.options.targets is not None:
+            targets = [t for t in targets if t.key in self.options.targets]
+        if not targets:
+            raise InputError(
+                f"--only {self.options.only}: no sync target matches (check audience or destination names)"
+            )
+        by_audience: dict[str, list[Target]] = defaultdict(list)
+        for target in targets:
+            by_audience[target.audience.name].append(target)
+        # Plan everything before pushing anything: bad input in any audience (a SQL error, an
+        # unreadable row) stops the run before a single request is sent or a row of state written.
+        plans: list[TargetPlan] = []
+        plan_file = self._open_plan_file()
+        try:
+            for audience_targets in by_audience.values():
+                for plan in self._plan_audience(audience_targets):
+                    if plan_file is not None:
+                        self._write_plan(plan_file, plan)
+                    plans.append(plan)
+        finally:
+            if plan_file is not None:
+                plan_file.close()
+        results: list[TargetResult] = []
+        for plan in plans:
+            results.append(self._execute(plan))
+            self.planner.discard(plan)
+        return results
+
+    def apply_plan(self, path: Path) -> list[TargetResult]:
+        """Push exactly the plan saved in ``path``; refuse it if state moved on since it was made."""
+        sections = _read_plan_file(path)
+        targets = {t.key: t for t in self.config.targets()}
+        results: list[TargetResult] = []
+        for header, ops in sections:
+            key = str(header["target"])
+            if key not in targets:
+                raise InputError(f"{path}: the plan's target {key} is not in the config")
+            target = targets[key]
+            row = self.store.find_target(key)
+            current = row.state_version if row else 0
+            if current != header["state_version"]:
+                raise StaleStateError(
+                    f"{path}: state for {key} has moved on since the plan was made "
+                    f"(state version {current}, plan made at {header['state_version']}); plan again"
+                )
+            row = self.store.ensure_target(
+                key, target.audience.name, target.destination.name, target.destination.platform
+            )
+            plan = self.planner.load_plan(target, row.id, row.state_version, int(header["max_batch"]), ops)
+            self.planner.commit_plan(plan, from_source=False)
+            results.append(self._push_target(plan))
+        return results
+
+    # --- planning ------------------------------------------------------------------------------
+    def _capabilities(self, target: Target) -> Capabilities:
+        return self._connector(target).capabilities()
+
+    def _connector(self, target: Target) -> Connector:
+        name = target.destination.name
+        if name not in self._connectors:
+            factory = self.options.connector_factory
+            self._connectors[name] = factory(target) if factory else build_connector(target.destination)
+        return self._connectors[name]
+
+    def _refresh_after(self, target: Target) -> float | None:
+        refresh = getattr(self._connector(target), "refresh_due_seconds", None)
+        return refresh() if callable(refresh) else None
+
+    def _plan_audience(self, targets: list[Target]) -> list[TargetPlan]:
+        specs = []
+        for target in targets:
+            # Look up only: a target is registered once its plan is made, so bad input leaves state
+            # untouched.
+            row = self.store.find_target(target.key)
+            specs.append(
+                (
+                    target,
+                    row.id if row else None,
+                    row.state_version if row else 0,
+                    self._capabilities(target).max_batch,
+                    self._refresh_after(target),
+                )
+            )
+        rows = read_audience(self.config.source, targets[0].audience)
+        return self.planner.plan_audience(
+            self.config.source, rows, specs, allow_mass_remove=self.options.allow_mass_remove
+        )
+
+    def _execute(self, plan: TargetPlan) -> TargetResult:
+        if self.options.dry_run:
+            return TargetResult(plan, status="breaker" if plan.breaker else "planned")
+        if plan.target_id is None:
+            t = plan.target
+            plan.target_id = self.store.ensure_target(
+                t.key, t.audience.name, t.destination.name, t.destination.platform
+            ).id
+        if plan.breaker:
+            return self._refuse(plan)
+        self.planner.commit_plan(plan)
+        return self._push_target(plan)
+
+    def _refuse(self, plan: TargetPlan) -> TargetResult:
+        assert plan.target_id is not None
+        run_id = self.store.start_run(plan.target_id, self.options.trigger)
+        self.store.finish_run(run_id, "breaker", _plan_counts(plan), f"circuit breaker: {plan.breaker}")
+        log.warning("breaker tripped", extra={"target": plan.key, "reason": plan.breaker})
+        return TargetResult(plan, status="breaker", error=plan.breaker)
+
+    # --- pushing -------------------------------------------------------------------------------
+    def _push_target(self, plan: TargetPlan) -> TargetResult:
+        target = plan.target
+        assert plan.target_id is not None
+        tid = plan.target_id
+        result = TargetResult(plan)
+        run_id = self.store.start_run(tid, self.options.trigger)
+        try:
+            connector = self._connector(target)
+            caps = connector.capabilities()
+            audience_id = self._ensure_audience(target, tid, connector, caps)
+            result.audience_id = audience_id
+            self._follow(tid, audience_id, connector, result, run_id)
+            for op in ("remove", "add"):
+                if self.options.should_stop():
+                    break
+                self._push_op(tid, op, audience_id, connector, caps, result, run_id)
+            self._follow(tid, audience_id, connector, result, run_id)
+            self._read_back(tid, audience_id, connector, result)
+            result.status = "ok"
+        except TransientError as exc:
+            result.status, result.error = "partial", f"{exc}; what was not sent stays queued for the next run"
+        except FatalError as exc:
+            result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+        except ConnectorError as exc:
+            result.status, result.error = "error", str(exc)
+        counts = _plan_counts(plan)
+        counts.update(
+            confirmed=result.push.confirmed,
+            pending=result.push.pending,
+            rejected=result.push.rejected,
+            requests=result.push.requests,
+        )
+        run_status = result.status if result.status != "ok" or not self.options.should_stop() else "stopped"
+        self.store.finish_run(run_id, run_status, counts, result.error)
+        log.info(
+            "target synced",
+            extra={
+                "target": plan.key,
+                "status": result.status,
+                "confirmed": result.push.confirmed,
+                "rejected": result.push.rejected,
+                "requests": result.push.requests,
+            },
+        )
+        return result
+
+    def _ensure_audience(self, target: Target, tid: int, connector: Connector, caps: Capabilities) -> str:
+        row = self.store.find_target(target.key)
+        src = self.config.source
+        hasher = ProfileHasher(
+            hasher_platform(target), list(src.identifiers), src.default_country, src.prehashed
+        )
+        kinds = tuple(k for k in hasher.output_keys() if k in caps.identifier_kinds)
+        known = target.pinned_audience_id or (row.platform_audience_id if row else None)
+        description = target.audience.description or f"audience-sync: {target.audience.name}"
+        spec = AudienceSpec(target.key, target.platform_audience_name, description, kinds, known)
+        audience_id = connector.ensure_audience(spec)
+        if row is None or row.platform_audience_id != audience_id or row.schema != kinds:
+            self.store.record_audience(tid, audience_id, kinds)
+        return audience_id
+
+    def _push_op(
+        self,
+        tid: int,
+        op: str,
+        audience_id: str,
+        connector: Connector,
+        caps: Capabilities,
+        result: TargetResult,
+        run_id: int,
+    ) -> None:
+        total = self.outbox.queued_count(tid, op)
+        if total == 0:
+            return
+        send = connector.add if op == "add" else connector.remove
+        for batch, last in _with_lookahead(self.outbox.batches(tid, op, caps.max_batch)):
+            session = self._session(tid, op, last, total) if caps.uses_sessions else None
+            sent_at = time.time()
+            try:
+                outcome = send(audience_id, batch.changes, session)
+            except TransientError as exc:
+                result.push.requests += max(1, math.ceil(len(batch.changes) / caps.max_batch))
+                raise exc
+            self.outbox.apply_result(tid, op, outcome, run_id, sent_at)
+            self._count(result, batch, outcome)
+            if last and session is not None:
+                self.store.end_session(tid, op)
+            if self.options.should_stop():
+                log.info("stop requested: the batch in flight was saved", extra={"target": result.plan.key})
+                return
+
+    def _session(self, tid: int, op: str, last: bool, total: int) -> SessionInfo:
+        session_id, seq = self.store.reserve_batch_seq(tid, op, fresh=False)
+        return SessionInfo(session_id=session_id, batch_seq=seq, last_batch=last, estimated_total=total)
+
+    @staticmethod
+    def _count(result: TargetResult, batch: QueuedBatch, outcome: Any) -> None:
+        result.push.confirmed += len(outcome.confirmed)
+        result.push.pending += sum(len(v) for v in outcome.pending.values())
+        result.push.rejected += len(outcome.rejected)
+        result.push.retry += len(outcome.retry)
+        result.push.requests += outcome.requests
+        for reason in outcome.rejected.values():
+            result.push.rejection_reasons[reason] = result.push.rejection_reasons.get(reason, 0) + 1
+
+    def _follow(
+        self, tid: int, audience_id: str, connector: Connector, result: TargetResult, run_id: int
+    ) -> None:
+        handles = self.outbox.in_flight_handles(tid)
+        if not handles:
+            return
+        statuses = connector.follow(audience_id, handles)
+        for handle, status in statuses.items():
+            settled = self.outbox.apply_handle(tid, handle, status, run_id)
+            if status.state == "confirmed":
+                result.push.settled += settled
+
+    def _read_back(self, tid: int, audience_id: str, connector: Connector, result: TargetResult) -> None:
+        try:
+            status = connector.read_back(audience_id)
+        except TransientError as exc:
+            log.warning("read-back failed", extra={"target": result.plan.key, "error": str(exc)})
+            return
+        self.store.save_platform_status(
+            tid,
+            status.size_lower,
+            status.size_upper,
+            status.state,
+            status.ready,
+            status.updated_at,
+            status.detail,
+        )
+        result.platform_size = (status.size_lower, status.size_upper)
+
+    # --- plan files ----------------------------------------------------------------------------
+    def _open_plan_file(self) -> Any:
+        if self.options.plan_out is None:
+            return None
+        handle = self.options.plan_out.open("w", encoding="utf-8")
+        handle.write(json.dumps({"format": PLAN_FORMAT, "version": 1, "created_at": time.time()}) + "\n")
+        return handle
+
+    def _write_plan(self, handle: Any, plan: TargetPlan) -> None:
+        header = {"target": plan.key, "state_version": plan.state_version, "max_batch": plan.max_batch}
+        header["summary"] = plan.as_dict()
+        handle.write(json.dumps(header) + "\n")
+        for key, op, payload, raw_fp, invalid, source_at, consent in self.planner.desired_rows(plan):
+            handle.write(
+                json.dumps(
+                    {
+                        "k": key.hex(),
+                        "op": op,
+                        "p": payload,
+                        "raw": raw_fp.hex() if raw_fp else None,
+                        "inv": invalid,
+                        "s": source_at,
+                        "c": consent,
+                    }
+                )
+                + "\n"
+            )
+
+
+def _plan_counts(plan: TargetPlan) -> dict[str, Any]:
+    return {
+        "source_members": plan.source_members,
+        "adds": plan.adds,
+        "removes": plan.removes,
+        "identity_changes": plan.identity_changes,
+        "invalid": dict(plan.invalid),
+    }
+
+
+def _read_plan_file(path: Path) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    if not path.is_file():
+        raise InputError(f"{path}: plan file not found")
+    sections: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"{path} line {number}: not a saved plan (bad JSON)") from None
+            if number == 1:
+                if item.get("format") != PLAN_FORMAT:
+                    raise InputError(f"{path}: not a plan written by sync --plan-out")
+                continue
+            if "target" in item:
+                sections.append((item, []))
+            elif sections and {"k", "op", "p"} <= set(item):
+                sections[-1][1].append(item)
+            else:
+                raise InputError(f"{path} line {number}: unexpected content in a plan file")
+    return sections
+
+
+def sync_once(
+    config: Config,
+    *,
+    dry_run: bool = False,
+    only: str | None = None,
+    allow_mass_remove: bool = False,
+    plan_out: Path | None = None,
+    apply_plan: Path | None = None,
+    trigger: str = "cli",
+    should_stop: Callable[[], bool] | None = None,
+) -> list[TargetResult]:
+    """One run over the config's targets against its state file: what ``audience-sync sync`` does."""
+    if dry_run and not config.state_path.exists():
+        # A dry run writes nothing: plan against an empty in-memory state instead of creating the file.
+        store = StateStore.open_memory()
+    else:
+        store = StateStore.open(config.state_path)
+    try:
+        options = RunOptions(
+            dry_run=dry_run,
+            only=only,
+            allow_mass_remove=allow_mass_remove,
+            trigger=trigger,
+            plan_out=plan_out,
+            should_stop=should_stop or (lambda: False),
+        )
+        runner = SyncRunner(config, store, options)
+        return runner.apply_plan(apply_plan) if apply_plan else runner.run()
+    finally:
+        store.close()

@@ -1,0 +1,167 @@
+"""Config errors: every problem reported at once, each naming its key; exit code 2 from the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from audiencesync.sync.cli import cli
+from audiencesync.sync.config import load_config, parse_duration
+from audiencesync.sync.errors import ConfigError
+from click.testing import CliRunner
+from sample_configs import FILE_DESTINATION, SOURCE, WriteConfig
+
+META = """
+[destinations.meta_main]
+platform = "meta"
+ad_account_id = "act_123"
+access_token_env = "AS_TEST_META_TOKEN"
+
+[[syncs]]
+audience = "lapsed"
+destinations = ["meta_main"]
+"""
+
+
+def problems(path: Path, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env or {})
+    return caught.value.problems
+
+
+def test_the_example_config_is_valid() -> None:
+    config = load_config(Path(__file__).parent.parent / "config.example.toml", {})
+    assert {t.key for t in config.targets()} >= {
+        "lapsed@meta_main",
+        "vip@google_main",
+        "in_checkout@meta_main",
+    }
+
+
+def test_malformed_toml_names_the_file_and_the_line(write_config: WriteConfig) -> None:
+    path = write_config("[destinations.files\nplatform = 'file'")
+    [problem] = problems(path)
+    assert "not valid TOML" in problem and "line" in problem
+
+
+def test_unknown_keys_are_errors_with_their_path(write_config: WriteConfig) -> None:
+    path = write_config(FILE_DESTINATION.replace('format = "meta"', 'format = "meta"\nformt = "google"'))
+    assert problems(path) == ["destinations.files.formt: unknown key for platform file"]
+
+
+def test_a_typo_in_a_sync_key_is_reported(write_config: WriteConfig) -> None:
+    path = write_config(
+        FILE_DESTINATION.replace('audience = "vip"', 'audience = "vip"\nschedul = "* * * * *"')
+    )
+    assert any(p.startswith("syncs[2].schedul: unknown key") for p in problems(path))
+
+
+def test_every_problem_is_reported_at_once(write_config: WriteConfig) -> None:
+    bad = SOURCE.replace('stage = "vip"', 'stage = "very_important"').replace(
+        'kind = "sqlite"', 'kind = "xls"'
+    )
+    path = write_config(
+        FILE_DESTINATION.replace('mode = "mirror"', "").replace(
+            '[[syncs]]\naudience = "vip"', '[[syncs]]\naudience = "vip"\nmode = "sometimes"'
+        ),
+        source=bad,
+    )
+    found = problems(path)
+    assert any(p.startswith("source.kind:") for p in found)
+    assert any(p.startswith("audiences.vip.stage: unknown stage") for p in found)
+    assert any(p.startswith("syncs[2].mode:") for p in found)
+
+
+def test_a_missing_secret_environment_variable_names_the_key_and_variable(write_config: WriteConfig) -> None:
+    path = write_config(META)
+    [problem] = problems(path, {})
+    assert (
+        problem
+        == "destinations.meta_main.access_token_env: environment variable AS_TEST_META_TOKEN is not set"
+    )
+
+
+def test_the_secret_is_read_from_the_environment(write_config: WriteConfig) -> None:
+    config = load_config(write_config(META), {"AS_TEST_META_TOKEN": "tok"})
+    assert config.destinations["meta_main"].secrets == {"access_token": "tok"}
+
+
+def test_a_loopback_endpoint_needs_no_secret(write_config: WriteConfig) -> None:
+    config = load_config(
+        write_config(META.replace('platform = "meta"', 'platform = "meta"\nendpoint = "http://127.0.0.1:9"')),
+        {},
+    )
+    assert config.destinations["meta_main"].is_emulated
+
+
+def test_a_literal_secret_in_the_file_is_refused(write_config: WriteConfig) -> None:
+    path = write_config(
+        META.replace('access_token_env = "AS_TEST_META_TOKEN"', 'access_token = "EAAB-secret"')
+    )
+    found = problems(path, {})
+    assert any(
+        p.startswith("destinations.meta_main.access_token: secrets are never read from the config file")
+        for p in found
+    )
+    assert all("EAAB-secret" not in p for p in found)
+
+
+def test_an_env_key_holding_a_secret_instead_of_a_name_is_refused(write_config: WriteConfig) -> None:
+    path = write_config(META.replace('"AS_TEST_META_TOKEN"', '"EAAB secret value!"'))
+    assert any(
+        p.startswith("destinations.meta_main.access_token_env: must name an environment variable")
+        for p in problems(path)
+    )
+
+
+def test_sync_references_are_checked(write_config: WriteConfig) -> None:
+    path = write_config(
+        '[destinations.files]\nplatform = "file"\ndirectory = "x"\n[[syncs]]\naudience = "winback"\n'
+        'destinations = ["filez"]\nmax_lag = "soon"\n'
+    )
+    found = problems(path)
+    assert "syncs[0].audience: names no [audiences.winback]" in found
+    assert "syncs[0].destinations: names no [destinations.filez]" in found
+    assert any(p.startswith("syncs[0].max_lag: not a duration") for p in found)
+
+
+def test_bad_cron_and_google_customer_id_are_reported(write_config: WriteConfig) -> None:
+    path = write_config(
+        '[destinations.g]\nplatform = "google"\ncustomer_id = "123-456-7890"\nendpoint = "127.0.0.1:1"\n'
+        '[[syncs]]\naudience = "vip"\ndestinations = ["g"]\nschedule = "every hour"\n'
+    )
+    found = problems(path)
+    assert "destinations.g.customer_id: must be 10 digits without dashes" in found
+    assert any(p.startswith("syncs[0].schedule: must be a 5-field cron expression") for p in found)
+
+
+def test_an_audience_needs_a_definition(write_config: WriteConfig) -> None:
+    path = write_config(FILE_DESTINATION + '\n[audiences.empty]\ndescription = "nothing"\n')
+    assert "audiences.empty: needs stage, in_flow (or both), or query" in problems(path)
+
+
+def test_durations() -> None:
+    assert parse_duration("90s") == 90
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("7d") == 7 * 86400
+    with pytest.raises(ValueError):
+        parse_duration("2 hours")
+
+
+def test_validate_exits_2_and_lists_the_problems(write_config: WriteConfig) -> None:
+    path = write_config(FILE_DESTINATION.replace('format = "meta"', 'format = "myspace"'))
+    result = CliRunner().invoke(cli, ["validate", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "destinations.files.format: must be one of meta, google, tiktok" in result.output
+
+
+def test_validate_says_ok_for_a_good_config(write_config: WriteConfig) -> None:
+    result = CliRunner().invoke(cli, ["validate", "--config", str(write_config())])
+    assert result.exit_code == 0, result.output
+    assert "ok (3 audiences, 1 destinations, 3 sync targets)" in result.output
+
+
+def test_a_missing_config_file_says_where_it_looked(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["validate", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "nope.toml" in result.output and "file not found" in result.output
