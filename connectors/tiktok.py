@@ -1,0 +1,422 @@
+"""TikTok custom audiences through the Business API v1.3, on requests + tenacity.
+
+Two flows, chosen by the destination's ``flow`` setting:
+
+* ``segment`` (default): members are streamed with ``POST segment/mapping/`` (action ``add`` or
+  ``delete``), the audience is created with ``POST segment/audience/``.
+* ``file``: for accounts without the segment API. Each batch is uploaded as a customer file
+  (``dmp/custom_audience/file/upload/``) and applied with ``dmp/custom_audience/update/`` (``APPEND`` or
+  ``REMOVE``, always named: TikTok's default is ``REPLACE``). TikTok creates a file audience only from a
+  first file, so ``ensure_audience`` returns a placeholder id (``to-create:<name>``) when no audience of
+  that name exists yet, and the first add creates it. The runner stores the placeholder; the next
+  ``ensure_audience`` finds the real audience by name and returns its id.
+
+TikTok accepts a mapping batch as a whole and never says which hashed ids matched a TikTok user, so a
+sent member is confirmed on code 0; how many matched shows only as ``cover_num`` in ``read_back``.
+A value that is not SHA-256 hex is left out of the request (one bad id fails the whole request on
+TikTok), and a person with no usable value is rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from audiencesync.connectors import tiktok_payload as tp
+from audiencesync.connectors.contract import (
+    AudienceSpec,
+    Capabilities,
+    Change,
+    HandleStatus,
+    PlatformStatus,
+    PushResult,
+    SessionInfo,
+)
+from audiencesync.connectors.errors import AudienceGone, FatalError, SchemaMismatch, TransientError
+from audiencesync.sync.config import DestinationConfig
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
+
+EMULATOR_TOKEN = "emulator-token"
+PLACEHOLDER_PREFIX = "to-create:"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff and timeouts. The total wait per connector call is the destination's
+    ``max_wait_seconds``; tests pass a policy with millisecond waits and short timeouts."""
+
+    initial_wait: float = 1.0
+    max_single_wait: float = 60.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+
+
+class _TooLarge(Exception):
+    """TikTok refused a request for its size; the caller splits it."""
+
+    def __init__(self, env: tp.Envelope) -> None:
+        super().__init__("request too large")
+        self.env = env
+
+
+@dataclass
+class _Rows:
+    keys: list[bytes]
+    rows: list[tuple[str | None, ...]]
+
+
+def is_placeholder(audience_id: str) -> bool:
+    return audience_id.startswith(PLACEHOLDER_PREFIX)
+
+
+def base_url(endpoint: str | None) -> str:
+    """``endpoint`` (default TikTok's host) with the v1.3 prefix; a bare ``host:port`` on loopback is
+    taken as plain HTTP, any other bare host as HTTPS."""
+    root = (endpoint or tp.DEFAULT_BASE_URL).rstrip("/")
+    if "//" not in root:
+        from audiencesync.sync.config import is_loopback
+
+        root = f"{'http' if is_loopback(root) else 'https'}://{root}"
+    if root.endswith(tp.API_PREFIX.rstrip("/")):
+        root = root[: -len(tp.API_PREFIX.rstrip("/"))]
+    return root + tp.API_PREFIX
+
+
+class TikTokConnector:
+    """One TikTok advertiser account (``advertiser_id``) as a destination."""
+
+    def __init__(
+        self,
+        dest: DestinationConfig,
+        policy: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.dest = dest
+        self.policy = policy or RetryPolicy()
+        self.advertiser_id = str(dest.settings["advertiser_id"])
+        self.batch_size = int(dest.settings.get("batch_size", 10_000))
+        self.flow = str(dest.settings.get("flow", "segment"))
+        self.maid_type = str(dest.settings.get("maid_type", "GAID"))
+        self.max_wait_seconds = float(dest.settings.get("max_wait_seconds", 300))
+        self.base_url = base_url(dest.endpoint)
+        token = dest.secrets.get("access_token") or (EMULATOR_TOKEN if dest.is_emulated else "")
+        if not token:
+            raise FatalError(
+                f"destination {dest.name}: no TikTok access token; set the environment variable named "
+                "by access_token_env"
+            )
+        self._session = session or requests.Session()
+        self._session.headers.update({"Access-Token": token, "Accept": "application/json"})
+        self._sleep = sleep
+        self._requests = 0
+        self._waited = 0.0
+        self._token_checked = False
+        self._kinds: dict[str, tuple[str, ...]] = {}
+        self._created: dict[str, str] = {}
+        """Placeholder id -> real id, for file audiences created by this instance."""
+
+    # --- contract --------------------------------------------------------------------------------
+    def capabilities(self) -> Capabilities:
+        return Capabilities(max_batch=self.batch_size, identifier_kinds=frozenset(tp.SUPPORTED_KINDS))
+
+    def ensure_audience(self, spec: AudienceSpec) -> str:
+        self._begin_call()
+        kinds = tp.schema_kinds(spec.identifier_kinds)
+        if not kinds:
+            raise SchemaMismatch(
+                f"target {spec.target}: TikTok matches on email, phone or mobile ad id, and the source "
+                "configures none of them"
+            )
+        self._check_token()
+        audience_id = self._existing_audience(spec)
+        if audience_id is None:
+            audience_id = self._create_audience(spec.name, kinds)
+        self._kinds[audience_id] = kinds
+        return audience_id
+
+    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        return self._push(audience_id, batch, adding=True)
+
+    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        return self._push(audience_id, batch, adding=False)
+
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+        # Pushes are confirmed synchronously and no handle is ever issued; a handle left from elsewhere
+        # is safest re-sent, since adds and deletes are idempotent.
+        return {
+            h: HandleStatus("failed", detail="TikTok pushes are confirmed at once; re-sending")
+            for h in handles
+        }
+
+    def read_back(self, audience_id: str) -> PlatformStatus:
+        self._begin_call()
+        real_id = self._created.get(audience_id, audience_id)
+        if is_placeholder(real_id):
+            return PlatformStatus(
+                state="not created yet",
+                detail={"note": "the file audience is created with the first upload"},
+            )
+        entry = self._get_audience(real_id)
+        if entry is None:
+            raise AudienceGone(f"TikTok no longer lists audience {real_id}; it was deleted or expired")
+        return tp.platform_status(entry)
+
+    # --- audiences -------------------------------------------------------------------------------
+    def _check_token(self) -> None:
+        """One ``user/info`` per connector: a bad token fails with a clear message before any work."""
+        if not self._token_checked:
+            self._call("GET", "user/info/", operation="token check")
+            self._token_checked = True
+
+    def _existing_audience(self, spec: AudienceSpec) -> str | None:
+        known = spec.known_id
+        if known and not is_placeholder(known):
+            if self._get_audience(known) is None:
+                raise AudienceGone(
+                    f"target {spec.target}: TikTok audience {known} no longer exists; remove the pinned "
+                    "id (or the state entry) to let audience-sync create a new one"
+                )
+            return known
+        return self._find_by_name(spec.name)
+
+    def _get_audience(self, audience_id: str) -> Mapping[str, Any] | None:
+        env = self._call(
+            "GET",
+            "dmp/custom_audience/get/",
+            operation="audience lookup",
+            audience_scoped=True,
+            params=tp.get_params(self.advertiser_id, audience_id),
+        )
+        for entry in env.data.get("list") or []:
+            if isinstance(entry, Mapping):
+                details = tp.audience_details(entry)
+                if str(details.get("audience_id")) == audience_id:
+                    return entry
+        return None
+
+    def _find_by_name(self, name: str) -> str | None:
+        limit = tp.SEGMENT_NAME_LIMIT if self.flow == "segment" else tp.FILE_AUDIENCE_NAME_LIMIT
+        wanted = tp.cut_name(name, limit)
+        page = 1
+        while True:
+            env = self._call(
+                "GET",
+                "dmp/custom_audience/list/",
+                operation="audience list",
+                params={"advertiser_id": self.advertiser_id, "page": page, "page_size": tp.LIST_PAGE_SIZE},
+            )
+            entries = env.data.get("list") or []
+            for entry in entries:
+                if isinstance(entry, Mapping) and entry.get("name") == wanted:
+                    return str(entry["audience_id"])
+            page_info = env.data.get("page_info") or {}
+            total_pages = int(page_info.get("total_page") or 1) if isinstance(page_info, Mapping) else 1
+            if not entries or page >= total_pages:
+                return None
+            page += 1
+
+    def _create_audience(self, name: str, kinds: tuple[str, ...]) -> str:
+        if self.flow == "file":
+            return PLACEHOLDER_PREFIX + name
+        id_type = tp.schema_for(kinds[0], self.maid_type)
+        env = self._call(
+            "POST",
+            "segment/audience/",
+            operation="audience create",
+            json_body=tp.create_segment_body(self.advertiser_id, name, id_type),
+        )
+        audience_id = env.data.get("audience_id")
+        if not audience_id:
+            raise FatalError("TikTok created the audience but returned no id", request_id=env.request_id)
+        return str(audience_id)
+
+    # --- pushes ----------------------------------------------------------------------------------
+    def _push(self, audience_id: str, batch: Sequence[Change], adding: bool) -> PushResult:
+        self._begin_call()
+        started = self._requests
+        kinds = self._kinds.get(audience_id) or _kinds_in(batch)
+        prepared = tp.person_rows(kinds, batch)
+        result = PushResult(rejected=dict(prepared.rejected))
+        schema = tp.id_schema(kinds, self.maid_type)
+        pending = _Rows(prepared.keys, prepared.rows)
+        chunks = [
+            _Rows(pending.keys[i : i + self.batch_size], pending.rows[i : i + self.batch_size])
+            for i in range(0, len(pending.keys), self.batch_size)
+        ]
+        for n, chunk in enumerate(chunks):
+            try:
+                self._send_splitting(audience_id, schema, chunk, adding)
+            except TransientError:
+                if not result.confirmed:
+                    raise
+                # Part of the batch landed: keep that, and hand the rest back for the next run.
+                result.retry.extend(k for c in chunks[n:] for k in c.keys)
+                break
+            result.confirmed.extend(chunk.keys)
+        result.requests = self._requests - started
+        if self.flow == "file" and not adding and self._unresolved(audience_id):
+            result.detail["note"] = "no file audience exists yet, so there was nothing to remove"
+        return result
+
+    def _send_splitting(self, audience_id: str, schema: list[str], chunk: _Rows, adding: bool) -> None:
+        """Send ``chunk``; when TikTok says it is too large, send each half instead."""
+        try:
+            self._send(audience_id, schema, chunk, adding)
+        except _TooLarge as exc:
+            if len(chunk.keys) <= 1:
+                raise FatalError(
+                    "TikTok refuses even a single person as too large", request_id=exc.env.request_id
+                ) from None
+            half = len(chunk.keys) // 2
+            self._send_splitting(audience_id, schema, _Rows(chunk.keys[:half], chunk.rows[:half]), adding)
+            self._send_splitting(audience_id, schema, _Rows(chunk.keys[half:], chunk.rows[half:]), adding)
+
+    def _send(self, audience_id: str, schema: list[str], chunk: _Rows, adding: bool) -> None:
+        if self.flow == "file":
+            self._send_file(audience_id, schema, chunk, adding)
+            return
+        body = tp.mapping_body(
+            self.advertiser_id, audience_id, "add" if adding else "delete", schema, chunk.rows
+        )
+        self._call(
+            "POST",
+            "segment/mapping/",
+            operation="member add" if adding else "member delete",
+            audience_scoped=True,
+            json_body=body,
+            splittable=True,
+        )
+
+    def _unresolved(self, audience_id: str) -> bool:
+        return is_placeholder(self._created.get(audience_id, audience_id))
+
+    def _send_file(self, audience_id: str, schema: list[str], chunk: _Rows, adding: bool) -> None:
+        if not adding and self._unresolved(audience_id):
+            return
+        calculate_type = tp.file_calculate_type(schema)
+        content = tp.customer_file(schema, chunk.rows)
+        file_name = f"audience-sync-{int(time.time() * 1000)}.csv"
+        env = self._call(
+            "POST",
+            "dmp/custom_audience/file/upload/",
+            operation="file upload",
+            form=tp.upload_fields(self.advertiser_id, calculate_type, content, file_name),
+            files={"file": (file_name, content, "text/csv")},
+            splittable=True,
+        )
+        file_path = env.data.get("file_path")
+        if not file_path:
+            raise FatalError("TikTok accepted the file but returned no file_path", request_id=env.request_id)
+        real_id = self._created.get(audience_id, audience_id)
+        if is_placeholder(real_id):
+            name = real_id[len(PLACEHOLDER_PREFIX) :]
+            created = self._call(
+                "POST",
+                "dmp/custom_audience/create/",
+                operation="file audience create",
+                json_body=tp.file_create_body(self.advertiser_id, name, calculate_type, str(file_path)),
+            )
+            new_id = created.data.get("custom_audience_id") or created.data.get("audience_id")
+            if not new_id:
+                raise FatalError(
+                    "TikTok created the audience but returned no id", request_id=created.request_id
+                )
+            self._created[audience_id] = str(new_id)
+            return
+        self._call(
+            "POST",
+            "dmp/custom_audience/update/",
+            operation="file audience update",
+            audience_scoped=True,
+            json_body=tp.file_update_body(
+                self.advertiser_id, real_id, "APPEND" if adding else "REMOVE", str(file_path)
+            ),
+            splittable=True,
+        )
+
+    # --- transport -------------------------------------------------------------------------------
+    def _begin_call(self) -> None:
+        self._waited = 0.0
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        audience_scoped: bool = False,
+        params: Mapping[str, Any] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+        form: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        splittable: bool = False,
+    ) -> tp.Envelope:
+        """One API call with retries on what TikTok marks transient, until this call's share of
+        ``max_wait_seconds`` is spent. Raises the mapped error, or ``_TooLarge`` when ``splittable``."""
+
+        def attempt() -> tp.Envelope:
+            self._requests += 1
+            try:
+                response = self._session.request(
+                    method,
+                    self.base_url + path,
+                    params=params,
+                    json=json_body,
+                    data=form,
+                    files=files,
+                    timeout=(self.policy.connect_timeout, self.policy.read_timeout),
+                )
+            except requests.Timeout:
+                raise TransientError(f"TikTok did not answer {operation} in time") from None
+            except requests.ConnectionError:
+                raise TransientError(f"could not reach TikTok for {operation}") from None
+            env = tp.parse_envelope(response.status_code, response.content)
+            if splittable and tp.is_too_large(env):
+                raise _TooLarge(env)
+            error = tp.classify(env, operation=operation, audience_scoped=audience_scoped)
+            if error is not None:
+                raise error
+            return env
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=wait_random_exponential(
+                multiplier=self.policy.initial_wait, max=self.policy.max_single_wait
+            ),
+            stop=self._budget_spent,
+            before_sleep=self._count_wait,
+            retry_error_callback=_give_up,
+            sleep=self._sleep,
+        )
+        result: tp.Envelope = retrying(attempt)
+        return result
+
+    def _budget_spent(self, state: RetryCallState) -> bool:
+        return self._waited + state.upcoming_sleep > self.max_wait_seconds
+
+    def _count_wait(self, state: RetryCallState) -> None:
+        self._waited += state.upcoming_sleep
+
+
+def _give_up(state: RetryCallState) -> tp.Envelope:
+    """Re-raise the last transient error, saying how long the connector kept trying."""
+    outcome = state.outcome
+    assert outcome is not None
+    last = outcome.exception()
+    assert isinstance(last, TransientError)
+    raise TransientError(
+        f"{last.message}; gave up after {state.attempt_number} attempts within max_wait_seconds",
+        request_id=last.request_id,
+        code=last.code,
+        retry_after=state.upcoming_sleep or None,
+    ) from None
+
+
+def _kinds_in(batch: Sequence[Change]) -> tuple[str, ...]:
+    """The id kinds a batch carries, for a push whose audience ``ensure_audience`` did not resolve."""
+    present = {k for change in batch for k in change.identifiers}
+    return tuple(k for k in tp.SUPPORTED_KINDS if k in present)
