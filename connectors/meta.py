@@ -1,0 +1,293 @@
+"""Meta (Facebook) Custom Audiences on the facebook-business SDK.
+
+Requests go through ``FacebookAdsApi.call`` so the SDK owns URLs, the token and ``appsecret_proof``;
+this module owns retries (tenacity, only on what ``classify_error`` calls transient) and per-member
+outcomes. Payload building and error mapping live in ``meta_payload``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import requests
+from audiencesync.connectors import meta_payload as mp
+from audiencesync.connectors.contract import (
+    AudienceSpec,
+    Capabilities,
+    Change,
+    HandleStatus,
+    PlatformStatus,
+    PushResult,
+    SessionInfo,
+)
+from audiencesync.connectors.errors import AudienceGone, PermissionDenied, SchemaMismatch, TransientError
+from audiencesync.sync.config import DestinationConfig
+from facebook_business.api import FacebookAdsApi, FacebookResponse
+from facebook_business.exceptions import FacebookRequestError
+from facebook_business.session import FacebookSession
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+EMULATOR_TOKEN = "emulator-token"
+DEFAULT_API_VERSION = "v25.0"
+_AUDIENCE_FIELDS = "id,name,description,operation_status"
+_STATUS_FIELDS = (
+    "approximate_count_lower_bound,approximate_count_upper_bound,operation_status,delivery_status,"
+    "time_content_updated"
+)
+
+
+class _TooSmall(Exception):
+    """Internal: Meta refused a remove because the audience would become too small."""
+
+
+class MetaConnector:
+    """One Meta ad account. ``backoff_initial`` and ``timeout_seconds`` exist so tests can shrink waits."""
+
+    def __init__(
+        self,
+        dest: DestinationConfig,
+        *,
+        backoff_initial: float = 2.0,
+        backoff_max: float = 120.0,
+        timeout_seconds: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        settings = dest.settings
+        token = dest.secrets.get("access_token") or (EMULATOR_TOKEN if dest.is_emulated else "")
+        session = FacebookSession(
+            access_token=token, app_secret=dest.secrets.get("app_secret"), timeout=timeout_seconds
+        )
+        if dest.endpoint:
+            endpoint = dest.endpoint if "//" in dest.endpoint else f"http://{dest.endpoint}"
+            session.GRAPH = endpoint.rstrip("/")
+        self._api = FacebookAdsApi(session, api_version=str(settings.get("api_version", DEFAULT_API_VERSION)))
+        account = str(settings["ad_account_id"])
+        self._account = account if account.startswith("act_") else f"act_{account}"
+        self._file_source = str(settings.get("customer_file_source", "USER_PROVIDED_ONLY"))
+        self._max_wait = float(settings.get("max_wait_seconds", 300))
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._sleep = sleep
+        self._kinds: dict[str, tuple[str, ...]] = {}
+        self._requests = 0
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            max_batch=mp.MAX_ROWS,
+            identifier_kinds=frozenset(mp.SCHEMA_FIELDS),
+            asynchronous=False,
+            uses_sessions=True,
+        )
+
+    # --- audiences ---------------------------------------------------------------------------------
+
+    def ensure_audience(self, spec: AudienceSpec) -> str:
+        """The known id (checked), else the audience found by name, else a new one. The schema is
+        recorded in the description at creation and compared on every later find."""
+        schema = mp.schema_for(spec.identifier_kinds)
+        if spec.known_id:
+            try:
+                found = self._call("GET", (spec.known_id,), {"fields": _AUDIENCE_FIELDS})
+            except PermissionDenied as exc:
+                if exc.code != "100/33":
+                    raise
+                # Meta answers a deleted object the same way as one we cannot see.
+                raise AudienceGone(
+                    f"custom audience {spec.known_id} does not exist or this token cannot see it: if it "
+                    "was deleted, remove its id from audience_ids (or state) so a new one is created",
+                    request_id=exc.request_id,
+                    code=exc.code,
+                ) from None
+            status = found.get("operation_status")
+            if isinstance(status, Mapping) and status.get("code") == mp.FLAGGED_OPERATION_STATUS:
+                raise AudienceGone(
+                    "the custom audience is flagged by Meta (operation_status 471): remove its id from "
+                    "audience_ids (or state) so a new one is created",
+                    code="471",
+                )
+            self._check_schema(found, schema)
+            audience_id = spec.known_id
+        else:
+            existing = self._find_by_name(spec.name)
+            if existing is not None:
+                self._check_schema(existing, schema)
+                audience_id = str(existing["id"])
+            else:
+                created = self._call(
+                    "POST",
+                    (self._account, "customaudiences"),
+                    {
+                        "name": spec.name,
+                        "subtype": "CUSTOM",
+                        "description": mp.with_schema_marker(spec.description, schema),
+                        "customer_file_source": self._file_source,
+                    },
+                )
+                audience_id = str(created["id"])
+        self._kinds[audience_id] = tuple(spec.identifier_kinds)
+        return audience_id
+
+    def _find_by_name(self, name: str) -> Mapping[str, Any] | None:
+        params: dict[str, Any] = {"fields": _AUDIENCE_FIELDS, "limit": 200}
+        while True:
+            page = self._call("GET", (self._account, "customaudiences"), params)
+            for item in page.get("data") or []:
+                if isinstance(item, Mapping) and item.get("name") == name:
+                    return item
+            cursors = (page.get("paging") or {}).get("cursors") or {}
+            after = cursors.get("after")
+            if not (page.get("paging") or {}).get("next") or not after:
+                return None
+            params = {**params, "after": after}
+
+    @staticmethod
+    def _check_schema(audience: Mapping[str, Any], schema: list[str]) -> None:
+        recorded = mp.schema_in_description(audience.get("description"))
+        if recorded is not None and recorded != schema:
+            raise SchemaMismatch(
+                f"audience {audience.get('id')} was created with schema {','.join(recorded)} but this sync "
+                f"sends {','.join(schema)}: use a new audience name or align source.identifiers",
+                code="schema",
+            )
+
+    # --- members -----------------------------------------------------------------------------------
+
+    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        return self._push(audience_id, batch, session, remove=False)
+
+    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        return self._push(audience_id, batch, session, remove=True)
+
+    def _push(
+        self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None, *, remove: bool
+    ) -> PushResult:
+        if not batch:
+            return PushResult()
+        if len(batch) > mp.MAX_ROWS:
+            raise ValueError(f"a Meta batch holds at most {mp.MAX_ROWS} members, got {len(batch)}")
+        kinds = self._kinds.get(audience_id) or self._kinds_from_batch(batch)
+        params = mp.users_params(kinds, batch, session, remove=remove)
+        before = self._requests
+        try:
+            body = self._call("POST", (audience_id, "users"), params, detect_too_small=remove)
+        except _TooSmall:
+            return PushResult(
+                rejected={c.member_key: mp.TOO_SMALL_REASON for c in batch},
+                requests=self._requests - before,
+                detail={"refused": mp.TOO_SMALL_REASON},
+            )
+        outcomes = mp.row_outcomes(body, batch, kinds)
+        return PushResult(
+            confirmed=outcomes.confirmed,
+            rejected=outcomes.rejected,
+            requests=self._requests - before,
+            detail=outcomes.detail,
+        )
+
+    @staticmethod
+    def _kinds_from_batch(batch: Sequence[Change]) -> tuple[str, ...]:
+        # Without ensure_audience in this process the schema can only come from the keys members carry,
+        # in the canonical order; the runner always calls ensure_audience first, so this is a fallback.
+        present = {k for c in batch for k in c.identifiers}
+        return tuple(k for k in mp.SCHEMA_FIELDS if k in present)
+
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+        """Meta confirms /users requests synchronously, so nothing is ever pending."""
+        return {h: HandleStatus("confirmed") for h in handles}
+
+    def read_back(self, audience_id: str) -> PlatformStatus:
+        body = self._call("GET", (audience_id,), {"fields": _STATUS_FIELDS})
+        operation = body.get("operation_status") if isinstance(body.get("operation_status"), Mapping) else {}
+        delivery = body.get("delivery_status") if isinstance(body.get("delivery_status"), Mapping) else {}
+        assert isinstance(operation, Mapping) and isinstance(delivery, Mapping)
+        updated = body.get("time_content_updated")
+        return PlatformStatus(
+            size_lower=_opt_int(body.get("approximate_count_lower_bound")),
+            size_upper=_opt_int(body.get("approximate_count_upper_bound")),
+            state=str(operation.get("description", "")),
+            ready=operation.get("code") == 200,
+            updated_at=float(updated)
+            if isinstance(updated, int | float | str) and str(updated).isdigit()
+            else None,
+            detail={"operation_status": dict(operation), "delivery_status": dict(delivery)},
+        )
+
+    # --- transport ---------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: tuple[str, ...],
+        params: Mapping[str, Any],
+        *,
+        detect_too_small: bool = False,
+    ) -> Mapping[str, Any]:
+        """One Graph API call with retries on transient answers, within ``max_wait_seconds``."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=self._wait,
+            stop=self._stop,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        result: Mapping[str, Any] = {}
+        for attempt in retrying:
+            with attempt:
+                result = self._once(method, path, dict(params), detect_too_small)
+        return result
+
+    def _once(
+        self, method: str, path: tuple[str, ...], params: dict[str, Any], detect_too_small: bool
+    ) -> Mapping[str, Any]:
+        self._requests += 1
+        try:
+            response: FacebookResponse = self._api.call(method, path, params=params)
+        except FacebookRequestError as exc:
+            body = exc.body()
+            error = body.get("error") if isinstance(body, Mapping) else None
+            if detect_too_small and isinstance(error, Mapping) and mp.is_too_small_refusal(error):
+                raise _TooSmall() from None
+            raise mp.classify_error(exc.http_status(), body, exc.http_headers(), self._account) from None
+        except (TypeError, ValueError):
+            # The SDK indexes a non-JSON error body as if it were a dict (TypeError) when an HTML page
+            # contains the word "error": that is Meta's HTML error page, a transient server fault.
+            raise TransientError("Meta answered with an HTML error page") from None
+        except requests.RequestException as exc:
+            raise TransientError(f"no answer from Meta ({type(exc).__name__})") from None
+        body = response.json()
+        if not isinstance(body, Mapping):
+            raise TransientError(f"Meta answered with a page that is not JSON (HTTP {response.status()})")
+        return body
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = min(self._backoff_max, self._backoff_initial * 2 ** (state.attempt_number - 1))
+        # "Equal jitter": half the backoff is fixed, half random, so parallel runs spread out.
+        jittered = backoff / 2 + random.random() * backoff / 2
+        asked = exc.retry_after if isinstance(exc, TransientError) and exc.retry_after else 0.0
+        return float(max(jittered, asked))
+
+    def _stop(self, state: RetryCallState) -> bool:
+        # Stop before a sleep would take the total wait past the budget; the last TransientError then
+        # reaches the runner, which leaves the batch in the outbox for the next run.
+        if state.idle_for + state.upcoming_sleep <= self._max_wait:
+            return False
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is None:
+            exc.retry_after = state.upcoming_sleep
+        return True
+
+    @property
+    def requests_made(self) -> int:
+        """Graph API requests this connector made, retries included."""
+        return self._requests
+
+
+def _opt_int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,299 @@
+"""Pure pieces of the Meta connector: schema, payload and session bodies, the schema marker kept in
+an audience's description, per-row outcomes and the one error-mapping function. No network here, so
+all of it is tested without a socket."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from audiencesync.connectors.contract import Change, SessionInfo
+from audiencesync.connectors.errors import (
+    AudienceGone,
+    AuthError,
+    ConfigurationRejected,
+    ConnectorError,
+    FatalError,
+    PermissionDenied,
+    SchemaMismatch,
+    TransientError,
+)
+
+MAX_ROWS = 10_000
+"""Meta takes at most 10,000 rows in one /users request."""
+
+# Canonical identifier key -> Meta multi-key schema field.
+SCHEMA_FIELDS: dict[str, str] = {
+    "email": "EMAIL",
+    "phone": "PHONE",
+    "first_name": "FN",
+    "last_name": "LN",
+    "zip": "ZIP",
+    "city": "CT",
+    "state": "ST",
+    "country": "COUNTRY",
+    "doby": "DOBY",
+    "dobm": "DOBM",
+    "dobd": "DOBD",
+    "gender": "GEN",
+    "maid": "MADID",
+    "external_id": "EXTERN_ID",
+}
+RAW_FIELDS = frozenset({"MADID", "EXTERN_ID"})
+"""Fields Meta takes unhashed; every other field is lowercase SHA-256 hex."""
+
+TRANSIENT_CODES = frozenset({1, 2, 4, 17, 341, 368, 613, 80000, 80003, 80004, 80014})
+THROTTLE_CODES = frozenset({4, 17, 613, 80000, 80003, 80004, 80014})
+SCHEMA_MISMATCH_CODE = 2650
+REPLACE_IN_PROGRESS_SUBCODE = 1870145
+TERMS_SUBCODE = 1870090
+NO_BUSINESS_SUBCODE = 1870050
+TERMS_CODES = frozenset({2655, 2663})
+FLAGGED_SUBCODE = 1713230
+NO_ACCESS_SUBCODE = 33
+VERSION_DEPRECATED_CODE = 2635
+# Assumption (unconfirmed in Meta's docs): the "Audience Size too low: You cannot remove users from
+# this audience because it will result in a low audience size" refusal comes as code 100 with this
+# subcode. We also recognise it by its title/message words, so either form is handled.
+TOO_SMALL_CODE = 100
+TOO_SMALL_SUBCODE = 1870094
+TOO_SMALL_REASON = "audience_too_small"
+FLAGGED_OPERATION_STATUS = 471
+
+_MARKER = re.compile(r"\[audience-sync schema: ([A-Z_,]*)\]\s*$")
+
+
+def schema_for(identifier_kinds: Sequence[str]) -> list[str]:
+    """The audience's multi-key schema, in the spec's fixed key order."""
+    unknown = [k for k in identifier_kinds if k not in SCHEMA_FIELDS]
+    if unknown:
+        raise SchemaMismatch(f"Meta has no schema field for identifier kind(s) {', '.join(unknown)}")
+    return [SCHEMA_FIELDS[k] for k in identifier_kinds]
+
+
+def row_for(change: Change, identifier_kinds: Sequence[str]) -> list[str]:
+    """One payload row; a key the member lacks is sent as the empty string, as Meta asks."""
+    return [change.identifiers.get(kind, "") or "" for kind in identifier_kinds]
+
+
+def build_payload(identifier_kinds: Sequence[str], batch: Sequence[Change]) -> dict[str, Any]:
+    return {
+        "schema": schema_for(identifier_kinds),
+        "data": [row_for(c, identifier_kinds) for c in batch],
+    }
+
+
+def build_session(session: SessionInfo) -> dict[str, Any]:
+    return {
+        "session_id": session.session_id,
+        "batch_seq": session.batch_seq,
+        "last_batch_flag": session.last_batch,
+        "estimated_num_total": session.estimated_total,
+    }
+
+
+def users_params(
+    identifier_kinds: Sequence[str], batch: Sequence[Change], session: SessionInfo | None, *, remove: bool
+) -> dict[str, str]:
+    """The form fields of a POST /{audience_id}/users. Removes ride in the body with method=DELETE
+    because the SDK would put DELETE parameters (10,000 hashed rows) in the URL."""
+    params = {"payload": json.dumps(build_payload(identifier_kinds, batch), separators=(",", ":"))}
+    if session is not None:
+        params["session"] = json.dumps(build_session(session), separators=(",", ":"))
+    if remove:
+        params["method"] = "DELETE"
+    return params
+
+
+def with_schema_marker(description: str, schema: Sequence[str]) -> str:
+    """Meta does not return an audience's schema on read, so we keep it at the end of the description."""
+    base = _MARKER.sub("", description).rstrip()
+    marker = f"[audience-sync schema: {','.join(schema)}]"
+    return f"{base} {marker}" if base else marker
+
+
+def schema_in_description(description: str | None) -> list[str] | None:
+    """The schema recorded by ``with_schema_marker``; None when the audience was not made by us."""
+    match = _MARKER.search(description or "")
+    if match is None:
+        return None
+    return [f for f in match.group(1).split(",") if f]
+
+
+@dataclass(frozen=True)
+class RowOutcomes:
+    confirmed: list[bytes]
+    rejected: dict[bytes, str]
+    detail: dict[str, object]
+
+
+def row_outcomes(
+    body: Mapping[str, Any], batch: Sequence[Change], identifier_kinds: Sequence[str]
+) -> RowOutcomes:
+    """Split a successful /users answer into confirmed and rejected members. A row is rejected when
+    one of its values appears in ``invalid_entry_samples``; Meta samples at most 100, so beyond that
+    an invalid row cannot be told apart and is confirmed."""
+    samples = body.get("invalid_entry_samples") or {}
+    reasons: dict[str, str] = {}
+    if isinstance(samples, Mapping):
+        reasons = {str(k): str(v) for k, v in samples.items()}
+    elif isinstance(samples, list):
+        for item in samples:
+            for value in item if isinstance(item, list) else [item]:
+                reasons[str(value)] = "invalid"
+    confirmed: list[bytes] = []
+    rejected: dict[bytes, str] = {}
+    for change in batch:
+        hit = next((v for v in row_for(change, identifier_kinds) if v and v in reasons), None)
+        if hit is None:
+            confirmed.append(change.member_key)
+        else:
+            rejected[change.member_key] = f"invalid_entry: {_safe_reason(reasons[hit])}"
+    detail: dict[str, object] = {
+        "num_received": body.get("num_received"),
+        "num_invalid_entries": body.get("num_invalid_entries"),
+        "invalid_entry_samples": len(reasons),
+        "session_id": body.get("session_id"),
+    }
+    return RowOutcomes(confirmed, rejected, detail)
+
+
+def _safe_reason(reason: str) -> str:
+    # A reason must never carry the hashed value back into logs or the rejection table.
+    cleaned = re.sub(r"[0-9a-fA-F]{16,}", "<value>", reason)
+    return cleaned[:80] or "invalid"
+
+
+def regain_access_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """Largest ``estimated_time_to_regain_access`` (minutes) in the usage headers, as seconds."""
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    minutes: list[float] = []
+    for name in ("x-business-use-case-usage", "x-ad-account-usage"):
+        raw = lowered.get(name)
+        if not raw:
+            continue
+        try:
+            minutes.extend(_regain_values(json.loads(raw)))
+        except ValueError:
+            continue
+    return max(minutes) * 60.0 if minutes else None
+
+
+def _regain_values(node: Any) -> list[float]:
+    found: list[float] = []
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key == "estimated_time_to_regain_access" and isinstance(value, int | float):
+                found.append(float(value))
+            else:
+                found.extend(_regain_values(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(_regain_values(item))
+    return found
+
+
+def is_too_small_refusal(error: Mapping[str, Any]) -> bool:
+    """Meta's refusal to remove members because the audience would become too small."""
+    if error.get("code") == TOO_SMALL_CODE and error.get("error_subcode") == TOO_SMALL_SUBCODE:
+        return True
+    words = f"{error.get('error_user_title', '')} {error.get('message', '')}".lower()
+    return "low audience size" in words or "audience size too low" in words
+
+
+def terms_url(ad_account_id: str) -> str:
+    digits = ad_account_id.removeprefix("act_")
+    return f"https://business.facebook.com/ads/manage/customaudiences/tos/?act={digits}"
+
+
+def classify_error(
+    http_status: int | None,
+    body: Any,
+    headers: Mapping[str, str] | None,
+    ad_account_id: str,
+) -> ConnectorError:
+    """Map one failed Graph API answer onto the error taxonomy. ``body`` is the decoded JSON body, or
+    the raw text when Meta answered with an HTML page. Messages never quote the body or the request."""
+    error = body.get("error") if isinstance(body, Mapping) else None
+    if not isinstance(error, Mapping):
+        status = f"HTTP {http_status}" if http_status else "no status"
+        return TransientError(f"Meta answered with a page that is not a Graph API answer ({status})")
+    code = _int(error.get("code"))
+    subcode = _int(error.get("error_subcode"))
+    trace = str(error["fbtrace_id"]) if error.get("fbtrace_id") else None
+    code_text = f"{code}/{subcode}" if subcode else str(code)
+
+    def make(cls: type[ConnectorError], message: str) -> ConnectorError:
+        return cls(message, request_id=trace, code=code_text)
+
+    if code == 190:
+        return make(
+            AuthError,
+            "Meta rejected the access token (expired or invalid): create a new system-user token with "
+            "ads_management and put it in the environment variable named by access_token_env",
+        )
+    if (code == 200 and subcode == TERMS_SUBCODE) or code in TERMS_CODES:
+        return make(
+            PermissionDenied,
+            "the Custom Audience terms are not accepted for this ad account: accept them at "
+            f"{terms_url(ad_account_id)} and run again",
+        )
+    if code == 200 and subcode == NO_BUSINESS_SUBCODE:
+        return make(
+            PermissionDenied,
+            "the ad account is not part of a Business Manager: add it to one, then run again",
+        )
+    if code == 100 and subcode == FLAGGED_SUBCODE:
+        return make(
+            AudienceGone,
+            "the custom audience was deleted or flagged by Meta: remove its id from audience_ids (or "
+            "state) so a new one is created",
+        )
+    if code == 100 and subcode == NO_ACCESS_SUBCODE:
+        return make(
+            PermissionDenied,
+            "the object does not exist or the token's user has no access to it: add the system user "
+            "to the ad account (Business Settings > Ad accounts > Add people) with Manage campaigns",
+        )
+    if code == SCHEMA_MISMATCH_CODE and subcode == REPLACE_IN_PROGRESS_SUBCODE:
+        return make(TransientError, "Meta is still processing an earlier update of this audience")
+    if code == SCHEMA_MISMATCH_CODE:
+        return make(
+            SchemaMismatch,
+            "the audience was created with other identifier keys than this sync sends "
+            "(FILE_IMPORTED.MULTI_HASHES): use a new audience name or align source.identifiers",
+        )
+    if code == VERSION_DEPRECATED_CODE:
+        return make(
+            ConfigurationRejected,
+            "Meta no longer serves this Graph API version: set api_version in the destination to a "
+            "current version such as v25.0",
+        )
+    if code == 10 or (code is not None and 200 <= code <= 299):
+        return make(
+            PermissionDenied,
+            "the token lacks a permission: give the system user ads_management and access to the ad "
+            "account, then create a new token",
+        )
+    if code in TRANSIENT_CODES or error.get("is_transient") is True:
+        return TransientError(
+            "Meta is throttling or temporarily failing requests",
+            request_id=trace,
+            code=code_text,
+            retry_after=regain_access_seconds(headers),
+        )
+    if http_status is not None and http_status >= 500:
+        return make(TransientError, f"Meta answered HTTP {http_status}")
+    return make(FatalError, f"Meta refused the request (HTTP {http_status}): check the destination settings")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
