@@ -173,6 +173,9 @@ class EmulatorServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; with Nagle on, a keep-alive client waits for
+            # the delayed ACK (about 40 ms) on every call, which dominates request-heavy tests.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 return  # request lines can carry tokens in query strings: never print them
