@@ -119,6 +119,10 @@ class TikTokConnector:
         self._created: dict[str, str] = {}
         """Placeholder id -> real id, for file audiences created by this instance."""
 
+    def close(self) -> None:
+        """Close the HTTP connections (not part of the contract; the runner may skip it)."""
+        self._session.close()
+
     # --- contract --------------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
         return Capabilities(max_batch=self.batch_size, identifier_kinds=frozenset(tp.SUPPORTED_KINDS))
@@ -188,7 +192,7 @@ class TikTokConnector:
             "GET",
             "dmp/custom_audience/get/",
             operation="audience lookup",
-            audience_scoped=True,
+            audience_id=audience_id,
             params=tp.get_params(self.advertiser_id, audience_id),
         )
         for entry in env.data.get("list") or []:
@@ -286,7 +290,7 @@ class TikTokConnector:
             "POST",
             "segment/mapping/",
             operation="member add" if adding else "member delete",
-            audience_scoped=True,
+            audience_id=audience_id,
             json_body=body,
             splittable=True,
         )
@@ -299,7 +303,8 @@ class TikTokConnector:
             return
         calculate_type = tp.file_calculate_type(schema)
         content = tp.customer_file(schema, chunk.rows)
-        file_name = f"audience-sync-{int(time.time() * 1000)}.csv"
+        # Named after its content, so a re-sent batch uploads under the same name.
+        file_name = f"audience-sync-{tp.file_signature(content)[:16]}.csv"
         env = self._call(
             "POST",
             "dmp/custom_audience/file/upload/",
@@ -331,7 +336,7 @@ class TikTokConnector:
             "POST",
             "dmp/custom_audience/update/",
             operation="file audience update",
-            audience_scoped=True,
+            audience_id=real_id,
             json_body=tp.file_update_body(
                 self.advertiser_id, real_id, "APPEND" if adding else "REMOVE", str(file_path)
             ),
@@ -348,7 +353,7 @@ class TikTokConnector:
         path: str,
         *,
         operation: str,
-        audience_scoped: bool = False,
+        audience_id: str | None = None,
         params: Mapping[str, Any] | None = None,
         json_body: Mapping[str, Any] | None = None,
         form: Mapping[str, str] | None = None,
@@ -377,7 +382,7 @@ class TikTokConnector:
             env = tp.parse_envelope(response.status_code, response.content)
             if splittable and tp.is_too_large(env):
                 raise _TooLarge(env)
-            error = tp.classify(env, operation=operation, audience_scoped=audience_scoped)
+            error = tp.classify(env, operation=operation, audience_id=audience_id)
             if error is not None:
                 raise error
             return env

@@ -239,11 +239,11 @@ def _safe_message(message: str) -> str:
     return cleaned[:200]
 
 
-def classify(env: Envelope, *, operation: str, audience_scoped: bool = False) -> ConnectorError | None:
+def classify(env: Envelope, *, operation: str, audience_id: str | None = None) -> ConnectorError | None:
     """The one mapping from a TikTok answer to the error taxonomy; None means success.
 
-    ``operation`` names the call for the message (never its URL). ``audience_scoped`` says the call
-    named an audience, so "object not found" (40007) means the audience is gone rather than that the
+    ``operation`` names the call for the message (never its URL). ``audience_id`` is set when the call
+    named an audience, so "object not found" (40007) means that audience is gone rather than that the
     advertiser id is wrong."""
     code, rid = env.code, env.request_id
     if env.http_status < 400 and code == 0:
@@ -272,10 +272,10 @@ def classify(env: Envelope, *, operation: str, audience_scoped: bool = False) ->
             code=code_text,
         )
     if code == NOT_FOUND_CODE:
-        if audience_scoped:
+        if audience_id is not None:
             return AudienceGone(
-                f"TikTok no longer has this audience ({operation}){said}; remove its pinned id or let "
-                "audience-sync create a new one",
+                f"TikTok no longer has audience {audience_id} ({operation}){said}; remove its pinned id "
+                "(or the state entry) to let audience-sync create a new one",
                 request_id=rid,
                 code=code_text,
             )

@@ -1,0 +1,625 @@
+"""TikTokConnector: golden request bodies, the pure envelope mapping, and end-to-end runs against the
+Business API emulator on a real socket."""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import responses
+from audiencesync.connectors import tiktok_payload as tp
+from audiencesync.connectors.contract import AudienceSpec, Change
+from audiencesync.connectors.emulators.tiktok import TikTokEmulator, start_emulator
+from audiencesync.connectors.errors import (
+    AudienceGone,
+    AuthError,
+    ConnectorError,
+    FatalError,
+    PermissionDenied,
+    SchemaMismatch,
+    TransientError,
+)
+from audiencesync.connectors.tiktok import RetryPolicy, TikTokConnector, base_url
+from audiencesync.sync.config import DestinationConfig
+
+ADVERTISER = "7000000000000000042"
+TOKEN = "tok-very-secret-0123456789"
+FAST = RetryPolicy(initial_wait=0.001, max_single_wait=0.005, connect_timeout=2.0, read_timeout=2.0)
+API = "https://business-api.tiktok.com/open_api/v1.3/"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def person(i: int, *, phone: bool = True) -> Change:
+    ids = {"email": sha(f"user{i}@example.com")}
+    if phone:
+        ids["phone"] = sha(f"+1555{i:07d}")
+    return Change(member_key=f"m{i}".encode(), identifiers=ids)
+
+
+def people(start: int, stop: int) -> list[Change]:
+    return [person(i, phone=i % 3 != 0) for i in range(start, stop)]
+
+
+def row_of(change: Change) -> list[str | None]:
+    return [change.identifiers.get("email"), change.identifiers.get("phone")]
+
+
+def destination(endpoint: str, **settings: Any) -> DestinationConfig:
+    values: dict[str, Any] = {
+        "platform": "tiktok",
+        "advertiser_id": ADVERTISER,
+        "access_token_env": "TIKTOK_ACCESS_TOKEN",
+        "batch_size": 10_000,
+        "flow": "segment",
+        "maid_type": "GAID",
+        "name_prefix": "audience-sync: ",
+        "max_wait_seconds": 5,
+        "endpoint": endpoint,
+    }
+    values.update(settings)
+    return DestinationConfig(
+        name="tiktok_main",
+        platform="tiktok",
+        settings=values,
+        secrets={"access_token": TOKEN},
+        name_prefix="audience-sync: ",
+        base_dir=Path("."),
+    )
+
+
+SPEC = AudienceSpec(
+    target="vip@tiktok_main",
+    name="audience-sync: vip",
+    description="",
+    identifier_kinds=("email", "phone"),
+)
+
+
+@pytest.fixture(scope="module")
+def tiktok_server() -> Iterator[TikTokEmulator]:
+    """One emulator for the module: stopping a server takes up to half a second."""
+    emulator = start_emulator(advertisers=(ADVERTISER,))
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def tiktok_emulator(tiktok_server: TikTokEmulator) -> TikTokEmulator:
+    """The module's emulator, emptied, with its faults cleared and request counts zeroed."""
+    requests.post(f"{tiktok_server.admin_url}/_emulator/reset", timeout=5).raise_for_status()
+    return tiktok_server
+
+
+@pytest.fixture
+def connect(tiktok_emulator: TikTokEmulator) -> Iterator[Any]:
+    made: list[TikTokConnector] = []
+
+    def make(**settings: Any) -> TikTokConnector:
+        connector = TikTokConnector(destination(tiktok_emulator.url, **settings), FAST)
+        made.append(connector)
+        return connector
+
+    yield make
+    for connector in made:
+        connector.close()
+
+
+def set_faults(emulator: TikTokEmulator, **switches: Any) -> None:
+    requests.post(f"{emulator.admin_url}/_emulator/faults", json=switches, timeout=5).raise_for_status()
+
+
+def members(emulator: TikTokEmulator, audience_id: str) -> set[tuple[str | None, ...]]:
+    state = requests.get(f"{emulator.admin_url}/_emulator/state", timeout=30).json()
+    for audience in state["audiences"]:
+        if audience["id"] == audience_id:
+            return {tuple(m) for m in audience["members"]}
+    raise AssertionError(f"no audience {audience_id} in the emulator")
+
+
+def expected(changes: Sequence[Change]) -> set[tuple[str | None, ...]]:
+    return {tuple(row_of(c)) for c in changes}
+
+
+# --- pure: envelope and code mapping ---------------------------------------------------------------
+def envelope(code: int, message: str = "msg", http: int = 200) -> tp.Envelope:
+    return tp.Envelope(http, code, message, "req-123", {})
+
+
+@pytest.mark.parametrize(
+    ("code", "http", "error_class"),
+    [
+        (40100, 200, TransientError),
+        (42900, 200, TransientError),
+        (50000, 200, TransientError),
+        (51234, 200, TransientError),
+        (-1, 503, TransientError),
+        (-1, 429, TransientError),
+        (40105, 200, AuthError),
+        (40101, 200, AuthError),
+        (40110, 200, AuthError),
+        (40001, 200, PermissionDenied),
+        (40002, 200, FatalError),
+        (40999, 200, FatalError),
+        (-1, 404, FatalError),
+    ],
+)
+def test_each_tiktok_code_maps_to_its_error_class(code: int, http: int, error_class: type) -> None:
+    error = tp.classify(envelope(code, http=http), operation="member add")
+    assert type(error) is error_class
+
+
+def test_success_is_code_zero_and_http_200_with_code_zero_is_not_enough_otherwise() -> None:
+    assert tp.classify(envelope(0), operation="x") is None
+    assert tp.classify(envelope(40002), operation="x") is not None
+
+
+def test_not_found_means_a_gone_audience_only_when_the_call_named_one() -> None:
+    gone = tp.classify(envelope(40007), operation="x", audience_id="71")
+    assert type(gone) is AudienceGone and "audience 71" in str(gone)
+    error = tp.classify(envelope(40007), operation="audience list")
+    assert type(error) is FatalError
+    assert "advertiser_id" in str(error)
+
+
+def test_errors_carry_the_request_id_and_tiktoks_message_without_hashes() -> None:
+    leaky = f"invalid id {sha('a@b.c')} in batch"
+    error = tp.classify(envelope(40002, leaky), operation="member add")
+    assert error is not None
+    assert "req-123" in str(error)
+    assert "invalid id <redacted> in batch" in str(error)
+    assert sha("a@b.c") not in str(error)
+
+
+def test_a_body_that_is_not_the_envelope_keeps_the_http_status() -> None:
+    env = tp.parse_envelope(503, b"<html>Service Unavailable</html>")
+    assert (env.http_status, env.code, env.request_id) == (503, -1, None)
+    assert isinstance(tp.classify(env, operation="x"), TransientError)
+
+
+def test_too_large_is_a_parameter_error_about_size_or_http_413() -> None:
+    assert tp.is_too_large(envelope(40002, "batch_data too large: at most 5000 per request"))
+    assert tp.is_too_large(envelope(40002, "The number of ids exceeds the limit"))
+    assert tp.is_too_large(envelope(-1, http=413))
+    assert not tp.is_too_large(envelope(40002, "id_schema: unknown id type"))
+
+
+def test_rows_leave_out_malformed_hashes_and_reject_people_with_none_left() -> None:
+    batch = [
+        Change(b"a", {"email": sha("a"), "phone": "not-a-hash"}),
+        Change(b"b", {"email": "UPPER" * 3}),
+        Change(b"c", {"phone": sha("c").upper()}),
+    ]
+    rows = tp.person_rows(("email", "phone"), batch)
+    assert rows.keys == [b"a", b"c"]
+    assert rows.rows == [(sha("a"), None), (None, sha("c"))]
+    assert rows.rejected == {b"b": tp.NO_VALID_ID}
+
+
+def test_read_back_says_when_tiktok_is_recalculating_or_the_audience_is_too_small() -> None:
+    calculating = tp.platform_status({"audience_details": {"cover_num": 5000, "is_valid": False}})
+    assert (calculating.size_lower, calculating.ready, calculating.state) == (5000, False, "calculating")
+    small = tp.platform_status({"cover_num": 600, "is_valid": True, "is_expiring": False})
+    assert small.ready and small.state == "valid, too small to target"
+    assert "1,000" in str(small.detail["note"])
+    usable = tp.platform_status({"cover_num": 25_000, "is_valid": True})
+    assert usable.state == "valid" and usable.detail["usable"] is True
+
+
+def test_base_url_appends_the_v13_prefix_once() -> None:
+    assert base_url(None) == API
+    assert base_url("http://127.0.0.1:8802/") == "http://127.0.0.1:8802/open_api/v1.3/"
+    assert base_url("127.0.0.1:8802") == "http://127.0.0.1:8802/open_api/v1.3/"
+    assert base_url("https://proxy.example/open_api/v1.3") == "https://proxy.example/open_api/v1.3/"
+
+
+# --- golden request bodies -------------------------------------------------------------------------
+GOLDEN_BATCH = [
+    Change(b"k1", {"email": sha("one@example.com"), "phone": sha("+15550000001")}),
+    Change(b"k2", {"email": sha("two@example.com")}),
+]
+
+
+AUDIENCE = "7100000000000000001"
+
+
+def golden_connector(kinds: tuple[str, ...] = ("email", "phone"), **settings: Any) -> TikTokConnector:
+    """A connector pointed at TikTok's real host (answered by ``responses``) whose audience was
+    resolved through ensure_audience, as the runner always does before pushing."""
+    ok = {"code": 0, "message": "OK", "request_id": "r0"}
+    responses.get(API + "user/info/", json={**ok, "data": {}})
+    found = {"list": [{"audience_id": AUDIENCE, "name": SPEC.name}], "page_info": {"total_page": 1}}
+    responses.get(API + "dmp/custom_audience/list/", json={**ok, "data": found})
+    connector = TikTokConnector(destination("https://business-api.tiktok.com", **settings), FAST)
+    assert connector.ensure_audience(AudienceSpec(SPEC.target, SPEC.name, "", kinds)) == AUDIENCE
+    return connector
+
+
+def sent_to(route: str) -> list[Any]:
+    return [call.request for call in responses.calls if call.request.url.startswith(API + route)]
+
+
+@responses.activate
+def test_golden_add_body() -> None:
+    responses.post(
+        API + "segment/mapping/", json={"code": 0, "message": "OK", "request_id": "r1", "data": {}}
+    )
+    result = golden_connector().add(AUDIENCE, GOLDEN_BATCH, None)
+    (sent,) = sent_to("segment/mapping/")
+    assert sent.headers["Access-Token"] == TOKEN
+    assert json.loads(sent.body) == {
+        "advertiser_ids": [ADVERTISER],
+        "action": "add",
+        "id_schema": ["EMAIL_SHA256", "PHONE_SHA256"],
+        "batch_data": [
+            [
+                {"id": sha("one@example.com"), "audience_ids": [AUDIENCE]},
+                {"id": sha("+15550000001"), "audience_ids": [AUDIENCE]},
+            ],
+            [{"id": sha("two@example.com"), "audience_ids": [AUDIENCE]}, {}],
+        ],
+    }
+    assert (result.confirmed, result.requests) == ([b"k1", b"k2"], 1)
+
+
+@responses.activate
+def test_golden_delete_body_uses_delete_never_remove() -> None:
+    responses.post(
+        API + "segment/mapping/", json={"code": 0, "message": "OK", "request_id": "r2", "data": {}}
+    )
+    golden_connector().remove(AUDIENCE, GOLDEN_BATCH[1:], None)
+    (sent,) = sent_to("segment/mapping/")
+    assert json.loads(sent.body) == {
+        "advertiser_ids": [ADVERTISER],
+        "action": "delete",
+        "id_schema": ["EMAIL_SHA256", "PHONE_SHA256"],
+        "batch_data": [[{"id": sha("two@example.com"), "audience_ids": [AUDIENCE]}, {}]],
+    }
+
+
+def multipart_fields(request: Any) -> dict[str, bytes]:
+    raw = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode() + request.body
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
+    out: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True)
+        out[str(part.get_param("name", header="content-disposition"))] = payload
+    return out
+
+
+@responses.activate
+def test_golden_file_upload_then_append_names_the_action() -> None:
+    ok = {"code": 0, "message": "OK", "request_id": "r3"}
+    responses.post(API + "dmp/custom_audience/file/upload/", json={**ok, "data": {"file_path": "f/1.csv"}})
+    responses.post(API + "dmp/custom_audience/update/", json={**ok, "data": {}})
+    golden_connector(flow="file").add(AUDIENCE, GOLDEN_BATCH, None)
+    (upload,) = sent_to("dmp/custom_audience/file/upload/")
+    (update,) = sent_to("dmp/custom_audience/update/")
+
+    content = (
+        f"EMAIL_SHA256,PHONE_SHA256\n{sha('one@example.com')},{sha('+15550000001')}\n{sha('two@example.com')},\n"
+    ).encode()
+    signature = hashlib.md5(content).hexdigest()
+    assert multipart_fields(upload) == {
+        "advertiser_id": ADVERTISER.encode(),
+        "calculate_type": b"MULTIPLE_TYPES",
+        "file_name": f"audience-sync-{signature[:16]}.csv".encode(),
+        "file_signature": signature.encode(),
+        "file": content,
+    }
+    assert json.loads(update.body) == {
+        "advertiser_id": ADVERTISER,
+        "custom_audience_id": AUDIENCE,
+        "action": "APPEND",
+        "file_paths": ["f/1.csv"],
+    }
+
+
+@responses.activate
+def test_golden_single_type_file_is_one_hash_per_line() -> None:
+    ok = {"code": 0, "message": "OK", "request_id": "r4"}
+    responses.post(API + "dmp/custom_audience/file/upload/", json={**ok, "data": {"file_path": "f/2.csv"}})
+    responses.post(API + "dmp/custom_audience/update/", json={**ok, "data": {}})
+    golden_connector(("email",), flow="file").remove(AUDIENCE, GOLDEN_BATCH, None)
+    (upload,) = sent_to("dmp/custom_audience/file/upload/")
+    (update,) = sent_to("dmp/custom_audience/update/")
+    fields = multipart_fields(upload)
+    assert fields["calculate_type"] == b"EMAIL_SHA256"
+    assert fields["file"] == f"{sha('one@example.com')}\n{sha('two@example.com')}\n".encode()
+    assert json.loads(update.body)["action"] == "REMOVE"
+
+
+# --- end to end against the emulator ---------------------------------------------------------------
+def push_all(connector: TikTokConnector, audience_id: str, batch: Sequence[Change], adding: bool) -> int:
+    """Send in max_batch slices as the runner does; returns the requests made."""
+    size = connector.capabilities().max_batch
+    send = connector.add if adding else connector.remove
+    total = 0
+    for i in range(0, len(batch), size):
+        result = send(audience_id, batch[i : i + size], None)
+        assert len(result.confirmed) == len(batch[i : i + size])
+        total += result.requests
+    return total
+
+
+def test_initial_load_changes_and_removes_keep_the_emulator_in_step(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    connector = connect()
+    audience_id = connector.ensure_audience(SPEC)
+    everyone = people(0, 25_000)
+
+    assert push_all(connector, audience_id, everyone, adding=True) == math.ceil(25_000 / 10_000)
+    assert members(tiktok_emulator, audience_id) == expected(everyone)
+
+    joined, left = people(25_000, 26_500), everyone[:2_000]
+    push_all(connector, audience_id, joined, adding=True)
+    push_all(connector, audience_id, left, adding=False)
+    current = everyone[2_000:] + joined
+    assert members(tiktok_emulator, audience_id) == expected(current)
+
+    push_all(connector, audience_id, current[:5_000], adding=False)
+    assert members(tiktok_emulator, audience_id) == expected(current[5_000:])
+
+
+def test_ensure_audience_finds_by_name_checks_known_ids_and_creates_once(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    first = connect().ensure_audience(SPEC)
+    again = connect().ensure_audience(SPEC)
+    pinned = connect().ensure_audience(
+        AudienceSpec(SPEC.target, "some other name", "", SPEC.identifier_kinds, known_id=first)
+    )
+    assert first == again == pinned
+    assert tiktok_emulator.requests_to("POST", "segment/audience/") == 1
+
+
+def test_audience_names_over_70_characters_are_cut_and_still_found(connect: Any) -> None:
+    long = AudienceSpec("x@t", "audience-sync: " + "n" * 80, "", ("email",))
+    assert connect().ensure_audience(long) == connect().ensure_audience(long)
+
+
+def test_name_lookup_pages_through_the_list(connect: Any, tiktok_emulator: TikTokEmulator) -> None:
+    connector = connect()
+    for i in range(105):
+        connector.ensure_audience(AudienceSpec(f"a{i}@t", f"audience-sync: a{i}", "", ("email",)))
+    last = AudienceSpec("a104@t", "audience-sync: a104", "", ("email",))
+    before = tiktok_emulator.requests_to("GET", "dmp/custom_audience/list/")
+    connect().ensure_audience(last)
+    assert tiktok_emulator.requests_to("GET", "dmp/custom_audience/list/") - before == 2
+    assert tiktok_emulator.requests_to("POST", "segment/audience/") == 105
+
+
+def test_a_request_tiktok_finds_too_large_is_split_in_half(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    set_faults(tiktok_emulator, max_batch=3_000)
+    connector = connect()
+    audience_id = connector.ensure_audience(SPEC)
+    batch = people(0, 10_000)
+    result = connector.add(audience_id, batch, None)
+    # 10,000 is refused, then 2 x 5,000 refused, then 4 x 2,500 accepted.
+    assert len(result.confirmed) == 10_000
+    assert result.requests == 1 + 2 + 4
+    assert members(tiktok_emulator, audience_id) == expected(batch)
+
+
+def test_people_without_a_usable_id_are_rejected_and_the_rest_sent(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    connector = connect()
+    audience_id = connector.ensure_audience(SPEC)
+    batch = [*people(0, 10), Change(b"bad", {"email": "plain@example.com"})]
+    result = connector.add(audience_id, batch, None)
+    assert result.rejected == {b"bad": tp.NO_VALID_ID}
+    assert len(result.confirmed) == 10
+    assert members(tiktok_emulator, audience_id) == expected(batch[:10])
+
+
+def test_with_30_percent_faults_resending_what_was_not_confirmed_converges(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    connector = TikTokConnector(
+        destination(tiktok_emulator.url, batch_size=500, max_wait_seconds=0),
+        RetryPolicy(initial_wait=0.001, max_single_wait=0.005, connect_timeout=1.0, read_timeout=0.2),
+    )
+    audience_id = connector.ensure_audience(SPEC)
+    set_faults(
+        tiktok_emulator,
+        seed=7,
+        rate_limit_rate=0.08,
+        server_error_rate=0.06,
+        http_error_rate=0.06,
+        drop_rate=0.06,
+        timeout_rate=0.04,
+        timeout_seconds=0.4,
+    )
+    outstanding = {c.member_key: c for c in people(0, 4_000)}
+    rounds, transient = 0, 0
+    while outstanding and rounds < 40:
+        rounds += 1
+        batch = list(outstanding.values())
+        for i in range(0, len(batch), 500):
+            try:
+                result = connector.add(audience_id, batch[i : i + 500], None)
+            except TransientError:
+                transient += 1
+                continue
+            for key in result.confirmed:
+                del outstanding[key]
+    connector.close()
+    set_faults(
+        tiktok_emulator,
+        rate_limit_rate=0,
+        server_error_rate=0,
+        http_error_rate=0,
+        drop_rate=0,
+        timeout_rate=0,
+    )
+    assert not outstanding
+    assert transient > 0, "the faults never reached the loop"
+    assert members(tiktok_emulator, audience_id) == expected(people(0, 4_000))
+
+
+def test_retries_stop_at_max_wait_seconds_with_a_transient_error(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    connector = TikTokConnector(
+        destination(tiktok_emulator.url, max_wait_seconds=0.05),
+        RetryPolicy(initial_wait=0.01, max_single_wait=0.02, connect_timeout=1.0, read_timeout=1.0),
+    )
+    audience_id = connector.ensure_audience(SPEC)
+    set_faults(tiktok_emulator, rate_limit_rate=1.0)
+    with pytest.raises(TransientError) as caught:
+        connector.add(audience_id, people(0, 5), None)
+    connector.close()
+    assert caught.value.code == "40100"
+    assert caught.value.request_id
+    assert "gave up after" in str(caught.value)
+    assert tiktok_emulator.requests_to("POST", "segment/mapping/") >= 2
+
+
+def assert_actionable(error: ConnectorError, *words: str) -> None:
+    text = str(error)
+    assert error.request_id and error.request_id in text
+    assert TOKEN not in text
+    assert "http" not in text.lower()
+    for word in words:
+        assert word in text
+
+
+def test_an_invalid_token_is_an_auth_error(connect: Any, tiktok_emulator: TikTokEmulator) -> None:
+    set_faults(tiktok_emulator, invalid_token=True)
+    with pytest.raises(AuthError) as caught:
+        connect().ensure_audience(SPEC)
+    assert_actionable(caught.value, "access_token_env", "40105")
+
+
+def test_a_missing_permission_is_permission_denied(connect: Any, tiktok_emulator: TikTokEmulator) -> None:
+    audience_id = connect().ensure_audience(SPEC)
+    set_faults(tiktok_emulator, permission_denied=True)
+    with pytest.raises(PermissionDenied) as caught:
+        connect().add(audience_id, people(0, 3), None)
+    assert_actionable(caught.value, "Audience Management", "40001")
+
+
+def test_an_unknown_advertiser_is_fatal_and_names_the_setting(connect: Any) -> None:
+    with pytest.raises(FatalError) as caught:
+        connect(advertiser_id="123").ensure_audience(SPEC)
+    assert type(caught.value) is FatalError
+    assert_actionable(caught.value, "advertiser_id", "40007")
+
+
+def test_a_deleted_audience_is_gone(connect: Any, tiktok_emulator: TikTokEmulator) -> None:
+    connector = connect()
+    audience_id = connector.ensure_audience(SPEC)
+    requests.post(
+        f"{tiktok_emulator.url}/open_api/v1.3/dmp/custom_audience/delete/",
+        json={"advertiser_id": ADVERTISER, "custom_audience_ids": [audience_id]},
+        headers={"Access-Token": "admin"},
+        timeout=5,
+    ).raise_for_status()
+    pinned = AudienceSpec(SPEC.target, SPEC.name, "", SPEC.identifier_kinds, known_id=audience_id)
+    with pytest.raises(AudienceGone) as caught:
+        connect().ensure_audience(pinned)
+    assert audience_id in str(caught.value)
+    with pytest.raises(AudienceGone) as pushed:
+        connector.add(audience_id, people(0, 3), None)
+    assert_actionable(pushed.value, "40007")
+
+
+def test_a_parameter_error_is_fatal_with_tiktoks_message(connect: Any) -> None:
+    connector = connect(flow="file")
+    audience_id = connector.ensure_audience(SPEC)
+    connector.add(audience_id, people(0, 1_200), None)
+    with pytest.raises(FatalError) as caught:
+        connector.remove(audience_id, people(0, 500), None)
+    assert_actionable(caught.value, "40002", "fall under 1000")
+
+
+def test_an_audience_without_email_phone_or_maid_is_a_schema_mismatch(connect: Any) -> None:
+    with pytest.raises(SchemaMismatch):
+        connect().ensure_audience(AudienceSpec("x@t", "x", "", ("first_name", "zip")))
+
+
+def test_read_back_reflects_the_recalculation_delay(connect: Any, tiktok_emulator: TikTokEmulator) -> None:
+    connector = connect()
+    audience_id = connector.ensure_audience(SPEC)
+    connector.add(audience_id, people(0, 1_500), None)
+    assert connector.read_back(audience_id).size_lower == 1_500
+
+    set_faults(tiktok_emulator, recalc_delay_seconds=0.3)
+    connector.add(audience_id, people(1_500, 2_000), None)
+    during = connector.read_back(audience_id)
+    assert (during.size_lower, during.ready, during.state) == (1_500, False, "calculating")
+
+    set_faults(tiktok_emulator, recalc_delay_seconds=0)
+    after = connector.read_back(audience_id)
+    assert (after.size_lower, after.size_upper, after.ready) == (2_000, 2_000, True)
+
+
+def test_unmatched_ids_show_only_in_the_size(connect: Any, tiktok_emulator: TikTokEmulator) -> None:
+    set_faults(tiktok_emulator, reject_id_rate=0.5)
+    connector = connect()
+    audience_id = connector.ensure_audience(SPEC)
+    result = connector.add(audience_id, people(0, 2_000), None)
+    assert len(result.confirmed) == 2_000
+    size = connector.read_back(audience_id).size_lower
+    assert size is not None and 800 < size < 1_200
+
+
+def test_a_small_audience_is_reported_as_not_targetable(connect: Any) -> None:
+    connector = connect()
+    audience_id = connector.ensure_audience(SPEC)
+    connector.add(audience_id, people(0, 10), None)
+    status = connector.read_back(audience_id)
+    assert status.state == "valid, too small to target"
+    assert "1,000" in str(status.detail["note"])
+
+
+def test_file_flow_creates_the_audience_with_the_first_upload(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    connector = connect(flow="file", batch_size=1_000)
+    placeholder = connector.ensure_audience(SPEC)
+    assert placeholder.startswith("to-create:")
+    assert connector.read_back(placeholder).state == "not created yet"
+    assert connector.remove(placeholder, people(0, 5), None).requests == 0
+
+    push_all(connector, placeholder, people(0, 2_500), adding=True)
+    real_id = connect(flow="file").ensure_audience(
+        AudienceSpec(SPEC.target, SPEC.name, "", SPEC.identifier_kinds, known_id=placeholder)
+    )
+    assert not real_id.startswith("to-create:")
+    assert tiktok_emulator.requests_to("POST", "dmp/custom_audience/create/") == 1
+    assert tiktok_emulator.requests_to("POST", "dmp/custom_audience/update/") == 2
+
+    push_all(connector, placeholder, people(0, 300), adding=False)
+    assert members(tiktok_emulator, real_id) == expected(people(300, 2_500))
+    assert connector.read_back(placeholder).size_lower == 2_200
+
+
+def test_follow_hands_unknown_handles_back_for_resending(connect: Any) -> None:
+    statuses = connect().follow("1", ["h1"])
+    assert statuses["h1"].state == "failed"
+
+
+def test_maid_ids_use_the_configured_maid_type(connect: Any, tiktok_emulator: TikTokEmulator) -> None:
+    connector = connect(maid_type="IDFA")
+    spec = AudienceSpec("m@t", "audience-sync: mobile", "", ("maid",))
+    audience_id = connector.ensure_audience(spec)
+    connector.add(audience_id, [Change(b"d", {"maid": sha("device-1")})], None)
+    state = requests.get(f"{tiktok_emulator.admin_url}/_emulator/state", timeout=5).json()
+    (audience,) = [a for a in state["audiences"] if a["id"] == audience_id]
+    assert audience["id_schema"] == ["IDFA_SHA256"]
+    assert audience["members"] == [[sha("device-1")]]
