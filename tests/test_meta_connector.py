@@ -148,12 +148,14 @@ def test_a_three_batch_push_carries_one_session(graph: responses.RequestsMock) -
 
 
 def test_an_html_error_page_is_retried(graph: responses.RequestsMock) -> None:
+    # The SDK raises TypeError on a page holding the word "error" and FacebookRequestError otherwise.
     graph.post(f"{GRAPH}/v25.0/42/users", body="<html><title>Facebook | Error</title></html>", status=502)
+    graph.post(f"{GRAPH}/v25.0/42/users", body="<html><p>an error occurred</p></html>", status=500)
     graph.post(f"{GRAPH}/v25.0/42/users", json=_ok(1))
     meta = connector(GRAPH)
     meta._kinds["42"] = KINDS
     result = meta.add("42", [change(1)], None)
-    assert result.confirmed == [b"m1"] and result.requests == 2
+    assert result.confirmed == [b"m1"] and result.requests == 3
 
 
 # --- the error table ------------------------------------------------------------------------------
@@ -396,3 +398,15 @@ def test_read_back_shows_changes_after_processing(emulator: MetaEmulator) -> Non
     late = meta.read_back(audience_id)
     assert late.ready and late.size_lower == late.size_upper == 4 and late.updated_at is not None
     assert meta.follow(audience_id, ["x"])["x"].state == "confirmed"
+
+
+def test_app_secret_adds_appsecret_proof_and_api_version_is_a_setting(graph: responses.RequestsMock) -> None:
+    graph.get(f"{GRAPH}/v26.0/42", json={"operation_status": {"code": 200, "description": "Normal"}})
+    dest = destination(GRAPH, api_version="v26.0")
+    dest = DestinationConfig(
+        dest.name, dest.platform, dest.settings, {**dest.secrets, "app_secret": "s3cret"}, "p", Path(".")
+    )
+    status = MetaConnector(dest).read_back("42")
+    query = parse_qs(graph.calls[0].request.url.split("?", 1)[1])
+    assert len(query["appsecret_proof"][0]) == 64
+    assert status.ready and status.state == "Normal"

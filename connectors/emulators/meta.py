@@ -33,6 +33,7 @@ Fault switches (``POST /_emulator/faults`` with a JSON object; rates are per req
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import threading
 import time
@@ -49,7 +50,25 @@ from audiencesync.connectors.emulators.http import (
 
 MAX_ROWS = 10_000
 RAW_FIELDS = frozenset({"MADID", "EXTERN_ID"})
-KNOWN_FIELDS = frozenset(["EXTERN_ID", "EMAIL", "PHONE", "GEN", "DOBY", "DOBM", "DOBD", "LN", "FN", "FI", "CT", "ST", "ZIP", "MADID", "COUNTRY"])
+KNOWN_FIELDS = frozenset(
+    [
+        "EXTERN_ID",
+        "EMAIL",
+        "PHONE",
+        "GEN",
+        "DOBY",
+        "DOBM",
+        "DOBD",
+        "LN",
+        "FN",
+        "FI",
+        "CT",
+        "ST",
+        "ZIP",
+        "MADID",
+        "COUNTRY",
+    ]
+)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _PATH = re.compile(r"^/v\d+\.\d+(/.*)$")
 
@@ -297,8 +316,6 @@ class MetaEmulator:
         return Response.of_json(body)
 
     def _users(self, audience_id: str, form: dict[str, str], *, remove: bool) -> Response:
-        import json
-
         try:
             payload = json.loads(form.get("payload") or "")
             session = json.loads(form["session"]) if form.get("session") else None
