@@ -1,0 +1,326 @@
+"""The TikTok Business API emulator, spoken to over HTTP as TikTok would be: validation, membership,
+file flow, the fault switches and the admin surface."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from audiencesync.connectors.emulators.tiktok import TikTokEmulator, start_emulator
+
+ADV = "7000000000000000042"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiktok_server() -> Iterator[TikTokEmulator]:
+    emulator = start_emulator(advertisers=(ADV,))
+    yield emulator
+    emulator.stop()
+
+
+class Client:
+    """Calls the emulator's API with a token, and its admin surface."""
+
+    def __init__(self, emulator: TikTokEmulator) -> None:
+        self.emulator = emulator
+        self.http = requests.Session()
+        self.http.headers["Access-Token"] = "any-token"
+        self.api = f"{emulator.url}/open_api/v1.3/"
+
+    def post(self, route: str, **kwargs: Any) -> dict[str, Any]:
+        response = self.http.post(self.api + route, timeout=5, **kwargs)
+        assert response.status_code == 200
+        body: dict[str, Any] = response.json()
+        return body
+
+    def get(self, route: str, **params: Any) -> dict[str, Any]:
+        response = self.http.get(self.api + route, params=params, timeout=5)
+        assert response.status_code == 200
+        body: dict[str, Any] = response.json()
+        return body
+
+    def faults(self, **switches: Any) -> requests.Response:
+        return self.http.post(f"{self.emulator.admin_url}/_emulator/faults", json=switches, timeout=5)
+
+    def state(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.http.get(f"{self.emulator.admin_url}/_emulator/state", timeout=5).json()
+        return body
+
+    def members(self, audience_id: str) -> set[tuple[str | None, ...]]:
+        (audience,) = [a for a in self.state()["audiences"] if a["id"] == audience_id]
+        return {tuple(m) for m in audience["members"]}
+
+    def create(self, name: str = "vip") -> str:
+        body = self.post(
+            "segment/audience/",
+            json={
+                "advertiser_id": ADV,
+                "custom_audience_name": name,
+                "id_type": "EMAIL_SHA256",
+                "action": "create",
+            },
+        )
+        assert body["code"] == 0
+        return str(body["data"]["audience_id"])
+
+    def mapping(self, audience_id: str, action: str, rows: list[list[str | None]]) -> dict[str, Any]:
+        batch = [[{"id": v, "audience_ids": [audience_id]} if v else {} for v in row] for row in rows]
+        return self.post(
+            "segment/mapping/",
+            json={
+                "advertiser_ids": [ADV],
+                "action": action,
+                "id_schema": ["EMAIL_SHA256", "PHONE_SHA256"],
+                "batch_data": batch,
+            },
+        )
+
+    def upload(
+        self, lines: list[str], calculate_type: str = "EMAIL_SHA256", signature: str | None = None
+    ) -> Any:
+        content = ("\n".join(lines) + "\n").encode()
+        fields = {
+            "advertiser_id": ADV,
+            "calculate_type": calculate_type,
+            "file_name": "f.csv",
+            "file_signature": signature or hashlib.md5(content).hexdigest(),
+        }
+        return self.post("dmp/custom_audience/file/upload/", data=fields, files={"file": ("f.csv", content)})
+
+
+@pytest.fixture
+def client(tiktok_server: TikTokEmulator) -> Iterator[Client]:
+    c = Client(tiktok_server)
+    c.http.post(f"{tiktok_server.admin_url}/_emulator/reset", timeout=5).raise_for_status()
+    yield c
+    c.http.close()
+
+
+def test_errors_are_http_200_with_a_code_and_a_request_id(client: Client) -> None:
+    client.faults(invalid_token=True)
+    body = client.get("user/info/")
+    assert body["code"] == 40105 and body["request_id"]
+
+
+def test_a_call_without_a_token_is_refused(client: Client) -> None:
+    response = requests.get(client.api + "user/info/", timeout=5)
+    assert response.json()["code"] == 40105
+
+
+def test_an_unknown_advertiser_is_40007(client: Client) -> None:
+    body = client.get("dmp/custom_audience/list/", advertiser_id="1", page=1, page_size=10)
+    assert body["code"] == 40007
+
+
+def test_mapping_add_and_delete_work_on_whole_people(client: Client) -> None:
+    audience = client.create()
+    a, b = [sha("a@x"), sha("+1")], [sha("b@x"), None]
+    assert client.mapping(audience, "add", [a, b])["code"] == 0
+    assert client.members(audience) == {tuple(a), tuple(b)}
+
+    # The same email with another phone is another person: deleting it leaves ``a`` in place.
+    assert client.mapping(audience, "delete", [[sha("a@x"), sha("+2")], b])["code"] == 0
+    assert client.members(audience) == {tuple(a)}
+
+
+def test_mapping_validates_ids_actions_audiences_and_size(client: Client) -> None:
+    audience = client.create()
+    assert client.mapping(audience, "add", [["NOT-HEX", None]])["code"] == 40002
+    assert client.mapping(audience, "remove", [[sha("a"), None]])["code"] == 40002
+    assert client.mapping("7999", "add", [[sha("a"), None]])["code"] == 40007
+    client.faults(max_batch=2)
+    too_large = client.mapping(audience, "add", [[sha(str(i)), None] for i in range(3)])
+    assert too_large["code"] == 40002 and "too large" in too_large["message"]
+    assert client.members(audience) == set()
+
+
+def test_audience_names_are_cut_at_70_characters_and_listed_in_pages(client: Client) -> None:
+    for i in range(3):
+        client.create(f"{i}-" + "n" * 80)
+    page = client.get("dmp/custom_audience/list/", advertiser_id=ADV, page=2, page_size=2)["data"]
+    assert page["page_info"]["total_page"] == 2
+    assert [len(a["name"]) for a in page["list"]] == [70]
+    assert client.get("dmp/custom_audience/list/", advertiser_id=ADV, page=1, page_size=101)["code"] == 40002
+
+
+def test_get_takes_a_json_array_and_refuses_unknown_ids(client: Client) -> None:
+    audience = client.create()
+    found = client.get("dmp/custom_audience/get/", advertiser_id=ADV, custom_audience_ids=f'["{audience}"]')
+    assert found["data"]["list"][0]["audience_details"]["audience_id"] == audience
+    missing = client.get("dmp/custom_audience/get/", advertiser_id=ADV, custom_audience_ids='["7999"]')
+    assert missing["code"] == 40007
+
+
+def test_cover_num_waits_for_the_recalculation_delay(client: Client) -> None:
+    audience = client.create()
+    client.faults(recalc_delay_seconds=60)
+    client.mapping(audience, "add", [[sha("a"), None]])
+    details = client.get("dmp/custom_audience/get/", advertiser_id=ADV, custom_audience_ids=f'["{audience}"]')
+    assert (
+        details["data"]["list"][0]["audience_details"].items() >= {"cover_num": 0, "is_valid": False}.items()
+    )
+    client.faults(recalc_delay_seconds=0)
+    details = client.get("dmp/custom_audience/get/", advertiser_id=ADV, custom_audience_ids=f'["{audience}"]')
+    assert (
+        details["data"]["list"][0]["audience_details"].items() >= {"cover_num": 1, "is_valid": True}.items()
+    )
+
+
+def test_rejected_ids_are_accepted_silently_and_left_out_of_cover_num(client: Client) -> None:
+    client.faults(reject_id_rate=0.3)
+    audience = client.create()
+    rows: list[list[str | None]] = [[sha(f"p{i}"), None] for i in range(1_000)]
+    assert client.mapping(audience, "add", rows)["code"] == 0
+    (entry,) = client.state()["audiences"]
+    assert len(entry["members"]) == 1_000
+    assert entry["cover_num"] == 1_000 - entry["unmatched"]
+    assert 200 < entry["unmatched"] < 400
+    # Which ids match is a property of the ids, not of the request.
+    second = client.create("again")
+    client.mapping(second, "add", rows)
+    assert {a["unmatched"] for a in client.state()["audiences"]} == {entry["unmatched"]}
+
+
+def test_file_flow_upload_create_append_remove(client: Client) -> None:
+    first = client.upload([sha(f"e{i}") for i in range(1_500)])["data"]["file_path"]
+    created = client.post(
+        "dmp/custom_audience/create/",
+        json={
+            "advertiser_id": ADV,
+            "custom_audience_name": "file audience",
+            "calculate_type": "EMAIL_SHA256",
+            "file_paths": [first],
+        },
+    )
+    audience = created["data"]["custom_audience_id"]
+    more = client.upload([sha("late")])["data"]["file_path"]
+    update = {"advertiser_id": ADV, "custom_audience_id": audience, "file_paths": [more]}
+    assert client.post("dmp/custom_audience/update/", json={**update, "action": "APPEND"})["code"] == 0
+    few = client.upload([sha(f"e{i}") for i in range(100)])["data"]["file_path"]
+    remove = {**update, "file_paths": [few], "action": "REMOVE"}
+    assert client.post("dmp/custom_audience/update/", json=remove)["code"] == 0
+    assert len(client.members(audience)) == 1_401
+
+
+def test_file_update_without_an_action_replaces_as_tiktok_does(client: Client) -> None:
+    first = client.upload([sha(f"e{i}") for i in range(10)])["data"]["file_path"]
+    audience = client.post(
+        "dmp/custom_audience/create/",
+        json={
+            "advertiser_id": ADV,
+            "custom_audience_name": "f",
+            "calculate_type": "EMAIL_SHA256",
+            "file_paths": [first],
+        },
+    )["data"]["custom_audience_id"]
+    other = client.upload([sha("only")])["data"]["file_path"]
+    client.post(
+        "dmp/custom_audience/update/",
+        json={"advertiser_id": ADV, "custom_audience_id": audience, "file_paths": [other]},
+    )
+    assert client.members(audience) == {(sha("only"),)}
+
+
+def test_file_rules_signature_types_and_the_1000_floor(client: Client) -> None:
+    assert client.upload([sha("a")], signature="0" * 32)["code"] == 40002
+    assert client.upload(["plain@example.com"])["code"] == 40002
+    multi = client.upload(["EMAIL_SHA256,PHONE_SHA256", f"{sha('a')},", f",{sha('+1')}"], "MULTIPLE_TYPES")
+    path = multi["data"]["file_path"]
+    audience = client.post(
+        "dmp/custom_audience/create/",
+        json={
+            "advertiser_id": ADV,
+            "custom_audience_name": "m",
+            "calculate_type": "MULTIPLE_TYPES",
+            "file_paths": [path],
+        },
+    )["data"]["custom_audience_id"]
+    assert client.members(audience) == {(sha("a"), None), (None, sha("+1"))}
+    remove = {"advertiser_id": ADV, "custom_audience_id": audience, "file_paths": [path], "action": "REMOVE"}
+    refused = client.post("dmp/custom_audience/update/", json=remove)
+    assert refused["code"] == 40002 and "1000" in refused["message"]
+
+
+@pytest.mark.parametrize(
+    ("switch", "code"),
+    [("rate_limit_rate", 40100), ("server_error_rate", 50000)],
+)
+def test_rate_switches_answer_with_tiktoks_codes(client: Client, switch: str, code: int) -> None:
+    client.faults(**{switch: 1.0})
+    assert client.get("user/info/")["code"] == code
+
+
+def test_permission_denied_switch(client: Client) -> None:
+    client.faults(permission_denied=True)
+    assert client.get("user/info/")["code"] == 40001
+
+
+def test_http_errors_come_without_the_envelope(client: Client) -> None:
+    client.faults(http_error_rate=1.0)
+    response = client.http.get(client.api + "user/info/", timeout=5)
+    assert response.status_code == 503
+    assert "json" not in response.headers["Content-Type"]
+
+
+def test_dropped_connections_close_without_an_answer(client: Client) -> None:
+    client.faults(drop_rate=1.0)
+    with pytest.raises(requests.ConnectionError):
+        client.http.get(client.api + "user/info/", timeout=5)
+
+
+def test_a_timed_out_call_was_still_applied(client: Client) -> None:
+    audience = client.create()
+    client.faults(timeout_rate=1.0, timeout_seconds=0.3)
+    with pytest.raises(requests.Timeout):
+        client.http.post(
+            client.api + "segment/mapping/",
+            json={
+                "advertiser_ids": [ADV],
+                "action": "add",
+                "id_schema": ["EMAIL_SHA256"],
+                "batch_data": [[{"id": sha("a"), "audience_ids": [audience]}]],
+            },
+            timeout=0.1,
+        )
+    assert client.members(audience) == {(sha("a"),)}
+
+
+def test_admin_surface_refuses_unknown_switches_and_resets(client: Client) -> None:
+    assert client.faults(no_such_switch=1).status_code == 400
+    client.create()
+    client.http.post(f"{client.emulator.admin_url}/_emulator/reset", timeout=5)
+    assert client.state()["audiences"] == []
+
+
+def test_start_emulator_refuses_unknown_options() -> None:
+    with pytest.raises(TypeError):
+        start_emulator(no_such_option=1)
+
+
+def test_serve_prints_where_it_listens() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = f"from audiencesync.connectors.emulators.tiktok import serve; serve({port})"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/open_api/v1.3/" in line
+        body = requests.get(f"http://127.0.0.1:{port}/_emulator/state", timeout=5).json()
+        assert body == {"audiences": [], "files": 0}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
