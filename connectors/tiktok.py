@@ -45,8 +45,9 @@ PLACEHOLDER_PREFIX = "to-create:"
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Backoff and timeouts. The total wait per connector call is the destination's
-    ``max_wait_seconds``; tests pass a policy with millisecond waits and short timeouts."""
+    """Backoff and timeouts. The total backoff over the connector's life (the runner builds one per
+    destination per run) is the destination's ``max_wait_seconds``; once spent, the next transient
+    failure raises ``TransientError`` at once. Tests pass millisecond waits and short timeouts."""
 
     initial_wait: float = 1.0
     max_single_wait: float = 60.0
@@ -128,7 +129,6 @@ class TikTokConnector:
         return Capabilities(max_batch=self.batch_size, identifier_kinds=frozenset(tp.SUPPORTED_KINDS))
 
     def ensure_audience(self, spec: AudienceSpec) -> str:
-        self._begin_call()
         kinds = tp.schema_kinds(spec.identifier_kinds)
         if not kinds:
             raise SchemaMismatch(
@@ -157,7 +157,6 @@ class TikTokConnector:
         }
 
     def read_back(self, audience_id: str) -> PlatformStatus:
-        self._begin_call()
         real_id = self._created.get(audience_id, audience_id)
         if is_placeholder(real_id):
             return PlatformStatus(
@@ -240,7 +239,6 @@ class TikTokConnector:
 
     # --- pushes ----------------------------------------------------------------------------------
     def _push(self, audience_id: str, batch: Sequence[Change], adding: bool) -> PushResult:
-        self._begin_call()
         started = self._requests
         kinds = self._kinds.get(audience_id) or _kinds_in(batch)
         prepared = tp.person_rows(kinds, batch)
@@ -344,9 +342,6 @@ class TikTokConnector:
         )
 
     # --- transport -------------------------------------------------------------------------------
-    def _begin_call(self) -> None:
-        self._waited = 0.0
-
     def _call(
         self,
         method: str,
@@ -360,8 +355,8 @@ class TikTokConnector:
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
         splittable: bool = False,
     ) -> tp.Envelope:
-        """One API call with retries on what TikTok marks transient, until this call's share of
-        ``max_wait_seconds`` is spent. Raises the mapped error, or ``_TooLarge`` when ``splittable``."""
+        """One API call with retries on what TikTok marks transient, while the connector's
+        ``max_wait_seconds`` lasts. Raises the mapped error, or ``_TooLarge`` when ``splittable``."""
 
         def attempt() -> tp.Envelope:
             self._requests += 1
