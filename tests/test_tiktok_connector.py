@@ -489,23 +489,23 @@ def test_retries_stop_at_max_wait_seconds_with_a_transient_error(
     assert tiktok_emulator.requests_to("POST", "segment/mapping/") >= 2
 
 
-def test_the_wait_budget_spans_the_run_so_a_spent_budget_fails_at_once(
-    tiktok_emulator: TikTokEmulator,
-) -> None:
+def test_the_wait_budget_spans_every_call_of_the_run(tiktok_emulator: TikTokEmulator) -> None:
+    slept: list[float] = []
     connector = TikTokConnector(
         destination(tiktok_emulator.url, max_wait_seconds=0.05),
         RetryPolicy(initial_wait=0.01, max_single_wait=0.02, connect_timeout=1.0, read_timeout=1.0),
+        sleep=slept.append,
     )
     audience_id = connector.ensure_audience(SPEC)
     set_faults(tiktok_emulator, server_error_rate=1.0)
-    with pytest.raises(TransientError):
-        connector.add(audience_id, people(0, 5), None)
-    before = tiktok_emulator.requests_to("POST", "segment/mapping/")
-    with pytest.raises(TransientError) as caught:
-        connector.add(audience_id, people(5, 10), None)
+    for start in range(0, 50, 5):
+        with pytest.raises(TransientError) as caught:
+            connector.add(audience_id, people(start, start + 5), None)
+        assert caught.value.code == "50000"
     connector.close()
-    assert tiktok_emulator.requests_to("POST", "segment/mapping/") - before == 1
-    assert caught.value.code == "50000"
+    assert slept and sum(slept) <= 0.05
+    # Every retry followed a wait from the budget; once it is spent a batch gets one attempt only.
+    assert tiktok_emulator.requests_to("POST", "segment/mapping/") == 10 + len(slept)
 
 
 def assert_actionable(error: ConnectorError, *words: str) -> None:
