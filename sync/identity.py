@@ -7,23 +7,27 @@ Google wants E.164 with ``+``, strips dots and ``+tags`` from Gmail addresses on
 and postcode unhashed; TikTok wants E.164 and hashes mobile ad ids.
 
 An invalid value raises ``InvalidIdentifier`` with a short reason that never contains the value.
+Nothing here caches values: identifiers are PII, and a cache would keep them alive in memory.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import phonenumbers
-
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
+from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
 
 PLATFORMS = ("meta", "google", "tiktok")
-NORMALIZATION_VERSION = 1
-"""Bump when any rule changes: state keeps a fingerprint per member, and a new version re-hashes all."""
+NORMALIZATION_VERSION = 2
+"""Bump when any rule changes: state keeps a fingerprint per member, and a new version re-hashes all.
+2: phones possible only locally rejected; dob strictly ISO; names keep combining marks; profile
+country decides phone, zip and state; US state names matched without punctuation."""
 
 _PLATFORM_KINDS: dict[str, frozenset[str]] = {
     "meta": frozenset(IDENTIFIER_KINDS),
@@ -36,46 +40,65 @@ _RAW: dict[str, frozenset[str]] = {
     "google": frozenset({"country", "zip"}),
     "tiktok": frozenset(),
 }
+_META_DOB_KEYS = ("doby", "dobm", "dobd")
+# What ProfileHasher does with a kind's value.
+_HASH, _AS_IS, _PREHASHED, _SPLIT_DOB = range(4)
 
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
-_DIGITS = re.compile(r"\D+")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_DOB = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
-_EMAIL_DOMAIN = re.compile(r"[^\s@]+\.[^\s@]+")
+_DOB = re.compile(r"(\d{4})-(\d{2})-(\d{2})|(\d{4})(\d{2})(\d{2})", re.ASCII)
+_ASCII_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+_US_ZIP = re.compile(r"\d{5}(?:-?\d{4})?", re.ASCII)
+# The local part has no whitespace; the domain is labels separated by single dots, at least two.
+_EMAIL_LOCAL = re.compile(r"[^\s@]+")
+_EMAIL = re.compile(r"[^\s@]+@[^\s@.]+(?:\.[^\s@.]+)+")
 _GMAIL = frozenset({"gmail.com", "googlemail.com"})
 
-US_STATES = {
-    "alabama": "al", "alaska": "ak", "arizona": "az", "arkansas": "ar", "california": "ca",
-    "colorado": "co", "connecticut": "ct", "delaware": "de", "district of columbia": "dc",
-    "florida": "fl", "georgia": "ga", "hawaii": "hi", "idaho": "id", "illinois": "il", "indiana": "in",
-    "iowa": "ia", "kansas": "ks", "kentucky": "ky", "louisiana": "la", "maine": "me", "maryland": "md",
-    "massachusetts": "ma", "michigan": "mi", "minnesota": "mn", "mississippi": "ms", "missouri": "mo",
-    "montana": "mt", "nebraska": "ne", "nevada": "nv", "new hampshire": "nh", "new jersey": "nj",
-    "new mexico": "nm", "new york": "ny", "north carolina": "nc", "north dakota": "nd", "ohio": "oh",
-    "oklahoma": "ok", "oregon": "or", "pennsylvania": "pa", "rhode island": "ri",
-    "south carolina": "sc", "south dakota": "sd", "tennessee": "tn", "texas": "tx", "utah": "ut",
-    "vermont": "vt", "virginia": "va", "washington": "wa", "west virginia": "wv", "wisconsin": "wi",
-    "wyoming": "wy",
-}  # fmt: skip
-_US_CODES = frozenset(US_STATES.values())
+# Trunk zero written inside an international number, "+44 (0)20 ...": never dialled from abroad.
+_TRUNK_ZERO = re.compile(r"\(\s*0\s*\)")
+_PHONE_SEPARATORS = str.maketrans("", "", " -.()/\t\u00a0")
+_NANP_AREA_START = frozenset("23456789")
+# Regions whose national numbers the NANP fast path may read: both parse with national prefix "1"
+# and no transform rule (unlike, say, the Bahamas, which prepend an area code to 7-digit numbers).
+_NANP_FAST_REGIONS = frozenset({"US", "CA"})
 
-# Country names people type, folded (lowercase, no accents, no punctuation or spaces) -> alpha-2.
-COUNTRY_NAMES = {
-    "unitedstates": "US", "unitedstatesofamerica": "US", "usa": "US", "us": "US", "america": "US",
-    "unitedkingdom": "GB", "uk": "GB", "greatbritain": "GB", "england": "GB", "scotland": "GB",
-    "wales": "GB", "britain": "GB", "germany": "DE", "deutschland": "DE", "france": "FR",
-    "spain": "ES", "espana": "ES", "italy": "IT", "italia": "IT", "canada": "CA", "australia": "AU",
-    "brazil": "BR", "brasil": "BR", "mexico": "MX", "netherlands": "NL", "nederland": "NL",
-    "holland": "NL", "ireland": "IE", "japan": "JP", "india": "IN", "newzealand": "NZ",
-    "sweden": "SE", "norway": "NO", "denmark": "DK", "poland": "PL", "portugal": "PT",
-    "switzerland": "CH", "austria": "AT", "belgium": "BE",
+US_STATES: dict[str, str] = {
+    "alabama": "al", "alaska": "ak", "arizona": "az", "arkansas": "ar", "california": "ca",
+    "colorado": "co", "connecticut": "ct", "delaware": "de", "districtofcolumbia": "dc",
+    "washingtondc": "dc", "florida": "fl", "georgia": "ga", "hawaii": "hi", "idaho": "id",
+    "illinois": "il", "indiana": "in", "iowa": "ia", "kansas": "ks", "kentucky": "ky",
+    "louisiana": "la", "maine": "me", "maryland": "md", "massachusetts": "ma", "michigan": "mi",
+    "minnesota": "mn", "mississippi": "ms", "missouri": "mo", "montana": "mt", "nebraska": "ne",
+    "nevada": "nv", "newhampshire": "nh", "newjersey": "nj", "newmexico": "nm", "newyork": "ny",
+    "northcarolina": "nc", "northdakota": "nd", "ohio": "oh", "oklahoma": "ok", "oregon": "or",
+    "pennsylvania": "pa", "rhodeisland": "ri", "southcarolina": "sc", "southdakota": "sd",
+    "tennessee": "tn", "texas": "tx", "utah": "ut", "vermont": "vt", "virginia": "va",
+    "washington": "wa", "westvirginia": "wv", "wisconsin": "wi", "wyoming": "wy",
 }  # fmt: skip
-_ALPHA2 = frozenset(phonenumbers.SUPPORTED_REGIONS) - {"001"}
+"""US state names, folded (lowercase letters only), to their USPS codes: all 50 and DC."""
+
+COUNTRY_NAMES: dict[str, str] = {
+    "unitedstates": "US", "unitedstatesofamerica": "US", "usa": "US", "us": "US", "america": "US",
+    "unitedkingdom": "GB", "uk": "GB", "greatbritain": "GB", "britain": "GB", "england": "GB",
+    "scotland": "GB", "wales": "GB", "northernireland": "GB", "germany": "DE", "deutschland": "DE",
+    "france": "FR", "spain": "ES", "espana": "ES", "italy": "IT", "italia": "IT", "canada": "CA",
+    "australia": "AU", "brazil": "BR", "brasil": "BR", "mexico": "MX", "netherlands": "NL",
+    "thenetherlands": "NL", "nederland": "NL", "holland": "NL", "ireland": "IE", "eire": "IE",
+    "japan": "JP", "india": "IN", "newzealand": "NZ", "sweden": "SE", "sverige": "SE",
+    "norway": "NO", "norge": "NO", "denmark": "DK", "danmark": "DK", "poland": "PL", "polska": "PL",
+    "portugal": "PT", "switzerland": "CH", "schweiz": "CH", "suisse": "CH", "austria": "AT",
+    "osterreich": "AT", "belgium": "BE", "belgique": "BE", "belgie": "BE",
+}  # fmt: skip
+"""Country names people type, folded (lowercase, no accents, letters and digits only), to alpha-2."""
+
+# Every region phonenumbers knows is an ISO 3166-1 alpha-2 code (plus XK, AC and TA, which people
+# use too); the ISO territories without a telephone plan are added by hand.
+_ALPHA2 = frozenset(phonenumbers.SUPPORTED_REGIONS) | {"AQ", "BV", "GS", "HM", "PN", "TF", "UM"}
 
 
 class InvalidIdentifier(ValueError):
-    """A value that cannot be sent. ``reason`` is short and never contains the value."""
+    """A value that cannot be sent. ``reason`` is short, machine-friendly and never contains the
+    value, so it can be logged and stored."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -83,18 +106,26 @@ class InvalidIdentifier(ValueError):
 
 
 def sha256_hex(normalized: str) -> str:
+    """SHA-256 of the UTF-8 bytes of ``normalized``, as 64 lowercase hex characters."""
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
 
 
 def platform_kinds(platform: str) -> frozenset[str]:
-    """The canonical identifier kinds ``platform`` takes."""
-    return _PLATFORM_KINDS[platform]
+    """The canonical identifier kinds (``connectors.contract.IDENTIFIER_KINDS``) ``platform`` takes."""
+    try:
+        return _PLATFORM_KINDS[platform]
+    except KeyError:
+        raise ValueError(f"unknown platform {platform!r}") from None
 
 
 def is_hashed_on(platform: str, kind: str) -> bool:
     """False for the values a platform wants unhashed (Meta's MADID and EXTERN_ID, Google's country
-    code and postal code)."""
+    code and postal code); True otherwise."""
+    platform_kinds(platform)
     return kind not in _RAW[platform]
+
+
+# --- helpers ------------------------------------------------------------------------------------
 
 
 def _fold(text: str) -> str:
@@ -103,154 +134,274 @@ def _fold(text: str) -> str:
     return "".join(ch for ch in decomposed if ch.isalnum() and not unicodedata.combining(ch))
 
 
-def normalize_country(value: str) -> str:
-    """ISO 3166-1 alpha-2, uppercase."""
+def _letters_only(value: str) -> str:
+    """Lowercase, NFC, without punctuation, spaces, symbols or controls (Meta's FN, LN, CT, ST).
+
+    Letters, combining marks and digits stay: dropping marks would break scripts whose vowel signs
+    have no precomposed form (Devanagari, Thai), and accents are part of the name Meta matches.
+    """
+    text = unicodedata.normalize("NFC", value.lower())
+    if text.isascii():
+        return _ASCII_NOT_ALNUM.sub("", text)
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] in "LMN")
+
+
+def _region(default_country: str | None) -> str | None:
+    """The phonenumbers region for a configured default country; "UK" is read as GB."""
+    if default_country is None:
+        return None
+    try:
+        return _country_code(default_country)
+    except InvalidIdentifier:
+        raise ValueError(
+            f"default_country must be an ISO 3166-1 alpha-2 code, not {default_country!r}"
+        ) from None
+
+
+def _country_code(value: str) -> str:
+    """ISO 3166-1 alpha-2, uppercase, from a code or a common name."""
     text = value.strip()
-    if len(text) == 2 and text.upper() in _ALPHA2:
-        return text.upper()
-    code = COUNTRY_NAMES.get(_fold(text))
-    if code is None:
+    if len(text) == 2 and text.isascii():
+        code = text.upper()
+        if code in _ALPHA2:
+            return code
+    named = COUNTRY_NAMES.get(_fold(text))
+    if named is None:
         raise InvalidIdentifier("country_unknown")
-    return code
+    return named
 
 
-def _email(platform: str, value: str) -> str:
+# --- one function per kind: (platform, value, region) -> normalized ------------------------------
+
+
+def _email_reason(text: str) -> str:
+    at = text.find("@")
+    if at < 0:
+        return "email_no_at"
+    if text.find("@", at + 1) >= 0:
+        return "email_many_at"
+    if at == 0:
+        return "email_no_local_part"
+    if _EMAIL_LOCAL.fullmatch(text[:at]) is None:
+        return "email_bad_local_part"
+    return "email_bad_domain"
+
+
+def _email(platform: str, value: str, region: str | None) -> str:
     text = value.strip().lower()
-    if text.count("@") != 1:
-        raise InvalidIdentifier("email_no_at")
-    local, domain = text.split("@")
-    if not local or any(ch.isspace() for ch in text):
-        raise InvalidIdentifier("email_bad_local_part")
-    if not _EMAIL_DOMAIN.fullmatch(domain):
-        raise InvalidIdentifier("email_bad_domain")
-    if platform == "google" and domain in _GMAIL:
-        local = local.split("+", 1)[0].replace(".", "")
-        if not local:
-            raise InvalidIdentifier("email_bad_local_part")
-    return f"{local}@{domain}"
+    # One regex decides the common, valid case; the reason is worked out only for invalid values.
+    if _EMAIL.fullmatch(text) is None:
+        raise InvalidIdentifier(_email_reason(text))
+    if platform == "google":
+        local, _, domain = text.partition("@")
+        if domain in _GMAIL:
+            # Gmail ignores dots and +tags when delivering, and Google matches on the canonical form.
+            local = local.split("+", 1)[0].replace(".", "")
+            if not local:
+                raise InvalidIdentifier("email_no_local_part")
+            return f"{local}@{domain}"
+    return text
 
 
-def _phone_e164(value: str, default_country: str | None) -> str:
+def _phone_fast(compact: str, region: str | None) -> str | None:
+    """E.164 for the commonest shapes, decided without phonenumbers; None means "ask phonenumbers".
+
+    Only North American numbers take this path: with country code 1 and an area code starting 2-9,
+    phonenumbers strips no national prefix and finds every 10-digit number possible, so the result
+    is "+1" and the ten digits. ``tests/test_identity.py`` checks the equivalence.
+    """
+    if compact[0] == "+":
+        if len(compact) == 12 and compact[1] == "1" and compact[2] in _NANP_AREA_START:
+            digits = compact[1:]
+            if digits.isascii() and digits.isdigit():
+                return compact
+        return None
+    if not (compact.isascii() and compact.isdigit()):
+        return None
+    if len(compact) == 10 and region in _NANP_FAST_REGIONS and compact[0] in _NANP_AREA_START:
+        return "+1" + compact
+    # An 11-digit "1..." is the national prefix plus ten digits for US/CA, and the same number read
+    # internationally when there is no default country; other regions may read it nationally.
+    if (
+        len(compact) == 11
+        and (region is None or region in _NANP_FAST_REGIONS)
+        and compact[0] == "1"
+        and compact[1] in _NANP_AREA_START
+    ):
+        return "+" + compact
+    return None
+
+
+def _possible_e164(number: str, region: str | None) -> str | None:
+    try:
+        parsed = phonenumbers.parse(number, region)
+    except NumberParseException:
+        return None
+    # Possible, not valid: the platforms match unassigned-looking numbers too (Meta's 555 example).
+    # A number possible only locally lacks its area code, so its E.164 form would be wrong.
+    if phonenumbers.is_possible_number_with_reason(parsed) != ValidationResult.IS_POSSIBLE:
+        return None
+    return phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+
+
+def _phone_e164(value: str, region: str | None) -> str:
     text = value.strip()
-    digits = _DIGITS.sub("", text)
-    if len(digits) < 6:
+    if "(" in text:
+        text = _TRUNK_ZERO.sub("", text)
+    # Spaces and hyphens are most of the punctuation seen; replace() is several times cheaper than
+    # translate(), which is kept for the rest.
+    compact = text.replace(" ", "").replace("-", "")
+    if not compact.lstrip("+").isdigit():
+        compact = compact.translate(_PHONE_SEPARATORS)
+    if compact.startswith("00"):
+        # The international call prefix of most of the world; no national number starts with it.
+        compact = "+" + compact[2:]
+        text = compact
+    if len(compact) < 3:
         raise InvalidIdentifier("phone_too_short")
-    # "(0)" is a trunk prefix written inside an international number (+44 (0)20 ...): drop it.
-    text = text.replace("(0)", "")
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    candidates: list[tuple[str, str | None]] = []
-    if text.startswith("+"):
-        candidates.append((text, None))
+    fast = _phone_fast(compact, region)
+    if fast is not None:
+        return fast
+    if compact[0] == "+":
+        e164 = _possible_e164(text, None)
     else:
-        if default_country:
-            candidates.append((text, default_country.upper()))
+        e164 = _possible_e164(text, region) if region is not None else None
         # A bare digit string that already carries its country code (Meta's own example,
-        # 15559876543) is read as international when it is not possible as a national number.
-        candidates.append(("+" + digits, None))
-    for number, region in candidates:
-        try:
-            parsed = phonenumbers.parse(number, region)
-        except phonenumbers.NumberParseException:
-            continue
-        # Possible, not valid: the platforms match unassigned-looking numbers too (555 numbers).
-        if phonenumbers.is_possible_number(parsed):
-            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    raise InvalidIdentifier("phone_impossible")
+        # 15559876543) is read as international when it is not possible as a national number of
+        # the default country. A leading 0 is a trunk prefix, and no country code starts with 0.
+        if e164 is None and compact.isascii() and compact.isdigit() and compact[0] != "0":
+            e164 = _possible_e164("+" + compact, None)
+    if e164 is None:
+        raise InvalidIdentifier("phone_impossible")
+    return e164
 
 
-def _zip(platform: str, value: str, country: str | None) -> str:
+def _phone(platform: str, value: str, region: str | None) -> str:
+    e164 = _phone_e164(value, region)
+    return e164[1:] if platform == "meta" else e164
+
+
+def _name(platform: str, value: str, region: str | None) -> str:
+    # Google keeps inner spaces and punctuation; Meta drops them.
+    text = _letters_only(value) if platform == "meta" else unicodedata.normalize("NFC", value.strip().lower())
+    if not text:
+        raise InvalidIdentifier("name_empty")
+    return text
+
+
+def _city(platform: str, value: str, region: str | None) -> str:
+    text = _letters_only(value)
+    if not text:
+        raise InvalidIdentifier("city_empty")
+    return text
+
+
+def _state(platform: str, value: str, region: str | None) -> str:
+    text = _letters_only(value)
+    if not text:
+        raise InvalidIdentifier("state_empty")
+    # Full names map to codes only for US (or unknown-country) profiles: elsewhere the region is
+    # matched as written. Two-letter codes come out the same either way.
+    if region is None or region == "US":
+        return US_STATES.get(_fold(value), text)
+    return text
+
+
+def _zip(platform: str, value: str, region: str | None) -> str:
     text = value.strip()
     if not text:
         raise InvalidIdentifier("zip_empty")
     if platform == "google":
         return text
     compact = "".join(text.lower().split())
-    # Meta matches US ZIP codes on their first five digits only (ZIP+4 would never match).
-    if country in (None, "US") and re.fullmatch(r"\d{5}(-?\d{4})?", compact):
-        return compact[:5]
+    # Meta matches US ZIP codes on their first five digits only; ZIP+4 would never match. Without a
+    # known country only US shapes are cut (a 6-digit Indian PIN must stay whole).
+    if region is None or region == "US":
+        head = compact[:5]
+        if _US_ZIP.fullmatch(compact) or (region == "US" and head.isascii() and head.isdigit()):
+            return head
     return compact
 
 
-def _state(value: str, country: str | None) -> str:
-    folded = _NOT_WORD.sub("", value.strip().lower())
-    if not folded:
-        raise InvalidIdentifier("state_empty")
-    if country in (None, "US"):
-        spaced = " ".join(value.strip().lower().replace(".", "").split())
-        if spaced in US_STATES:
-            return US_STATES[spaced]
-        if folded in _US_CODES:
-            return folded
-    return folded
+def _country(platform: str, value: str, region: str | None) -> str:
+    code = _country_code(value)
+    return code if platform == "google" else code.lower()
 
 
-def _name(platform: str, value: str) -> str:
-    text = unicodedata.normalize("NFC", value.strip().lower())
-    if platform == "meta":
-        text = _NOT_WORD.sub("", text)
-    if not text:
-        raise InvalidIdentifier("name_empty")
+def _dob(platform: str, value: str, region: str | None) -> str:
+    # 17/05/1990 and 05/17/1990 cannot be told apart, so only ISO forms are accepted.
+    match = _DOB.fullmatch(value.strip())
+    if match is None:
+        raise InvalidIdentifier("dob_not_iso")
+    y, m, d = (g for g in match.groups() if g is not None)
+    try:
+        datetime.date(int(y), int(m), int(d))
+    except ValueError:
+        raise InvalidIdentifier("dob_impossible") from None
+    return f"{y}{m}{d}"
+
+
+def _gender(platform: str, value: str, region: str | None) -> str:
+    text = value.strip().lower()
+    if text in ("m", "male"):
+        return "m"
+    if text in ("f", "female"):
+        return "f"
+    raise InvalidIdentifier("gender_unknown")
+
+
+def _maid(platform: str, value: str, region: str | None) -> str:
+    text = value.strip().lower()
+    if _UUID.fullmatch(text) is None:
+        raise InvalidIdentifier("maid_not_uuid")
     return text
 
 
-def normalize(
-    platform: str, kind: str, value: str, default_country: str | None = None, country: str | None = None
-) -> str:
-    """``value`` normalized by ``platform``'s published rules for ``kind``.
+def _external_id(platform: str, value: str, region: str | None) -> str:
+    text = value.strip()
+    if not text:
+        raise InvalidIdentifier("external_id_empty")
+    return text
 
-    ``country`` is the profile's own country (alpha-2) when known; it decides national phone numbers
-    and postcode shapes before ``default_country`` does. Raises ``InvalidIdentifier``.
+
+_Normalizer = Callable[[str, str, str | None], str]
+_NORMALIZERS: dict[str, _Normalizer] = {
+    "email": _email,
+    "phone": _phone,
+    "first_name": _name,
+    "last_name": _name,
+    "zip": _zip,
+    "city": _city,
+    "state": _state,
+    "country": _country,
+    "dob": _dob,
+    "gender": _gender,
+    "maid": _maid,
+    "external_id": _external_id,
+}
+
+
+def normalize(platform: str, kind: str, value: str, default_country: str | None = None) -> str:
+    """``value`` normalized by ``platform``'s published rules for identifier ``kind``.
+
+    ``default_country`` (alpha-2) reads national phone numbers and decides the US-only rules for
+    zip and state. Meta's dob comes out as ``YYYYMMDD``. Raises ``InvalidIdentifier`` for a value
+    that cannot be sent, or for a kind the platform does not take (reason ``kind_not_taken``), and
+    ``ValueError`` for an unknown platform, kind or default country.
     """
-    if platform not in _PLATFORM_KINDS:
-        raise ValueError(f"unknown platform {platform!r}")
-    home = country or (default_country.upper() if default_country else None)
-    if kind == "email":
-        return _email(platform, value)
-    if kind == "phone":
-        e164 = _phone_e164(value, home)
-        return e164[1:] if platform == "meta" else e164
-    if kind in ("first_name", "last_name"):
-        return _name(platform, value)
-    if kind == "city":
-        city = _NOT_WORD.sub("", unicodedata.normalize("NFC", value.strip().lower()))
-        if not city:
-            raise InvalidIdentifier("city_empty")
-        return city
-    if kind == "state":
-        return _state(value, home)
-    if kind == "zip":
-        return _zip(platform, value, home)
-    if kind == "country":
-        code = normalize_country(value)
-        return code if platform == "google" else code.lower()
-    if kind == "dob":
-        match = _DOB.fullmatch(value.strip())
-        if not match or not (1 <= int(match.group(2)) <= 12 and 1 <= int(match.group(3)) <= 31):
-            raise InvalidIdentifier("dob_not_iso")
-        return f"{match.group(1)}{match.group(2)}{match.group(3)}"
-    if kind == "gender":
-        text = value.strip().lower()
-        if text in ("m", "male"):
-            return "m"
-        if text in ("f", "female"):
-            return "f"
-        raise InvalidIdentifier("gender_unknown")
-    if kind == "maid":
-        text = value.strip().lower()
-        if not _UUID.fullmatch(text):
-            raise InvalidIdentifier("maid_not_uuid")
-        return text
-    if kind == "external_id":
-        text = value.strip()
-        if not text:
-            raise InvalidIdentifier("external_id_empty")
-        return text
-    raise ValueError(f"unknown identifier kind {kind!r}")
+    takes = platform_kinds(platform)
+    fn = _NORMALIZERS.get(kind)
+    if fn is None:
+        raise ValueError(f"unknown identifier kind {kind!r}")
+    if kind not in takes:
+        raise InvalidIdentifier("kind_not_taken")
+    return fn(platform, value, _region(default_country))
 
 
 @dataclass(frozen=True)
 class HashedProfile:
+    """One profile's identifiers, ready for one platform."""
+
     identifiers: dict[str, str]
     """Key -> platform-ready value: SHA-256 hex, or the normalized value where the platform wants it raw."""
     invalid: list[tuple[str, str]]
@@ -258,7 +409,11 @@ class HashedProfile:
 
 
 class ProfileHasher:
-    """Normalizes and hashes one profile's identifiers for one platform."""
+    """Normalizes and hashes one profile's identifiers for one platform.
+
+    The profile's own country (when present and valid, even if it is not sent) stands in for
+    ``default_country`` when reading its phone, zip and state.
+    """
 
     def __init__(
         self,
@@ -267,54 +422,83 @@ class ProfileHasher:
         default_country: str | None,
         prehashed: frozenset[str] = frozenset(),
     ) -> None:
-        self.platform = platform
         takes = platform_kinds(platform)
-        # Country first: the profile's own country decides how its phone and postcode read.
-        ordered = sorted((k for k in kinds if k in takes), key=lambda k: (k != "country", IDENTIFIER_KINDS.index(k)))
-        self.kinds = tuple(ordered)
-        self.default_country = default_country.upper() if default_country else None
+        unknown = sorted(set(kinds) - set(IDENTIFIER_KINDS))
+        if unknown:
+            raise ValueError(f"unknown identifier kinds {unknown}")
+        self.platform = platform
+        self.default_country = _region(default_country)
         self.prehashed = prehashed
+        # Canonical order, not config order: Meta's schema is built from it and must stay the same
+        # for the life of an audience.
+        self.kinds = tuple(k for k in IDENTIFIER_KINDS if k in takes and k in kinds)
+        self._split_dob = platform == "meta"
+        # One mode per step, decided once, so the per-profile loop tests a small int and nothing else.
+        self._steps = tuple((kind, _NORMALIZERS[kind], self._mode(kind)) for kind in self.kinds)
+
+    def _mode(self, kind: str) -> int:
+        if kind in self.prehashed:
+            return _PREHASHED
+        if kind == "dob" and self._split_dob:
+            return _SPLIT_DOB
+        return _HASH if is_hashed_on(self.platform, kind) else _AS_IS
 
     def output_keys(self) -> tuple[str, ...]:
-        """Keys this hasher can emit, in a fixed order (Meta's dob becomes doby, dobm, dobd)."""
+        """Keys this hasher can emit, in a fixed order: the configured kinds the platform takes, with
+        Meta's dob as the three keys ``doby``, ``dobm``, ``dobd``."""
         keys: list[str] = []
-        for kind in IDENTIFIER_KINDS:
-            if kind not in self.kinds:
-                continue
-            keys.extend(("doby", "dobm", "dobd") if kind == "dob" and self.platform == "meta" else (kind,))
+        for kind in self.kinds:
+            keys.extend(_META_DOB_KEYS if kind == "dob" and self._split_dob else (kind,))
         return tuple(keys)
 
+    def _region_of(self, raw: Mapping[str, str | None]) -> str | None:
+        value = raw.get("country")
+        if value and "country" not in self.prehashed:
+            try:
+                return _country_code(value)
+            except InvalidIdentifier:
+                pass
+        return self.default_country
+
     def __call__(self, raw: Mapping[str, str | None]) -> HashedProfile:
+        """Normalize and hash ``raw`` (kind -> raw source value; None or blank is missing). Kinds the
+        platform does not take are ignored; a pre-hashed kind passes through, lowercased, only when
+        it is 64 hex characters."""
         out: dict[str, str] = {}
         invalid: list[tuple[str, str]] = []
-        country: str | None = None
         platform = self.platform
-        for kind in self.kinds:
+        region = self._region_of(raw) if "country" in raw else self.default_country
+        sha256 = hashlib.sha256
+        for kind, fn, mode in self._steps:
             value = raw.get(kind)
-            if value is None or not str(value).strip():
+            if value is None:
                 continue
-            if kind in self.prehashed:
-                text = str(value).strip()
-                if _HEX64.fullmatch(text):
-                    out[kind] = text.lower()
-                else:
+            if mode == _PREHASHED:
+                text = value.strip().lower()
+                if not text:
+                    continue
+                if _HEX64.fullmatch(text) is None:
                     invalid.append((kind, "not_sha256"))
+                elif kind == "dob" and self._split_dob:
+                    # One hash of a whole date cannot become Meta's three date-part hashes.
+                    invalid.append((kind, "prehashed_dob_unsplittable"))
+                else:
+                    out[kind] = text
                 continue
             try:
-                normalized = normalize(platform, kind, str(value), self.default_country, country)
+                normalized = fn(platform, value, region)
             except InvalidIdentifier as exc:
-                invalid.append((kind, exc.reason))
+                # A blank value is missing, not invalid; testing after the fact keeps the common
+                # path free of an extra strip.
+                if value.strip():
+                    invalid.append((kind, exc.reason))
                 continue
-            if kind == "country":
-                country = normalized.upper()
-            if kind == "dob" and platform == "meta":
+            if mode == _HASH:
+                out[kind] = sha256(normalized.encode("utf-8")).hexdigest()
+            elif mode == _AS_IS:
+                out[kind] = normalized
+            else:
                 out["doby"] = sha256_hex(normalized[:4])
                 out["dobm"] = sha256_hex(normalized[4:6])
                 out["dobd"] = sha256_hex(normalized[6:])
-            elif kind == "dob":
-                continue
-            elif is_hashed_on(platform, kind):
-                out[kind] = sha256_hex(normalized)
-            else:
-                out[kind] = normalized
         return HashedProfile(out, invalid)
