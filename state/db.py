@@ -157,6 +157,27 @@ def _initial(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(2, "alert state, lag pruning index")
+def _alerts(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        -- One row per target and alert kind: whether it is firing, so an alert is sent once per
+        -- change of state rather than on every tick. notified_at stays NULL until the webhook took it.
+        CREATE TABLE alert_state (
+            target_id INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            firing INTEGER NOT NULL,
+            detail TEXT,
+            changed_at REAL NOT NULL,
+            notified_at REAL,
+            PRIMARY KEY (target_id, kind)
+        );
+        CREATE INDEX lag_confirmed ON lag (confirmed_at)
+        """,
+    )
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT the migration's transaction first; run statement by statement.
     for statement in script.split(";"):

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from audiencesync.connectors.contract import AudienceSpec, Capabilities, Connector, SessionInfo
 from audiencesync.connectors.errors import ConnectorError, FatalError, TransientError
 from audiencesync.connectors.registry import build_connector
+from audiencesync.state.lease import LeaseBusy, acquire, default_wait
 from audiencesync.state.outbox import OutboxStore, QueuedBatch
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
@@ -91,6 +92,9 @@ class RunOptions:
     should_stop: Callable[[], bool] = lambda: False
     """Checked between batches: SIGTERM sets it, and the runner stops after the batch in flight."""
     connector_factory: Callable[[Target], Connector] | None = None
+    lease_wait: float | None = None
+    """Seconds to wait for a target another process is pushing (None: $AUDIENCE_SYNC_LEASE_WAIT_SECONDS
+    or 60); then the target is skipped with status ``busy``."""
 
 
 def _with_lookahead(items: Iterator[T]) -> Iterator[tuple[T, bool]]:
@@ -169,8 +173,7 @@ class SyncRunner:
                 key, target.audience.name, target.destination.name, target.destination.platform
             )
             plan = self.planner.load_plan(target, row.id, row.state_version, int(header["max_batch"]), ops)
-            self.planner.commit_plan(plan, from_source=False)
-            results.append(self._push_target(plan))
+            results.append(self._leased_push(plan, from_source=False))
         return results
 
     # --- planning ------------------------------------------------------------------------------
@@ -218,8 +221,37 @@ class SyncRunner:
             ).id
         if plan.breaker:
             return self._refuse(plan)
-        self.planner.commit_plan(plan)
-        return self._push_target(plan)
+        return self._leased_push(plan, from_source=True)
+
+    def _leased_push(self, plan: TargetPlan, *, from_source: bool) -> TargetResult:
+        """Commit the plan to the outbox and push it while holding the target's lease, so a cron
+        ``sync`` and the daemon never push one target together."""
+        assert plan.target_id is not None
+        wait = self.options.lease_wait if self.options.lease_wait is not None else default_wait()
+        try:
+            lease = acquire(self.store.db, plan.target_id, wait=wait)
+        except LeaseBusy as exc:
+            log.warning("target busy", extra={"target": plan.key, "holder_pid": exc.pid})
+            return TargetResult(plan, status="busy", error=str(exc))
+        try:
+            row = self.store.find_target(plan.key)
+            if row is not None and row.state_version != plan.state_version:
+                # Another process pushed this target after this plan was made: the plan is stale.
+                if not from_source:
+                    raise StaleStateError(
+                        f"state for {plan.key} moved on while waiting for its lease; plan again"
+                    )
+                log.info("target synced elsewhere meanwhile", extra={"target": plan.key})
+                return TargetResult(
+                    plan,
+                    status="busy",
+                    error="another process synced this target while this run was planning; "
+                    "nothing pushed (the next run plans afresh)",
+                )
+            self.planner.commit_plan(plan, from_source=from_source)
+            return self._push_target(plan)
+        finally:
+            lease.release()
 
     def _refuse(self, plan: TargetPlan) -> TargetResult:
         assert plan.target_id is not None
