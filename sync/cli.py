@@ -286,3 +286,10 @@ def emulator(platform: str, port: int | None, admin_port: int | None) -> None:
 
 def main() -> None:
     cli()
+
+
+# Operations commands (daemon, lag, runs) live in their own module.
+from audiencesync.sync import cli_ops  # noqa: E402
+
+for _command in (cli_ops.daemon, cli_ops.lag, cli_ops.runs):
+    cli.add_command(_command)

@@ -1,0 +1,180 @@
+"""Alerts: a Slack-compatible webhook (``{"text": ...}``) when a target's health changes.
+
+Five kinds, each judged per target from state: ``slo`` (the lag report's verdict), ``run_failed``
+(the last run ended in error or partial), ``breaker`` (the last run was refused by the circuit
+breaker), ``audience_gone`` (the platform audience was deleted or flagged) and ``drift`` (the
+platform's size differs from the members state holds by more than ``[alerts] drift_threshold``).
+
+An alert goes out once per change of state, firing and resolved, never on every tick: the last
+state sent is kept in the ``alert_state`` table. A webhook that fails is tried again on the next
+evaluation, since its state change is only recorded once delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import requests
+import sqlite_utils
+from audiencesync.state.db import atomic
+from audiencesync.sync.config import Config
+from audiencesync.sync.lag import SLO_BREACH, TargetLag
+
+log = logging.getLogger("audiencesync.alerts")
+
+DEFAULT_DRIFT_THRESHOLD = 0.1
+KINDS = ("slo", "run_failed", "breaker", "audience_gone", "drift")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One kind of alert for one target, as judged now."""
+
+    kind: str
+    firing: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    target: str
+    kind: str
+    firing: bool
+    detail: str
+
+    @property
+    def text(self) -> str:
+        verb = "FIRING" if self.firing else "resolved"
+        return f"audience-sync {verb}: {self.kind} on {self.target}: {self.detail}"
+
+
+Sender = Callable[[str], bool]
+
+
+def webhook_sender(url: str | None, timeout: float = 10.0) -> Sender:
+    """Posts ``{"text": ...}`` to ``url``; without a URL, alerts are only logged."""
+
+    def send(text: str) -> bool:
+        if url is None:
+            return True
+        try:
+            response = requests.post(url, json={"text": text}, timeout=timeout)
+        except requests.RequestException as exc:
+            log.warning("alert webhook unreachable", extra={"error": type(exc).__name__})
+            return False
+        if response.status_code >= 300:
+            log.warning("alert webhook refused the alert", extra={"status": response.status_code})
+            return False
+        return True
+
+    return send
+
+
+def sender_for(config: Config) -> Sender:
+    """The webhook named by ``[alerts] webhook_url_env``, read from the environment."""
+    env_name = config.alerts.get("webhook_url_env")
+    url = os.environ.get(str(env_name)) if env_name else None
+    return webhook_sender(url or None)
+
+
+def drift_threshold(config: Config) -> float:
+    value = config.alerts.get("drift_threshold", DEFAULT_DRIFT_THRESHOLD)
+    return (
+        float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else DEFAULT_DRIFT_THRESHOLD
+    )
+
+
+def drift(entry: TargetLag) -> float | None:
+    """How far the platform's size is from state's member count, as a fraction of the members; None
+    when the platform gives no size or is still processing (sizes lag changes then)."""
+    if entry.platform_size is None or not entry.platform_ready:
+        return None
+    low, high = entry.platform_size
+    if low is None and high is None:
+        return None
+    low = low if low is not None else high
+    high = high if high is not None else low
+    assert low is not None and high is not None
+    members = entry.members
+    gap = 0 if low <= members <= high else min(abs(members - low), abs(members - high))
+    return gap / max(members, 1)
+
+
+def _last_run_status(db: sqlite_utils.Database, target: str) -> tuple[str | None, str | None]:
+    row = db.execute(
+        "SELECT r.status, r.error FROM runs r JOIN targets t ON t.id = r.target_id "
+        "WHERE t.key = ? AND r.status != 'running' ORDER BY r.id DESC LIMIT 1",
+        [target],
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def conditions(db: sqlite_utils.Database, entry: TargetLag, threshold: float) -> list[Condition]:
+    """Every alert kind for one target, judged from its lag-report entry and its last run."""
+    status, error = _last_run_status(db, entry.target)
+    error = error or ""
+    gap = drift(entry)
+    return [
+        Condition("slo", entry.slo == SLO_BREACH, "; ".join(entry.slo_reasons) or "within max_lag"),
+        Condition(
+            "run_failed",
+            status in ("error", "partial"),
+            f"last run {status}: {error}" if status in ("error", "partial") else f"last run {status}",
+        ),
+        Condition("breaker", status == "breaker", error or f"last run {status}"),
+        Condition(
+            "audience_gone",
+            error.startswith("AudienceGone"),
+            error if error.startswith("AudienceGone") else "audience usable",
+        ),
+        Condition(
+            "drift",
+            gap is not None and gap > threshold,
+            f"platform size {entry.platform_size} vs {entry.members} members in state "
+            f"({(gap or 0):.0%} apart, threshold {threshold:.0%})",
+        ),
+    ]
+
+
+def evaluate(
+    db: sqlite_utils.Database,
+    entries: Sequence[TargetLag],
+    threshold: float,
+    send: Sender,
+    now: float | None = None,
+) -> list[Alert]:
+    """Compare each target's conditions with the state last sent; send and record every change.
+    Returns the alerts that were delivered."""
+    now = time.time() if now is None else now
+    delivered: list[Alert] = []
+    for entry in entries:
+        row = db.execute("SELECT id FROM targets WHERE key = ?", [entry.target]).fetchone()
+        if row is None:
+            continue
+        tid = int(row[0])
+        known = {
+            kind: bool(firing)
+            for kind, firing in db.execute("SELECT kind, firing FROM alert_state WHERE target_id = ?", [tid])
+        }
+        for cond in conditions(db, entry, threshold):
+            # A kind never seen before counts as not firing: a healthy start sends nothing.
+            if known.get(cond.kind, False) == cond.firing:
+                continue
+            alert = Alert(entry.target, cond.kind, cond.firing, cond.detail)
+            if not send(alert.text):
+                continue
+            log.log(logging.WARNING if cond.firing else logging.INFO, alert.text)
+            with atomic(db) as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO alert_state (target_id, kind, firing, detail, changed_at, notified_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [tid, cond.kind, int(cond.firing), cond.detail[:500], now, now],
+                )
+            delivered.append(alert)
+    return delivered

@@ -1,0 +1,371 @@
+"""Operations commands: ``daemon``, ``lag`` and ``runs``. Registered on the ``cli`` group in
+``sync/cli.py``.
+
+Exit codes beyond the ones in ``sync/cli.py``: ``lag`` exits 4 when any target breaches its SLO,
+so a cron monitor can page on it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from audiencesync.sync.config import Config, load_config, parse_duration, resolve_config_path
+from audiencesync.sync.errors import InputError
+from audiencesync.sync.lag import SLO_BREACH, TargetLag, format_seconds
+from rich.console import Console
+from rich.table import Table
+
+EXIT_SLO_BREACH = 4
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The same --config and error handling as sync/cli.py, repeated here because sync/cli.py imports
+# this module to register its commands (importing back would be a cycle).
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file. Default: $AUDIENCE_SYNC_CONFIG, then ./audience-sync.toml.",
+)
+
+
+def input_errors(fn: F) -> F:
+    """Turn ``InputError`` into its message on stderr and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            Console(stderr=True, highlight=False).print(
+                f"[red]error:[/red] {exc}", markup=True, soft_wrap=True
+            )
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(config_path: Path | None) -> Config:
+    return load_config(resolve_config_path(config_path))
+
+
+def _require_state(config: Config) -> None:
+    if not config.state_path.exists():
+        raise InputError(f"{config.state_path}: no state file yet; run `audience-sync sync` first")
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.command()
+@config_option
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics (Prometheus text) and /healthz on 127.0.0.1:PORT.",
+)
+@click.option(
+    "--follow-interval",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between polls of pending jobs and read-backs of platform status.",
+)
+@click.option(
+    "--jitter",
+    type=click.IntRange(0, 3600),
+    default=30,
+    show_default=True,
+    help="Up to this many seconds of random delay per run, so targets on one schedule do not fire at once.",
+)
+@click.option(
+    "--misfire-grace",
+    type=click.IntRange(1, 86_400),
+    default=600,
+    show_default=True,
+    help="A run missed by less than this many seconds still runs (once: missed runs are coalesced).",
+)
+@input_errors
+def daemon(
+    config_path: Path | None,
+    metrics_port: int | None,
+    follow_interval: float,
+    jitter: int,
+    misfire_grace: int,
+) -> None:
+    """Run every sync target on its cron schedule until SIGTERM or SIGINT.
+
+    The batch in flight at a stop is finished and saved. Each target is pushed by one process at a
+    time (a lease in the state file), so a cron `sync` next to the daemon is safe.
+    $AUDIENCE_SYNC_TICK_SECONDS=N runs every target every N seconds instead (tests, catching up).
+    """
+    from audiencesync.sync.daemon import DaemonOptions, run_daemon, tick_from_env
+
+    config = _load(config_path)
+    options = DaemonOptions(
+        jitter_seconds=jitter,
+        misfire_grace_seconds=misfire_grace,
+        follow_interval_seconds=follow_interval,
+        metrics_port=metrics_port,
+        tick_seconds=tick_from_env(),
+    )
+    sys.exit(run_daemon(config, options))
+
+
+@click.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    help="Window of lag records to measure: 90m, 24h, 7d, ...",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a self-contained HTML page (table and lag-over-time charts) to FILE.",
+)
+@click.option(
+    "--only", metavar="NAME", help="Only this audience, destination, or audience@destination target."
+)
+@click.option("--send-alerts", is_flag=True, help="Evaluate alerts and send the changes (for cron setups).")
+@input_errors
+def lag(
+    config_path: Path | None,
+    as_json: bool,
+    since: str,
+    html_path: Path | None,
+    only: str | None,
+    send_alerts: bool,
+) -> None:
+    """Sync lag, pending work and coverage per audience and destination, with the SLO verdict.
+
+    Exits 4 when any target breaches its max_lag.
+    """
+    from audiencesync.state.store import StateStore
+    from audiencesync.sync import alerts
+    from audiencesync.sync.lag import lag_report, lag_series, prune_lag
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise InputError(f"--since: {exc}") from None
+    config = _load(config_path)
+    _require_state(config)
+    targets = config.targets(only)
+    if not targets:
+        raise InputError(f"--only {only}: no sync target matches")
+    now = time.time()
+    store = StateStore.open(config.state_path)
+    try:
+        prune_lag(store.db, config.lag_retention_days, now)
+        entries = lag_report(config, store, since=now - window, now=now, targets=targets)
+        if send_alerts:
+            alerts.evaluate(store.db, entries, alerts.drift_threshold(config), alerts.sender_for(config), now)
+        if html_path is not None:
+            from audiencesync.sync.lag_html import render_html
+
+            ids = {key: tid for tid, key in store.db.execute("SELECT id, key FROM targets").fetchall()}
+            series = lag_series(store.db, now - window, now)
+            by_target = {e.target: series.get(ids.get(e.target, -1), []) for e in entries}
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            html_path.write_text(
+                render_html(entries, by_target, since=now - window, now=now), encoding="utf-8"
+            )
+    finally:
+        store.close()
+    breached = any(e.slo == SLO_BREACH for e in entries)
+    if as_json:
+        body = {
+            "generated_at": now,
+            "since": now - window,
+            "breached": breached,
+            "targets": [e.as_dict() for e in entries],
+        }
+        click.echo(json.dumps(body, indent=2))
+    else:
+        render_lag(Console(highlight=False), entries, since)
+        if html_path is not None:
+            click.echo(f"wrote {html_path}")
+    sys.exit(EXIT_SLO_BREACH if breached else 0)
+
+
+def _pending(e: TargetLag) -> str:
+    text = f"+{e.pending_adds:,} / -{e.pending_removes:,}"
+    return text + (f" ({e.in_flight:,} in flight)" if e.in_flight else "")
+
+
+def _size(e: TargetLag) -> str:
+    if e.platform_size is None:
+        return "-"
+    low, high = e.platform_size
+    size = (
+        "?"
+        if low is None and high is None
+        else (f"{low:,}" if low == high else f"{low or 0:,}-{high or 0:,}")
+    )
+    return f"{size} ({e.platform_state or '?'})"
+
+
+def _coverage(e: TargetLag) -> str:
+    c = e.coverage
+    if c is None:
+        return ""
+    share = "-" if c.share is None else f"{c.share:.1%}"
+    return f"{share} of {c.in_flow:,} ({c.at_risk:,} at risk)"
+
+
+def render_lag(console: Console, entries: Sequence[TargetLag], since: str) -> None:
+    table = Table(title=f"Sync lag (records of the last {since})", title_justify="left")
+    for column, justify in [
+        ("audience → destination", "left"),
+        ("members", "right"),
+        ("pending", "right"),
+        ("oldest", "right"),
+        ("to confirmed p50/p95/max", "right"),
+        ("to ready p50/p95/max", "right"),
+        ("last success", "left"),
+        ("platform size", "left"),
+        ("coverage", "left"),
+        ("SLO", "left"),
+    ]:
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for e in entries:
+        c, r = e.to_confirmed, e.to_ready
+        slo = {"ok": "[green]ok[/green]", "breach": "[red]BREACH[/red]"}.get(e.slo, "-")
+        if e.max_lag is not None:
+            slo += f" ≤{format_seconds(e.max_lag)}"
+        table.add_row(
+            f"{e.audience} → {e.destination} ({e.platform})",
+            f"{e.members:,}",
+            _pending(e),
+            format_seconds(e.oldest_pending_age),
+            "/".join(format_seconds(v) for v in (c.p50, c.p95, c.max)),
+            "/".join(format_seconds(v) for v in (r.p50, r.p95, r.max)),
+            _when(e.last_success_at),
+            _size(e),
+            _coverage(e),
+            slo,
+        )
+    console.print(table)
+    for e in entries:
+        for reason in e.slo_reasons:
+            console.print(f"[bold]{e.target}[/bold]: SLO breach: {reason}", style="red")
+        if e.last_error:
+            console.print(f"[bold]{e.target}[/bold]: last error: {e.last_error}", style="yellow")
+
+
+@click.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@click.option(
+    "--limit", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Most recent N runs."
+)
+@click.option(
+    "--only", metavar="NAME", help="Only this audience, destination, or audience@destination target."
+)
+@input_errors
+def runs(config_path: Path | None, as_json: bool, limit: int, only: str | None) -> None:
+    """Run history, newest first: trigger, status, duration, counts and errors."""
+    from audiencesync.state.store import StateStore
+
+    config = _load(config_path)
+    _require_state(config)
+    keys = [t.key for t in config.targets(only)] if only else None
+    store = StateStore.open(config.state_path)
+    try:
+        rows = run_history(store, limit, keys)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"runs": rows}, indent=2))
+        return
+    table = Table(title="Runs (newest first)", title_justify="left")
+    for column, justify in [
+        ("run", "right"),
+        ("target", "left"),
+        ("trigger", "left"),
+        ("started", "left"),
+        ("took", "right"),
+        ("status", "left"),
+        ("adds", "right"),
+        ("removes", "right"),
+        ("confirmed", "right"),
+        ("rejected", "right"),
+        ("requests", "right"),
+    ]:
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    colours = {"ok": "green", "partial": "yellow", "stopped": "yellow", "error": "red", "breaker": "red"}
+    for r in rows:
+        colour = colours.get(str(r["status"]), "white")
+        table.add_row(
+            str(r["id"]),
+            str(r["target"]),
+            str(r["trigger"]),
+            _when(r["started_at"]),
+            format_seconds(r["duration"]),
+            f"[{colour}]{r['status']}[/{colour}]",
+            f"{r['adds']:,}",
+            f"{r['removes']:,}",
+            f"{r['confirmed']:,}",
+            f"{r['rejected']:,}",
+            f"{r['requests']:,}",
+        )
+    console = Console(highlight=False)
+    console.print(table)
+    for r in rows:
+        if r["error"]:
+            console.print(f"run {r['id']} ({r['target']}): {r['error']}", style="red")
+
+
+def run_history(store: Any, limit: int, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` runs as dicts, optionally only those of target ``keys``."""
+    where, params = "", []
+    if keys is not None:
+        where = f"WHERE t.key IN ({', '.join('?' * len(keys))})"
+        params = list(keys)
+    cursor = store.db.execute(
+        "SELECT r.id, t.key, r.trigger, r.started_at, r.finished_at, r.finished_at - r.started_at, r.status, "
+        "r.source_members, r.adds, r.removes, r.identity_changes, r.confirmed, r.pending, r.rejected, "
+        "r.requests, r.invalid, r.error "
+        f"FROM runs r JOIN targets t ON t.id = r.target_id {where} ORDER BY r.id DESC LIMIT ?",
+        [*params, limit],
+    )
+    names = [
+        "id",
+        "target",
+        "trigger",
+        "started_at",
+        "finished_at",
+        "duration",
+        "status",
+        "source_members",
+        "adds",
+        "removes",
+        "identity_changes",
+        "confirmed",
+        "pending",
+        "rejected",
+        "requests",
+        "invalid",
+        "error",
+    ]
+    out = []
+    for row in cursor.fetchall():
+        item = dict(zip(names, row, strict=True))
+        item["invalid"] = json.loads(item["invalid"]) if item["invalid"] else {}
+        out.append(item)
+    return out

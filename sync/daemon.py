@@ -1,0 +1,284 @@
+"""The daemon: every sync target on its own cron schedule, on APScheduler (3.x).
+
+- One job per target (``[[syncs]].schedule``, 5-field crontab). Missed runs are coalesced into one,
+  a random jitter spreads targets that share a schedule, and a job never overlaps itself. Across
+  processes, the runner's lease (``state.lease``) keeps a cron ``sync`` and a daemon, or two daemons,
+  from pushing one target together: a daemon job that finds its target busy skips the tick.
+- One interval job follows the platforms between runs: pending handles (Google jobs) are polled,
+  each audience's status is read back (which stamps ``ready_at`` on lag records), old lag records
+  are pruned and alerts are evaluated.
+- SIGTERM or SIGINT: the batch in flight finishes and is saved, nothing new starts, exit 0.
+
+Test and operations hook: ``AUDIENCE_SYNC_TICK_SECONDS=N`` runs every target every N seconds
+instead of on its cron schedule (cron has no seconds field); for tests and for catching up by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from audiencesync.connectors.contract import Connector
+from audiencesync.connectors.registry import build_connector
+from audiencesync.state.lease import LeaseBusy, held
+from audiencesync.state.outbox import OutboxStore
+from audiencesync.state.store import StateStore
+from audiencesync.sync import alerts
+from audiencesync.sync.config import Config, Target
+from audiencesync.sync.errors import InputError
+from audiencesync.sync.lag import lag_report, prune_lag, record_read_back
+from audiencesync.sync.metrics import Metrics, MetricsServer
+from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
+
+log = logging.getLogger("audiencesync.daemon")
+
+TICK_ENV = "AUDIENCE_SYNC_TICK_SECONDS"
+ALERT_WINDOW_S = 86_400.0
+"""Alerts judge the SLO on the last day of lag records, so a breach resolves once lag recovers."""
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    jitter_seconds: int = 30
+    """Each run fires up to this many seconds after its cron time, at random."""
+    misfire_grace_seconds: int = 600
+    """A run missed by less than this (the machine slept, a long run held the slot) still runs once."""
+    follow_interval_seconds: float = 60.0
+    """How often pending jobs are polled and platform status read back between runs."""
+    metrics_port: int | None = None
+    tick_seconds: float | None = None
+    """Set from $AUDIENCE_SYNC_TICK_SECONDS: every target every N seconds, ignoring the schedules."""
+
+
+def tick_from_env(environ: Mapping[str, str] | None = None) -> float | None:
+    value = (os.environ if environ is None else environ).get(TICK_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise InputError(f"${TICK_ENV}: {value!r} is not a number of seconds") from None
+    if seconds <= 0:
+        raise InputError(f"${TICK_ENV}: must be more than 0 seconds")
+    return seconds
+
+
+def crontab_trigger(expr: str, jitter: int | None) -> CronTrigger:
+    """A CronTrigger for a standard 5-field crontab. Day-of-week numbers follow crontab (0 and 7 are
+    Sunday), not APScheduler 3's own numbering (0 is Monday), so they are spelled out as names."""
+    minute, hour, day, month, dow = expr.split()
+    dow = re.sub(r"(?<![/\d])\d+", lambda m: _CRON_DAYS[int(m.group()) % 8], dow)
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow, jitter=jitter or None)
+
+
+class Daemon:
+    """Schedules every target of a config and follows the platforms between runs."""
+
+    def __init__(self, config: Config, options: DaemonOptions, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.options = options
+        self.metrics = metrics or Metrics()
+        self.stopping = threading.Event()
+        self.scheduler = BackgroundScheduler(
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": options.misfire_grace_seconds,
+            }
+        )
+        self._metrics_server: MetricsServer | None = None
+        self._last_follow: float | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        targets = self.config.targets()
+        for target in targets:
+            self.scheduler.add_job(
+                self.run_target,
+                self._trigger(target),
+                args=[target.key],
+                id=target.key,
+                name=f"sync {target.key}",
+            )
+        self.scheduler.add_job(
+            self.follow_tick,
+            IntervalTrigger(seconds=self.options.follow_interval_seconds),
+            id="follow",
+            name="follow and read back",
+        )
+        if self.options.metrics_port is not None:
+            self._metrics_server = MetricsServer(self.metrics, self.options.metrics_port, self.health).start()
+        self.scheduler.start()
+        log.info(
+            "daemon started",
+            extra={
+                "targets": len(targets),
+                "tick_seconds": self.options.tick_seconds,
+                "follow_interval": self.options.follow_interval_seconds,
+                "metrics_port": self._metrics_server.port if self._metrics_server else None,
+                "pid": os.getpid(),
+            },
+        )
+
+    def _trigger(self, target: Target) -> BaseTrigger:
+        jitter = self.options.jitter_seconds or None
+        if self.options.tick_seconds is not None:
+            return IntervalTrigger(seconds=self.options.tick_seconds, jitter=jitter)
+        return crontab_trigger(target.sync.schedule, jitter)
+
+    def request_stop(self, signum: int | None = None, _frame: Any = None) -> None:
+        """Finish the batch in flight, start nothing new."""
+        if not self.stopping.is_set():
+            log.info("stop requested", extra={"signal": signal.Signals(signum).name if signum else None})
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        # wait=True: a running job sees ``stopping`` between batches, saves and returns.
+        self.scheduler.shutdown(wait=True)
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+        log.info("daemon stopped")
+
+    def run_forever(self) -> int:
+        """Run until SIGTERM or SIGINT; returns the exit code (0)."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.start()
+        try:
+            while not self.stopping.wait(0.5):
+                pass
+        finally:
+            self.shutdown()
+        return 0
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": self.scheduler.running and not self.stopping.is_set(),
+            "jobs": len(self.scheduler.get_jobs()) if self.scheduler.running else 0,
+            "last_follow": self._last_follow,
+        }
+
+    # --- jobs ----------------------------------------------------------------------------------
+    def run_target(self, key: str) -> None:
+        """One scheduled run of one target: plan, push under the lease, record, alert."""
+        if self.stopping.is_set():
+            return
+        started = time.monotonic()
+        store = StateStore.open(self.config.state_path)
+        try:
+            options = RunOptions(
+                targets=(key,), trigger="daemon", should_stop=self.stopping.is_set, lease_wait=0.0
+            )
+            results = SyncRunner(self.config, store, options).run()
+            for result in results:
+                self._count(result, time.monotonic() - started)
+            self._alert(store, [t for t in self.config.targets() if t.key == key])
+        except InputError as exc:
+            # The source is unreadable or the config no longer fits it: nothing was written.
+            self.metrics.inc("audience_sync_runs_total", target=key, status="input_error")
+            self.metrics.inc("audience_sync_run_errors_total", target=key)
+            log.error("run refused", extra={"target": key, "error": str(exc).splitlines()[0]})
+        except Exception as exc:  # one broken run must not stop the schedule of every other target
+            self.metrics.inc("audience_sync_runs_total", target=key, status="crashed")
+            self.metrics.inc("audience_sync_run_errors_total", target=key)
+            log.exception("run crashed", extra={"target": key, "error": type(exc).__name__})
+        finally:
+            store.close()
+
+    def _count(self, result: TargetResult, duration: float) -> None:
+        key, status = result.plan.key, result.status
+        if status == "busy":
+            self.metrics.inc("audience_sync_busy_total", target=key)
+            log.info("target busy: skipped this tick", extra={"target": key})
+            return
+        self.metrics.inc("audience_sync_runs_total", target=key, status=status)
+        if status in ("error", "partial", "breaker"):
+            self.metrics.inc("audience_sync_run_errors_total", target=key)
+        self.metrics.inc("audience_sync_changes_confirmed_total", result.push.confirmed, target=key)
+        self.metrics.inc("audience_sync_changes_rejected_total", result.push.rejected, target=key)
+        now = time.time()
+        self.metrics.set("audience_sync_last_run_timestamp_seconds", now, target=key)
+        self.metrics.set("audience_sync_run_duration_seconds", duration, target=key)
+        if status == "ok":
+            self.metrics.set("audience_sync_last_success_timestamp_seconds", now, target=key)
+
+    def follow_tick(self) -> None:
+        """Between runs: poll pending handles, read back each audience, prune lag, evaluate alerts."""
+        store = StateStore.open(self.config.state_path)
+        try:
+            connectors: dict[str, Connector] = {}
+            for target in self.config.targets():
+                if self.stopping.is_set():
+                    return
+                self._follow_target(store, target, connectors)
+            prune_lag(store.db, self.config.lag_retention_days)
+            self._alert(store, self.config.targets())
+            self._last_follow = time.time()
+        except Exception as exc:
+            self.metrics.inc("audience_sync_follow_errors_total", target="*")
+            log.exception("follow tick failed", extra={"error": type(exc).__name__})
+        finally:
+            store.close()
+
+    def _follow_target(self, store: StateStore, target: Target, connectors: dict[str, Connector]) -> None:
+        row = store.find_target(target.key)
+        if row is None or row.platform_audience_id is None:
+            return
+        try:
+            # No wait: a target being pushed is followed by its own run.
+            with held(store.db, row.id, wait=0.0):
+                dest = target.destination.name
+                if dest not in connectors:
+                    connectors[dest] = build_connector(target.destination)
+                follow_and_read_back(store, row.id, row.platform_audience_id, connectors[dest])
+        except LeaseBusy:
+            return
+        except Exception as exc:  # a platform outage between runs is the next run's business
+            self.metrics.inc("audience_sync_follow_errors_total", target=target.key)
+            log.warning(
+                "follow failed", extra={"target": target.key, "error": f"{type(exc).__name__}: {exc}"}
+            )
+
+    def _alert(self, store: StateStore, targets: list[Target]) -> None:
+        entries = lag_report(
+            self.config, store, since=time.time() - ALERT_WINDOW_S, with_coverage=False, targets=targets
+        )
+        sent = alerts.evaluate(
+            store.db, entries, alerts.drift_threshold(self.config), alerts.sender_for(self.config)
+        )
+        for alert in sent:
+            self.metrics.inc(
+                "audience_sync_alerts_total", kind=alert.kind, state="firing" if alert.firing else "resolved"
+            )
+
+
+def follow_and_read_back(store: StateStore, target_id: int, audience_id: str, connector: Connector) -> int:
+    """Settle what the platform finished since the last run, and record its status. Returns how many
+    in-flight changes were settled. Call it under the target's lease."""
+    outbox = OutboxStore(store.db)
+    settled = 0
+    handles = outbox.in_flight_handles(target_id)
+    if handles:
+        last_run = store.db.execute("SELECT max(id) FROM runs WHERE target_id = ?", [target_id]).fetchone()[0]
+        for handle, status in connector.follow(audience_id, handles).items():
+            settled += outbox.apply_handle(target_id, handle, status, int(last_run or 0))
+    record_read_back(store, target_id, connector.read_back(audience_id))
+    return settled
+
+
+def run_daemon(config: Config, options: DaemonOptions) -> int:
+    """What ``audience-sync daemon`` does: run until SIGTERM or SIGINT, then exit 0."""
+    return Daemon(config, options).run_forever()

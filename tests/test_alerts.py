@@ -1,0 +1,157 @@
+"""Alerts reach a Slack-compatible webhook (a real HTTP server on loopback) once per change of state:
+firing once, silent while it stays, resolved once; retried when the webhook was down."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from audiencesync.state.store import StateStore
+from audiencesync.sync.cli import cli
+from click.testing import CliRunner, Result
+from sample_configs import WriteConfig
+
+WITH_ALERTS = """
+[destinations.files]
+platform = "file"
+directory = "exports"
+
+[[syncs]]
+audience = "lapsed"
+destinations = ["files"]
+max_lag = "1h"
+
+[alerts]
+webhook_url_env = "TEST_ALERT_HOOK"
+drift_threshold = 0.05
+"""
+
+
+class Hook:
+    """Collects the JSON bodies posted to it; answers ``status``."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, str]] = []
+        self.status = 200
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if hook.status == 200:
+                    hook.received.append(json.loads(body))
+                self.send_response(hook.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def texts(self) -> list[str]:
+        return [r["text"] for r in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hook]:
+    server = Hook()
+    monkeypatch.setenv("TEST_ALERT_HOOK", server.url)
+    yield server
+    server.close()
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def check(config: Path) -> None:
+    result = invoke("lag", "--config", str(config), "--send-alerts", "--json")
+    assert result.exit_code in (0, 4), result.output
+
+
+def test_a_tripped_breaker_alerts_once_and_resolves_once(
+    write_config: WriteConfig, demo_db: Path, hook: Hook
+) -> None:
+    config = write_config(WITH_ALERTS)
+    assert invoke("sync", "--config", str(config)).exit_code == 0
+    check(config)
+    assert hook.texts() == []  # healthy from the start: nothing to say
+
+    with sqlite3.connect(demo_db) as conn:
+        conn.execute("UPDATE profiles SET stage = 'vip' WHERE stage = 'lapsed_customer'")
+    assert invoke("sync", "--config", str(config)).exit_code == 3
+    check(config)
+    check(config)
+    check(config)
+    assert len(hook.texts()) == 1
+    assert hook.texts()[0].startswith("audience-sync FIRING: breaker on lapsed@files: circuit breaker")
+
+    assert invoke("sync", "--config", str(config), "--allow-mass-remove").exit_code == 0
+    check(config)
+    check(config)
+    assert len(hook.texts()) == 2
+    assert hook.texts()[1].startswith("audience-sync resolved: breaker on lapsed@files")
+
+
+def test_an_alert_the_webhook_refused_is_sent_again_next_time(
+    write_config: WriteConfig, demo_db: Path, tmp_path: Path, hook: Hook
+) -> None:
+    config = write_config(WITH_ALERTS)
+    assert invoke("sync", "--config", str(config)).exit_code == 0
+    store = StateStore.open(tmp_path / "state.db")
+    tid = store.find_target("lapsed@files").id  # type: ignore[union-attr]
+    run = store.start_run(tid, "cli")
+    store.finish_run(run, "error", {}, "AudienceGone: the custom audience was deleted")
+    store.close()
+
+    hook.status = 503
+    check(config)
+    assert hook.texts() == []
+    hook.status = 200
+    check(config)
+    check(config)
+    texts = sorted(hook.texts())
+    assert len(texts) == 2
+    assert texts[0].startswith("audience-sync FIRING: audience_gone on lapsed@files: AudienceGone")
+    assert texts[1].startswith("audience-sync FIRING: run_failed on lapsed@files: last run error")
+
+
+def test_drift_beyond_the_threshold_alerts_once(
+    write_config: WriteConfig, demo_db: Path, tmp_path: Path, hook: Hook
+) -> None:
+    config = write_config(WITH_ALERTS)
+    assert invoke("sync", "--config", str(config)).exit_code == 0
+    store = StateStore.open(tmp_path / "state.db")
+    tid = store.find_target("lapsed@files").id  # type: ignore[union-attr]
+    members = store.db.execute("SELECT count(*) FROM members WHERE target_id = ?", [tid]).fetchone()[0]
+
+    def platform_says(size: int, ready: bool = True) -> None:
+        store.save_platform_status(tid, size, size, "Normal", ready, None, {})
+
+    platform_says(members + 1)  # within 5%
+    check(config)
+    platform_says(members // 2, ready=False)  # still processing: sizes lag, no verdict
+    check(config)
+    assert hook.texts() == []
+    platform_says(members // 2)
+    check(config)
+    check(config)
+    assert len(hook.texts()) == 1 and "FIRING: drift on lapsed@files" in hook.texts()[0]
+    assert f"vs {members} members in state" in hook.texts()[0]
+    platform_says(members)
+    check(config)
+    assert len(hook.texts()) == 2 and "resolved: drift" in hook.texts()[1]
+    store.close()
