@@ -242,7 +242,7 @@ def render_lag(console: Console, entries: Sequence[TargetLag], since: str) -> No
         ("coverage", "left"),
         ("SLO", "left"),
     ]:
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, no_wrap=column.startswith("to "))  # type: ignore[arg-type]
     for e in entries:
         c, r = e.to_confirmed, e.to_ready
         slo = {"ok": "[green]ok[/green]", "breach": "[red]BREACH[/red]"}.get(e.slo, "-")
