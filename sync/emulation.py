@@ -39,7 +39,10 @@ def emulators_for(config: Config) -> Iterator[dict[str, Any]]:
     started: dict[tuple[str, int], Any] = {}
     by_destination: dict[str, Any] = {}
     try:
+        used = {t.destination.name for t in config.targets()}
         for dest in config.destinations.values():
+            if dest.name not in used:
+                continue
             if dest.platform not in EMULATED_PLATFORMS or not dest.is_emulated or dest.endpoint is None:
                 continue
             port = endpoint_port(dest.endpoint)
