@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from audiencesync.connectors.contract import IDENTIFIER_KINDS
 from audiencesync.sync.config import Config, load_config, resolve_config_path
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.logs import setup_logging
@@ -149,22 +150,7 @@ def _exit_code(results: Sequence[Any]) -> int:
     "--field",
     "field_name",
     required=True,
-    type=click.Choice(
-        [
-            "email",
-            "phone",
-            "first_name",
-            "last_name",
-            "zip",
-            "city",
-            "state",
-            "country",
-            "dob",
-            "gender",
-            "maid",
-            "external_id",
-        ]
-    ),
+    type=click.Choice(list(IDENTIFIER_KINDS)),
 )
 @click.option("--country", default=None, help="Default country for phones without a country code.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per value.")
