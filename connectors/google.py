@@ -1,0 +1,280 @@
+"""Google Customer Match, on either of Google's two upload paths, behind one destination.
+
+``backend = "data_manager"`` (the default) uses the Data Manager API (``google-ads-datamanager``);
+``backend = "google_ads"`` uses the Google Ads API's OfflineUserDataJob (``google-ads``), which since
+April 2026 only serves developer tokens that were already uploading. Both speak gRPC to the
+destination's ``endpoint`` when one is set: a loopback endpoint (the emulator) gets a plaintext
+channel and no credentials; anything else gets TLS and the configured credentials. Apart from the
+channel, the code paths are the same.
+
+This module holds what both backends share (channel, credentials, retries); the backends live in
+``google_datamanager`` and ``google_ads``, the pure request building in ``google_payload``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from audiencesync.connectors import google_payload as gp
+from audiencesync.connectors.contract import (
+    AudienceSpec,
+    Capabilities,
+    Change,
+    HandleStatus,
+    PlatformStatus,
+    PushResult,
+    SessionInfo,
+)
+from audiencesync.connectors.errors import AuthError, ConnectorError, TransientError
+from audiencesync.sync.config import DestinationConfig
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+T = TypeVar("T")
+
+# The Ads client's own channel options: its answers (a 10,000-row search page, a failure listing
+# 10,000 partial errors) exceed gRPC's 4 MB default.
+GRPC_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_metadata_size", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+@dataclass
+class Tuning:
+    """Waits and deadlines; the defaults suit production, tests shrink them."""
+
+    max_wait_seconds: float = 300.0
+    """Total time the retries of one call may sleep (the destination's ``max_wait_seconds``)."""
+    backoff_initial: float = 2.0
+    backoff_max: float = 120.0
+    timeout_seconds: float = 60.0
+    """Deadline of each RPC."""
+    poll_interval: float = 5.0
+    follow_wait_seconds: float = 0.0
+    """How long ``follow`` keeps polling pending work before answering; 0 asks once (the next run, or
+    the daemon's next tick, asks again)."""
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class RpcLog:
+    """RPCs made, by method name. ``member_rpcs`` counts the member-carrying ones (ingest, remove,
+    AddOperations), retries included: that is ``PushResult.requests``."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    member_rpcs: int = 0
+
+    def mark(self) -> tuple[int, Counter[str]]:
+        return self.member_rpcs, Counter(self.calls)
+
+    def since(self, mark: tuple[int, Counter[str]]) -> tuple[int, dict[str, int]]:
+        """(member RPCs, other RPCs by name) made since ``mark``."""
+        members, before = mark
+        others = {k: v - before.get(k, 0) for k, v in self.calls.items() if v - before.get(k, 0) > 0}
+        return self.member_rpcs - members, others
+
+
+class Retrier:
+    """Runs one RPC with retries on what ``classify`` calls transient (tenacity, exponential backoff
+    with equal jitter), within the wait budget; everything else is raised at once."""
+
+    def __init__(self, tuning: Tuning, log: RpcLog) -> None:
+        self.tuning = tuning
+        self.log = log
+
+    def call(
+        self,
+        method: str,
+        fn: Callable[[], T],
+        classify: Callable[[Exception], ConnectorError | None],
+        *,
+        carries_members: bool = False,
+    ) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=self._wait,
+            stop=self._stop,
+            sleep=self.tuning.sleep,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                self.log.calls[method] += 1
+                if carries_members:
+                    self.log.member_rpcs += 1
+                try:
+                    return fn()
+                except Exception as exc:
+                    mapped = classify(exc)
+                    if mapped is None:
+                        raise
+                    raise mapped from None
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    def _wait(self, state: RetryCallState) -> float:
+        t = self.tuning
+        backoff = min(t.backoff_max, t.backoff_initial * 2 ** (state.attempt_number - 1))
+        # Equal jitter: half fixed, half random, so parallel runs spread out.
+        return float(backoff / 2 + random.random() * backoff / 2)
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if state.idle_for + state.upcoming_sleep <= self.tuning.max_wait_seconds:
+            return False
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is None:
+            exc.retry_after = state.upcoming_sleep
+        return True
+
+
+def normalized_target(endpoint: str | None, default_host: str) -> str:
+    """``host:port`` for gRPC: a scheme is dropped, port 443 assumed when none is given."""
+    target = endpoint or default_host
+    if "//" in target:
+        target = target.split("//", 1)[1]
+    target = target.rstrip("/")
+    host_part = target.rsplit("]", 1)[-1]
+    return target if ":" in host_part else f"{target}:443"
+
+
+def load_credentials(dest: DestinationConfig, scopes: Sequence[str]) -> Any:
+    """The credentials file named by ``credentials_env`` (service account or OAuth authorized user),
+    else application-default credentials."""
+    import google.auth
+    from google.auth import exceptions as auth_exceptions
+
+    path = dest.secrets.get("credentials")
+    try:
+        if path:
+            credentials, _ = google.auth.load_credentials_from_file(path, scopes=list(scopes))
+        else:
+            credentials, _ = google.auth.default(scopes=list(scopes))
+    except auth_exceptions.DefaultCredentialsError as exc:
+        # The library's message names files and variables, never key material.
+        raise AuthError(
+            "no usable Google credentials: set the environment variable named by credentials_env to a "
+            f"service-account or OAuth file, or configure application-default credentials ({exc})"
+        ) from None
+    return credentials
+
+
+def make_channel(dest: DestinationConfig, default_host: str, scopes: Sequence[str]) -> grpc.Channel:
+    """Plaintext and anonymous for a loopback endpoint (the emulator), TLS with credentials otherwise."""
+    target = normalized_target(dest.endpoint, default_host)
+    if dest.is_emulated:
+        return grpc.insecure_channel(target, options=GRPC_OPTIONS)
+    from google.api_core import grpc_helpers
+
+    channel: grpc.Channel = grpc_helpers.create_channel(
+        target, credentials=load_credentials(dest, scopes), scopes=list(scopes), options=GRPC_OPTIONS
+    )
+    return channel
+
+
+class Backend(Protocol):
+    """What GoogleConnector delegates to: the connector contract plus the refresh hook."""
+
+    def capabilities(self) -> Capabilities: ...
+    def ensure_audience(self, spec: AudienceSpec) -> str: ...
+    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult: ...
+    def remove(
+        self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None
+    ) -> PushResult: ...
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]: ...
+    def read_back(self, audience_id: str) -> PlatformStatus: ...
+    def close(self) -> None: ...
+
+
+def capabilities() -> Capabilities:
+    """Both backends: 10,000 members a request, Google's identifier kinds, confirmed later."""
+    return Capabilities(max_batch=gp.MAX_BATCH, identifier_kinds=gp.IDENTIFIER_KINDS, asynchronous=True)
+
+
+def refresh_seconds(settings: Mapping[str, Any]) -> float:
+    """Seconds after an upload at which a member is re-added: the list's membership lifespan minus
+    ``refresh_margin_days``, at least one day (a margin as long as the lifespan would re-add everyone
+    on every run)."""
+    life = int(settings.get("membership_life_span_days", 540))
+    margin = int(settings.get("refresh_margin_days", 30))
+    return float(max(1, life - margin) * 86_400)
+
+
+class GoogleConnector:
+    """One Google Ads account (``customer_id``), through the backend ``settings["backend"]`` names.
+
+    The keyword arguments exist so tests can shrink waits: ``backoff_initial``/``backoff_max`` (retry
+    backoff), ``timeout_seconds`` (each RPC's deadline), ``poll_interval`` and ``follow_wait_seconds``
+    (how ``follow`` polls), ``sleep``.
+    """
+
+    def __init__(
+        self,
+        dest: DestinationConfig,
+        *,
+        backoff_initial: float = 2.0,
+        backoff_max: float = 120.0,
+        timeout_seconds: float = 60.0,
+        poll_interval: float = 5.0,
+        follow_wait_seconds: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        tuning = Tuning(
+            max_wait_seconds=float(dest.settings.get("max_wait_seconds", 300)),
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            timeout_seconds=timeout_seconds,
+            poll_interval=poll_interval,
+            follow_wait_seconds=follow_wait_seconds,
+            sleep=sleep,
+        )
+        self.backend_name = str(dest.settings.get("backend", "data_manager"))
+        self._settings = dest.settings
+        self._backend: Backend
+        if self.backend_name == "google_ads":
+            from audiencesync.connectors.google_ads import GoogleAdsBackend
+
+            self._backend = GoogleAdsBackend(dest, tuning)
+        elif self.backend_name == "data_manager":
+            from audiencesync.connectors.google_datamanager import DataManagerBackend
+
+            self._backend = DataManagerBackend(dest, tuning)
+        else:
+            raise ValueError(f"unknown Google backend {self.backend_name!r}")
+
+    def capabilities(self) -> Capabilities:
+        return self._backend.capabilities()
+
+    def ensure_audience(self, spec: AudienceSpec) -> str:
+        """The known list id (checked), else the list found by name, else a new Customer Match list."""
+        return self._backend.ensure_audience(spec)
+
+    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        """Upload ``batch``; accepted members come back ``pending`` under a request id or job name."""
+        return self._backend.add(audience_id, batch, session)
+
+    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        """Remove ``batch``; like ``add``, confirmed later through ``follow``."""
+        return self._backend.remove(audience_id, batch, session)
+
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+        """Where each request id (Data Manager) or job (Google Ads) stands."""
+        return self._backend.follow(audience_id, handles)
+
+    def read_back(self, audience_id: str) -> PlatformStatus:
+        """List size, match rate and the last request's or job's state."""
+        return self._backend.read_back(audience_id)
+
+    def refresh_due_seconds(self) -> float:
+        """Both backends' lists have a membership lifespan (Ads ``membership_life_span``, Data Manager
+        ``membership_duration``), so members are re-added before it runs out."""
+        return refresh_seconds(self._settings)
+
+    def close(self) -> None:
+        """Close the gRPC channel."""
+        self._backend.close()

@@ -1,0 +1,301 @@
+"""The Google Ads API backend (``google-ads``, API v24): CRM-based user lists and OfflineUserDataJobs.
+
+Each ``add``/``remove`` call creates one job per consent group (removes: one job), adds the members in
+one ``AddOfflineUserDataJobOperations`` request with partial failure on, runs the job, and returns the
+job's resource name as the pending handle; ``follow`` polls the job's status with GAQL, so a job that
+takes hours is followed across runs and restarts.
+
+The service clients are built as ``GoogleAdsClient.get_service`` builds them (a gRPC channel
+intercepted by the client's metadata and exception interceptors, so ``developer-token`` and
+``login-customer-id`` are sent and failures surface as ``GoogleAdsException`` with their request id),
+except that the channel comes from ``google.make_channel``: plaintext for the emulator, TLS with
+credentials otherwise. The client's logging interceptor is left out: at WARNING it logs failed
+requests with their payload, hashed identifiers included.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import grpc
+from audiencesync.connectors import google_payload as gp
+from audiencesync.connectors.contract import (
+    AudienceSpec,
+    Capabilities,
+    Change,
+    HandleStatus,
+    PlatformStatus,
+    PushResult,
+    SessionInfo,
+)
+from audiencesync.connectors.errors import AudienceGone, ConnectorError, SchemaMismatch
+from audiencesync.connectors.google import Retrier, RpcLog, Tuning, capabilities, make_channel
+from audiencesync.sync.config import DestinationConfig
+from google.ads.googleads.errors import GoogleAdsException
+from google.ads.googleads.interceptors import ExceptionInterceptor, MetadataInterceptor
+from google.ads.googleads.v24.services.services.google_ads_service import GoogleAdsServiceClient
+from google.ads.googleads.v24.services.services.google_ads_service.transports import (
+    GoogleAdsServiceGrpcTransport,
+)
+from google.ads.googleads.v24.services.services.offline_user_data_job_service import (
+    OfflineUserDataJobServiceClient,
+)
+from google.ads.googleads.v24.services.services.offline_user_data_job_service.transports import (
+    OfflineUserDataJobServiceGrpcTransport,
+)
+from google.ads.googleads.v24.services.services.user_list_service import UserListServiceClient
+from google.ads.googleads.v24.services.services.user_list_service.transports import (
+    UserListServiceGrpcTransport,
+)
+from google.ads.googleads.v24.services.types import google_ads_service as search_types
+from google.ads.googleads.v24.services.types import offline_user_data_job_service as job_service
+from google.ads.googleads.v24.services.types import user_list_service as list_service
+from google.api_core import exceptions as core
+
+SERVICE = "the Google Ads API"
+DEFAULT_HOST = "googleads.googleapis.com"
+EMULATOR_DEVELOPER_TOKEN = "emulator-developer-token"
+
+
+def _classify(exc: Exception) -> ConnectorError | None:
+    if isinstance(exc, GoogleAdsException):
+        return gp.classify_ads_failure(exc.failure, exc.request_id)
+    if isinstance(exc, core.GoogleAPICallError):
+        return gp.classify_api_error(exc, service=SERVICE)
+    return None
+
+
+class GoogleAdsBackend:
+    """Customer Match through the Google Ads API, for one customer id."""
+
+    def __init__(self, dest: DestinationConfig, tuning: Tuning) -> None:
+        settings = dest.settings
+        self._customer = str(settings["customer_id"])
+        login = settings.get("login_customer_id")
+        self._life_span_days = int(settings.get("membership_life_span_days", 540))
+        self._tuning = tuning
+        self.log = RpcLog()
+        self._retrier = Retrier(tuning, self.log)
+        token = dest.secrets.get("developer_token") or (EMULATOR_DEVELOPER_TOKEN if dest.is_emulated else "")
+        self._channel = make_channel(dest, DEFAULT_HOST, [gp.ADS_SCOPE])
+        channel = grpc.intercept_channel(
+            self._channel,
+            MetadataInterceptor(token, str(login) if login else None, None),
+            ExceptionInterceptor(gp.API_VERSION, use_proto_plus=True),
+        )
+        self._lists = UserListServiceClient(transport=UserListServiceGrpcTransport(channel=channel))
+        self._jobs = OfflineUserDataJobServiceClient(
+            transport=OfflineUserDataJobServiceGrpcTransport(channel=channel)
+        )
+        self._search = GoogleAdsServiceClient(transport=GoogleAdsServiceGrpcTransport(channel=channel))
+        # AddOperations must never run concurrently for one list (CONCURRENT_MODIFICATION).
+        self._list_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._last_job: dict[str, HandleStatus] = {}
+
+    def capabilities(self) -> Capabilities:
+        return capabilities()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    # --- lists -------------------------------------------------------------------------------------
+
+    def ensure_audience(self, spec: AudienceSpec) -> str:
+        if spec.known_id:
+            rows = self._query(gp.gaql_user_list_by_id(spec.known_id))
+            if not rows:
+                raise AudienceGone(
+                    f"user list {spec.known_id} does not exist in customer {self._customer} or cannot be "
+                    "seen: remove its id from audience_ids (or state) so a new one is created",
+                    code="USER_LIST_NOT_FOUND",
+                )
+            self._check_kind(rows[0].user_list)
+            return spec.known_id
+        rows = self._query(gp.gaql_user_list_by_name(spec.name))
+        for row in rows:
+            if row.user_list.name == spec.name:
+                self._check_kind(row.user_list)
+                return str(row.user_list.id)
+        request = list_service.MutateUserListsRequest(
+            customer_id=self._customer,
+            operations=[gp.ads_user_list_operation(spec.name, spec.description, self._life_span_days)],
+        )
+        response = self._rpc(
+            "MutateUserLists", lambda: self._lists.mutate_user_lists(request=request, **self._opts())
+        )
+        return str(response.results[0].resource_name).rsplit("/", 1)[-1]
+
+    @staticmethod
+    def _check_kind(user_list: Any) -> None:
+        key_type = gp._enum_name(user_list.crm_based_user_list.upload_key_type)
+        if key_type not in ("CONTACT_INFO", "UNSPECIFIED", "0"):
+            raise SchemaMismatch(
+                f"user list {user_list.id} is a {key_type} list, not CONTACT_INFO: use a new audience name "
+                "or remove its id from audience_ids",
+                code="upload_key_type",
+            )
+
+    # --- members -----------------------------------------------------------------------------------
+
+    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        return self._push(audience_id, batch, remove=False)
+
+    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        return self._push(audience_id, batch, remove=True)
+
+    def _push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult:
+        result = PushResult()
+        if not batch:
+            return result
+        mark = self.log.mark()
+        sendable: list[Change] = []
+        for change in batch:
+            reason = gp.invalid_reason(change)
+            if reason is None:
+                sendable.append(change)
+            else:
+                result.rejected[change.member_key] = reason
+        groups: list[tuple[bool | None, list[Change]]]
+        if remove:
+            groups = [(None, sendable)] if sendable else []
+        else:
+            split = gp.split_by_consent(sendable)
+            for change in split.denied:
+                result.rejected[change.member_key] = gp.CONSENT_DENIED_REASON
+            groups = split.groups()
+        list_resource = gp.ads_list_resource(self._customer, audience_id)
+        jobs: list[dict[str, object]] = []
+        with self._lock_for(audience_id):
+            for consent, members in groups:
+                for start in range(0, len(members), gp.MAX_BATCH):
+                    chunk = members[start : start + gp.MAX_BATCH]
+                    jobs.append(self._upload(list_resource, consent, chunk, remove, result))
+        result.requests, others = self.log.since(mark)
+        result.detail = {"rpcs": others, "jobs": jobs}
+        return result
+
+    def _upload(
+        self,
+        list_resource: str,
+        consent: bool | None,
+        members: list[Change],
+        remove: bool,
+        result: PushResult,
+    ) -> dict[str, object]:
+        """Create a job, add ``members`` with partial failure on, run it; returns the job's summary.
+        A crash before the run leaves the members queued (they are marked in flight only when the
+        push returns), and a job that never runs does nothing."""
+        create = job_service.CreateOfflineUserDataJobRequest(
+            customer_id=self._customer, job=gp.ads_job(list_resource, consent)
+        )
+        created = self._rpc(
+            "CreateOfflineUserDataJob",
+            lambda: self._jobs.create_offline_user_data_job(request=create, **self._opts()),
+        )
+        job_name = str(created.resource_name)
+        request = gp.ads_operations_request(job_name, members, remove=remove)
+        response = self._retrier.call(
+            "AddOfflineUserDataJobOperations",
+            lambda: self._jobs.add_offline_user_data_job_operations(request=request, **self._opts()),
+            _classify,
+            carries_members=True,
+        )
+        failed = gp.partial_failure_reasons(response.partial_failure_error, members)
+        result.rejected.update(failed)
+        accepted = [c.member_key for c in members if c.member_key not in failed]
+        consent_word = {True: "granted", None: "unspecified"}[consent]
+        summary: dict[str, object] = {
+            "job": job_name,
+            "consent": consent_word,
+            "sent": len(members),
+            "partial_failures": len(failed),
+        }
+        if not accepted:
+            # Every operation was refused: running the job would upload nothing.
+            summary["run"] = False
+            return summary
+        run = job_service.RunOfflineUserDataJobRequest(resource_name=job_name)
+        self._rpc(
+            "RunOfflineUserDataJob", lambda: self._jobs.run_offline_user_data_job(request=run, **self._opts())
+        )
+        summary["run"] = True
+        result.pending[job_name] = accepted
+        return summary
+
+    def _lock_for(self, audience_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._list_locks.setdefault(audience_id, threading.Lock())
+
+    # --- follow and read-back ----------------------------------------------------------------------
+
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+        statuses: dict[str, HandleStatus] = {}
+        deadline = time.monotonic() + self._tuning.follow_wait_seconds
+        waiting = list(handles)
+        while True:
+            for handle in waiting:
+                statuses[handle] = self._job_status(handle)
+            waiting = [h for h in waiting if statuses[h].state == "pending"]
+            if not waiting or time.monotonic() + self._tuning.poll_interval > deadline:
+                break
+            self._tuning.sleep(self._tuning.poll_interval)
+        if statuses:
+            # Job ids grow: the highest-numbered handle is the latest job.
+            latest = max(statuses, key=lambda h: int(h.rsplit("/", 1)[-1]) if gp.is_job_handle(h) else -1)
+            self._last_job[audience_id] = statuses[latest]
+        return statuses
+
+    def _job_status(self, handle: str) -> HandleStatus:
+        if not gp.is_job_handle(handle):
+            # A Data Manager request id, from before the destination was switched: resend here.
+            return HandleStatus("failed", detail="request of the data_manager backend; resent as a job")
+        rows = self._query(gp.gaql_job(handle))
+        return gp.ads_job_status(rows[0].offline_user_data_job if rows else None)
+
+    def read_back(self, audience_id: str) -> PlatformStatus:
+        rows = self._query(gp.gaql_user_list_by_id(audience_id))
+        if not rows:
+            raise AudienceGone(f"user list {audience_id} no longer exists", code="USER_LIST_NOT_FOUND")
+        user_list = rows[0].user_list
+        display, search = int(user_list.size_for_display), int(user_list.size_for_search)
+        last = self._last_job.get(audience_id)
+        membership = gp._enum_name(user_list.membership_status)
+        return PlatformStatus(
+            size_lower=max(display, search),
+            size_upper=max(display, search),
+            state=f"{membership}; last job {last.detail or last.state}" if last else membership,
+            ready=last is None or last.state != "pending",
+            detail={
+                "size_for_display": display,
+                "size_for_search": search,
+                "match_rate_percentage": int(user_list.match_rate_percentage),
+                "eligible_for_search": bool(user_list.eligible_for_search),
+                "eligible_for_display": bool(user_list.eligible_for_display),
+                "last_job": {"state": last.state, "detail": last.detail} if last else None,
+            },
+        )
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    def _query(self, query: str) -> list[Any]:
+        """Every row of a GAQL search, each page fetched through the Retrier."""
+        request = search_types.SearchGoogleAdsRequest(customer_id=self._customer, query=query)
+        rows: list[Any] = []
+        while True:
+            page = self._rpc(
+                "Search", lambda: next(iter(self._search.search(request=request, **self._opts()).pages))
+            )
+            rows.extend(page.results)
+            if not page.next_page_token:
+                return rows
+            request.page_token = page.next_page_token
+
+    def _opts(self) -> dict[str, Any]:
+        return {"retry": None, "timeout": self._tuning.timeout_seconds}
+
+    def _rpc(self, method: str, fn: Callable[[], Any]) -> Any:
+        return self._retrier.call(method, fn, _classify)

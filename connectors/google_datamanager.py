@@ -1,0 +1,289 @@
+"""The Data Manager API backend (``google-ads-datamanager``, gRPC transport).
+
+No jobs and no developer token: each ingest or remove request carries up to 10,000 members and
+returns a request id, which ``follow`` resolves with ``retrieve_request_status``. Requests fail whole
+(no partial failure), so members are checked before sending and a request refused as invalid is
+bisected until the bad members are found; they are rejected and the rest sent.
+
+Lists are found or created by display name with the Data Manager ``UserListService``, with a
+``membership_duration`` of ``membership_life_span_days``: Data Manager lists expire members like the
+Ads API's lists do, so the connector's ``refresh_due_seconds`` applies to both backends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from audiencesync.connectors import google_payload as gp
+from audiencesync.connectors.contract import (
+    AudienceSpec,
+    Capabilities,
+    Change,
+    HandleStatus,
+    PlatformStatus,
+    PushResult,
+    SessionInfo,
+)
+from audiencesync.connectors.errors import ConnectorError, SchemaMismatch
+from audiencesync.connectors.google import Retrier, RpcLog, Tuning, capabilities, make_channel
+from audiencesync.sync.config import DestinationConfig
+from google.ads import datamanager_v1 as dm
+from google.ads.datamanager_v1.services.ingestion_service.transports import IngestionServiceGrpcTransport
+from google.ads.datamanager_v1.services.user_list_service.transports import UserListServiceGrpcTransport
+from google.api_core import exceptions as core
+
+SERVICE = "the Data Manager API"
+DEFAULT_HOST = "datamanager.googleapis.com"
+INVALID_REASON = "Data Manager refused the member as invalid (INVALID_ARGUMENT)"
+
+
+class _InvalidRequest(ConnectorError):
+    """Internal: the request failed validation as a whole; the caller bisects it."""
+
+
+def _classify(exc: Exception) -> ConnectorError | None:
+    if isinstance(exc, core.GoogleAPICallError):
+        return gp.classify_api_error(exc, service=SERVICE)
+    return None
+
+
+def _classify_send(exc: Exception) -> ConnectorError | None:
+    if isinstance(exc, core.InvalidArgument):
+        return _InvalidRequest("invalid request", request_id=gp.grpc_request_id(exc), code="INVALID_ARGUMENT")
+    return _classify(exc)
+
+
+class DataManagerBackend:
+    """Customer Match through the Data Manager API, for one operating account."""
+
+    def __init__(self, dest: DestinationConfig, tuning: Tuning) -> None:
+        settings = dest.settings
+        self._customer = str(settings["customer_id"])
+        login = settings.get("login_customer_id")
+        self._login = str(login) if login else None
+        self._life_span_days = int(settings.get("membership_life_span_days", 540))
+        self._tuning = tuning
+        self.log = RpcLog()
+        self._retrier = Retrier(tuning, self.log)
+        self._channel = make_channel(dest, DEFAULT_HOST, [gp.DM_SCOPE])
+        self._ingest = dm.IngestionServiceClient(
+            transport=IngestionServiceGrpcTransport(channel=self._channel)
+        )
+        self._lists = dm.UserListServiceClient(transport=UserListServiceGrpcTransport(channel=self._channel))
+        # The login (manager) account is a header on UserListService calls; ingestion names it in the
+        # destination instead.
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("login-account", gp.dm_parent(self._login)),) if self._login else ()
+        )
+        self._last_status: dict[str, HandleStatus] = {}
+
+    def capabilities(self) -> Capabilities:
+        return capabilities()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    # --- lists -------------------------------------------------------------------------------------
+
+    def ensure_audience(self, spec: AudienceSpec) -> str:
+        if spec.known_id:
+            name = gp.dm_list_name(self._customer, spec.known_id)
+            found = self._rpc(
+                "GetUserList",
+                lambda: self._lists.get_user_list(name=name, **self._opts()),
+            )
+            self._check_kind(found)
+            return spec.known_id
+        existing = self._find_by_name(spec.name)
+        if existing is not None:
+            self._check_kind(existing)
+            return str(existing.id)
+        request = dm.CreateUserListRequest(
+            parent=gp.dm_parent(self._customer),
+            user_list=gp.dm_user_list(spec.name, spec.description, self._life_span_days),
+        )
+        created = self._rpc(
+            "CreateUserList", lambda: self._lists.create_user_list(request=request, **self._opts())
+        )
+        return str(created.id)
+
+    def _find_by_name(self, name: str) -> dm.UserList | None:
+        request = dm.ListUserListsRequest(
+            parent=gp.dm_parent(self._customer), filter=gp.dm_name_filter(name), page_size=1000
+        )
+        while True:
+            page = self._rpc(
+                "ListUserLists",
+                lambda: next(iter(self._lists.list_user_lists(request=request, **self._opts()).pages)),
+            )
+            # The filter already asks for the name; checking again keeps a lenient server honest.
+            for user_list in page.user_lists:
+                if user_list.display_name == name:
+                    return user_list
+            if not page.next_page_token:
+                return None
+            request.page_token = page.next_page_token
+
+    @staticmethod
+    def _check_kind(user_list: dm.UserList) -> None:
+        if not gp.dm_is_contact_list(user_list):
+            raise SchemaMismatch(
+                f"user list {user_list.id} is not a Customer Match contact list: use a new audience name "
+                "or remove its id from audience_ids",
+                code="upload_key_type",
+            )
+
+    # --- members -----------------------------------------------------------------------------------
+
+    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        return self._push(audience_id, batch, remove=False)
+
+    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+        return self._push(audience_id, batch, remove=True)
+
+    def _push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult:
+        result = PushResult()
+        if not batch:
+            return result
+        mark = self.log.mark()
+        sendable: list[Change] = []
+        for change in batch:
+            reason = gp.invalid_reason(change)
+            if reason is None:
+                sendable.append(change)
+            else:
+                result.rejected[change.member_key] = reason
+        destination = gp.dm_destination(self._customer, self._login, audience_id)
+        for start in range(0, len(sendable), gp.MAX_BATCH):
+            self._send_bisecting(destination, sendable[start : start + gp.MAX_BATCH], remove, result)
+        result.requests, others = self.log.since(mark)
+        result.detail = {
+            "rpcs": others,
+            "bisected_rejections": sum(1 for r in result.rejected.values() if r == INVALID_REASON),
+        }
+        return result
+
+    def _send_bisecting(
+        self, destination: dm.Destination, changes: Sequence[Change], remove: bool, result: PushResult
+    ) -> None:
+        """Send ``changes``; when the request is refused as invalid, split it in halves until each bad
+        member stands alone (about 2·k·log2(n) extra requests for k bad members among n)."""
+        try:
+            request_id = self._send(destination, changes, remove)
+        except _InvalidRequest:
+            if len(changes) == 1:
+                result.rejected[changes[0].member_key] = INVALID_REASON
+                return
+            middle = len(changes) // 2
+            self._send_bisecting(destination, changes[:middle], remove, result)
+            self._send_bisecting(destination, changes[middle:], remove, result)
+            return
+        result.pending.setdefault(request_id, []).extend(c.member_key for c in changes)
+
+    def _send(self, destination: dm.Destination, changes: Sequence[Change], remove: bool) -> str:
+        response: Any
+        if remove:
+            remove_request = gp.dm_remove_request(destination, changes)
+            response = self._retrier.call(
+                "RemoveAudienceMembers",
+                lambda: self._ingest.remove_audience_members(
+                    request=remove_request, **self._opts(login=False)
+                ),
+                _classify_send,
+                carries_members=True,
+            )
+        else:
+            ingest_request = gp.dm_ingest_request(destination, changes)
+            response = self._retrier.call(
+                "IngestAudienceMembers",
+                lambda: self._ingest.ingest_audience_members(
+                    request=ingest_request, **self._opts(login=False)
+                ),
+                _classify_send,
+                carries_members=True,
+            )
+        return str(response.request_id)
+
+    # --- follow and read-back ----------------------------------------------------------------------
+
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+        statuses: dict[str, HandleStatus] = {}
+        deadline = time.monotonic() + self._tuning.follow_wait_seconds
+        waiting = list(handles)
+        while True:
+            for handle in waiting:
+                statuses[handle] = self._status(handle)
+            waiting = [h for h in waiting if statuses[h].state == "pending"]
+            if not waiting or time.monotonic() + self._tuning.poll_interval > deadline:
+                break
+            self._tuning.sleep(self._tuning.poll_interval)
+        if statuses:
+            self._last_status[audience_id] = statuses[sorted(statuses)[-1]]
+        return statuses
+
+    def _status(self, handle: str) -> HandleStatus:
+        if gp.is_job_handle(handle):
+            # Sent by the google_ads backend before the destination was switched: its members are
+            # queued again and resent here (adds and removes are idempotent).
+            return HandleStatus("failed", detail="job of the google_ads backend; resent through Data Manager")
+        request = dm.RetrieveRequestStatusRequest(request_id=handle)
+
+        def classify(exc: Exception) -> ConnectorError | None:
+            if isinstance(exc, core.NotFound):
+                return None
+            return _classify(exc)
+
+        try:
+            response = self._retrier.call(
+                "RetrieveRequestStatus",
+                lambda: self._ingest.retrieve_request_status(request=request, **self._opts(login=False)),
+                classify,
+            )
+        except core.NotFound:
+            return HandleStatus("failed", detail="request id unknown to Data Manager; resent")
+        return gp.dm_handle_status(response)
+
+    def read_back(self, audience_id: str) -> PlatformStatus:
+        name = gp.dm_list_name(self._customer, audience_id)
+        found: dm.UserList = self._rpc(
+            "GetUserList", lambda: self._lists.get_user_list(name=name, **self._opts())
+        )
+        sizes = found.size_info
+        size = max(int(sizes.display_network_members_count), int(sizes.search_network_members_count))
+        last = self._last_status.get(audience_id)
+        membership = gp._enum_name(found.membership_status) if "membership_status" in found else "OPEN"
+        match_rate = int(found.ingested_user_list_info.contact_id_info.match_rate_percentage)
+        return PlatformStatus(
+            size_lower=size,
+            size_upper=size,
+            state=f"{membership}; last request {last.detail or last.state}" if last else membership,
+            ready=last is None or last.state != "pending",
+            detail={
+                "display_network_members": int(sizes.display_network_members_count),
+                "search_network_members": int(sizes.search_network_members_count),
+                "youtube_members": int(sizes.youtube_members_count),
+                "gmail_members": int(sizes.gmail_members_count),
+                "match_rate_percentage": match_rate,
+                "eligible_for_search": bool(found.target_network_info.eligible_for_search),
+                "eligible_for_display": bool(found.target_network_info.eligible_for_display),
+                "last_request": {"state": last.state, "detail": last.detail, "rejected": last.rejected_count}
+                if last
+                else None,
+            },
+        )
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    def _opts(self, *, login: bool = True) -> dict[str, Any]:
+        # retry=None: the generated client would otherwise retry UNAVAILABLE itself for two minutes,
+        # outside the wait budget; the Retrier owns retries.
+        return {
+            "retry": None,
+            "timeout": self._tuning.timeout_seconds,
+            "metadata": self._metadata if login else (),
+        }
+
+    def _rpc(self, method: str, fn: Callable[[], Any]) -> Any:
+        return self._retrier.call(method, fn, _classify)

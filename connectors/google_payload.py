@@ -1,0 +1,560 @@
+"""Pure pieces of the Google Customer Match connector, for both backends: the protobuf requests built
+from ``Change``s, consent splits, partial-failure decoding, job and request status, and the error
+mapping onto ``audiencesync.connectors.errors``. No network here, so all of it is tested without a
+socket.
+
+Both backends take the same identifiers (``sync.identity`` makes them): SHA-256 hex of the
+normalized email, E.164 phone, first and last name; the country code and postcode raw.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from audiencesync.connectors.contract import Change, HandleStatus
+from audiencesync.connectors.errors import (
+    AudienceGone,
+    AuthError,
+    ConfigurationRejected,
+    ConnectorError,
+    FatalError,
+    PermissionDenied,
+    TransientError,
+)
+from audiencesync.sync.identity import platform_kinds
+from google.ads import datamanager_v1 as dm
+from google.ads.googleads.v24.common.types import consent as ads_consent_types
+from google.ads.googleads.v24.common.types import offline_user_data as oud
+from google.ads.googleads.v24.common.types import user_lists as ads_user_lists
+from google.ads.googleads.v24.enums.types import consent_status as ads_consent_status
+from google.ads.googleads.v24.enums.types import customer_match_upload_key_type as upload_key
+from google.ads.googleads.v24.enums.types import offline_user_data_job_type as job_type
+from google.ads.googleads.v24.enums.types import user_list_crm_data_source_type as crm_source
+from google.ads.googleads.v24.errors.types.errors import GoogleAdsFailure
+from google.ads.googleads.v24.resources.types import offline_user_data_job as job_resource
+from google.ads.googleads.v24.resources.types import user_list as ads_user_list
+from google.ads.googleads.v24.services.types import offline_user_data_job_service as job_service
+from google.ads.googleads.v24.services.types import user_list_service as list_service
+from google.api_core import exceptions as core
+
+API_VERSION = "v24"
+MAX_BATCH = 10_000
+"""Data Manager's hard limit per request, and Google's recommended Ads AddOperations size."""
+MAX_IDENTIFIERS = 20
+"""At most 20 UserIdentifiers per person (Ads); Data Manager takes 10. We send at most 3."""
+IDENTIFIER_KINDS: frozenset[str] = platform_kinds("google")
+HASHED_KINDS = ("email", "phone", "first_name", "last_name")
+ADDRESS_KINDS = ("first_name", "last_name", "country", "zip")
+
+CONSENT_DENIED_REASON = "ads consent denied"
+NO_IDENTIFIER_REASON = "no usable identifier"
+NOT_ALLOWLISTED = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"
+NOT_ALLOWLISTED_MESSAGE = (
+    "Google Ads refused Customer Match uploads for this developer token "
+    "(CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE: since April 2026 only tokens that already uploaded may "
+    'use the Google Ads API path): set backend = "data_manager" in this destination'
+)
+DM_SCOPE = "https://www.googleapis.com/auth/datamanager"
+ADS_SCOPE = "https://www.googleapis.com/auth/adwords"
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEXISH = re.compile(r"[0-9a-fA-F]{16,}")
+_JOB_NAME = re.compile(r"customers/\d+/offlineUserDataJobs/\d+")
+
+# Error codes (oneof field of GoogleAdsError.error_code, enum name) the Ads backend retries.
+ADS_RETRYABLE = frozenset(
+    {("database_error", "CONCURRENT_MODIFICATION"), ("quota_error", "RESOURCE_TEMPORARILY_EXHAUSTED")}
+)
+# gRPC answers (api_core classes) both backends retry: quota, overload, server faults, deadlines.
+TRANSIENT_EXCEPTIONS: tuple[type[Exception], ...] = (
+    core.ResourceExhausted,
+    core.ServiceUnavailable,
+    core.InternalServerError,
+    core.DeadlineExceeded,
+)
+
+
+# --- consent ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConsentSplit:
+    """An add batch split by consent: one Ads job per non-empty group, and the members never sent."""
+
+    granted: list[Change] = field(default_factory=list)
+    unknown: list[Change] = field(default_factory=list)
+    denied: list[Change] = field(default_factory=list)
+
+    def groups(self) -> list[tuple[bool | None, list[Change]]]:
+        """(consent, members) for each group that is sent, granted first."""
+        return [(c, g) for c, g in ((True, self.granted), (None, self.unknown)) if g]
+
+
+def split_by_consent(batch: Sequence[Change]) -> ConsentSplit:
+    """Group an add batch by ads consent. Consent False is never uploaded on the Ads path: a job with
+    DENIED consent is an error, and a member who denied must not be targeted anyway."""
+    split = ConsentSplit()
+    for change in batch:
+        if change.consent is True:
+            split.granted.append(change)
+        elif change.consent is False:
+            split.denied.append(change)
+        else:
+            split.unknown.append(change)
+    return split
+
+
+# --- identifiers ------------------------------------------------------------------------------------
+
+
+def invalid_reason(change: Change) -> str | None:
+    """Why ``change`` cannot be sent at all, checked before any request (Data Manager fails whole
+    requests, so one bad member must not reach it). None when it can be sent."""
+    ids = change.identifiers
+    for kind in HASHED_KINDS:
+        value = ids.get(kind)
+        if value and _HEX64.fullmatch(value) is None:
+            return f"{kind} is not a lowercase SHA-256 hex digest"
+    if not (ids.get("email") or ids.get("phone") or has_address(change)):
+        return NO_IDENTIFIER_REASON
+    return None
+
+
+def has_address(change: Change) -> bool:
+    """Address info goes only when first name, last name, country and postcode are all present."""
+    return all(change.identifiers.get(k) for k in ADDRESS_KINDS)
+
+
+def ads_user_data(change: Change) -> oud.UserData:
+    """One UserData per person, one UserIdentifier per identifier."""
+    ids = change.identifiers
+    identifiers: list[oud.UserIdentifier] = []
+    if ids.get("email"):
+        identifiers.append(oud.UserIdentifier(hashed_email=ids["email"]))
+    if ids.get("phone"):
+        identifiers.append(oud.UserIdentifier(hashed_phone_number=ids["phone"]))
+    if has_address(change):
+        identifiers.append(
+            oud.UserIdentifier(
+                address_info=oud.OfflineUserAddressInfo(
+                    hashed_first_name=ids["first_name"],
+                    hashed_last_name=ids["last_name"],
+                    country_code=ids["country"],
+                    postal_code=ids["zip"],
+                )
+            )
+        )
+    return oud.UserData(user_identifiers=identifiers[:MAX_IDENTIFIERS])
+
+
+def dm_user_data(change: Change) -> dm.UserData:
+    """The Data Manager twin of ``ads_user_data``."""
+    ids = change.identifiers
+    identifiers: list[dm.UserIdentifier] = []
+    if ids.get("email"):
+        identifiers.append(dm.UserIdentifier(email_address=ids["email"]))
+    if ids.get("phone"):
+        identifiers.append(dm.UserIdentifier(phone_number=ids["phone"]))
+    if has_address(change):
+        identifiers.append(
+            dm.UserIdentifier(
+                address=dm.AddressInfo(
+                    given_name=ids["first_name"],
+                    family_name=ids["last_name"],
+                    region_code=ids["country"],
+                    postal_code=ids["zip"],
+                )
+            )
+        )
+    return dm.UserData(user_identifiers=identifiers)
+
+
+# --- Data Manager requests --------------------------------------------------------------------------
+
+
+def dm_account(customer_id: str) -> dm.ProductAccount:
+    return dm.ProductAccount(account_type=dm.ProductAccount.AccountType.GOOGLE_ADS, account_id=customer_id)
+
+
+def dm_destination(customer_id: str, login_customer_id: str | None, list_id: str) -> dm.Destination:
+    """Operating account, optional login (manager) account, and the user list as product destination."""
+    destination = dm.Destination(operating_account=dm_account(customer_id), product_destination_id=list_id)
+    if login_customer_id:
+        destination.login_account = dm_account(login_customer_id)
+    return destination
+
+
+def dm_consent(consent: bool | None) -> dm.Consent | None:
+    if consent is None:
+        return None
+    status = dm.ConsentStatus.CONSENT_GRANTED if consent else dm.ConsentStatus.CONSENT_DENIED
+    return dm.Consent(ad_user_data=status, ad_personalization=status)
+
+
+def dm_member(change: Change, *, with_consent: bool) -> dm.AudienceMember:
+    member = dm.AudienceMember(user_data=dm_user_data(change))
+    consent = dm_consent(change.consent) if with_consent else None
+    if consent is not None:
+        member.consent = consent
+    return member
+
+
+def dm_ingest_request(
+    destination: dm.Destination, batch: Sequence[Change]
+) -> dm.IngestAudienceMembersRequest:
+    """Consent per member (both signals from the source's one consent column); none when unknown."""
+    return dm.IngestAudienceMembersRequest(
+        destinations=[destination],
+        audience_members=[dm_member(c, with_consent=True) for c in batch],
+        encoding=dm.Encoding.HEX,
+    )
+
+
+def dm_remove_request(
+    destination: dm.Destination, batch: Sequence[Change]
+) -> dm.RemoveAudienceMembersRequest:
+    """Removes carry no consent."""
+    return dm.RemoveAudienceMembersRequest(
+        destinations=[destination],
+        audience_members=[dm_member(c, with_consent=False) for c in batch],
+        encoding=dm.Encoding.HEX,
+    )
+
+
+def dm_parent(customer_id: str) -> str:
+    return f"accountTypes/GOOGLE_ADS/accounts/{customer_id}"
+
+
+def dm_list_name(customer_id: str, list_id: str) -> str:
+    return f"{dm_parent(customer_id)}/userLists/{list_id}"
+
+
+def dm_user_list(name: str, description: str, life_span_days: int) -> dm.UserList:
+    """A Customer Match (contact id) list whose members stay ``life_span_days`` after their upload."""
+    return dm.UserList(
+        display_name=name,
+        description=description,
+        membership_status=dm.UserList.MembershipStatus.OPEN,
+        membership_duration={"seconds": life_span_days * 86_400},
+        ingested_user_list_info=dm.IngestedUserListInfo(
+            upload_key_types=[dm.IngestedUserListInfo.UploadKeyType.CONTACT_ID],
+            contact_id_info=dm.ContactIdInfo(data_source_type=dm.DataSourceType.DATA_SOURCE_TYPE_FIRST_PARTY),
+        ),
+    )
+
+
+def dm_name_filter(name: str) -> str:
+    """AIP-160 filter on the display name (quotes and backslashes escaped)."""
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'display_name = "{escaped}"'
+
+
+def dm_is_contact_list(user_list: dm.UserList) -> bool:
+    keys = list(user_list.ingested_user_list_info.upload_key_types)
+    return not keys or dm.IngestedUserListInfo.UploadKeyType.CONTACT_ID in keys
+
+
+def dm_handle_status(response: dm.RetrieveRequestStatusResponse) -> HandleStatus:
+    """SUCCESS and PARTIAL_SUCCESS confirm (errors counted), FAILED fails, anything else is pending."""
+    statuses = list(response.request_status_per_destination)
+    if not statuses:
+        return HandleStatus("pending", detail="no status yet")
+    rs = dm.RequestStatusPerDestination.RequestStatus
+    states = [s.request_status for s in statuses]
+    errors = sum(int(c.record_count) for s in statuses for c in s.error_info.error_counts)
+    reasons = sorted({_enum_name(c.reason) for s in statuses for c in s.error_info.error_counts})
+    detail = ", ".join(reasons)
+    if any(s == rs.FAILED for s in states):
+        return HandleStatus("failed", rejected_count=errors, detail=f"FAILED {detail}".strip())
+    if all(s in (rs.SUCCESS, rs.PARTIAL_SUCCESS) for s in states):
+        word = "PARTIAL_SUCCESS" if any(s == rs.PARTIAL_SUCCESS for s in states) else "SUCCESS"
+        return HandleStatus("confirmed", rejected_count=errors, detail=f"{word} {detail}".strip())
+    return HandleStatus("pending", detail="PROCESSING")
+
+
+# --- Google Ads requests ----------------------------------------------------------------------------
+
+
+def ads_list_resource(customer_id: str, list_id: str) -> str:
+    return f"customers/{customer_id}/userLists/{list_id}"
+
+
+def is_job_handle(handle: str) -> bool:
+    """True for an Ads job resource name; a Data Manager handle is a request id."""
+    return _JOB_NAME.fullmatch(handle) is not None
+
+
+def ads_user_list_operation(
+    name: str, description: str, life_span_days: int
+) -> list_service.UserListOperation:
+    """Create a CRM-based (CONTACT_INFO, first party) user list."""
+    return list_service.UserListOperation(
+        create=ads_user_list.UserList(
+            name=name,
+            description=description,
+            membership_life_span=life_span_days,
+            crm_based_user_list=ads_user_lists.CrmBasedUserListInfo(
+                upload_key_type=upload_key.CustomerMatchUploadKeyTypeEnum.CustomerMatchUploadKeyType.CONTACT_INFO,
+                data_source_type=crm_source.UserListCrmDataSourceTypeEnum.UserListCrmDataSourceType.FIRST_PARTY,
+            ),
+        )
+    )
+
+
+def ads_consent(consent: bool | None) -> ads_consent_types.Consent | None:
+    """Job-level consent: granted sets both signals; unknown sends none. DENIED is never sent."""
+    if consent is None:
+        return None
+    if consent is False:
+        raise ValueError("DENIED consent is never sent to the Google Ads API")
+    granted = ads_consent_status.ConsentStatusEnum.ConsentStatus.GRANTED
+    return ads_consent_types.Consent(ad_user_data=granted, ad_personalization=granted)
+
+
+def ads_job(user_list_resource: str, consent: bool | None) -> job_resource.OfflineUserDataJob:
+    """A Customer Match job for one list and one consent state."""
+    metadata = oud.CustomerMatchUserListMetadata(user_list=user_list_resource)
+    job_consent = ads_consent(consent)
+    if job_consent is not None:
+        metadata.consent = job_consent
+    return job_resource.OfflineUserDataJob(
+        type_=job_type.OfflineUserDataJobTypeEnum.OfflineUserDataJobType.CUSTOMER_MATCH_USER_LIST,
+        customer_match_user_list_metadata=metadata,
+    )
+
+
+def ads_operations_request(
+    job_name: str, batch: Sequence[Change], *, remove: bool
+) -> job_service.AddOfflineUserDataJobOperationsRequest:
+    """All creates or all removes (never mixed in one job), with partial failure on."""
+    operations = [
+        job_service.OfflineUserDataJobOperation(remove=ads_user_data(c))
+        if remove
+        else job_service.OfflineUserDataJobOperation(create=ads_user_data(c))
+        for c in batch
+    ]
+    return job_service.AddOfflineUserDataJobOperationsRequest(
+        resource_name=job_name, operations=operations, enable_partial_failure=True
+    )
+
+
+def gaql_string(value: str) -> str:
+    """A GAQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def gaql_user_list_by_name(name: str) -> str:
+    return (
+        "SELECT user_list.id, user_list.name, user_list.crm_based_user_list.upload_key_type, "
+        f"user_list.membership_life_span FROM user_list WHERE user_list.name = {gaql_string(name)}"
+    )
+
+
+def gaql_user_list_by_id(list_id: str) -> str:
+    digits = re.sub(r"\D", "", list_id)
+    return (
+        "SELECT user_list.id, user_list.name, user_list.crm_based_user_list.upload_key_type, "
+        "user_list.membership_status, user_list.size_for_display, user_list.size_for_search, "
+        "user_list.match_rate_percentage, user_list.eligible_for_search, user_list.eligible_for_display "
+        f"FROM user_list WHERE user_list.id = {digits}"
+    )
+
+
+def gaql_job(job_name: str) -> str:
+    return (
+        "SELECT offline_user_data_job.resource_name, offline_user_data_job.status, "
+        "offline_user_data_job.failure_reason, offline_user_data_job.operation_metadata.match_rate_range "
+        f"FROM offline_user_data_job WHERE offline_user_data_job.resource_name = {gaql_string(job_name)}"
+    )
+
+
+def ads_job_status(job: job_resource.OfflineUserDataJob | None) -> HandleStatus:
+    """SUCCESS confirms, FAILED fails (detail: failure_reason), PENDING/RUNNING stay pending. SUCCESS
+    says nothing about how many people matched, so the match-rate range goes into the detail; a job the
+    API no longer knows fails, so its members are sent again (adds and removes are idempotent)."""
+    if job is None:
+        return HandleStatus("failed", detail="job not found")
+    status = _enum_name(job.status)
+    match = _enum_name(job.operation_metadata.match_rate_range)
+    if status == "SUCCESS":
+        detail = "SUCCESS" if match in ("UNSPECIFIED", "UNKNOWN") else f"SUCCESS match rate {match}"
+        if match == "MATCH_RANGE_LESS_THAN_20":
+            detail += " (few or none of the uploaded people matched)"
+        return HandleStatus("confirmed", detail=detail)
+    if status == "FAILED":
+        return HandleStatus("failed", detail=f"FAILED {_enum_name(job.failure_reason)}")
+    return HandleStatus("pending", detail=status)
+
+
+# --- partial failures -------------------------------------------------------------------------------
+
+
+def partial_failure_reasons(status: Any, batch: Sequence[Change]) -> dict[bytes, str]:
+    """Map ``AddOfflineUserDataJobOperationsResponse.partial_failure_error`` back onto members: each
+    detail is a serialized GoogleAdsFailure whose errors name the failing operation's index."""
+    reasons: dict[bytes, str] = {}
+    if status is None or not getattr(status, "code", 0):
+        return reasons
+    unplaced: list[str] = []
+    for detail in getattr(status, "details", ()):
+        failure = GoogleAdsFailure.deserialize(detail.value)
+        for error in failure.errors:
+            reason = ads_error_reason(error)
+            index = _operation_index(error)
+            if index is not None and 0 <= index < len(batch):
+                key = batch[index].member_key
+                reasons.setdefault(key, reason)
+            else:
+                unplaced.append(reason)
+    if unplaced and not reasons:
+        # A partial failure that names no operation cannot be pinned on anyone; it is treated as a
+        # failure of the whole request by the caller.
+        raise FatalError(f"Google Ads reported a failure without an operation index: {unplaced[0]}")
+    return reasons
+
+
+def _operation_index(error: Any) -> int | None:
+    for element in error.location.field_path_elements:
+        if element.field_name == "operations" and "index" in element:
+            return int(element.index)
+    elements = list(error.location.field_path_elements)
+    if elements and "index" in elements[0]:
+        return int(elements[0].index)
+    return None
+
+
+def ads_error_code(error: Any) -> tuple[str, str]:
+    """(oneof field, enum name) of a GoogleAdsError's code, e.g. ("database_error", "CONCURRENT_MODIFICATION")."""
+    code = error.error_code
+    which = type(code).pb(code).WhichOneof("error_code")
+    if not which:
+        return ("unknown", "UNKNOWN")
+    return (which, _enum_name(getattr(code, which)))
+
+
+def ads_error_reason(error: Any) -> str:
+    """A rejection reason with no PII: the error code, never the message (it can quote the value)."""
+    which, name = ads_error_code(error)
+    return f"{which}.{name}"
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+
+def classify_ads_failure(failure: Any, request_id: str | None) -> ConnectorError:
+    """Map a GoogleAdsException's failure onto the taxonomy. Retryable codes become TransientError."""
+    codes = [ads_error_code(e) for e in failure.errors] or [("unknown", "UNKNOWN")]
+    code_text = ",".join(f"{w}.{n}" for w, n in codes)
+    names = {n for _, n in codes}
+    kinds = {w for w, _ in codes}
+    if NOT_ALLOWLISTED in names:
+        return ConfigurationRejected(NOT_ALLOWLISTED_MESSAGE, request_id=request_id, code=code_text)
+    if all(c in ADS_RETRYABLE for c in codes):
+        return TransientError(
+            "Google Ads asked to retry (concurrent modification or temporary quota)",
+            request_id=request_id,
+            code=code_text,
+        )
+    if "authentication_error" in kinds:
+        return AuthError(
+            "Google Ads rejected the credentials: check the OAuth or service-account file named by "
+            "credentials_env and its access to the account",
+            request_id=request_id,
+            code=code_text,
+        )
+    if "authorization_error" in kinds:
+        return PermissionDenied(
+            "Google Ads refused access: check the developer token, customer_id and login_customer_id, "
+            "and that the credentials' user can manage the account",
+            request_id=request_id,
+            code=code_text,
+        )
+    if names & {"RESOURCE_NOT_FOUND", "USER_LIST_NOT_FOUND", "INVALID_USER_LIST_ID"} or any(
+        w == "user_list_error" and n in {"USER_LIST_NOT_FOUND", "INVALID_USER_LIST_ID"} for w, n in codes
+    ):
+        return AudienceGone(
+            "the Google Ads user list does not exist or cannot be used: remove its id from audience_ids "
+            "(or state) so a new one is created",
+            request_id=request_id,
+            code=code_text,
+        )
+    if "header_error" in kinds:
+        return ConfigurationRejected(
+            "Google Ads refused the request headers: check customer_id and login_customer_id (10 digits)",
+            request_id=request_id,
+            code=code_text,
+        )
+    return FatalError("Google Ads refused the request", request_id=request_id, code=code_text)
+
+
+def classify_api_error(exc: core.GoogleAPICallError, *, service: str) -> ConnectorError:
+    """Map a gRPC error (as api_core raises it) onto the taxonomy, for either backend."""
+    request_id = grpc_request_id(exc)
+    code = exc.grpc_status_code.name if exc.grpc_status_code is not None else type(exc).__name__
+    if isinstance(exc, TRANSIENT_EXCEPTIONS):
+        return TransientError(
+            f"{service} is throttling or temporarily failing", request_id=request_id, code=code
+        )
+    if isinstance(exc, core.Unauthenticated):
+        return AuthError(
+            f"{service} rejected the credentials: check the file named by credentials_env (or the "
+            "application-default credentials) and its OAuth scope",
+            request_id=request_id,
+            code=code,
+        )
+    if isinstance(exc, core.PermissionDenied):
+        return PermissionDenied(
+            f"{service} refused access: give the credentials' user or service account access to the "
+            "Google Ads account (and login_customer_id's manager account), and enable the API in the "
+            "Cloud project",
+            request_id=request_id,
+            code=code,
+        )
+    if isinstance(exc, core.NotFound):
+        return AudienceGone(
+            f"{service} does not know the user list: remove its id from audience_ids (or state) so a new "
+            "one is created",
+            request_id=request_id,
+            code=code,
+        )
+    if isinstance(exc, core.FailedPrecondition):
+        return ConfigurationRejected(
+            f"{service} refused the setup (for example Customer Match terms not accepted in the Google "
+            "Ads account): fix it in the account and run again",
+            request_id=request_id,
+            code=code,
+        )
+    return FatalError(f"{service} refused the request", request_id=request_id, code=code)
+
+
+def grpc_request_id(exc: core.GoogleAPICallError) -> str | None:
+    """The platform's request id, from trailing metadata or an ErrorInfo detail, when it gave one."""
+    response = getattr(exc, "response", None)
+    trailing = getattr(response, "trailing_metadata", None)
+    if callable(trailing):
+        try:
+            for key, value in trailing() or ():
+                if key in ("request-id", "x-request-id", "requestid"):
+                    return str(value)
+        except Exception:  # the call object of a failed RPC may refuse; the id is only a nicety
+            pass
+    for detail in exc.details or ():
+        metadata = getattr(detail, "metadata", None)
+        if isinstance(metadata, Mapping):
+            for key in ("requestId", "request_id"):
+                if metadata.get(key):
+                    return str(metadata[key])
+    return None
+
+
+def safe_reason(text: str) -> str:
+    """A reason with any long hex run (a hash) masked, cut to 80 characters."""
+    return _HEXISH.sub("<value>", text)[:80] or "invalid"
+
+
+def _enum_name(value: Any) -> str:
+    name = getattr(value, "name", None)
+    return str(name) if name else str(value)
