@@ -65,8 +65,8 @@ class Tuning:
 
 @dataclass
 class RpcLog:
-    """RPCs made, by method name. ``member_rpcs`` counts the member-carrying ones (ingest, remove,
-    AddOperations), retries included: that is ``PushResult.requests``."""
+    """RPCs made, retries included: ``member_rpcs`` counts the member-carrying ones (ingest, remove,
+    AddOperations), which is ``PushResult.requests``; ``calls`` the others, by method name."""
 
     calls: Counter[str] = field(default_factory=Counter)
     member_rpcs: int = 0
@@ -106,9 +106,10 @@ class Retrier:
         )
         for attempt in retrying:
             with attempt:
-                self.log.calls[method] += 1
                 if carries_members:
                     self.log.member_rpcs += 1
+                else:
+                    self.log.calls[method] += 1
                 try:
                     return fn()
                 except Exception as exc:
@@ -152,7 +153,9 @@ def load_credentials(dest: DestinationConfig, scopes: Sequence[str]) -> Any:
     path = dest.secrets.get("credentials")
     try:
         if path:
-            credentials, _ = google.auth.load_credentials_from_file(path, scopes=list(scopes))
+            # google.auth leaves this function untyped; the annotation keeps strict mypy honest.
+            load: Callable[..., tuple[Any, Any]] = google.auth.load_credentials_from_file
+            credentials, _ = load(path, scopes=list(scopes))
         else:
             credentials, _ = google.auth.default(scopes=list(scopes))
     except auth_exceptions.DefaultCredentialsError as exc:

@@ -121,7 +121,8 @@ class DataManagerBackend:
             # The filter already asks for the name; checking again keeps a lenient server honest.
             for user_list in page.user_lists:
                 if user_list.display_name == name:
-                    return user_list
+                    found: dm.UserList = user_list
+                    return found
             if not page.next_page_token:
                 return None
             request.page_token = page.next_page_token

@@ -68,6 +68,13 @@ _JOB_NAME = re.compile(r"customers/\d+/offlineUserDataJobs/\d+")
 ADS_RETRYABLE = frozenset(
     {("database_error", "CONCURRENT_MODIFICATION"), ("quota_error", "RESOURCE_TEMPORARILY_EXHAUSTED")}
 )
+_GONE_CODES = frozenset(
+    {
+        ("mutate_error", "RESOURCE_NOT_FOUND"),
+        ("offline_user_data_job_error", "INVALID_USER_LIST_ID"),
+        ("offline_user_data_job_error", "INVALID_USER_LIST_TYPE"),
+    }
+)
 # gRPC answers (api_core classes) both backends retry: quota, overload, server faults, deadlines.
 TRANSIENT_EXCEPTIONS: tuple[type[Exception], ...] = (
     core.ResourceExhausted,
@@ -472,12 +479,17 @@ def classify_ads_failure(failure: Any, request_id: str | None) -> ConnectorError
             request_id=request_id,
             code=code_text,
         )
-    if names & {"RESOURCE_NOT_FOUND", "USER_LIST_NOT_FOUND", "INVALID_USER_LIST_ID"} or any(
-        w == "user_list_error" and n in {"USER_LIST_NOT_FOUND", "INVALID_USER_LIST_ID"} for w, n in codes
-    ):
+    if set(codes) & _GONE_CODES:
         return AudienceGone(
             "the Google Ads user list does not exist or cannot be used: remove its id from audience_ids "
             "(or state) so a new one is created",
+            request_id=request_id,
+            code=code_text,
+        )
+    if "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS" in names:
+        return PermissionDenied(
+            "the Customer Match terms are not accepted for this Google Ads account: accept them in Google "
+            "Ads (Tools > Audience manager) and run again",
             request_id=request_id,
             code=code_text,
         )

@@ -1,0 +1,577 @@
+"""GoogleConnector without a socket: the exact protobuf requests each backend builds (adds, removes,
+consent splits), partial-failure decoding, job and request status, the error table, and each
+backend's push logic against stand-in service clients."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audiencesync.connectors import google_payload as gp
+from audiencesync.connectors.contract import Change, HandleStatus
+from audiencesync.connectors.errors import (
+    AudienceGone,
+    AuthError,
+    ConfigurationRejected,
+    FatalError,
+    PermissionDenied,
+    TransientError,
+)
+from audiencesync.connectors.google import GoogleConnector, normalized_target, refresh_seconds
+from audiencesync.sync.config import DestinationConfig
+from google.ads import datamanager_v1 as dm
+from google.ads.googleads.errors import GoogleAdsException
+from google.ads.googleads.v24.errors.types.errors import ErrorCode, GoogleAdsError, GoogleAdsFailure
+from google.ads.googleads.v24.resources.types.offline_user_data_job import OfflineUserDataJob
+from google.api_core import exceptions as core
+from google.protobuf import any_pb2
+from google.protobuf.json_format import MessageToDict
+from google.rpc import status_pb2
+
+CUSTOMER = "1234567890"
+LOGIN = "9876543210"
+
+
+def h(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def change(i: int, consent: bool | None = True, *, address: bool = True, phone: bool = True) -> Change:
+    ids = {"email": h(f"user{i}@example.com")}
+    if phone:
+        ids["phone"] = h(f"+1555{i:07d}")
+    if address:
+        ids.update(first_name=h(f"first{i}"), last_name=h(f"last{i}"), country="US", zip=f"{10000 + i}")
+    return Change(member_key=f"m{i}".encode(), identifiers=ids, consent=consent)
+
+
+def as_dict(message: Any) -> dict[str, Any]:
+    return MessageToDict(type(message).pb(message), preserving_proto_field_name=True)
+
+
+def destination(backend: str, **extra: object) -> DestinationConfig:
+    settings = {
+        "platform": "google",
+        "backend": backend,
+        "customer_id": CUSTOMER,
+        "login_customer_id": LOGIN,
+        "endpoint": "127.0.0.1:9",  # loopback: a plaintext channel that is never dialled here
+        "max_wait_seconds": 1,
+        "membership_life_span_days": 540,
+        "refresh_margin_days": 30,
+        **extra,
+    }
+    return DestinationConfig("google_main", "google", settings, {}, "audience-sync: ", Path("."))
+
+
+def connector(backend: str, **extra: object) -> GoogleConnector:
+    return GoogleConnector(destination(backend, **extra), backoff_initial=0.001, backoff_max=0.002)
+
+
+# --- Data Manager: golden requests ------------------------------------------------------------------
+
+
+def _dm_ids(i: int) -> list[dict[str, Any]]:
+    return [
+        {"email_address": h(f"user{i}@example.com")},
+        {"phone_number": h(f"+1555{i:07d}")},
+        {
+            "address": {
+                "given_name": h(f"first{i}"),
+                "family_name": h(f"last{i}"),
+                "region_code": "US",
+                "postal_code": f"{10000 + i}",
+            }
+        },
+    ]
+
+
+DM_DESTINATION = {
+    "operating_account": {"account_type": "GOOGLE_ADS", "account_id": CUSTOMER},
+    "login_account": {"account_type": "GOOGLE_ADS", "account_id": LOGIN},
+    "product_destination_id": "555",
+}
+
+
+def test_dm_ingest_request_sets_consent_per_member_and_hex_encoding() -> None:
+    dest = gp.dm_destination(CUSTOMER, LOGIN, "555")
+    request = gp.dm_ingest_request(dest, [change(1, True), change(2, False), change(3, None, address=False)])
+    assert as_dict(request) == {
+        "destinations": [DM_DESTINATION],
+        "audience_members": [
+            {
+                "user_data": {"user_identifiers": _dm_ids(1)},
+                "consent": {"ad_user_data": "CONSENT_GRANTED", "ad_personalization": "CONSENT_GRANTED"},
+            },
+            {
+                "user_data": {"user_identifiers": _dm_ids(2)},
+                "consent": {"ad_user_data": "CONSENT_DENIED", "ad_personalization": "CONSENT_DENIED"},
+            },
+            {"user_data": {"user_identifiers": _dm_ids(3)[:2]}},
+        ],
+        "encoding": "HEX",
+    }
+
+
+def test_dm_remove_request_carries_no_consent_and_no_login_account_when_unset() -> None:
+    dest = gp.dm_destination(CUSTOMER, None, "555")
+    request = gp.dm_remove_request(dest, [change(1, True)])
+    assert as_dict(request) == {
+        "destinations": [{k: v for k, v in DM_DESTINATION.items() if k != "login_account"}],
+        "audience_members": [{"user_data": {"user_identifiers": _dm_ids(1)}}],
+        "encoding": "HEX",
+    }
+
+
+def test_dm_user_list_is_a_first_party_contact_list_with_the_lifespan() -> None:
+    assert as_dict(gp.dm_user_list("audience-sync: vip", "VIPs", 540)) == {
+        "display_name": "audience-sync: vip",
+        "description": "VIPs",
+        "membership_status": "OPEN",
+        "membership_duration": f"{540 * 86400}s",
+        "ingested_user_list_info": {
+            "upload_key_types": ["CONTACT_ID"],
+            "contact_id_info": {"data_source_type": "DATA_SOURCE_TYPE_FIRST_PARTY"},
+        },
+    }
+    assert gp.dm_name_filter('a "b"') == 'display_name = "a \\"b\\""'
+
+
+def _dm_status(*states: str, errors: int = 0) -> dm.RetrieveRequestStatusResponse:
+    rs = dm.RequestStatusPerDestination
+    return dm.RetrieveRequestStatusResponse(
+        request_status_per_destination=[
+            rs(
+                request_status=getattr(rs.RequestStatus, s),
+                error_info=dm.ErrorInfo(
+                    error_counts=[dm.ErrorCount(record_count=errors, reason=dm.ProcessingErrorReason(1))]
+                )
+                if errors
+                else None,
+            )
+            for s in states
+        ]
+    )
+
+
+def test_dm_request_status_maps_onto_handle_states() -> None:
+    assert gp.dm_handle_status(_dm_status("SUCCESS")).state == "confirmed"
+    partial = gp.dm_handle_status(_dm_status("PARTIAL_SUCCESS", errors=3))
+    assert partial.state == "confirmed" and partial.rejected_count == 3
+    assert partial.detail.startswith("PARTIAL_SUCCESS")
+    assert gp.dm_handle_status(_dm_status("FAILED", errors=5)).state == "failed"
+    assert gp.dm_handle_status(_dm_status("PROCESSING")) == HandleStatus("pending", detail="PROCESSING")
+    assert gp.dm_handle_status(_dm_status()).state == "pending"
+
+
+# --- Google Ads: golden requests --------------------------------------------------------------------
+
+
+def _ads_ids(i: int, *, address: bool = True) -> list[dict[str, Any]]:
+    ids: list[dict[str, Any]] = [
+        {"hashed_email": h(f"user{i}@example.com")},
+        {"hashed_phone_number": h(f"+1555{i:07d}")},
+    ]
+    if address:
+        ids.append(
+            {
+                "address_info": {
+                    "hashed_first_name": h(f"first{i}"),
+                    "hashed_last_name": h(f"last{i}"),
+                    "country_code": "US",
+                    "postal_code": f"{10000 + i}",
+                }
+            }
+        )
+    return ids
+
+
+JOB = "customers/1234567890/offlineUserDataJobs/77"
+
+
+def test_ads_add_request_is_one_user_data_per_person_with_partial_failure() -> None:
+    request = gp.ads_operations_request(JOB, [change(1), change(2, address=False)], remove=False)
+    assert as_dict(request) == {
+        "resource_name": JOB,
+        "enable_partial_failure": True,
+        "operations": [
+            {"create": {"user_identifiers": _ads_ids(1)}},
+            {"create": {"user_identifiers": _ads_ids(2, address=False)}},
+        ],
+    }
+
+
+def test_ads_remove_request_uses_remove_operations_only() -> None:
+    request = gp.ads_operations_request(JOB, [change(1)], remove=True)
+    assert as_dict(request)["operations"] == [{"remove": {"user_identifiers": _ads_ids(1)}}]
+
+
+def test_address_goes_only_with_first_and_last_name_country_and_zip() -> None:
+    partial = Change(b"k", {"email": h("a@b.c"), "first_name": h("x"), "last_name": h("y"), "country": "US"})
+    assert as_dict(gp.ads_user_data(partial)) == {"user_identifiers": [{"hashed_email": h("a@b.c")}]}
+
+
+def test_ads_jobs_carry_consent_at_job_level_and_never_denied() -> None:
+    user_list = "customers/1234567890/userLists/555"
+    assert as_dict(gp.ads_job(user_list, True)) == {
+        "type_": "CUSTOMER_MATCH_USER_LIST",
+        "customer_match_user_list_metadata": {
+            "user_list": user_list,
+            "consent": {"ad_user_data": "GRANTED", "ad_personalization": "GRANTED"},
+        },
+    }
+    assert as_dict(gp.ads_job(user_list, None)) == {
+        "type_": "CUSTOMER_MATCH_USER_LIST",
+        "customer_match_user_list_metadata": {"user_list": user_list},
+    }
+    with pytest.raises(ValueError, match="DENIED"):
+        gp.ads_job(user_list, False)
+
+
+def test_consent_split_groups_granted_and_unknown_and_holds_back_denied() -> None:
+    batch = [change(1, True), change(2, None), change(3, False), change(4, True)]
+    split = gp.split_by_consent(batch)
+    assert [(c, [m.member_key for m in g]) for c, g in split.groups()] == [
+        (True, [b"m1", b"m4"]),
+        (None, [b"m2"]),
+    ]
+    assert [m.member_key for m in split.denied] == [b"m3"]
+
+
+def test_user_list_operation_is_crm_contact_info_with_life_span() -> None:
+    assert as_dict(gp.ads_user_list_operation("audience-sync: vip", "VIPs", 400)) == {
+        "create": {
+            "name": "audience-sync: vip",
+            "description": "VIPs",
+            "membership_life_span": "400",
+            "crm_based_user_list": {"upload_key_type": "CONTACT_INFO", "data_source_type": "FIRST_PARTY"},
+        }
+    }
+
+
+def test_gaql_quotes_names() -> None:
+    assert gp.gaql_user_list_by_name("it's").endswith("WHERE user_list.name = 'it\\'s'")
+    assert gp.gaql_job(JOB).endswith(f"offline_user_data_job.resource_name = '{JOB}'")
+
+
+# --- partial failures, job status -------------------------------------------------------------------
+
+
+def ads_error(which: str, name: str, index: int | None = None, message: str = "") -> GoogleAdsError:
+    code = ErrorCode()
+    enum_type = type(getattr(code, which))
+    setattr(code, which, getattr(enum_type, name))
+    error = GoogleAdsError(error_code=code, message=message)
+    if index is not None:
+        error.location.field_path_elements.append({"field_name": "operations", "index": index})
+        error.location.field_path_elements.append({"field_name": "create"})
+    return error
+
+
+def partial_status(*errors: GoogleAdsError) -> status_pb2.Status:
+    failure = GoogleAdsFailure(errors=list(errors))
+    detail = any_pb2.Any(
+        type_url="type.googleapis.com/google.ads.googleads.v24.errors.GoogleAdsFailure",
+        value=GoogleAdsFailure.serialize(failure),
+    )
+    return status_pb2.Status(code=3, message="partial", details=[detail])
+
+
+def test_partial_failure_indexes_map_back_to_members_without_their_values() -> None:
+    batch = [change(0), change(1), change(2)]
+    status = partial_status(
+        ads_error("offline_user_data_job_error", "INVALID_SHA256_FORMAT", 2, message=f"bad {h('x')}"),
+        ads_error("collection_size_error", "TOO_MANY", 0),
+    )
+    reasons = gp.partial_failure_reasons(status, batch)
+    assert reasons == {
+        b"m2": "offline_user_data_job_error.INVALID_SHA256_FORMAT",
+        b"m0": "collection_size_error.TOO_MANY",
+    }
+    assert gp.partial_failure_reasons(status_pb2.Status(), batch) == {}
+
+
+def test_ads_job_status_outcomes() -> None:
+    job = OfflineUserDataJob(resource_name=JOB)
+    job.status = type(job.status).SUCCESS
+    assert gp.ads_job_status(job).state == "confirmed"
+    job.operation_metadata.match_rate_range = type(
+        job.operation_metadata.match_rate_range
+    ).MATCH_RANGE_LESS_THAN_20
+    assert "few or none" in gp.ads_job_status(job).detail
+    job.status = type(job.status).FAILED
+    job.failure_reason = type(job.failure_reason).INSUFFICIENT_MATCHED_TRANSACTIONS
+    assert gp.ads_job_status(job) == HandleStatus("failed", detail="FAILED INSUFFICIENT_MATCHED_TRANSACTIONS")
+    for state in ("PENDING", "RUNNING"):
+        job.status = getattr(type(job.status), state)
+        assert gp.ads_job_status(job) == HandleStatus("pending", detail=state)
+    assert gp.ads_job_status(None).state == "failed"
+
+
+# --- error table ------------------------------------------------------------------------------------
+
+
+def test_not_allowlisted_is_a_configuration_error_naming_the_data_manager_backend() -> None:
+    failure = GoogleAdsFailure(errors=[ads_error("not_allowlisted_error", gp.NOT_ALLOWLISTED)])
+    error = gp.classify_ads_failure(failure, "req-1")
+    assert isinstance(error, ConfigurationRejected)
+    assert 'backend = "data_manager"' in str(error) and "req-1" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("which", "name", "error_class"),
+    [
+        ("database_error", "CONCURRENT_MODIFICATION", TransientError),
+        ("quota_error", "RESOURCE_TEMPORARILY_EXHAUSTED", TransientError),
+        ("quota_error", "RESOURCE_EXHAUSTED", FatalError),
+        ("authentication_error", "NOT_ADS_USER", AuthError),
+        ("authorization_error", "USER_PERMISSION_DENIED", PermissionDenied),
+        ("offline_user_data_job_error", "INVALID_USER_LIST_ID", AudienceGone),
+        ("mutate_error", "RESOURCE_NOT_FOUND", AudienceGone),
+        ("offline_user_data_job_error", "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS", PermissionDenied),
+        ("field_error", "REQUIRED", FatalError),
+    ],
+)
+def test_each_ads_error_maps_to_its_class(which: str, name: str, error_class: type) -> None:
+    error = gp.classify_ads_failure(GoogleAdsFailure(errors=[ads_error(which, name, message=h("x"))]), "rid")
+    assert type(error) is error_class
+    assert error.request_id == "rid" and error.code == f"{which}.{name}"
+    assert h("x") not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("exc", "error_class"),
+    [
+        (core.ResourceExhausted("quota"), TransientError),
+        (core.ServiceUnavailable("down"), TransientError),
+        (core.InternalServerError("oops"), TransientError),
+        (core.DeadlineExceeded("slow"), TransientError),
+        (core.Unauthenticated("who"), AuthError),
+        (core.PermissionDenied("no"), PermissionDenied),
+        (core.NotFound("gone"), AudienceGone),
+        (core.FailedPrecondition("terms"), ConfigurationRejected),
+        (core.InvalidArgument("bad"), FatalError),
+    ],
+)
+def test_grpc_errors_map_to_their_class(exc: core.GoogleAPICallError, error_class: type) -> None:
+    assert type(gp.classify_api_error(exc, service="svc")) is error_class
+
+
+def test_members_with_a_malformed_hash_or_nothing_usable_are_caught_before_sending() -> None:
+    assert gp.invalid_reason(change(1)) is None
+    assert (
+        gp.invalid_reason(Change(b"k", {"email": "Not-A-Hash"}))
+        == "email is not a lowercase SHA-256 hex digest"
+    )
+    assert gp.invalid_reason(Change(b"k", {"country": "US", "zip": "10001"})) == gp.NO_IDENTIFIER_REASON
+
+
+def test_refresh_is_lifespan_minus_margin_and_at_least_a_day() -> None:
+    assert refresh_seconds({"membership_life_span_days": 540, "refresh_margin_days": 30}) == 510 * 86_400
+    assert refresh_seconds({"membership_life_span_days": 10, "refresh_margin_days": 30}) == 86_400
+    assert connector("google_ads").refresh_due_seconds() == 510 * 86_400
+    assert connector("data_manager").refresh_due_seconds() == 510 * 86_400
+
+
+def test_endpoint_targets() -> None:
+    assert normalized_target(None, "datamanager.googleapis.com") == "datamanager.googleapis.com:443"
+    assert normalized_target("127.0.0.1:8803", "x") == "127.0.0.1:8803"
+    assert normalized_target("http://localhost:8803/", "x") == "localhost:8803"
+    assert normalized_target("[::1]", "x") == "[::1]:443"
+
+
+def test_capabilities_are_the_same_for_both_backends() -> None:
+    for backend in ("data_manager", "google_ads"):
+        caps = connector(backend).capabilities()
+        assert caps.max_batch == 10_000 and caps.asynchronous
+        assert caps.identifier_kinds == frozenset(
+            {"email", "phone", "first_name", "last_name", "zip", "country"}
+        )
+
+
+# --- push logic against stand-in clients ------------------------------------------------------------
+
+
+class _Response:
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+class FakeIngestion:
+    """Refuses any request holding a member whose email is in ``bad`` (Data Manager fails whole)."""
+
+    def __init__(self, bad: set[str], transient: int = 0) -> None:
+        self.bad = bad
+        self.transient = transient
+        self.requests: list[Any] = []
+
+    def _answer(self, request: Any) -> _Response:
+        self.requests.append(request)
+        if self.transient:
+            self.transient -= 1
+            raise core.ResourceExhausted("quota")
+        emails = {i.email_address for m in request.audience_members for i in m.user_data.user_identifiers}
+        if emails & self.bad:
+            raise core.InvalidArgument("invalid")
+        return _Response(request_id=f"req-{len(self.requests)}")
+
+    def ingest_audience_members(self, request: Any, **_: Any) -> _Response:
+        return self._answer(request)
+
+    def remove_audience_members(self, request: Any, **_: Any) -> _Response:
+        return self._answer(request)
+
+
+def test_data_manager_bisects_an_invalid_request_down_to_the_bad_members() -> None:
+    google = connector("data_manager")
+    backend: Any = google._backend
+    batch = [change(i) for i in range(16)]
+    fake = FakeIngestion({batch[5].identifiers["email"], batch[11].identifiers["email"]})
+    backend._ingest = fake
+    result = google.add("555", batch, None)
+    assert set(result.rejected) == {b"m5", b"m11"}
+    assert all(h("") not in r and "@" not in r for r in result.rejected.values())
+    pending = sorted(k for keys in result.pending.values() for k in keys)
+    assert pending == sorted(c.member_key for c in batch if c.member_key not in (b"m5", b"m11"))
+    assert result.requests == len(fake.requests)
+    # 1 whole + bisection of 16 with two bad members in different halves
+    assert len(fake.requests) <= 1 + 2 * 2 * 4
+
+
+def test_data_manager_retries_quota_errors_and_counts_every_attempt() -> None:
+    google = connector("data_manager")
+    backend: Any = google._backend
+    fake = FakeIngestion(set(), transient=2)
+    backend._ingest = fake
+    result = google.remove("555", [change(1), change(2)], None)
+    assert result.pending == {"req-3": [b"m1", b"m2"]}
+    assert result.requests == 3
+
+
+def test_data_manager_gives_up_after_the_wait_budget_with_a_transient_error() -> None:
+    google = GoogleConnector(destination("data_manager", max_wait_seconds=0), backoff_initial=0.01)
+    backend: Any = google._backend
+    backend._ingest = FakeIngestion(set(), transient=100)
+    with pytest.raises(TransientError):
+        google.add("555", [change(1)], None)
+
+
+class FakeJobs:
+    """Records the Ads job RPCs; ``fail`` maps an email to a partial-failure error code."""
+
+    def __init__(
+        self, fail: dict[str, tuple[str, str]] | None = None, raise_on_create: Exception | None = None
+    ):
+        self.fail = fail or {}
+        self.raise_on_create = raise_on_create
+        self.created: list[Any] = []
+        self.added: list[Any] = []
+        self.ran: list[str] = []
+
+    def create_offline_user_data_job(self, request: Any, **_: Any) -> _Response:
+        if self.raise_on_create is not None:
+            raise self.raise_on_create
+        self.created.append(request)
+        return _Response(resource_name=f"customers/{CUSTOMER}/offlineUserDataJobs/{len(self.created)}")
+
+    def add_offline_user_data_job_operations(self, request: Any, **_: Any) -> _Response:
+        self.added.append(request)
+        errors = []
+        for index, op in enumerate(request.operations):
+            data = op.remove if "remove" in op else op.create
+            email = data.user_identifiers[0].hashed_email
+            if email in self.fail:
+                errors.append(ads_error(*self.fail[email], index))
+        return _Response(partial_failure_error=partial_status(*errors) if errors else status_pb2.Status())
+
+    def run_offline_user_data_job(self, request: Any, **_: Any) -> None:
+        self.ran.append(request.resource_name)
+
+
+def test_ads_add_makes_one_job_per_consent_state_and_rejects_denied() -> None:
+    google = connector("google_ads")
+    backend: Any = google._backend
+    jobs = FakeJobs(
+        fail={change(4).identifiers["email"]: ("offline_user_data_job_error", "INVALID_SHA256_FORMAT")}
+    )
+    backend._jobs = jobs
+    batch = [change(1, True), change(2, None), change(3, False), change(4, True)]
+    result = google.add("555", batch, None)
+    consents = [as_dict(r.job)["customer_match_user_list_metadata"].get("consent") for r in jobs.created]
+    assert consents == [{"ad_user_data": "GRANTED", "ad_personalization": "GRANTED"}, None]
+    assert result.pending == {
+        f"customers/{CUSTOMER}/offlineUserDataJobs/1": [b"m1"],
+        f"customers/{CUSTOMER}/offlineUserDataJobs/2": [b"m2"],
+    }
+    assert result.rejected == {
+        b"m3": gp.CONSENT_DENIED_REASON,
+        b"m4": "offline_user_data_job_error.INVALID_SHA256_FORMAT",
+    }
+    assert all(r.enable_partial_failure for r in jobs.added)
+    assert jobs.ran == list(result.pending)
+    assert result.requests == 2  # AddOperations only; the rest are in detail
+    assert result.detail["rpcs"] == {"CreateOfflineUserDataJob": 2, "RunOfflineUserDataJob": 2}
+
+
+def test_ads_remove_is_one_job_without_consent_even_for_denied_members() -> None:
+    google = connector("google_ads")
+    backend: Any = google._backend
+    jobs = FakeJobs()
+    backend._jobs = jobs
+    result = google.remove("555", [change(1, False), change(2, True)], None)
+    assert len(jobs.created) == 1
+    assert "consent" not in as_dict(jobs.created[0].job)["customer_match_user_list_metadata"]
+    assert all("remove" in op for op in jobs.added[0].operations)
+    assert result.pending == {f"customers/{CUSTOMER}/offlineUserDataJobs/1": [b"m1", b"m2"]}
+
+
+def test_an_ads_job_whose_every_operation_failed_is_not_run() -> None:
+    google = connector("google_ads")
+    backend: Any = google._backend
+    jobs = FakeJobs(fail={change(1).identifiers["email"]: ("user_data_error", "TOO_MANY_USER_IDENTIFIERS")})
+    backend._jobs = jobs
+    result = google.add("555", [change(1)], None)
+    assert jobs.ran == [] and result.pending == {}
+    assert result.rejected == {b"m1": "user_data_error.TOO_MANY_USER_IDENTIFIERS"}
+
+
+def _ads_exception(which: str, name: str) -> GoogleAdsException:
+    failure = GoogleAdsFailure(errors=[ads_error(which, name)])
+    return GoogleAdsException(None, None, failure, "req-42")  # type: ignore[arg-type]
+
+
+def test_ads_not_allowlisted_stops_the_push_with_its_own_message() -> None:
+    google = connector("google_ads")
+    backend: Any = google._backend
+    backend._jobs = FakeJobs(raise_on_create=_ads_exception("not_allowlisted_error", gp.NOT_ALLOWLISTED))
+    with pytest.raises(ConfigurationRejected, match='backend = "data_manager"') as info:
+        google.add("555", [change(1)], None)
+    assert info.value.request_id == "req-42"
+
+
+def test_ads_concurrent_modification_is_retried() -> None:
+    google = connector("google_ads")
+    backend: Any = google._backend
+    jobs = FakeJobs()
+    original: Callable[..., Any] = jobs.add_offline_user_data_job_operations
+    failures = [_ads_exception("database_error", "CONCURRENT_MODIFICATION")]
+
+    def flaky(request: Any, **kw: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return original(request, **kw)
+
+    jobs.add_offline_user_data_job_operations = flaky  # type: ignore[method-assign]
+    backend._jobs = jobs
+    result = google.add("555", [change(1)], None)
+    assert result.requests == 2 and list(result.pending.values()) == [[b"m1"]]
+
+
+def test_handles_of_the_other_backend_fail_so_their_members_are_resent() -> None:
+    dm_side = connector("data_manager").follow("555", [JOB])
+    assert dm_side[JOB].state == "failed"
+    ads_side = connector("google_ads").follow("555", ["req-1"])
+    assert ads_side["req-1"].state == "failed"
