@@ -370,10 +370,13 @@ def gaql_user_list_by_id(list_id: str) -> str:
     )
 
 
-def gaql_job(job_name: str) -> str:
+def gaql_job(job_name: str, *, match_rate: bool = False) -> str:
+    """The job's status and failure reason. ``match_rate`` adds
+    ``operation_metadata.match_rate_range`` (a real v24 field the local emulator does not serve yet)."""
+    extra = ", offline_user_data_job.operation_metadata.match_rate_range" if match_rate else ""
     return (
         "SELECT offline_user_data_job.resource_name, offline_user_data_job.status, "
-        "offline_user_data_job.failure_reason, offline_user_data_job.operation_metadata.match_rate_range "
+        f"offline_user_data_job.failure_reason{extra} "
         f"FROM offline_user_data_job WHERE offline_user_data_job.resource_name = {gaql_string(job_name)}"
     )
 
