@@ -1,0 +1,353 @@
+"""GoogleConnector end to end, for each backend: the real google-ads and google-ads-datamanager
+clients against the Google emulator on a real socket, driven by the real runner over a config and a
+sqlite source. After every run the emulator's list must equal the source's audience, compared as
+the persons (sets of ``kind:value``) that ``ProfileHasher("google", ...)`` makes of the source rows."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audiencesync.connectors.emulators.google import GoogleEmulator, start_emulator
+from audiencesync.connectors.google import GoogleConnector
+from audiencesync.state.store import StateStore
+from audiencesync.sync.cli import cli
+from audiencesync.sync.config import Target, load_config
+from audiencesync.sync.demo import SCHEMA
+from audiencesync.sync.identity import ProfileHasher
+from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
+from click.testing import CliRunner
+from sample_configs import SOURCE, WriteConfig
+
+BACKENDS = ("data_manager", "google_ads")
+KINDS = ("email", "phone", "first_name", "last_name", "zip", "country")
+ADDRESS = ("first_name", "last_name", "country", "zip")
+FAST = {"backoff_initial": 0.005, "backoff_max": 0.05, "timeout_seconds": 10.0, "poll_interval": 0.05}
+
+
+def destination_toml(endpoint: str, backend: str, max_wait: int = 5) -> str:
+    return f"""
+[destinations.google_main]
+platform = "google"
+backend = "{backend}"
+customer_id = "1234567890"
+login_customer_id = "9876543210"
+endpoint = "{endpoint}"
+max_wait_seconds = {max_wait}
+
+[[syncs]]
+audience = "vip"
+destinations = ["google_main"]
+"""
+
+
+# --- the source --------------------------------------------------------------------------------------
+
+
+def profile(i: int, *, stage: str = "vip", email_tag: str = "") -> tuple[object, ...]:
+    """A deterministic profile: every 20th denies ads consent, every 20th (+1) leaves it unknown,
+    every 7th has no country (so no address), every 5th no phone."""
+    consent = 0 if i % 20 == 0 else (None if i % 20 == 1 else 1)
+    phone = None if i % 5 == 0 else f"+1 212 {200 + i % 700:03d} {i % 10_000:04d}"
+    return (
+        f"p{i:08d}",
+        f"user{i}{email_tag}@example.com",
+        phone,
+        f"First{i % 501}",
+        f"Last{i % 307}",
+        "",
+        "",
+        f"{10_000 + i % 80_000:05d}",
+        None if i % 7 == 0 else "US",
+        None,
+        None,
+        None,
+        None,
+        stage,
+        "[]",
+        consent,
+        "2026-01-01T00:00:00Z",
+    )
+
+
+def write_profiles(path: Path, rows: list[tuple[object, ...]]) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("DROP TABLE IF EXISTS profiles")
+        conn.execute(SCHEMA)
+        conn.executemany(f"INSERT INTO profiles VALUES ({', '.join('?' * 17)})", rows)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def update_profiles(path: Path, sql: str, params: list[Any] | None = None) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(sql, params or [])
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def person(identifiers: dict[str, str]) -> frozenset[str]:
+    """What the connector sends of one member: email, phone, and the address only when complete."""
+    keys = [k for k in ("email", "phone") if identifiers.get(k)]
+    if all(identifiers.get(k) for k in ADDRESS):
+        keys.extend(ADDRESS)
+    return frozenset(f"{k}:{identifiers[k]}" for k in keys)
+
+
+def expected(path: Path) -> set[frozenset[str]]:
+    """The vip audience as Google should hold it: members who denied ads consent are never uploaded
+    (Ads backend) or are refused by Google (Data Manager sends CONSENT_DENIED)."""
+    hasher = ProfileHasher("google", KINDS, "US")
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT email, phone, first_name, last_name, postcode, country FROM profiles "
+            "WHERE stage = 'vip' AND (ads_consent IS NULL OR ads_consent != 0)"
+        ).fetchall()
+    finally:
+        conn.close()
+    out: set[frozenset[str]] = set()
+    for row in rows:
+        raw = dict(zip(KINDS, row, strict=True))
+        ids = hasher(raw).identifiers
+        found = person(ids)
+        if found:
+            out.add(found)
+    return out
+
+
+def email_hash(i: int, tag: str = "") -> str:
+    return ProfileHasher("google", KINDS, "US")({"email": f"user{i}{tag}@example.com"}).identifiers["email"]
+
+
+# --- harness -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def google_server() -> Iterator[GoogleEmulator]:
+    emulator = start_emulator()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def emulator(google_server: GoogleEmulator) -> GoogleEmulator:
+    """The module's emulator, emptied, faults cleared."""
+    google_server.reset()
+    return google_server
+
+
+class Harness:
+    """A config over a private source, and runs of the real runner with fresh connectors."""
+
+    def __init__(self, tmp_path: Path, write_config: WriteConfig, emulator: GoogleEmulator, backend: str):
+        self.db = tmp_path / "profiles.db"
+        self.emulator = emulator
+        self.backend = backend
+        self.config_path = write_config(destination_toml(emulator.endpoint, backend))
+
+    def run(self, *, allow_mass_remove: bool = False, **knobs: Any) -> TargetResult:
+        """One ``sync`` of the vip target; each call is a fresh process as far as the connector and
+        state are concerned (new connector, state file reopened)."""
+        config = load_config(self.config_path, {})
+        store = StateStore.open(config.state_path)
+        made: list[GoogleConnector] = []
+
+        def factory(target: Target) -> GoogleConnector:
+            connector = GoogleConnector(target.destination, **{**FAST, **knobs})
+            made.append(connector)
+            return connector
+
+        try:
+            runner = SyncRunner(config, store, RunOptions(connector_factory=factory, lease_wait=0, allow_mass_remove=allow_mass_remove))
+            (result,) = runner.run()
+        finally:
+            store.close()
+            for connector in made:
+                connector.close()
+        return result
+
+    def list_id(self) -> str:
+        config = load_config(self.config_path, {})
+        store = StateStore.open(config.state_path)
+        try:
+            row = store.find_target("vip@google_main")
+            assert row is not None and row.platform_audience_id
+            return str(row.platform_audience_id)
+        finally:
+            store.close()
+
+    def in_flight(self) -> int:
+        conn = sqlite3.connect(self.db.parent / "state.db")
+        try:
+            return int(conn.execute("SELECT count(*) FROM outbox WHERE status = 'in_flight'").fetchone()[0])
+        finally:
+            conn.close()
+
+    def assert_in_step(self) -> None:
+        members = self.emulator.members(self.list_id())
+        want = expected(self.db)
+        assert len(members) == len(want)
+        assert members == want
+
+
+@pytest.fixture(params=BACKENDS)
+def harness(
+    request: pytest.FixtureRequest, tmp_path: Path, write_config: WriteConfig, emulator: GoogleEmulator
+) -> Harness:
+    return Harness(tmp_path, write_config, emulator, request.param)
+
+
+# --- scenarios ---------------------------------------------------------------------------------------
+
+
+def test_initial_sync_of_25000_members(harness: Harness) -> None:
+    write_profiles(harness.db, [profile(i) for i in range(25_000)])
+    result = harness.run()
+    assert result.status == "ok", result.error
+    denied = sum(1 for i in range(25_000) if i % 20 == 0)
+    if harness.backend == "google_ads":
+        # Consent-denied members are held back and logged as rejections; 3 x 10,000 batches, each
+        # split into a granted and an unknown-consent job.
+        assert result.push.rejected == denied
+        assert result.push.rejection_reasons == {"ads consent denied": denied}
+        assert harness.emulator.calls["CreateOfflineUserDataJob"] == 6
+        assert result.push.requests == 6
+    else:
+        assert result.push.rejected == 0
+        assert result.push.requests == 3
+    assert result.push.pending == 25_000 - result.push.rejected
+    assert result.push.settled == 25_000 - result.push.rejected
+    assert harness.in_flight() == 0
+    harness.assert_in_step()
+    assert result.platform_size == (len(expected(harness.db)),) * 2
+
+
+def test_changes_then_removes(harness: Harness) -> None:
+    write_profiles(harness.db, [profile(i) for i in range(3_000)])
+    assert harness.run().status == "ok"
+    harness.assert_in_step()
+    # Changes: 200 new emails, 300 leave the audience, 100 join.
+    update_profiles(harness.db, "UPDATE profiles SET email = 'changed.' || email WHERE rowid % 15 = 2")
+    update_profiles(harness.db, "UPDATE profiles SET stage = 'lapsed_customer' WHERE rowid % 10 = 3")
+    conn = sqlite3.connect(harness.db)
+    conn.executemany(
+        f"INSERT INTO profiles VALUES ({', '.join('?' * 17)})", [profile(i) for i in range(3_000, 3_100)]
+    )
+    conn.commit()
+    conn.close()
+    result = harness.run()
+    assert result.status == "ok", result.error
+    assert result.plan.removes > 0 and result.plan.adds > 0
+    harness.assert_in_step()
+    # Removes: most of the audience leaves.
+    update_profiles(harness.db, "UPDATE profiles SET stage = 'lapsed_customer' WHERE rowid % 4 != 0")
+    result = harness.run(allow_mass_remove=True)
+    assert result.status == "ok", result.error
+    assert result.plan.removes > 1_000
+    harness.assert_in_step()
+
+
+def test_job_lifecycle_under_processing_delay_with_a_restart_mid_polling(harness: Harness) -> None:
+    write_profiles(harness.db, [profile(i) for i in range(2_000)])
+    harness.emulator.faults.set({"processing_seconds": 1.0})
+    first = harness.run(follow_wait_seconds=0.2)  # polls a few times, then "the process dies"
+    assert first.status == "ok", first.error
+    assert first.push.pending > 0 and first.push.settled == 0
+    assert harness.in_flight() == first.push.pending
+    assert harness.emulator.members(harness.list_id()) == set()
+    # A new process, same state file: it resumes following the same request ids or jobs.
+    calls_before = harness.emulator.calls.copy()
+    second = harness.run(follow_wait_seconds=3.0)
+    assert second.status == "ok", second.error
+    assert second.push.settled == first.push.pending
+    assert second.push.pending == 0 and harness.in_flight() == 0
+    sent = "IngestAudienceMembers" if harness.backend == "data_manager" else "AddOfflineUserDataJobOperations"
+    assert harness.emulator.calls[sent] == calls_before[sent]  # nothing was sent twice
+    harness.assert_in_step()
+
+
+def test_partial_failures_are_mapped_to_the_right_members(harness: Harness) -> None:
+    write_profiles(harness.db, [profile(i) for i in range(1_000)])
+    bad = [3, 404, 777]  # all with consent granted
+    harness.emulator.faults.set({"reject_identifiers": [email_hash(i) for i in bad]})
+    result = harness.run()
+    assert result.status == "ok", result.error
+    reasons = dict(result.push.rejection_reasons)
+    reasons.pop("ads consent denied", None)
+    assert sum(reasons.values()) == len(bad)
+    for reason in reasons:
+        assert "@" not in reason and email_hash(3) not in reason
+    conn = sqlite3.connect(harness.db.parent / "state.db")
+    rejected_reasons = [r[0] for r in conn.execute("SELECT reason FROM rejections WHERE reason != 'ads consent denied'")]
+    conn.close()
+    assert len(rejected_reasons) == len(bad)
+    members = harness.emulator.members(harness.list_id())
+    bad_emails = {f"email:{email_hash(i)}" for i in bad}
+    assert not any(p & bad_emails for p in members)
+    assert members == {p for p in expected(harness.db) if not p & bad_emails}
+
+
+def test_converges_under_30_percent_transient_errors(harness: Harness) -> None:
+    write_profiles(harness.db, [profile(i) for i in range(4_000)])
+    if harness.backend == "google_ads":
+        faults = {
+            "concurrent_modification_rate": 0.1,
+            "resource_temporarily_exhausted_rate": 0.1,
+            "unavailable_rate": 0.1,
+        }
+    else:
+        faults = {"resource_exhausted_rate": 0.1, "internal_rate": 0.1, "unavailable_rate": 0.1}
+    harness.emulator.faults.set({**faults, "seed": 5})
+    statuses = []
+    for _ in range(12):
+        result = harness.run(follow_wait_seconds=0)
+        statuses.append(result.status)
+        if result.status == "ok" and harness.in_flight() == 0 and result.plan.adds == 0:
+            break
+    harness.emulator.faults.set({k: 0.0 for k in faults})
+    assert statuses[-1] == "ok", statuses
+    harness.assert_in_step()
+    retried = harness.emulator.calls
+    assert sum(retried.values()) > 0
+
+
+def test_not_allowlisted_gives_its_own_message_and_a_nonzero_exit(
+    tmp_path: Path, write_config: WriteConfig, emulator: GoogleEmulator
+) -> None:
+    write_profiles(tmp_path / "profiles.db", [profile(i) for i in range(50)])
+    config = write_config(destination_toml(emulator.endpoint, "google_ads"))
+    emulator.faults.set({"not_allowlisted": True})
+    outcome = CliRunner().invoke(cli, ["sync", "--config", str(config), "--json"], catch_exceptions=False)
+    assert outcome.exit_code != 0
+    assert 'backend = \\"data_manager\\"' in outcome.output or 'backend = "data_manager"' in outcome.output
+    assert "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE" in outcome.output
+
+
+def test_the_same_config_on_data_manager_then_syncs(
+    tmp_path: Path, write_config: WriteConfig, emulator: GoogleEmulator
+) -> None:
+    """Switching the backend is the fix the not-allowlisted message asks for: the state keeps the list
+    id, which both APIs share."""
+    db = tmp_path / "profiles.db"
+    write_profiles(db, [profile(i) for i in range(500)])
+    ads = Harness(tmp_path, write_config, emulator, "google_ads")
+    assert ads.run().status == "ok"
+    first_list = ads.list_id()
+    update_profiles(db, "UPDATE profiles SET stage = 'lapsed_customer' WHERE rowid % 3 = 0")
+    dm_side = Harness(tmp_path, write_config, emulator, "data_manager")
+    result = dm_side.run()
+    assert result.status == "ok", result.error
+    assert dm_side.list_id() == first_list
+    dm_side.assert_in_step()
+
+
+_ = (SOURCE, time)
