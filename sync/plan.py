@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,7 +25,7 @@ from itertools import islice
 from typing import Any
 
 import sqlite_utils
-from audiencesync.state.db import atomic
+from audiencesync.state.db import atomic, scratch_transaction
 from audiencesync.state.outbox import REJECTION_MAX_AGE_S
 from audiencesync.sync.config import SourceConfig, Target
 from audiencesync.sync.identity import NORMALIZATION_VERSION, ProfileHasher
@@ -117,6 +118,20 @@ def _chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
         yield chunk
 
 
+def _index_source(conn: sqlite3.Connection, src: str) -> None:
+    """Index a loaded source table by member key. A profile id that appears twice in the source
+    keeps its last row, as a re-read of the profile would."""
+    try:
+        conn.execute(f"CREATE UNIQUE INDEX temp.{src}_key ON {src} (member_key)")
+    except sqlite3.IntegrityError:
+        conn.execute(
+            f"DELETE FROM {src} WHERE rowid NOT IN (SELECT max(rowid) FROM {src} GROUP BY member_key)"
+        )
+        conn.execute(f"CREATE UNIQUE INDEX temp.{src}_key ON {src} (member_key)")
+    # The diff's joins start from the few rows that were hashed this time, not from every row.
+    conn.execute(f"CREATE INDEX temp.{src}_hashed ON {src} (member_key) WHERE payload IS NOT NULL")
+
+
 class _PlatformGroup:
     """Targets of one audience that share normalization rules, hashed once per profile."""
 
@@ -151,8 +166,8 @@ class Planner:
         src, desired = f"plan_src_{self._tables}", f"plan_desired_{self._tables}"
         conn = self.db.conn
         conn.execute(
-            f"CREATE TEMP TABLE {src} (member_key BLOB PRIMARY KEY, raw_fp BLOB NOT NULL, payload TEXT, "
-            "payload_fp BLOB, invalid TEXT, consent INTEGER, source_at REAL) WITHOUT ROWID"
+            f"CREATE TEMP TABLE {src} (member_key BLOB NOT NULL, raw_fp BLOB NOT NULL, payload TEXT, "
+            "payload_fp BLOB, invalid TEXT, consent INTEGER, source_at REAL)"
         )
         conn.execute(
             f"CREATE TEMP TABLE {desired} (member_key BLOB NOT NULL, op TEXT NOT NULL, payload TEXT NOT NULL, "
@@ -190,66 +205,86 @@ class Planner:
             groups.setdefault(hasher_platform(target), []).append(plan)
         platform_groups = [_PlatformGroup(p, source, ps) for p, ps in groups.items()]
 
-        conn = self.db.conn
-        conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS chunk_keys (member_key BLOB PRIMARY KEY, raw_fp BLOB) WITHOUT ROWID"
-        )
+        # Each plan's source table is appended to with explicit, consecutive rowids (cheap, in order)
+        # and indexed by member key once every row is in: far cheaper than inserting 16-byte random
+        # keys into a B-tree one by one.
+        loaded = 0
         for chunk in _chunks(rows, CHUNK_ROWS):
-            keys = [member_key(r.profile_id) for r in chunk]
-            for group in platform_groups:
-                fps = [group.raw_fp(r) for r in chunk]
-                unchanged: dict[str, set[bytes]] = {}
-                known = [p for p in group.plans if p.target_id is not None]
-                if known:
-                    conn.execute("DELETE FROM chunk_keys")
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO chunk_keys VALUES (?, ?)", zip(keys, fps, strict=True)
-                    )
-                    for plan in known:
-                        found = conn.execute(
-                            "SELECT c.member_key FROM chunk_keys c JOIN members m ON m.target_id = ? "
-                            "AND m.member_key = c.member_key AND m.raw_fp = c.raw_fp",
-                            [plan.target_id],
-                        ).fetchall()
-                        unchanged[plan.key] = {r[0] for r in found}
-                every_unchanged = (
-                    set.intersection(*unchanged.values()) if len(unchanged) == len(group.plans) else set()
-                )
-                hashed: dict[int, tuple[str, bytes, str | None] | None] = {}
-                invalid_counts: Counter[str] = Counter()
-                for i, row in enumerate(chunk):
-                    if keys[i] in every_unchanged:
-                        continue
-                    profile = group.hasher(row.raw)
-                    for kind, reason in profile.invalid:
-                        invalid_counts[f"{kind}:{reason}"] += 1
-                    if not profile.identifiers:
-                        hashed[i] = None
-                        continue
-                    payload = json.dumps(profile.identifiers, sort_keys=True, separators=(",", ":"))
-                    invalid = ",".join(f"{k}:{r}" for k, r in profile.invalid) or None
-                    hashed[i] = (payload, payload_fingerprint(payload), invalid)
-                for plan in group.plans:
-                    same = unchanged.get(plan.key, set())
-                    out: list[tuple[Any, ...]] = []
-                    for i, row in enumerate(chunk):
-                        consent = None if row.consent is None else int(row.consent)
-                        if keys[i] in same:
-                            out.append((keys[i], fps[i], None, None, None, consent, row.changed_at))
-                            continue
-                        h = hashed.get(i)
-                        if h is None:
-                            plan.skipped_no_identifier += 1
-                            continue
-                        out.append((keys[i], fps[i], h[0], h[1], h[2], consent, row.changed_at))
-                    plan.invalid.update(invalid_counts)
-                    conn.executemany(
-                        f"INSERT OR REPLACE INTO {srcs[plan.key]} VALUES (?, ?, ?, ?, ?, ?, ?)", out
-                    )
+            with scratch_transaction(self.db):
+                for group in platform_groups:
+                    self._load_chunk(group, chunk, loaded, srcs)
+            loaded += len(chunk)
+        for plan in plans:
+            _index_source(self.db.conn, srcs[plan.key])
         for plan in plans:
             self._diff(plan, srcs[plan.key], refresh[plan.key], now)
             self._check_breaker(plan, allow_mass_remove)
         return plans
+
+    def _load_chunk(
+        self, group: _PlatformGroup, chunk: list[SourceRow], first: int, srcs: dict[str, str]
+    ) -> None:
+        """Append one chunk of source rows to the source table of every plan in ``group``.
+
+        Only rows whose raw identifiers changed since they were last synced to a target (or that
+        the target has never seen) are normalized and hashed, once for the whole group; unchanged
+        rows go in with no payload, and the diff reads theirs from state."""
+        conn = self.db.conn
+        keys = [member_key(r.profile_id) for r in chunk]
+        fps = [group.raw_fp(r) for r in chunk]
+        skeleton = [
+            (first + i, keys[i], fps[i], None if r.consent is None else int(r.consent), r.changed_at)
+            for i, r in enumerate(chunk)
+        ]
+        changed: dict[str, list[int]] = {}
+        for plan in group.plans:
+            if plan.target_id is None:
+                changed[plan.key] = list(range(len(chunk)))
+                continue
+            src = srcs[plan.key]
+            conn.executemany(
+                f"INSERT INTO {src} (rowid, member_key, raw_fp, consent, source_at) VALUES (?, ?, ?, ?, ?)",
+                skeleton,
+            )
+            changed[plan.key] = [
+                rowid - first
+                for (rowid,) in conn.execute(
+                    f"SELECT s.rowid FROM {src} s WHERE s.rowid BETWEEN ? AND ? AND NOT EXISTS "
+                    "(SELECT 1 FROM members m WHERE m.target_id = ? AND m.member_key = s.member_key "
+                    "AND m.raw_fp = s.raw_fp)",
+                    [first, first + len(chunk) - 1, plan.target_id],
+                )
+            ]
+        hashed: dict[int, tuple[str, bytes, str | None] | None] = {}
+        invalid_counts: Counter[str] = Counter()
+        for i in sorted(set().union(*changed.values())):
+            profile = group.hasher(chunk[i].raw)
+            for kind, reason in profile.invalid:
+                invalid_counts[f"{kind}:{reason}"] += 1
+            if not profile.identifiers:
+                hashed[i] = None
+                continue
+            payload = json.dumps(profile.identifiers, sort_keys=True, separators=(",", ":"))
+            invalid = ",".join(f"{k}:{r}" for k, r in profile.invalid) or None
+            hashed[i] = (payload, payload_fingerprint(payload), invalid)
+        for plan in group.plans:
+            src = srcs[plan.key]
+            plan.invalid.update(invalid_counts)
+            mine = changed[plan.key]
+            dropped = [(first + i,) for i in mine if hashed[i] is None]
+            plan.skipped_no_identifier += len(dropped)
+            if plan.target_id is None:
+                conn.executemany(
+                    f"INSERT INTO {src} (rowid, member_key, raw_fp, payload, payload_fp, invalid, consent, "
+                    "source_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (skeleton[i][:3] + h + skeleton[i][3:] for i in mine if (h := hashed[i]) is not None),
+                )
+                continue
+            conn.executemany(
+                f"UPDATE {src} SET payload = ?, payload_fp = ?, invalid = ? WHERE rowid = ?",
+                ((*h, first + i) for i in mine if (h := hashed[i]) is not None),
+            )
+            conn.executemany(f"DELETE FROM {src} WHERE rowid = ?", dropped)
 
     def _diff(self, plan: TargetPlan, src: str, refresh_after: float | None, now: float) -> None:
         conn = self.db.conn
@@ -278,14 +313,14 @@ class Planner:
         # Identity changes: the new identifiers in, exactly the old ones out.
         conn.execute(
             f"INSERT INTO {desired} SELECT s.member_key, 'add', s.payload, s.payload_fp, s.raw_fp, s.invalid, "
-            f"s.consent, s.source_at, 'identity' FROM {src} s JOIN members m ON m.target_id = ? "
+            f"s.consent, s.source_at, 'identity' FROM {src} s CROSS JOIN members m ON m.target_id = ? "
             "AND m.member_key = s.member_key WHERE s.payload IS NOT NULL AND s.payload_fp != m.payload_fp",
             [t],
         )
         if plan.target.sync.mode == "mirror":  # add_only never removes, not even old identifiers
             conn.execute(
                 f"INSERT INTO {desired} SELECT m.member_key, 'remove', m.payload, m.payload_fp, NULL, NULL, "
-                f"s.consent, s.source_at, 'identity' FROM {src} s JOIN members m ON m.target_id = ? "
+                f"s.consent, s.source_at, 'identity' FROM {src} s CROSS JOIN members m ON m.target_id = ? "
                 "AND m.member_key = s.member_key WHERE s.payload IS NOT NULL AND s.payload_fp != m.payload_fp",
                 [t],
             )
@@ -300,13 +335,17 @@ class Planner:
             )
         # A remove whose identifiers another profile in the source still carries (two profiles, one
         # email) must not be sent: the platform would drop the person the other profile still wants.
-        # Such members are forgotten from state without a request.
-        conn.execute(
-            f"UPDATE {desired} SET kind = 'shared' WHERE op = 'remove' AND payload_fp IN "
-            f"(SELECT coalesce(s.payload_fp, m.payload_fp) FROM {src} s LEFT JOIN members m "
-            "ON m.target_id = ? AND m.member_key = s.member_key)",
-            [t],
-        )
+        # Such members are forgotten from state without a request. A profile hashed this run carries
+        # its new payload; one that was not carries the payload state holds for it.
+        if conn.execute(f"SELECT 1 FROM {desired} WHERE op = 'remove' LIMIT 1").fetchone():
+            conn.execute(
+                f"UPDATE {desired} SET kind = 'shared' WHERE op = 'remove' AND (payload_fp IN "
+                f"(SELECT s.payload_fp FROM {src} s WHERE s.payload IS NOT NULL) OR payload_fp IN "
+                f"(SELECT m.payload_fp FROM members m CROSS JOIN {src} s ON s.member_key = m.member_key "
+                f"WHERE m.target_id = ? AND s.payload IS NULL AND m.payload_fp IN "
+                f"(SELECT payload_fp FROM {desired} WHERE op = 'remove')))",
+                [t],
+            )
         # Re-upload members before the platform's membership lifespan drops them.
         if refresh_after is not None:
             conn.execute(
@@ -409,11 +448,14 @@ class Planner:
                 return
             # Raw values changed but normalize to the same hashes (say, an email's letter case): the
             # platform needs nothing; remember the new fingerprint so they are not hashed again.
+            # Driven from the few rows hashed this run (a correlated IN here once scanned the plan
+            # table for every member, which made steady-state plans quadratic).
             conn.execute(
                 f"UPDATE members SET raw_fp = (SELECT s.raw_fp FROM {src} s WHERE s.member_key = members.member_key), "
-                "invalid = (SELECT s.invalid FROM " + src + " s WHERE s.member_key = members.member_key) "
-                f"WHERE target_id = ? AND member_key IN (SELECT s.member_key FROM {src} s "
-                "WHERE s.payload IS NOT NULL AND s.payload_fp = members.payload_fp AND s.raw_fp != members.raw_fp)",
+                f"invalid = (SELECT s.invalid FROM {src} s WHERE s.member_key = members.member_key) "
+                f"WHERE target_id = ? AND member_key IN (SELECT member_key FROM {src} WHERE payload IS NOT NULL) "
+                f"AND EXISTS (SELECT 1 FROM {src} s WHERE s.member_key = members.member_key "
+                "AND s.payload_fp = members.payload_fp AND s.raw_fp != members.raw_fp)",
                 [t],
             )
 

@@ -173,3 +173,14 @@ def test_a_rerun_after_a_crash_at_any_point_converges(tmp_path_factory, first, s
     platform.crash_after = None
     run(config, platform)
     assert platform.members == expected(second)
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from([f"p{i}" for i in range(6)]), EMAILS), max_size=12))
+def test_a_profile_listed_twice_is_synced_once_with_its_last_row(tmp_path_factory, rows) -> None:  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("dupes")
+    source, config = setup(tmp, "mirror")
+    platform = InMemoryPlatform()
+    source.write_text("".join(json.dumps({"id": k, "email": v, "stage": "vip"}) + "\n" for k, v in rows))
+    run(config, platform)
+    assert platform.members == expected(dict(rows))
