@@ -6,7 +6,6 @@ the persons (sets of ``kind:value``) that ``ProfileHasher("google", ...)`` makes
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from audiencesync.sync.demo import SCHEMA
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
 from click.testing import CliRunner
-from sample_configs import SOURCE, WriteConfig
+from sample_configs import WriteConfig
 
 BACKENDS = ("data_manager", "google_ads")
 KINDS = ("email", "phone", "first_name", "last_name", "zip", "country")
@@ -167,7 +166,11 @@ class Harness:
             return connector
 
         try:
-            runner = SyncRunner(config, store, RunOptions(connector_factory=factory, lease_wait=0, allow_mass_remove=allow_mass_remove))
+            runner = SyncRunner(
+                config,
+                store,
+                RunOptions(connector_factory=factory, lease_wait=0, allow_mass_remove=allow_mass_remove),
+            )
             (result,) = runner.run()
         finally:
             store.close()
@@ -287,7 +290,9 @@ def test_partial_failures_are_mapped_to_the_right_members(harness: Harness) -> N
     for reason in reasons:
         assert "@" not in reason and email_hash(3) not in reason
     conn = sqlite3.connect(harness.db.parent / "state.db")
-    rejected_reasons = [r[0] for r in conn.execute("SELECT reason FROM rejections WHERE reason != 'ads consent denied'")]
+    rejected_reasons = [
+        r[0] for r in conn.execute("SELECT reason FROM rejections WHERE reason != 'ads consent denied'")
+    ]
     conn.close()
     assert len(rejected_reasons) == len(bad)
     members = harness.emulator.members(harness.list_id())
@@ -316,8 +321,16 @@ def test_converges_under_30_percent_transient_errors(harness: Harness) -> None:
     harness.emulator.faults.set({k: 0.0 for k in faults})
     assert statuses[-1] == "ok", statuses
     harness.assert_in_step()
-    retried = harness.emulator.calls
-    assert sum(retried.values()) > 0
+    # The faults did bite: more member-carrying RPCs reached the emulator than a clean run needs
+    # (one ingest, or two jobs' AddOperations: granted and unknown consent).
+    if harness.backend == "google_ads":
+        assert (
+            harness.emulator.calls["AddOfflineUserDataJobOperations"]
+            + harness.emulator.calls["CreateOfflineUserDataJob"]
+            > 4
+        )
+    else:
+        assert harness.emulator.calls["IngestAudienceMembers"] > 1
 
 
 def test_not_allowlisted_gives_its_own_message_and_a_nonzero_exit(
@@ -344,10 +357,7 @@ def test_the_same_config_on_data_manager_then_syncs(
     first_list = ads.list_id()
     update_profiles(db, "UPDATE profiles SET stage = 'lapsed_customer' WHERE rowid % 3 = 0")
     dm_side = Harness(tmp_path, write_config, emulator, "data_manager")
-    result = dm_side.run()
+    result = dm_side.run(allow_mass_remove=True)
     assert result.status == "ok", result.error
     assert dm_side.list_id() == first_list
     dm_side.assert_in_step()
-
-
-_ = (SOURCE, time)
