@@ -15,6 +15,7 @@ requests with their payload, hashed identifiers included.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +67,16 @@ def _classify(exc: Exception) -> ConnectorError | None:
     if isinstance(exc, core.GoogleAPICallError):
         return gp.classify_api_error(exc, service=SERVICE)
     return None
+
+
+def _classify_run(exc: Exception) -> ConnectorError | None:
+    """As ``_classify``, except that JOB_ALREADY_STARTED is passed through unmapped (None)."""
+    if isinstance(exc, GoogleAdsException) and any(
+        gp.ads_error_code(e) == ("offline_user_data_job_error", "JOB_ALREADY_STARTED")
+        for e in exc.failure.errors
+    ):
+        return None
+    return _classify(exc)
 
 
 class GoogleAdsBackend:
@@ -219,9 +230,15 @@ class GoogleAdsBackend:
             summary["run"] = False
             return summary
         run = job_service.RunOfflineUserDataJobRequest(resource_name=job_name)
-        self._rpc(
-            "RunOfflineUserDataJob", lambda: self._jobs.run_offline_user_data_job(request=run, **self._opts())
-        )
+        # JOB_ALREADY_STARTED (passed through by _classify_run): an earlier attempt ran the job and its
+        # answer was lost (a deadline or an outage after the server acted). The job runs, which is all
+        # this call wants.
+        with contextlib.suppress(GoogleAdsException):
+            self._retrier.call(
+                "RunOfflineUserDataJob",
+                lambda: self._jobs.run_offline_user_data_job(request=run, **self._opts()),
+                _classify_run,
+            )
         summary["run"] = True
         result.pending[job_name] = accepted
         return summary

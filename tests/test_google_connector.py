@@ -575,3 +575,22 @@ def test_handles_of_the_other_backend_fail_so_their_members_are_resent() -> None
     assert dm_side[JOB].state == "failed"
     ads_side = connector("google_ads").follow("555", ["req-1"])
     assert ads_side["req-1"].state == "failed"
+
+
+def test_a_job_already_started_by_a_lost_attempt_counts_as_run() -> None:
+    google = connector("google_ads")
+    backend: Any = google._backend
+    jobs = FakeJobs()
+    calls: list[str] = []
+
+    def run(request: Any, **_: Any) -> None:
+        calls.append(request.resource_name)
+        if len(calls) == 1:
+            raise core.DeadlineExceeded("answer lost")
+        raise _ads_exception("offline_user_data_job_error", "JOB_ALREADY_STARTED")
+
+    jobs.run_offline_user_data_job = run  # type: ignore[method-assign]
+    backend._jobs = jobs
+    result = google.add("555", [change(1)], None)
+    assert len(calls) == 2
+    assert result.pending == {f"customers/{CUSTOMER}/offlineUserDataJobs/1": [b"m1"]}
