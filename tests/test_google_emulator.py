@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -508,6 +509,45 @@ def test_job_rules(emu: GoogleEmulator, ads: GoogleAdsClient) -> None:
     with pytest.raises(GoogleAdsException) as rerun:
         run_job(ads, job)
     assert error_codes(rerun.value) == [("offline_user_data_job_error", "JOB_ALREADY_STARTED")]
+
+
+def test_parallel_add_operations_on_one_job_is_a_concurrent_modification(
+    emu: GoogleEmulator, ads: GoogleAdsClient, channel: grpc.Channel
+) -> None:
+    user_list = create_ads_list(ads)
+    job = create_job(ads, user_list)
+    request = ads.get_type("AddOfflineUserDataJobOperationsRequest")
+    request.resource_name = job
+    request.operations.extend(
+        op(ads, "create", user_data(ads, sha(f"{i}@example.com"))) for i in range(5_000)
+    )
+    # Serialized once, sent twice at the same moment on a bare channel: both arrive together, and the
+    # second finds the first still validating its 5,000 operations.
+    payload = type(request).serialize(request)
+    add = channel.unary_unary(
+        "/google.ads.googleads.v24.services.OfflineUserDataJobService/AddOfflineUserDataJobOperations",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def send() -> None:
+        barrier.wait()
+        try:
+            add(payload, metadata=[("developer-token", "x")])
+            outcomes.append("ok")
+        except grpc.RpcError as exc:
+            failure = GoogleAdsFailure.deserialize(dict(exc.trailing_metadata())[FAILURE_METADATA_KEY])
+            outcomes.append(failure.errors[0].error_code.database_error.name)
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["CONCURRENT_MODIFICATION", "ok"]
+    assert emu.snapshot()["jobs"][0]["creates"] == 5_000
 
 
 def test_at_most_100000_operations_per_request(ads: GoogleAdsClient) -> None:

@@ -209,6 +209,8 @@ class _Job:
     fail: bool = False
     status: str = "PENDING"
     counts: Counter[str] = field(default_factory=Counter)
+    busy: bool = False
+    """True while an AddOfflineUserDataJobOperations request on this job is being validated."""
 
     @property
     def resource_name(self) -> str:
@@ -445,7 +447,16 @@ class GoogleEmulator:
 
     def start(self) -> GoogleEmulator:
         self._grpc.start()
-        self.admin.start()
+        # EmulatorServer.start serves with socketserver's default 0.5 s poll interval, which stop() then
+        # waits out; a short one keeps the teardown of every test fast. Same thread, same shutdown path.
+        admin = self.admin
+        admin._thread = threading.Thread(
+            target=admin._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="google-emulator-admin",
+            daemon=True,
+        )
+        admin._thread.start()
         self._started = True
         return self
 
@@ -914,8 +925,18 @@ class GoogleEmulator:
                     "Operations cannot be added to a job that has already been run.",
                     [("resource_name", None)],
                 )
+            # Google refuses parallel AddOperations on one job; so does the emulator, by marking the
+            # job busy while a request's operations are validated (outside the store lock).
+            if job.busy:
+                raise _fail(
+                    "database_error",
+                    "CONCURRENT_MODIFICATION",
+                    "Multiple requests were attempting to modify the same resource at once. Retry the request.",
+                )
+            job.busy = True
             kind = job.kind
             had_operations = bool(job.counts)
+        try:
             accepted: list[tuple[str, frozenset[str]]] = []
             errors: list[Any] = []
             for i, op in enumerate(operations):
@@ -931,10 +952,14 @@ class GoogleEmulator:
                 accepted.append(entry)
             if errors and not request.enable_partial_failure:
                 raise _AdsFailure(errors)
-            if not request.validate_only:
-                job.kind = kind
-                job.operations.extend(accepted)
-                job.counts.update(k for k, _ in accepted)
+            with self._store.lock:
+                if not request.validate_only:
+                    job.kind = kind
+                    job.operations.extend(accepted)
+                    job.counts.update(k for k, _ in accepted)
+        finally:
+            with self._store.lock:
+                job.busy = False
         response = ads_job_service.AddOfflineUserDataJobOperationsResponse()
         if errors:
             response.partial_failure_error = _partial_failure_status(errors, call.request_id)
@@ -949,6 +974,12 @@ class GoogleEmulator:
                     "JOB_ALREADY_STARTED",
                     "The job has already been run.",
                     [("resource_name", None)],
+                )
+            if job.busy:
+                raise _fail(
+                    "database_error",
+                    "CONCURRENT_MODIFICATION",
+                    "Multiple requests were attempting to modify the same resource at once. Retry the request.",
                 )
             if not request.validate_only:
                 job.ran_at = time.monotonic()
