@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import signal
 import threading
 import time
 import uuid
@@ -1814,7 +1815,15 @@ def serve(port: int, admin_port: int) -> None:
         f"(admin: {emulator.admin_url}/_emulator/state)",
         flush=True,
     )
+    if threading.current_thread() is threading.main_thread():
+        # A background process started by a non-interactive shell ignores SIGINT: let SIGTERM (a plain
+        # ``kill``) take the same clean way out as Ctrl-C.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         emulator.wait()
     finally:
         emulator.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
