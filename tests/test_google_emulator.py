@@ -780,7 +780,7 @@ def test_address_identifiers_map_to_project_kinds(
 
 
 @pytest.mark.parametrize(
-    "case", ["bad_hash", "too_many_identifiers", "too_many_members", "rejected", "no_list"]
+    "case", ["bad_hash", "too_many_identifiers", "too_many_members", "rejected", "no_list", "terms_rejected"]
 )
 def test_data_manager_requests_fail_whole(
     emu: GoogleEmulator, ingestion: dm.IngestionServiceClient, dm_lists: dm.UserListServiceClient, case: str
@@ -796,13 +796,37 @@ def test_data_manager_requests_fail_whole(
         members = [member(EMAIL_A)] * 10_001
     elif case == "rejected":
         emu.faults.set({"reject_identifiers": [EMAIL_C]})
-    else:
+    elif case == "no_list":
         target = "42"
     with pytest.raises(core_exceptions.InvalidArgument) as caught:
-        ingest(ingestion, target, members)
+        if case == "terms_rejected":
+            ingestion.ingest_audience_members(
+                request=dm.IngestAudienceMembersRequest(
+                    destinations=[destination(target)],
+                    audience_members=members,
+                    terms_of_service=dm.TermsOfService(
+                        customer_match_terms_of_service_status=dm.TermsOfServiceStatus.REJECTED
+                    ),
+                )
+            )
+        else:
+            ingest(ingestion, target, members)
     message = str(caught.value)
     if case in ("bad_hash", "too_many_identifiers", "rejected"):
         assert "audience_members[2]" in message
+        # Google's error details: the field path and the Data Manager ErrorReason.
+        violations = [
+            v for d in caught.value.details if hasattr(d, "field_violations") for v in d.field_violations
+        ]
+        assert violations[0].field.startswith("audience_members[2].user_data")
+        assert (
+            violations[0].reason
+            == {
+                "bad_hash": "INVALID_SHA256_FORMAT",
+                "too_many_identifiers": "TOO_MANY_USER_IDENTIFIERS",
+                "rejected": "INVALID_FORMAT",
+            }[case]
+        )
     assert "secret@example.com" not in message and EMAIL_C not in message
     assert emu.members(str(made.id)) == set()
     assert emu.snapshot()["requests"] == []

@@ -117,7 +117,8 @@ from google.ads.googleads.v24.services.types import offline_user_data_job_servic
 from google.ads.googleads.v24.services.types import user_list_service as ads_user_list_service
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, empty_pb2
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 ADS_VERSION = "v24"
 FAILURE_METADATA_KEY = f"google.ads.googleads.{ADS_VERSION}.errors.googleadsfailure-bin"
@@ -324,10 +325,31 @@ def _apply_job(target: _UserList, operations: list[tuple[str, frozenset[str]]]) 
 class _Abort(Exception):
     """A plain gRPC status (Data Manager errors, and the transport faults of both APIs)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = reason
+        """A Data Manager ``ErrorReason`` name; with it the status carries Google's error details."""
+
+    def status(self) -> Any:
+        """The ``google.rpc.Status`` to send: Data Manager errors carry an ``ErrorInfo`` (the reason) and,
+        when the message starts with a field path (``audience_members[3].user_data: ...``), a
+        ``BadRequest`` field violation naming that field, as Google's APIs do (AIP-193)."""
+        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        if self.reason:
+            info = any_pb2.Any()
+            info.Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain="datamanager.googleapis.com"))
+            status.details.append(info)
+            match = re.match(r"([\w\[\].]+): (.+)", self.message)
+            if match is not None:
+                violation = error_details_pb2.BadRequest.FieldViolation(
+                    field=match.group(1), description=match.group(2), reason=self.reason
+                )
+                bad_request = any_pb2.Any()
+                bad_request.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+                status.details.append(bad_request)
+        return status
 
 
 class _AdsFailure(Exception):
@@ -653,6 +675,8 @@ class GoogleEmulator:
         except _Abort as abort:
             if request_id:
                 context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
+            if abort.reason:
+                context.abort_with_status(rpc_status.to_status(abort.status()))
             context.abort(abort.code, abort.message)
         if request_id:
             context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
@@ -716,6 +740,7 @@ class GoogleEmulator:
                 raise _Abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"Quota exceeded: at most {limit} requests per minute per project.",
+                    reason="RESOURCE_EXHAUSTED",
                 )
             window.append(now)
 
@@ -1041,6 +1066,13 @@ class GoogleEmulator:
     # --- Data Manager API: ingestion ---
 
     def _ingest(self, request: Any, call: _Call) -> Any:
+        terms = request.terms_of_service.customer_match_terms_of_service_status
+        if getattr(terms, "name", "") == "REJECTED":
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "terms_of_service.customer_match_terms_of_service_status: the Customer Match terms were rejected.",
+                reason="TERMS_AND_CONDITIONS_NOT_SIGNED",
+            )
         request_id = self._accept_members("ingest", request, request.consent)
         return dm_ingestion.IngestAudienceMembersResponse(request_id=request_id)
 
@@ -1053,20 +1085,27 @@ class GoogleEmulator:
         members = list(request.audience_members)
         if not destinations:
             raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "destinations: at least one destination is required."
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "destinations: at least one destination is required.",
+                reason="REQUIRED_FIELD_MISSING",
             )
         if len(destinations) > MAX_DM_DESTINATIONS:
             raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"destinations: at most {MAX_DM_DESTINATIONS} per request."
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"destinations: at most {MAX_DM_DESTINATIONS} per request.",
+                reason="TOO_MANY_DESTINATIONS",
             )
         if not members:
             raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "audience_members: at least one member is required."
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "audience_members: at least one member is required.",
+                reason="REQUIRED_FIELD_MISSING",
             )
         if len(members) > MAX_DM_MEMBERS:
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"audience_members: at most {MAX_DM_MEMBERS} members per request, got {len(members)}.",
+                reason="TOO_MANY_AUDIENCE_MEMBERS",
             )
         base64 = getattr(request.encoding, "name", "") == "BASE64"
         rejected = _rejected_values(self.faults["reject_identifiers"])
@@ -1085,6 +1124,7 @@ class GoogleEmulator:
                     raise _Abort(
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"audience_members[{i}].destination_references: no destination has this reference.",
+                        reason="INVALID_DESTINATION",
                     )
                 for delivery in [references[r] for r in refs] if refs else deliveries:
                     delivery.records += 1
@@ -1121,11 +1161,13 @@ class GoogleEmulator:
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{at}.operating_account.account_type: the emulator serves GOOGLE_ADS accounts only.",
+                reason="INVALID_DESTINATION",
             )
         if not _CUSTOMER_ID.fullmatch(str(account.account_id)):
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{at}.operating_account.account_id: must be 10 digits, no dashes.",
+                reason="INVALID_DESTINATION",
             )
         list_id = str(destination.product_destination_id)
         target = self._store.lists.get(int(list_id)) if list_id.isdigit() else None
@@ -1133,6 +1175,7 @@ class GoogleEmulator:
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{at}.product_destination_id: no such user list in the operating account.",
+                reason="INVALID_USER_LIST_ID",
             )
         return _Delivery(destination, target.id)
 
@@ -1141,7 +1184,9 @@ class GoogleEmulator:
             self._store.settle(time.monotonic())
             found = self._store.requests.get(str(request.request_id))
             if found is None:
-                raise _Abort(grpc.StatusCode.NOT_FOUND, "request_id: no such request.")
+                raise _Abort(
+                    grpc.StatusCode.NOT_FOUND, "request_id: no such request.", reason="INVALID_REQUEST_ID"
+                )
             rate = int(self.faults["match_rate_percentage"])
             statuses = [_dm_status_for(found, d, rate) for d in found.deliveries]
         return dm_ingestion.RetrieveRequestStatusResponse(request_status_per_destination=statuses)
@@ -1153,13 +1198,18 @@ class GoogleEmulator:
         spec = request.user_list
         name = str(spec.display_name).strip()
         if not name:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "user_list.display_name: required.")
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "user_list.display_name: required.",
+                reason="INVALID_DISPLAY_NAME",
+            )
         if "ingested_user_list_info" in spec:
             types = {getattr(t, "name", str(t)) for t in spec.ingested_user_list_info.upload_key_types}
             if types - {"CONTACT_ID"}:
                 raise _Abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "user_list.ingested_user_list_info.upload_key_types: the emulator supports CONTACT_ID only.",
+                    reason="UNSUPPORTED_USER_LIST_UPLOAD_KEY_TYPES",
                 )
         life_span = _dm_life_span(spec)
         rate = int(self.faults["match_rate_percentage"])
@@ -1168,6 +1218,7 @@ class GoogleEmulator:
                 raise _Abort(
                     grpc.StatusCode.ALREADY_EXISTS,
                     "user_list.display_name: a user list with this name exists.",
+                    reason="DISPLAY_NAME_ALREADY_USED",
                 )
             new = _UserList(0, customer_id, name, str(spec.description), life_span)
             if not request.validate_only:
@@ -1181,6 +1232,7 @@ class GoogleEmulator:
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "name: expected accountTypes/GOOGLE_ADS/accounts/{account}/userLists/{user_list}.",
+                reason="INVALID_RESOURCE_NAME",
             )
         found = self._store.lists.get(int(match.group(3)))
         if found is None or found.customer_id != match.group(2):
@@ -1199,11 +1251,17 @@ class GoogleEmulator:
         wanted = _dm_filter(str(request.filter))
         size = int(request.page_size) or 50
         if size < 0:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size: must not be negative.")
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "page_size: must not be negative.",
+                reason="INVALID_ARGUMENT",
+            )
         size = min(size, 1000)
         token = str(request.page_token)
         if token and not token.isdigit():
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: invalid.")
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "page_token: invalid.", reason="INVALID_PAGE_TOKEN"
+            )
         start = int(token or 0)
         with self._store.lock:
             self._store.settle(time.monotonic())
@@ -1227,17 +1285,23 @@ class GoogleEmulator:
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "update_mask: the emulator updates display_name, description and membership_duration.",
+                reason="INVALID_UPDATE_MASK",
             )
         with self._store.lock:
             target = self._dm_list_by_name(str(spec.name))
             name = str(spec.display_name).strip() if "display_name" in paths else target.name
             if not name:
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "user_list.display_name: required.")
+                raise _Abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "user_list.display_name: required.",
+                    reason="INVALID_DISPLAY_NAME",
+                )
             other = self._store.list_named(target.customer_id, name)
             if other is not None and other is not target:
                 raise _Abort(
                     grpc.StatusCode.ALREADY_EXISTS,
                     "user_list.display_name: a user list with this name exists.",
+                    reason="DISPLAY_NAME_ALREADY_USED",
                 )
             life_span = _dm_life_span(spec) if "membership_duration" in paths else target.life_span_days
             if not request.validate_only:
@@ -1592,10 +1656,13 @@ def _dm_account(parent: str, field_name: str) -> str:
         raise _Abort(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"{field_name}: expected accountTypes/GOOGLE_ADS/accounts/{{account}}.",
+            reason="INVALID_RESOURCE_NAME",
         )
     if not _CUSTOMER_ID.fullmatch(match.group(2)):
         raise _Abort(
-            grpc.StatusCode.INVALID_ARGUMENT, f"{field_name}: the account id must be 10 digits, no dashes."
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{field_name}: the account id must be 10 digits, no dashes.",
+            reason="INVALID_RESOURCE_NAME",
         )
     return match.group(2)
 
@@ -1606,7 +1673,9 @@ def _dm_filter(text: str) -> str | None:
     match = re.fullmatch(r"\s*display_name\s*=\s*(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*')\s*", text)
     if match is None:
         raise _Abort(
-            grpc.StatusCode.INVALID_ARGUMENT, 'filter: the emulator supports display_name = "..." only.'
+            grpc.StatusCode.INVALID_ARGUMENT,
+            'filter: the emulator supports display_name = "..." only.',
+            reason="INVALID_FILTER",
         )
     return _literal(match.group(1))
 
@@ -1621,6 +1690,7 @@ def _dm_life_span(spec: Any) -> int:
         raise _Abort(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"user_list.membership_duration: whole days from 1 to {MAX_LIFE_SPAN_DAYS}.",
+            reason="MEMBERSHIP_DURATION_TOO_LONG",
         )
     return days
 
@@ -1678,12 +1748,17 @@ def _dm_hash(value: str, base64: bool, at: str) -> str:
         except (binascii.Error, ValueError):
             raw = b""
         if len(raw) != 32:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{at}: must be a base64-encoded SHA-256 hash.")
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{at}: must be a base64-encoded SHA-256 hash.",
+                reason="INVALID_SHA256_FORMAT",
+            )
         return raw.hex()
     if not _HEX64.fullmatch(value):
         raise _Abort(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"{at}: must be a hex-encoded SHA-256 hash (64 lowercase hex characters).",
+            reason="INVALID_SHA256_FORMAT",
         )
     return value
 
@@ -1692,16 +1767,23 @@ def _dm_person(i: int, member: Any, base64: bool, rejected: frozenset[str]) -> f
     """Validate one ``AudienceMember``; its person as a frozenset of "kind:value"."""
     at = f"audience_members[{i}]"
     if dm_audience.AudienceMember.pb(member).WhichOneof("data") != "user_data":
-        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{at}: the emulator takes user_data members only.")
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{at}: the emulator takes user_data members only.",
+            reason="INVALID_AUDIENCE_MEMBER",
+        )
     identifiers = list(member.user_data.user_identifiers)
     if not identifiers:
         raise _Abort(
-            grpc.StatusCode.INVALID_ARGUMENT, f"{at}.user_data.user_identifiers: at least one is required."
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{at}.user_data.user_identifiers: at least one is required.",
+            reason="NO_IDENTIFIERS_PROVIDED",
         )
     if len(identifiers) > MAX_DM_IDENTIFIERS:
         raise _Abort(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"{at}.user_data.user_identifiers: at most {MAX_DM_IDENTIFIERS} per member, got {len(identifiers)}.",
+            reason="TOO_MANY_USER_IDENTIFIERS",
         )
     entries: list[str] = []
     for j, ident in enumerate(identifiers):
@@ -1720,9 +1802,14 @@ def _dm_person(i: int, member: Any, base64: bool, rejected: frozenset[str]) -> f
                 raise _Abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"{where}.address.region_code: a two-letter ISO 3166-1 code.",
+                    reason="INVALID_COUNTRY_CODE",
                 )
             if not postal.strip():
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{where}.address.postal_code: required.")
+                raise _Abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{where}.address.postal_code: required.",
+                    reason="INVALID_POSTAL_CODE",
+                )
             entries += [
                 f"first_name:{first}",
                 f"last_name:{last}",
@@ -1730,11 +1817,17 @@ def _dm_person(i: int, member: Any, base64: bool, rejected: frozenset[str]) -> f
                 f"zip:{postal}",
             ]
         else:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: an identifier is required.")
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{where}: an identifier is required.",
+                reason="NO_IDENTIFIERS_PROVIDED",
+            )
     for entry in entries:
         if _is_rejected(entry, rejected):
             raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"{at}.user_data: an identifier was rejected as invalid."
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{at}.user_data: an identifier was rejected as invalid.",
+                reason="INVALID_FORMAT",
             )
     return frozenset(entries)
 
