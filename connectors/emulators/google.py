@@ -39,8 +39,25 @@ Google Ads API errors come back as Google sends them: a gRPC status with trailin
 for request errors, UNAUTHENTICATED for the developer token, PERMISSION_DENIED for not-allowlisted,
 ABORTED for CONCURRENT_MODIFICATION, RESOURCE_EXHAUSTED for quota errors (the client leaves
 RESOURCE_EXHAUSTED and INTERNAL unwrapped: those arrive as ``google.api_core.exceptions.
-ResourceExhausted``, with the failure still in the trailing metadata). Data Manager errors are plain
-gRPC statuses with a message naming the field path (never the values).
+ResourceExhausted``, with the failure still in the trailing metadata). Developer token: any non-empty
+``developer-token`` metadata (missing: RequestError.DEVELOPER_TOKEN_PARAMETER_MISSING); a
+``login-customer-id`` must be 10 digits. Validation follows Google: 64-lowercase-hex hashes, country
+code two letters and postal code raw (address_info needs all four parts), at most 20 identifiers per
+UserData and 100,000 operations per request, creates and removes not mixed in one job
+(CONFLICTING_OPERATION), ``remove_all`` only first (INVALID_OPERATION_ORDER), consent on the job only
+(OPERATION_LEVEL_CONSENT_PROVIDED), DENIED job consent refused (FieldError.INVALID_VALUE), operations
+after Run refused (JOB_ALREADY_STARTED), two AddOperations on one job at once refused
+(CONCURRENT_MODIFICATION). Without ``enable_partial_failure`` one bad operation fails the request; with
+it, ``partial_failure_error`` holds a GoogleAdsFailure per bad operation, located at
+``operations[i]``, and the rest are kept.
+
+Data Manager errors are gRPC statuses whose message starts with the field path (never the values),
+e.g. ``audience_members[3].user_data.user_identifiers[0].email_address: ...``; their details hold an
+``ErrorInfo`` (reason: a Data Manager ``ErrorReason`` such as INVALID_SHA256_FORMAT or
+TOO_MANY_USER_IDENTIFIERS) and a ``BadRequest`` field violation with that path. Requests fail whole:
+at most 10 destinations, 10,000 members, 10 identifiers per member. Consent is per request and per
+member (the member's wins); a member whose effective consent denies either purpose is not applied and
+is counted as PROCESSING_ERROR_REASON_DENIED_CONSENT in the request status.
 
 Job lifecycle (Ads): created PENDING; after Run it reads PENDING for the first half of
 ``processing_seconds``, RUNNING for the second half, then SUCCESS (membership applied then) or FAILED
@@ -71,6 +88,8 @@ Fault switches (``POST /_emulator/faults`` with a JSON object, or keyword argume
                                          RESOURCE_EXHAUSTED (default 300)
     expected_developer_token             the only developer token accepted (None: any non-empty one)
     match_rate_percentage                the match rate reported for non-empty lists (default 70)
+
+``serve`` runs until Ctrl-C or SIGTERM.
 
 Admin surface (HTTP, ``admin_port``): ``GET /_emulator/state``, ``POST /_emulator/faults``,
 ``POST /_emulator/reset``; every other path is a 404. The state is::
