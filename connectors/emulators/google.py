@@ -808,7 +808,9 @@ class GoogleEmulator:
         return response
 
     def _ads_list_from(self, customer_id: str, spec: Any, i: int, staged: list[_UserList]) -> _UserList:
-        at: Callable[[str], _Path] = lambda name: [("operations", i), ("create", None), (name, None)]  # noqa: E731
+        def at(field_name: str) -> _Path:
+            return [("operations", i), ("create", None), (field_name, None)]
+
         name = str(spec.name).strip()
         if not name:
             raise _fail("user_list_error", "INVALID_NAME", "The user list name is required.", at("name"))
