@@ -41,6 +41,29 @@ class OutboxCounts:
     oldest_source_at: float | None
 
 
+# Served batches remembered for range-scoped confirmation: the runner reads one ahead, so two suffice.
+_SERVED_KEPT = 4
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """Which outbox rows one confirmation covers: a WHERE fragment (columns prefixed with ``{p}``) and
+    its parameters."""
+
+    template: str
+    params: list[object]
+
+    @property
+    def where(self) -> str:
+        """The fragment for the outbox aliased as ``o``."""
+        return self.template.format(p="o.")
+
+    @property
+    def bare(self) -> str:
+        """The fragment for the outbox unaliased (a DELETE's own table)."""
+        return self.template.format(p="")
+
+
 def _keys_table(conn: sqlite3.Connection, keys: Sequence[bytes]) -> None:
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS batch_keys (member_key BLOB PRIMARY KEY) WITHOUT ROWID")
     conn.execute("DELETE FROM batch_keys")
@@ -52,6 +75,8 @@ class OutboxStore:
 
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
+        self._served: dict[tuple[int, str, bytes], list[bytes]] = {}
+        """Keys of the batches ``batches`` served lately, by (target, op, first key), in key order."""
 
     def counts(self, target_id: int) -> OutboxCounts:
         row = self.db.execute(
@@ -84,10 +109,25 @@ class OutboxStore:
             if not rows:
                 return
             after = rows[-1][0]
+            # One json.loads for the whole batch: per row, the call's own overhead costs more than the
+            # parsing of a ~150-byte object (profiled: a third of the outbox read at 10,000 rows).
+            payloads = json.loads("[" + ",".join([r[1] for r in rows]) + "]")
+            keys = [r[0] for r in rows]
+            self._remember_served(target_id, op, keys)
             yield QueuedBatch(
                 op,
-                [Change(r[0], json.loads(r[1]), None if r[2] is None else bool(r[2])) for r in rows],
+                [
+                    Change(r[0], p, None if r[2] is None else bool(r[2]))
+                    for r, p in zip(rows, payloads, strict=True)
+                ],
             )
+
+    def _remember_served(self, target_id: int, op: str, keys: list[bytes]) -> None:
+        # The runner reads one batch ahead, so a few served batches are kept; they are only a hint for
+        # ``_scope`` and are checked against the outbox before use.
+        self._served[(target_id, op, keys[0])] = keys
+        while len(self._served) > _SERVED_KEPT:
+            del self._served[next(iter(self._served))]
 
     def apply_result(self, target_id: int, op: str, result: PushResult, run_id: int, sent_at: float) -> None:
         """Record what the platform said about one batch, in one transaction."""
@@ -142,6 +182,28 @@ class OutboxStore:
                 )
         return len(rows)
 
+    def _scope(self, conn: sqlite3.Connection, target_id: int, op: str, keys: Sequence[bytes]) -> _Scope:
+        """The outbox rows of ``keys``. When ``keys`` are exactly a batch ``batches`` served, and the
+        outbox still holds exactly that many queued rows of ``op`` between its first and last key, they
+        are those rows: a key-range scan then replaces loading the keys into a temporary table and
+        probing the outbox once per key in each statement (profiled: a third of ``apply_result``)."""
+        served = self._served.pop((target_id, op, keys[0]), None) if keys else None
+        if served is not None and (served == keys or sorted(set(keys)) == served):
+            in_range = _Scope(
+                "{p}target_id = ? AND {p}op = ? AND {p}status = 'queued' AND {p}member_key BETWEEN ? AND ?",
+                [target_id, op, served[0], served[-1]],
+            )
+            (count,) = conn.execute(
+                f"SELECT count(*) FROM outbox o WHERE {in_range.where}", in_range.params
+            ).fetchone()
+            if count == len(served):
+                return in_range
+        _keys_table(conn, keys)
+        return _Scope(
+            "{p}target_id = ? AND {p}op = ? AND {p}member_key IN (SELECT member_key FROM batch_keys)",
+            [target_id, op],
+        )
+
     def _confirm(
         self,
         conn: sqlite3.Connection,
@@ -152,43 +214,51 @@ class OutboxStore:
         sent_at: float | None,
         now: float,
     ) -> None:
-        _keys_table(conn, keys)
-        scope = "o.target_id = ? AND o.op = ? AND o.member_key IN (SELECT member_key FROM batch_keys)"
+        scope = self._scope(conn, target_id, op, keys)
         if op == "add":
+            # An upsert rather than INSERT OR REPLACE over a join with members: one seek per row instead
+            # of two. A member whose identifiers did not change keeps when it was first added.
             conn.execute(
-                "INSERT OR REPLACE INTO members "
+                "INSERT INTO members "
                 "(target_id, member_key, raw_fp, payload_fp, payload, invalid, added_run, added_at, uploaded_at) "
                 "SELECT o.target_id, o.member_key, coalesce(o.raw_fp, x''), o.payload_fp, o.payload, o.invalid, "
-                " coalesce(m.added_run, ?), coalesce(m.added_at, ?), ? "
-                "FROM outbox o LEFT JOIN members m "
-                " ON m.target_id = o.target_id AND m.member_key = o.member_key AND m.payload_fp = o.payload_fp "
-                f"WHERE {scope}",
-                [run_id, now, now, target_id, op],
+                " ?, ?, ? "
+                f"FROM outbox o WHERE {scope.where} "
+                "ON CONFLICT (target_id, member_key) DO UPDATE SET "
+                " added_run = coalesce(CASE WHEN members.payload_fp = excluded.payload_fp THEN members.added_run END,"
+                "  excluded.added_run), "
+                " added_at = coalesce(CASE WHEN members.payload_fp = excluded.payload_fp THEN members.added_at END,"
+                "  excluded.added_at), "
+                " raw_fp = excluded.raw_fp, payload_fp = excluded.payload_fp, payload = excluded.payload, "
+                " invalid = excluded.invalid, uploaded_at = excluded.uploaded_at",
+                [run_id, now, now, *scope.params],
             )
         else:
             # Only the exact identifiers this remove carried: if an add of new identifiers for the
             # same member was confirmed first, the member stays.
             conn.execute(
-                "DELETE FROM members WHERE target_id = ? AND member_key IN (SELECT member_key FROM batch_keys) "
+                "DELETE FROM members WHERE target_id = ? "
+                f"AND member_key IN (SELECT o.member_key FROM outbox o WHERE {scope.where}) "
                 "AND payload_fp = (SELECT o.payload_fp FROM outbox o WHERE o.target_id = members.target_id "
                 " AND o.member_key = members.member_key AND o.op = 'remove')",
-                [target_id],
+                [target_id, *scope.params],
             )
         conn.execute(
             "INSERT INTO lag (target_id, op, source_at, observed_at, sent_at, confirmed_at) "
             f"SELECT o.target_id, o.op, o.source_at, o.observed_at, coalesce(o.sent_at, ?), ? FROM outbox o "
-            f"WHERE {scope}",
-            [sent_at if sent_at is not None else now, now, target_id, op],
+            f"WHERE {scope.where}",
+            [sent_at if sent_at is not None else now, now, *scope.params],
         )
-        conn.execute(
-            "DELETE FROM rejections WHERE target_id = ? AND op = ? "
-            "AND member_key IN (SELECT member_key FROM batch_keys)",
-            [target_id, op],
-        )
-        conn.execute(
-            "DELETE FROM outbox WHERE target_id = ? AND op = ? AND member_key IN (SELECT member_key FROM batch_keys)",
-            [target_id, op],
-        )
+        has_rejections = conn.execute(
+            "SELECT 1 FROM rejections WHERE target_id = ? AND op = ? LIMIT 1", [target_id, op]
+        ).fetchone()
+        if has_rejections:
+            conn.execute(
+                "DELETE FROM rejections WHERE target_id = ? AND op = ? "
+                f"AND member_key IN (SELECT o.member_key FROM outbox o WHERE {scope.where})",
+                [target_id, op, *scope.params],
+            )
+        conn.execute(f"DELETE FROM outbox WHERE {scope.bare}", scope.params)
         conn.execute("UPDATE targets SET state_version = state_version + 1 WHERE id = ?", [target_id])
 
     def _reject(
