@@ -169,10 +169,17 @@ class MetaConnector:
         if len(batch) > mp.MAX_ROWS:
             raise ValueError(f"a Meta batch holds at most {mp.MAX_ROWS} members, got {len(batch)}")
         kinds = self._kinds.get(audience_id) or self._kinds_from_batch(batch)
-        params = mp.users_params(kinds, batch, session, remove=remove)
+        rows = [mp.row_for(c, kinds) for c in batch]
+        fields, payload = mp.users_request(kinds, rows, session, remove=remove)
         before = self._requests
         try:
-            body = self._call("POST", (audience_id, "users"), params, detect_too_small=remove)
+            body = self._call(
+                "POST",
+                (audience_id, "users"),
+                fields,
+                files={"payload": (None, payload)},
+                detect_too_small=remove,
+            )
         except _TooSmall:
             return PushResult(
                 rejected={c.member_key: mp.TOO_SMALL_REASON for c in batch},
@@ -223,9 +230,12 @@ class MetaConnector:
         path: tuple[str, ...],
         params: Mapping[str, Any],
         *,
+        files: Mapping[str, tuple[None, bytes]] | None = None,
         detect_too_small: bool = False,
     ) -> Mapping[str, Any]:
-        """One Graph API call with retries on transient answers, within ``max_wait_seconds``."""
+        """One Graph API call with retries on transient answers, within ``max_wait_seconds``. ``files``
+        are sent as form fields of their own (multipart/form-data; a ``None`` file name makes a plain
+        field), for values too large to URL-encode cheaply."""
         retrying = Retrying(
             retry=retry_if_exception_type(TransientError),
             wait=self._wait,
@@ -236,15 +246,22 @@ class MetaConnector:
         result: Mapping[str, Any] = {}
         for attempt in retrying:
             with attempt:
-                result = self._once(method, path, dict(params), detect_too_small)
+                result = self._once(method, path, dict(params), files, detect_too_small)
         return result
 
     def _once(
-        self, method: str, path: tuple[str, ...], params: dict[str, Any], detect_too_small: bool
+        self,
+        method: str,
+        path: tuple[str, ...],
+        params: dict[str, Any],
+        files: Mapping[str, tuple[None, bytes]] | None,
+        detect_too_small: bool,
     ) -> Mapping[str, Any]:
         self._requests += 1
         try:
-            response: FacebookResponse = self._api.call(method, path, params=params)
+            response: FacebookResponse = self._api.call(
+                method, path, params=params, files=dict(files) if files else None
+            )
         except FacebookRequestError as exc:
             body = exc.body()
             error = body.get("error") if isinstance(body, Mapping) else None

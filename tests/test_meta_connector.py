@@ -14,6 +14,7 @@ import pytest
 import responses
 from audiencesync.connectors import meta_payload as mp
 from audiencesync.connectors.contract import AudienceSpec, Change, SessionInfo
+from audiencesync.connectors.emulators.http import parse_multipart
 from audiencesync.connectors.emulators.meta import MetaEmulator, start_emulator
 from audiencesync.connectors.errors import (
     AudienceGone,
@@ -76,9 +77,13 @@ SPEC = AudienceSpec("vip@meta_main", "audience-sync: vip", "VIP customers", KIND
 
 
 def _form(call: responses.Call) -> dict[str, str]:
+    """The form fields of a request body, URL-encoded or multipart (the payload rides as its own part)."""
     body = call.request.body
-    text = body.decode() if isinstance(body, bytes) else str(body)
-    return {k: v[-1] for k, v in parse_qs(text).items()}
+    raw = body if isinstance(body, bytes) else str(body).encode()
+    ctype = call.request.headers.get("Content-Type", "")
+    if "multipart/form-data" in ctype:
+        return {k: v.decode() for k, v in parse_multipart(raw, ctype).items()}
+    return {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,15 +32,60 @@ class Request:
     body: bytes
 
     def form(self) -> dict[str, str]:
-        """Form-encoded body (the facebook-business SDK posts this way) merged over the query."""
+        """Form fields of the body, URL-encoded or multipart/form-data (the facebook-business SDK posts
+        either way), merged over the query. Raises ``ValueError`` on a malformed multipart body."""
         merged = dict(self.query)
         ctype = self.headers.get("Content-Type", "")
         if self.body and "application/x-www-form-urlencoded" in ctype:
             merged.update({k: v[-1] for k, v in parse_qs(self.body.decode(), keep_blank_values=True).items()})
+        elif self.body and "multipart/form-data" in ctype:
+            merged.update({k: v.decode() for k, v in self.multipart().items()})
         return merged
+
+    def multipart(self) -> dict[str, bytes]:
+        """The parts of a multipart/form-data body by field name (RFC 7578); the last of a repeated
+        name wins. Raises ``ValueError`` when the body is not multipart or is malformed."""
+        return parse_multipart(self.body, self.headers.get("Content-Type", ""))
 
     def json(self) -> Any:
         return json.loads(self.body or b"{}")
+
+
+_BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^";\s]+))', re.IGNORECASE)
+_PART_NAME = re.compile(rb'(?:^|;)\s*name="([^"]*)"', re.IGNORECASE)
+
+
+def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
+    """Split a multipart/form-data body on its boundary. Bytes-level splitting rather than the
+    ``email`` parser: the parts are megabytes of hashed rows, and a field's bytes come back as sent."""
+    if "multipart/form-data" not in content_type.lower():
+        raise ValueError("not multipart/form-data")
+    match = _BOUNDARY.search(content_type)
+    if match is None:
+        raise ValueError("multipart/form-data without a boundary")
+    delimiter = b"--" + (match.group(1) or match.group(2)).encode("latin-1")
+    chunks = body.split(delimiter)
+    if len(chunks) < 3 or not chunks[-1].startswith(b"--"):
+        raise ValueError("multipart body without its closing boundary")
+    fields: dict[str, bytes] = {}
+    for chunk in chunks[1:-1]:
+        if not chunk.startswith(b"\r\n") or not chunk.endswith(b"\r\n"):
+            raise ValueError("multipart part not delimited by CRLF")
+        # The CRLF before each delimiter belongs to the delimiter, not to the part's content.
+        head, sep, rest = chunk[2:].partition(b"\r\n\r\n")
+        if not sep:
+            raise ValueError("multipart part without headers")
+        content = rest[:-2]
+        name = None
+        for line in head.split(b"\r\n"):
+            key, _, value = line.partition(b":")
+            if key.strip().lower() == b"content-disposition":
+                found = _PART_NAME.search(value)
+                name = found.group(1).decode() if found else None
+        if name is None:
+            raise ValueError("multipart part without a field name")
+        fields[name] = content
+    return fields
 
 
 @dataclass

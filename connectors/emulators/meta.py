@@ -70,6 +70,7 @@ KNOWN_FIELDS = frozenset(
     ]
 )
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX_DIGITS = "0123456789abcdef"
 _PATH = re.compile(r"^/v\d+\.\d+(/.*)$")
 
 DEFAULT_FAULTS: dict[str, Any] = {
@@ -208,7 +209,10 @@ class MetaEmulator:
         match = _PATH.match(req.path)
         if match is None:
             return graph_error(400, 2500, "Unknown path components", kind="OAuthException")
-        form = req.form()
+        try:
+            form = req.form()
+        except ValueError:
+            return graph_error(400, 100, "Invalid parameter: the multipart body could not be read")
         token = form.get("access_token") or _bearer(req.headers)
         if not token or (self.faults["expected_token"] not in (None, token)):
             return graph_error(400, 190, "Invalid OAuth access token - Cannot parse access token")
@@ -356,15 +360,20 @@ class MetaEmulator:
             audience.schema = list(schema)
             invalid: dict[str, str] = {}
             accepted: list[tuple[str, ...]] = []
-            for row in data:
-                bad = _invalid_value(schema, row)
-                if bad is None and self.faults.roll("reject_row_rate"):
-                    bad = next((v for v in row if v), None)
-                if bad is not None:
-                    if len(invalid) < 100:
-                        invalid[bad] = "INVALID_HASH_FORMAT"
-                    continue
-                accepted.append(tuple(str(v) for v in row))
+            if _all_valid(schema, data) and not self.faults["reject_row_rate"]:
+                # The common case, checked column by column at C speed; the loop below finds the
+                # offending rows otherwise.
+                accepted = list(map(tuple, data))
+            else:
+                for row in data:
+                    bad = _invalid_value(schema, row)
+                    if bad is None and self.faults.roll("reject_row_rate"):
+                        bad = next((v for v in row if v), None)
+                    if bad is not None:
+                        if len(invalid) < 100:
+                            invalid[bad] = "INVALID_HASH_FORMAT"
+                        continue
+                    accepted.append(tuple(str(v) for v in row))
             if remove:
                 audience.members.difference_update(accepted)
             else:
@@ -396,6 +405,20 @@ def _advance_session(audience: _Audience, session: dict[str, Any]) -> Response |
     state.last_seq = seq
     state.finished = bool(session.get("last_batch_flag"))
     return None
+
+
+def _all_valid(schema: list[str], data: list[list[Any]]) -> bool:
+    """True when every value is a string and every non-empty value of a hashed field is 64 lowercase
+    hex characters: ``_invalid_value`` of every row is None, without a Python call per value."""
+    for i, name in enumerate(schema):
+        column = [row[i] for row in data]
+        if set(map(type, column)) - {str}:
+            return False
+        if name in RAW_FIELDS:
+            continue
+        if set(map(len, column)) - {0, 64} or "".join(column).strip(_HEX_DIGITS):
+            return False
+    return True
 
 
 def _invalid_value(schema: list[str], row: list[Any]) -> str | None:
