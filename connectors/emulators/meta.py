@@ -70,7 +70,7 @@ KNOWN_FIELDS = frozenset(
     ]
 )
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_HEX_DIGITS = "0123456789abcdef"
+_HEX_DIGITS = b"0123456789abcdef"
 _PATH = re.compile(r"^/v\d+\.\d+(/.*)$")
 
 DEFAULT_FAULTS: dict[str, Any] = {
@@ -416,7 +416,13 @@ def _all_valid(schema: list[str], data: list[list[Any]]) -> bool:
             return False
         if name in RAW_FIELDS:
             continue
-        if set(map(len, column)) - {0, 64} or "".join(column).strip(_HEX_DIGITS):
+        if set(map(len, column)) - {0, 64}:
+            return False
+        try:
+            # Deleting every hex digit leaves nothing when all values are lowercase hex.
+            if "".join(column).encode("ascii").translate(None, _HEX_DIGITS):
+                return False
+        except UnicodeEncodeError:
             return False
     return True
 
