@@ -51,7 +51,7 @@ class Tuning:
     """Waits and deadlines; the defaults suit production, tests shrink them."""
 
     max_wait_seconds: float = 300.0
-    """Total time the retries of one call may sleep (the destination's ``max_wait_seconds``)."""
+    """Total time retries may sleep in one run (the destination's ``max_wait_seconds``)."""
     backoff_initial: float = 2.0
     backoff_max: float = 120.0
     timeout_seconds: float = 60.0
@@ -83,11 +83,14 @@ class RpcLog:
 
 class Retrier:
     """Runs one RPC with retries on what ``classify`` calls transient (tenacity, exponential backoff
-    with equal jitter), within the wait budget; everything else is raised at once."""
+    with equal jitter), within the wait budget ``max_wait_seconds`` shared by all its calls; anything
+    else is raised at once."""
 
     def __init__(self, tuning: Tuning, log: RpcLog) -> None:
         self.tuning = tuning
         self.log = log
+        self.waited = 0.0
+        """Seconds slept between retries so far, across calls."""
 
     def call(
         self,
@@ -126,7 +129,10 @@ class Retrier:
         return float(backoff / 2 + random.random() * backoff / 2)
 
     def _stop(self, state: RetryCallState) -> bool:
-        if state.idle_for + state.upcoming_sleep <= self.tuning.max_wait_seconds:
+        # The budget spans every call of this connector, that is one run (the CLI and the daemon build
+        # connectors per run): a run against a failing API gives up after max_wait_seconds in all.
+        if self.waited + state.upcoming_sleep <= self.tuning.max_wait_seconds:
+            self.waited += state.upcoming_sleep
             return False
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientError) and exc.retry_after is None:

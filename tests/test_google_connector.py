@@ -451,12 +451,25 @@ def test_data_manager_retries_quota_errors_and_counts_every_attempt() -> None:
     assert result.requests == 3
 
 
-def test_data_manager_gives_up_after_the_wait_budget_with_a_transient_error() -> None:
-    google = GoogleConnector(destination("data_manager", max_wait_seconds=0), backoff_initial=0.01)
+def test_the_wait_budget_spans_every_call_of_the_run() -> None:
+    slept: list[float] = []
+    google = GoogleConnector(
+        destination("data_manager", max_wait_seconds=1),
+        backoff_initial=0.2,
+        backoff_max=0.2,
+        sleep=slept.append,
+    )
     backend: Any = google._backend
-    backend._ingest = FakeIngestion(set(), transient=100)
-    with pytest.raises(TransientError):
+    fake = FakeIngestion(set(), transient=1_000)
+    backend._ingest = fake
+    with pytest.raises(TransientError) as info:
         google.add("555", [change(1)], None)
+    assert info.value.retry_after is not None
+    assert 0 < sum(slept) <= 1.0
+    first = len(fake.requests)
+    with pytest.raises(TransientError):
+        google.add("555", [change(2)], None)
+    assert len(fake.requests) - first <= 2  # the budget is spent: at most one more short wait
 
 
 class FakeJobs:
