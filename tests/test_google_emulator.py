@@ -514,40 +514,43 @@ def test_job_rules(emu: GoogleEmulator, ads: GoogleAdsClient) -> None:
 def test_parallel_add_operations_on_one_job_is_a_concurrent_modification(
     emu: GoogleEmulator, ads: GoogleAdsClient, channel: grpc.Channel
 ) -> None:
+    from google.ads.googleads.v24.services.types.offline_user_data_job_service import (
+        AddOfflineUserDataJobOperationsRequest,
+    )
+
     user_list = create_ads_list(ads)
     job = create_job(ads, user_list)
-    request = ads.get_type("AddOfflineUserDataJobOperationsRequest")
-    request.resource_name = job
-    request.operations.extend(
-        op(ads, "create", user_data(ads, sha(f"{i}@example.com"))) for i in range(5_000)
-    )
-    # Serialized once, sent twice at the same moment on a bare channel: both arrive together, and the
-    # second finds the first still validating its 5,000 operations.
-    payload = type(request).serialize(request)
+    # Built on the raw protobuf (proto-plus is slow at this size): a big request whose validation
+    # takes the server a while, and a small one sent while it does.
+    big = AddOfflineUserDataJobOperationsRequest.pb()(resource_name=job)
+    for i in range(60_000):
+        big.operations.add().create.user_identifiers.add().hashed_email = sha(f"{i}@example.com")
+    small = AddOfflineUserDataJobOperationsRequest.pb()(resource_name=job)
+    small.operations.add().create.user_identifiers.add().hashed_email = EMAIL_A
     add = channel.unary_unary(
         "/google.ads.googleads.v24.services.OfflineUserDataJobService/AddOfflineUserDataJobOperations",
-        request_serializer=None,
+        request_serializer=lambda message: message.SerializeToString(),
         response_deserializer=None,
     )
-    barrier = threading.Barrier(2)
-    outcomes: list[str] = []
+    outcomes: dict[str, str] = {}
 
-    def send() -> None:
-        barrier.wait()
+    def send(name: str, request: Any) -> None:
         try:
-            add(payload, metadata=[("developer-token", "x")])
-            outcomes.append("ok")
+            add(request, metadata=[("developer-token", "x")], timeout=30)
+            outcomes[name] = "ok"
         except grpc.RpcError as exc:
             failure = GoogleAdsFailure.deserialize(dict(exc.trailing_metadata())[FAILURE_METADATA_KEY])
-            outcomes.append(failure.errors[0].error_code.database_error.name)
+            outcomes[name] = failure.errors[0].error_code.database_error.name
 
-    threads = [threading.Thread(target=send) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(outcomes) == ["CONCURRENT_MODIFICATION", "ok"]
-    assert emu.snapshot()["jobs"][0]["creates"] == 5_000
+    first = threading.Thread(target=send, args=("big", big))
+    first.start()
+    deadline = time.monotonic() + 10
+    while emu.calls["AddOfflineUserDataJobOperations"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    send("small", small)
+    first.join()
+    assert outcomes == {"big": "ok", "small": "CONCURRENT_MODIFICATION"}
+    assert emu.snapshot()["jobs"][0]["creates"] == 60_000
 
 
 def test_at_most_100000_operations_per_request(ads: GoogleAdsClient) -> None:
