@@ -333,6 +333,29 @@ def test_converges_under_30_percent_transient_errors(harness: Harness) -> None:
         assert harness.emulator.calls["IngestAudienceMembers"] > 1
 
 
+def test_members_near_the_end_of_their_lifespan_are_uploaded_again(harness: Harness) -> None:
+    write_profiles(harness.db, [profile(i) for i in range(600)])
+    first = harness.run()
+    assert first.status == "ok" and first.plan.refreshes == 0
+    # Age about half the confirmed uploads past lifespan (540 days) minus margin (30 days).
+    conn = sqlite3.connect(harness.db.parent / "state.db")
+    aged = conn.execute(
+        "UPDATE members SET uploaded_at = uploaded_at - 520 * 86400 WHERE substr(hex(member_key), 1, 1) < '8'"
+    ).rowcount
+    conn.commit()
+    conn.close()
+    sent = "IngestAudienceMembers" if harness.backend == "data_manager" else "AddOfflineUserDataJobOperations"
+    before = harness.emulator.calls[sent]
+    second = harness.run()
+    assert second.status == "ok", second.error
+    assert second.plan.refreshes == aged > 0
+    assert harness.emulator.calls[sent] > before
+    assert second.push.settled == aged
+    third = harness.run()
+    assert third.plan.refreshes == 0  # the refreshed uploads are fresh again
+    harness.assert_in_step()
+
+
 def test_not_allowlisted_gives_its_own_message_and_a_nonzero_exit(
     tmp_path: Path, write_config: WriteConfig, emulator: GoogleEmulator
 ) -> None:
