@@ -284,7 +284,7 @@ class GoogleAdsBackend:
         return PlatformStatus(
             size_lower=max(display, search),
             size_upper=max(display, search),
-            state=f"{membership}; last job {last.detail or last.state}" if last else membership,
+            state=gp.list_state(membership, last, max(display, search), "job"),
             ready=last is None or last.state != "pending",
             detail={
                 "size_for_display": display,

@@ -259,7 +259,7 @@ class DataManagerBackend:
         return PlatformStatus(
             size_lower=size,
             size_upper=size,
-            state=f"{membership}; last request {last.detail or last.state}" if last else membership,
+            state=gp.list_state(membership, last, size, "request"),
             ready=last is None or last.state != "pending",
             detail={
                 "display_network_members": int(sizes.display_network_members_count),

@@ -399,6 +399,18 @@ def ads_job_status(job: job_resource.OfflineUserDataJob | None) -> HandleStatus:
     return HandleStatus("pending", detail=status)
 
 
+def list_state(membership: str, last: HandleStatus | None, size: int, what: str) -> str:
+    """The read-back state line: the list's membership status and the last ``what`` (job or request).
+    A success that left the list empty is said outright: Google answers SUCCESS even when nothing
+    uploaded matched anyone (or every member was refused), and the size is the only sign of it."""
+    if last is None:
+        return membership
+    text = f"{membership}; last {what} {last.detail or last.state}"
+    if last.state == "confirmed" and size == 0:
+        text += "; the list is empty after a successful upload: nothing uploaded matched or was kept"
+    return text
+
+
 # --- partial failures -------------------------------------------------------------------------------
 
 

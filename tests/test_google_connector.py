@@ -607,3 +607,11 @@ def test_a_job_already_started_by_a_lost_attempt_counts_as_run() -> None:
     result = google.add("555", [change(1)], None)
     assert len(calls) == 2
     assert result.pending == {f"customers/{CUSTOMER}/offlineUserDataJobs/1": [b"m1"]}
+
+
+def test_read_back_state_says_when_a_successful_upload_left_the_list_empty() -> None:
+    ok = HandleStatus("confirmed", detail="SUCCESS")
+    assert gp.list_state("OPEN", None, 0, "job") == "OPEN"
+    assert gp.list_state("OPEN", ok, 120, "job") == "OPEN; last job SUCCESS"
+    assert "empty after a successful upload" in gp.list_state("OPEN", ok, 0, "job")
+    assert "empty" not in gp.list_state("OPEN", HandleStatus("pending", detail="RUNNING"), 0, "job")
