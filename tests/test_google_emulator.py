@@ -311,6 +311,31 @@ def test_list_validation(ads: GoogleAdsClient, dm_lists: dm.UserListServiceClien
         )
 
 
+def test_mutate_user_lists_partial_failure_and_remove(emu: GoogleEmulator, ads: GoogleAdsClient) -> None:
+    create_ads_list(ads, "Taken")
+    service = ads.get_service("UserListService")
+    operations = []
+    for name in ("Fresh", "Taken"):
+        operation = ads.get_type("UserListOperation")
+        operation.create.name = name
+        operation.create.crm_based_user_list.upload_key_type = (
+            ads.enums.CustomerMatchUploadKeyTypeEnum.CONTACT_INFO
+        )
+        operations.append(operation)
+    response = service.mutate_user_lists(
+        request={"customer_id": CID, "operations": operations, "partial_failure": True}
+    )
+    assert response.results[0].resource_name.startswith(f"customers/{CID}/userLists/")
+    assert response.results[1].resource_name == ""
+    assert failure_indexes(response) == {1: "NAME_ALREADY_USED"}
+    assert sorted(a["name"] for a in emu.snapshot()["audiences"]) == ["Fresh", "Taken"]
+
+    removal = ads.get_type("UserListOperation")
+    removal.remove = response.results[0].resource_name
+    service.mutate_user_lists(customer_id=CID, operations=[removal])
+    assert [a["name"] for a in emu.snapshot()["audiences"]] == ["Taken"]
+
+
 def test_update_user_list_through_data_manager(
     ads: GoogleAdsClient, dm_lists: dm.UserListServiceClient
 ) -> None:
@@ -926,15 +951,17 @@ def test_admin_state_faults_and_reset(
 
 
 def test_start_emulator_takes_switches_and_stops_cleanly() -> None:
-    emulator = start_emulator(not_allowlisted=True, quota_per_minute=5)
-    try:
+    with start_emulator(not_allowlisted=True, quota_per_minute=5) as emulator:
         assert emulator.faults["not_allowlisted"] is True
         assert emulator.endpoint == f"127.0.0.1:{emulator.port}"
         assert emulator.admin_url == f"http://127.0.0.1:{emulator.admin_port}"
         with pytest.raises(KeyError):
             start_emulator(no_such_switch=1)
-    finally:
-        emulator.stop()
+    # Stopped: nothing listens on either port any more.
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", emulator.admin_port)) != 0
+    with grpc.insecure_channel(emulator.endpoint) as ch, pytest.raises(grpc.FutureTimeoutError):
+        grpc.channel_ready_future(ch).result(timeout=0.2)
 
 
 def free_port() -> int:

@@ -509,6 +509,12 @@ class GoogleEmulator:
             self.admin.stop()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
+    def __enter__(self) -> GoogleEmulator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def wait(self) -> None:
         """Block until the gRPC server stops."""
         self._grpc.wait_for_termination()
