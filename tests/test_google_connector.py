@@ -615,3 +615,35 @@ def test_read_back_state_says_when_a_successful_upload_left_the_list_empty() -> 
     assert gp.list_state("OPEN", ok, 120, "job") == "OPEN; last job SUCCESS"
     assert "empty after a successful upload" in gp.list_state("OPEN", ok, 0, "job")
     assert "empty" not in gp.list_state("OPEN", HandleStatus("pending", detail="RUNNING"), 0, "job")
+
+
+def test_a_remote_endpoint_uses_the_configured_credentials_file(tmp_path: Path) -> None:
+    """Any non-loopback endpoint means TLS and real credentials; building needs no network (gRPC dials
+    on the first call)."""
+    creds = tmp_path / "oauth.json"
+    creds.write_text(
+        '{"type": "authorized_user", "client_id": "id.apps.googleusercontent.com", '
+        '"client_secret": "not-a-secret", "refresh_token": "not-a-token"}',
+        encoding="utf-8",
+    )
+    for backend in ("data_manager", "google_ads"):
+        dest = destination(backend, endpoint="proxy.example.test:443")
+        dest = DestinationConfig(
+            dest.name,
+            dest.platform,
+            dest.settings,
+            {"credentials": str(creds), "developer_token": "dev-token"},
+            dest.name_prefix,
+            dest.base_dir,
+        )
+        assert not dest.is_emulated
+        GoogleConnector(dest).close()
+
+
+def test_a_missing_credentials_file_is_an_auth_error_naming_the_setting(tmp_path: Path) -> None:
+    dest = destination("data_manager", endpoint="proxy.example.test:443")
+    dest = DestinationConfig(
+        dest.name, dest.platform, dest.settings, {"credentials": str(tmp_path / "nope.json")}, "p", Path(".")
+    )
+    with pytest.raises(AuthError, match="credentials_env"):
+        GoogleConnector(dest)
