@@ -142,7 +142,7 @@ class GoogleAdsBackend:
 
     @staticmethod
     def _check_kind(user_list: Any) -> None:
-        key_type = gp._enum_name(user_list.crm_based_user_list.upload_key_type)
+        key_type = gp.enum_name(user_list.crm_based_user_list.upload_key_type)
         if key_type not in ("CONTACT_INFO", "UNSPECIFIED", "0"):
             raise SchemaMismatch(
                 f"user list {user_list.id} is a {key_type} list, not CONTACT_INFO: use a new audience name "
@@ -280,7 +280,7 @@ class GoogleAdsBackend:
         user_list = rows[0].user_list
         display, search = int(user_list.size_for_display), int(user_list.size_for_search)
         last = self._last_job.get(audience_id)
-        membership = gp._enum_name(user_list.membership_status)
+        membership = gp.enum_name(user_list.membership_status)
         return PlatformStatus(
             size_lower=max(display, search),
             size_upper=max(display, search),

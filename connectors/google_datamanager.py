@@ -254,7 +254,7 @@ class DataManagerBackend:
         sizes = found.size_info
         size = max(int(sizes.display_network_members_count), int(sizes.search_network_members_count))
         last = self._last_status.get(audience_id)
-        membership = gp._enum_name(found.membership_status) if "membership_status" in found else "OPEN"
+        membership = gp.enum_name(found.membership_status) if "membership_status" in found else "OPEN"
         match_rate = int(found.ingested_user_list_info.contact_id_info.match_rate_percentage)
         return PlatformStatus(
             size_lower=size,

@@ -272,7 +272,7 @@ def dm_handle_status(response: dm.RetrieveRequestStatusResponse) -> HandleStatus
     rs = dm.RequestStatusPerDestination.RequestStatus
     states = [s.request_status for s in statuses]
     errors = sum(int(c.record_count) for s in statuses for c in s.error_info.error_counts)
-    reasons = sorted({_enum_name(c.reason) for s in statuses for c in s.error_info.error_counts})
+    reasons = sorted({enum_name(c.reason) for s in statuses for c in s.error_info.error_counts})
     detail = ", ".join(reasons)
     if any(s == rs.FAILED for s in states):
         return HandleStatus("failed", rejected_count=errors, detail=f"FAILED {detail}".strip())
@@ -387,15 +387,15 @@ def ads_job_status(job: job_resource.OfflineUserDataJob | None) -> HandleStatus:
     API no longer knows fails, so its members are sent again (adds and removes are idempotent)."""
     if job is None:
         return HandleStatus("failed", detail="job not found")
-    status = _enum_name(job.status)
-    match = _enum_name(job.operation_metadata.match_rate_range)
+    status = enum_name(job.status)
+    match = enum_name(job.operation_metadata.match_rate_range)
     if status == "SUCCESS":
         detail = "SUCCESS" if match in ("UNSPECIFIED", "UNKNOWN") else f"SUCCESS match rate {match}"
         if match == "MATCH_RANGE_LESS_THAN_20":
             detail += " (few or none of the uploaded people matched)"
         return HandleStatus("confirmed", detail=detail)
     if status == "FAILED":
-        return HandleStatus("failed", detail=f"FAILED {_enum_name(job.failure_reason)}")
+        return HandleStatus("failed", detail=f"FAILED {enum_name(job.failure_reason)}")
     return HandleStatus("pending", detail=status)
 
 
@@ -454,7 +454,7 @@ def ads_error_code(error: Any) -> tuple[str, str]:
     which = type(code).pb(code).WhichOneof("error_code")
     if not which:
         return ("unknown", "UNKNOWN")
-    return (which, _enum_name(getattr(code, which)))
+    return (which, enum_name(getattr(code, which)))
 
 
 def ads_error_reason(error: Any) -> str:
@@ -582,6 +582,7 @@ def safe_reason(text: str) -> str:
     return _HEXISH.sub("<value>", text)[:80] or "invalid"
 
 
-def _enum_name(value: Any) -> str:
+def enum_name(value: Any) -> str:
+    """A proto enum value's name (``SUCCESS``), or its text when it has none."""
     name = getattr(value, "name", None)
     return str(name) if name else str(value)
