@@ -281,7 +281,7 @@ class TikTokConnector:
         if self.flow == "file":
             self._send_file(audience_id, schema, chunk, adding)
             return
-        body = tp.mapping_body(
+        body = tp.mapping_json(
             self.advertiser_id, audience_id, "add" if adding else "delete", schema, chunk.rows
         )
         self._call(
@@ -289,7 +289,7 @@ class TikTokConnector:
             "segment/mapping/",
             operation="member add" if adding else "member delete",
             audience_id=audience_id,
-            json_body=body,
+            json_bytes=body,
             splittable=True,
         )
 
@@ -351,12 +351,15 @@ class TikTokConnector:
         audience_id: str | None = None,
         params: Mapping[str, Any] | None = None,
         json_body: Mapping[str, Any] | None = None,
+        json_bytes: bytes | None = None,
         form: Mapping[str, str] | None = None,
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
         splittable: bool = False,
     ) -> tp.Envelope:
         """One API call with retries on what TikTok marks transient, while the connector's
-        ``max_wait_seconds`` lasts. Raises the mapped error, or ``_TooLarge`` when ``splittable``."""
+        ``max_wait_seconds`` lasts. Raises the mapped error, or ``_TooLarge`` when ``splittable``.
+        ``json_bytes`` is a JSON body already serialized (``tp.mapping_json``)."""
+        headers = {"Content-Type": "application/json"} if json_bytes is not None else None
 
         def attempt() -> tp.Envelope:
             self._requests += 1
@@ -366,8 +369,9 @@ class TikTokConnector:
                     self.base_url + path,
                     params=params,
                     json=json_body,
-                    data=form,
+                    data=json_bytes if json_bytes is not None else form,
                     files=files,
+                    headers=headers,
                     timeout=(self.policy.connect_timeout, self.policy.read_timeout),
                 )
             except requests.Timeout:

