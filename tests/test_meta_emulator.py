@@ -89,6 +89,36 @@ def test_rows_are_validated_like_meta(emulator: MetaEmulator) -> None:
     assert error_of(other_schema) == (2650, None)
 
 
+def test_the_payload_may_come_as_a_multipart_part_and_is_validated_the_same(emulator: MetaEmulator) -> None:
+    aid = create(emulator)
+
+    def post(rows: list[list[str]], **fields: str) -> requests.Response:
+        part = json.dumps(payload(*rows)).encode()
+        return requests.post(
+            f"{emulator.url}/v25.0/{aid}/users",
+            params={"access_token": TOKEN},
+            data=fields,
+            files={"payload": (None, part)},
+            timeout=5,
+        )
+
+    good = [[h("a"), "id-a"], [h("b"), ""], ["", "id-c"]]
+    assert post(good).json()["num_invalid_entries"] == 0
+    assert emulator.members(aid) == {tuple(r) for r in good}
+    mixed = post([[h("d"), "x"], [h("e").upper(), "y"]]).json()
+    assert mixed["num_invalid_entries"] == 1 and list(mixed["invalid_entry_samples"]) == [h("e").upper()]
+    post([good[0]], method="DELETE")
+    assert emulator.members(aid) == {tuple(good[1]), tuple(good[2]), (h("d"), "x")}
+    broken = requests.post(
+        f"{emulator.url}/v25.0/{aid}/users",
+        params={"access_token": TOKEN},
+        data=b"--b\r\nno headers",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+        timeout=5,
+    )
+    assert error_of(broken) == (100, None)
+
+
 def test_sessions_take_batches_in_order_and_end_with_the_last(emulator: MetaEmulator) -> None:
     aid = create(emulator)
 

@@ -287,6 +287,39 @@ def test_golden_delete_body_uses_delete_never_remove() -> None:
     }
 
 
+def test_mapping_json_is_the_mapping_body_serialized() -> None:
+    schema = ["EMAIL_SHA256", "PHONE_SHA256"]
+    rows: list[tuple[str | None, ...]] = [(sha("a"), sha("b")), (None, sha("c")), (sha("d"), None)]
+    for action in ("add", "delete"):
+        fast = tp.mapping_json(ADVERTISER, AUDIENCE, action, schema, rows)
+        body = tp.mapping_body(ADVERTISER, AUDIENCE, action, schema, rows)
+        assert fast == json.dumps(body, separators=(",", ":")).encode()
+    # A value that would need escaping goes through json.dumps.
+    odd = [('x"\\é', None)]
+    assert json.loads(tp.mapping_json(ADVERTISER, AUDIENCE, "add", schema, odd)) == tp.mapping_body(
+        ADVERTISER, AUDIENCE, "add", schema, odd
+    )
+    assert json.loads(tp.mapping_json(ADVERTISER, AUDIENCE, "add", schema, []))["batch_data"] == []
+    with pytest.raises(ValueError):
+        tp.mapping_json(ADVERTISER, AUDIENCE, "remove", schema, rows)
+
+
+def test_person_rows_take_hex_as_is_and_normalize_or_drop_the_rest() -> None:
+    kinds = ("email", "phone")
+    batch = [
+        Change(b"k1", {"email": sha("a"), "phone": sha("b")}),
+        Change(b"k2", {"email": " " + sha("c").upper() + " "}),
+        Change(b"k3", {"email": "not-a-hash"}),
+        Change(b"k4", {}),
+    ]
+    out = tp.person_rows(kinds, batch)
+    assert out.keys == [b"k1", b"k2"]
+    assert out.rows == [(sha("a"), sha("b")), (sha("c"), None)]
+    assert out.rejected == {b"k3": tp.NO_VALID_ID, b"k4": tp.NO_VALID_ID}
+    clean = tp.person_rows(kinds, batch[:1])
+    assert (clean.keys, clean.rows, clean.rejected) == ([b"k1"], [(sha("a"), sha("b"))], {})
+
+
 def multipart_fields(request: Any) -> dict[str, bytes]:
     raw = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode() + request.body
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)

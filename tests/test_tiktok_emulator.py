@@ -133,6 +133,24 @@ def test_mapping_add_and_delete_work_on_whole_people(client: Client) -> None:
     assert client.members(audience) == {tuple(a)}
 
 
+def test_mapping_files_each_person_under_the_audiences_its_ids_name(client: Client) -> None:
+    one, two = client.create("one"), client.create("two")
+    full, partial = [sha("a"), sha("+1")], [None, sha("+2")]
+    # Every id names the same audience; a person with no id at all joins nothing.
+    assert client.mapping(one, "add", [full, partial, [None, None]])["code"] == 0
+    assert client.members(one) == {tuple(full), tuple(partial)}
+    # Ids naming different audiences: the person joins each audience any of its ids names.
+    mixed = [[{"id": sha("b"), "audience_ids": [one]}, {"id": sha("+3"), "audience_ids": [two, one]}]]
+    body = {"advertiser_ids": [ADV], "action": "add", "id_schema": ["EMAIL_SHA256", "PHONE_SHA256"]}
+    assert client.post("segment/mapping/", json={**body, "batch_data": mixed})["code"] == 0
+    assert client.members(two) == {(sha("b"), sha("+3"))}
+    assert (sha("b"), sha("+3")) in client.members(one)
+    # A malformed entry is refused whole, whichever path checks it.
+    bad = [[{"id": sha("c"), "audience_ids": [one]}, {"id": sha("+4"), "audience_ids": []}]]
+    assert client.post("segment/mapping/", json={**body, "batch_data": bad})["code"] == 40002
+    assert (sha("c"), sha("+4")) not in client.members(one)
+
+
 def test_mapping_validates_ids_actions_audiences_and_size(client: Client) -> None:
     audience = client.create()
     assert client.mapping(audience, "add", [["NOT-HEX", None]])["code"] == 40002

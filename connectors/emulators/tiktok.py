@@ -316,8 +316,9 @@ class TikTokApi:
         if not isinstance(batch, list):
             raise ApiError(40002, "batch_data: a list is required")
         _too_large(len(batch), self.max_batch, "batch_data")
-        per_audience = _same_targets(batch, len(schema))
-        for person in batch if per_audience is None else ():
+        same = _same_targets(batch, len(schema))
+        per_audience: dict[str, list[Member]] = {} if same is None else same
+        for person in batch if same is None else ():
             if not isinstance(person, list) or len(person) != len(schema):
                 raise ApiError(40002, "batch_data: each person needs one entry per id_schema item")
             values: list[str | None] = []
@@ -335,8 +336,6 @@ class TikTokApi:
                 targets.update(str(i) for i in ids)
             for audience_id in targets:
                 per_audience.setdefault(audience_id, []).append(tuple(values))
-        if per_audience is None:
-            per_audience = {}
         # Every audience is checked before any is changed: a refused request changes nothing.
         audiences: dict[str, Audience] = {}
         for audience_id in per_audience:
