@@ -107,7 +107,7 @@ def _meta() -> Emulated:
             f'access_token_env = "META_ACCESS_TOKEN"\nendpoint = "{em.url}"\n'
         ),
         # Adds and removes are both POST /{audience_id}/users (removes carry method=DELETE).
-        lambda em: em.server.requests_to("POST", "/users"),
+        lambda em: em.requests_to("POST", "/users"),
     )
 
 

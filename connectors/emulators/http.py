@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -156,6 +156,16 @@ class FaultSwitches:
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)
 
+    def maybe_drop(self, rate: str = "drop_rate") -> None:
+        """Close the connection unanswered (``DropConnection``) with the probability ``rate`` holds."""
+        if self.roll(rate):
+            raise DropConnection()
+
+    def stall_for(self, rate: str, seconds: str) -> float:
+        """Seconds this request should stall (past a client's timeout): ``seconds``' value with the
+        probability ``rate`` holds, else 0. Each platform decides whether the work is done first."""
+        return float(self[seconds]) if self.roll(rate) else 0.0
+
 
 Handler = Callable[[Request], Response]
 
@@ -271,6 +281,41 @@ class EmulatorServer:
             do_GET = do_POST = do_DELETE = _dispatch
 
         return _Handler
+
+
+class HttpEmulator:
+    """What every HTTP emulator exposes around its ``EmulatorServer``: where it listens, start and
+    stop, the request log. A platform emulator sets ``self.server`` in its constructor."""
+
+    server: EmulatorServer
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        """The endpoint to configure (the API's base URL)."""
+        return self.server.url
+
+    @property
+    def admin_url(self) -> str:
+        """Where ``/_emulator/*`` is served: the same server."""
+        return self.server.url
+
+    def start(self) -> Self:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def serve_forever(self) -> None:
+        self.server.serve_forever()
+
+    def requests_to(self, method: str, suffix: str) -> int:
+        """How many API calls (admin calls excluded) had ``method`` and a path ending in ``suffix``."""
+        return self.server.requests_to(method, suffix)
 
 
 @contextmanager

@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audiencesync.connectors.emulators.http import (
-    DropConnection,
     EmulatorServer,
     FaultSwitches,
+    HttpEmulator,
     Request,
     Response,
     all_hex64,
@@ -150,7 +150,7 @@ def graph_error(
     return Response.of_json({"error": error}, status, headers)
 
 
-class MetaEmulator:
+class MetaEmulator(HttpEmulator):
     """Graph API state plus an ``EmulatorServer``. ``url`` is what ``session.GRAPH`` should be."""
 
     def __init__(self, port: int = 0, **options: Any) -> None:
@@ -161,25 +161,6 @@ class MetaEmulator:
         self._ids = itertools.count(23840000000000001)
         self._audiences: dict[str, _Audience] = {}
         self.server = EmulatorServer(self.handle, self.snapshot, self.reset, self.faults, port)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def admin_url(self) -> str:
-        return self.server.url
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def start(self) -> MetaEmulator:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
 
     def reset(self) -> None:
         with self._lock:
@@ -237,10 +218,10 @@ class MetaEmulator:
         return graph_error(400, 100, "Unsupported request", kind="GraphMethodException")
 
     def _transport_fault(self) -> Response | None:
-        if self.faults.roll("drop_rate"):
-            raise DropConnection()
-        if self.faults.roll("slow_rate"):
-            time.sleep(float(self.faults["slow_seconds"]))
+        self.faults.maybe_drop()
+        # Meta stalls before doing the work: a timed-out call changed nothing.
+        if stall := self.faults.stall_for("slow_rate", "slow_seconds"):
+            time.sleep(stall)
         if self.faults.roll("throttle_rate"):
             code = int(self.faults["throttle_code"])
             usage = (
@@ -443,4 +424,4 @@ def serve(port: int, admin_port: int | None = None) -> None:
     the CLI's uniform signature and ignored)."""
     emulator = MetaEmulator(port)
     print(f"Meta Graph API emulator on {emulator.url} (admin: {emulator.url}/_emulator/state)", flush=True)
-    emulator.server.serve_forever()
+    emulator.serve_forever()

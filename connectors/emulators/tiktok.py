@@ -50,9 +50,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audiencesync.connectors.emulators.http import (
-    DropConnection,
     EmulatorServer,
     FaultSwitches,
+    HttpEmulator,
     Request,
     Response,
     all_hex64,
@@ -517,7 +517,7 @@ def _parse_file(content: bytes, calculate_type: str) -> tuple[list[str], list[Me
     return schema, rows
 
 
-class TikTokEmulator:
+class TikTokEmulator(HttpEmulator):
     """The emulator, running: ``url`` is the endpoint to configure, ``admin_url`` the admin surface
     (the same server)."""
 
@@ -530,38 +530,15 @@ class TikTokEmulator:
         self.api = TikTokApi(self.state)
         self.server = EmulatorServer(self._handle, self.state.snapshot, self.state.reset, self.faults, port)
 
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def admin_url(self) -> str:
-        return self.server.url
-
-    def start(self) -> TikTokEmulator:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def requests_to(self, method: str, route: str) -> int:
-        """How many calls ``route`` (for example ``segment/mapping/``) received."""
-        return self.server.requests_to(method, route)
-
     def _handle(self, req: Request) -> Response:
-        faults = self.faults
-        if faults.roll("drop_rate"):
-            raise DropConnection()
+        self.faults.maybe_drop()
         request_id = self.state.request_id()
-        stall = faults.roll("timeout_rate")
+        stall = self.faults.stall_for("timeout_rate", "timeout_seconds")
         response = self._answer(req, request_id)
+        # TikTok applies the call, then answers too late: a client that timed out and re-sends must
+        # be safe against a change that already landed.
         if stall:
-            time.sleep(float(faults["timeout_seconds"]))
+            time.sleep(stall)
         return response
 
     def _answer(self, req: Request, request_id: str) -> Response:
@@ -610,4 +587,4 @@ def serve(port: int, admin_port: int | None = None) -> None:
         f"advertiser {DEMO_ADVERTISER})",
         flush=True,
     )
-    emulator.server.serve_forever()
+    emulator.serve_forever()
