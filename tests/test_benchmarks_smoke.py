@@ -40,7 +40,8 @@ def test_push_benchmark_uses_the_fewest_requests_and_a_noop_run_sends_none(platf
             continue
         assert {"requests", "expected_requests", "members_per_s", "push_s"} <= set(result)
         assert result["status"] == "ok", result
-        assert result["confirmed"] == MEMBERS
+        # Google's jobs finish later: its members may still be pending after the push.
+        assert result["confirmed"] + result["pending"] == MEMBERS
         assert result["requests"] == result["expected_requests"] >= 1
         assert result["noop_changes"] == 0 and result["noop_requests"] == 0
 
