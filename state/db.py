@@ -178,6 +178,13 @@ def _alerts(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(3, "members fingerprint index")
+def _fingerprints(conn: sqlite3.Connection) -> None:
+    # Planning looks up every source profile's raw fingerprint and scans members for removes; this
+    # narrow index answers both without reading the payloads, which make the table rows wide.
+    conn.execute("CREATE INDEX members_fingerprints ON members (target_id, member_key, raw_fp, payload_fp)")
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT the migration's transaction first; run statement by statement.
     for statement in script.split(";"):

@@ -22,7 +22,7 @@ from audiencesync.connectors.contract import PlatformStatus
 from audiencesync.state.db import atomic
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
-from audiencesync.sync.plan import member_key
+from audiencesync.sync.source_load import member_key
 from audiencesync.sync.sources import read_audience
 
 # Where a lag is measured from: the change, clamped to the target's creation (see the module doc).

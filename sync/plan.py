@@ -7,40 +7,31 @@ state connection (never in the state file) until ``commit_plan`` merges it into 
 simply never commits it.
 
 Speed: a profile whose raw identifiers have not changed since the last sync (same fingerprint of the
-raw values, kept in state) is not normalized or hashed again. Only new and changed profiles pay for
-phone parsing and SHA-256.
+raw values, kept in state) is not normalized or hashed again; ``source_load`` loads the rows and
+hashes only new and changed profiles.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 import sqlite_utils
-from audiencesync.state.db import atomic, scratch_transaction
+from audiencesync.state.db import atomic
 from audiencesync.state.outbox import REJECTION_MAX_AGE_S
 from audiencesync.sync.config import SourceConfig, Target
-from audiencesync.sync.identity import NORMALIZATION_VERSION, ProfileHasher
+from audiencesync.sync.source_load import (
+    SOURCE_COLUMNS,
+    HashGroup,
+    SourceLoader,
+    SourceTable,
+    payload_fingerprint,
+)
 from audiencesync.sync.sources import SourceRow
-
-CHUNK_ROWS = 20_000
-
-
-def member_key(profile_id: str) -> bytes:
-    """A stable 16-byte key for a profile; state never holds the source's own id."""
-    return hashlib.blake2b(profile_id.encode(), digest_size=16).digest()
-
-
-def payload_fingerprint(payload: str) -> bytes:
-    return hashlib.blake2b(payload.encode(), digest_size=16).digest()
 
 
 def hasher_platform(target: Target) -> str:
@@ -62,6 +53,8 @@ class TargetPlan:
     """Temporary table holding the desired outbox for this target."""
     source_members: int = 0
     skipped_no_identifier: int = 0
+    consent_denied: int = 0
+    """Profiles left out because their ads consent is denied."""
     synced: int = 0
     adds: int = 0
     removes: int = 0
@@ -104,52 +97,13 @@ class TargetPlan:
             "refreshes": self.refreshes,
             "held_back": self.held_back,
             "skipped_no_identifier": self.skipped_no_identifier,
+            "consent_denied": self.consent_denied,
             "invalid": dict(sorted(self.invalid.items())),
             "max_batch": self.max_batch,
             "requests": self.requests,
             "breaker": self.breaker or "ok",
             "state_version": self.state_version,
         }
-
-
-def _chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
-    it = iter(rows)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
-def _index_source(conn: sqlite3.Connection, src: str) -> None:
-    """Index a loaded source table by member key. A profile id that appears twice in the source
-    keeps its last row, as a re-read of the profile would."""
-    try:
-        conn.execute(f"CREATE UNIQUE INDEX temp.{src}_key ON {src} (member_key)")
-    except sqlite3.IntegrityError:
-        conn.execute(
-            f"DELETE FROM {src} WHERE rowid NOT IN (SELECT max(rowid) FROM {src} GROUP BY member_key)"
-        )
-        conn.execute(f"CREATE UNIQUE INDEX temp.{src}_key ON {src} (member_key)")
-    # The diff's joins start from the few rows that were hashed this time, not from every row.
-    conn.execute(f"CREATE INDEX temp.{src}_hashed ON {src} (member_key) WHERE payload IS NOT NULL")
-
-
-class _PlatformGroup:
-    """Targets of one audience that share normalization rules, hashed once per profile."""
-
-    def __init__(self, platform: str, source: SourceConfig, plans: list[TargetPlan]) -> None:
-        self.hasher = ProfileHasher(
-            platform, list(source.identifiers), source.default_country, source.prehashed
-        )
-        self.kinds = list(source.identifiers)
-        salt = json.dumps(
-            [NORMALIZATION_VERSION, platform, source.default_country, self.kinds, sorted(source.prehashed)]
-        )
-        self.salt = salt.encode()
-        self.plans = plans
-
-    def raw_fp(self, row: SourceRow) -> bytes:
-        digest = hashlib.blake2b(self.salt, digest_size=16)
-        digest.update("\x1f".join(row.raw.get(k) or "" for k in self.kinds).encode())
-        return digest.digest()
 
 
 class Planner:
@@ -165,10 +119,7 @@ class Planner:
         self._tables += 1
         src, desired = f"plan_src_{self._tables}", f"plan_desired_{self._tables}"
         conn = self.db.conn
-        conn.execute(
-            f"CREATE TEMP TABLE {src} (member_key BLOB NOT NULL, raw_fp BLOB NOT NULL, payload TEXT, "
-            "payload_fp BLOB, invalid TEXT, consent INTEGER, source_at REAL)"
-        )
+        conn.execute(f"CREATE TEMP TABLE {src} ({SOURCE_COLUMNS})")
         conn.execute(
             f"CREATE TEMP TABLE {desired} (member_key BLOB NOT NULL, op TEXT NOT NULL, payload TEXT NOT NULL, "
             "payload_fp BLOB NOT NULL, raw_fp BLOB, invalid TEXT, consent INTEGER, source_at REAL, "
@@ -203,88 +154,21 @@ class Planner:
             srcs[plan.key] = src
             refresh[plan.key] = refresh_after
             groups.setdefault(hasher_platform(target), []).append(plan)
-        platform_groups = [_PlatformGroup(p, source, ps) for p, ps in groups.items()]
-
-        # Each plan's source table is appended to with explicit, consecutive rowids (cheap, in order)
-        # and indexed by member key once every row is in: far cheaper than inserting 16-byte random
-        # keys into a B-tree one by one.
-        loaded = 0
-        for chunk in _chunks(rows, CHUNK_ROWS):
-            with scratch_transaction(self.db):
-                for group in platform_groups:
-                    self._load_chunk(group, chunk, loaded, srcs)
-            loaded += len(chunk)
+        tables = {plan.key: SourceTable(srcs[plan.key], plan.target_id) for plan in plans}
+        hash_groups = [
+            HashGroup(platform, source, [tables[p.key] for p in members])
+            for platform, members in groups.items()
+        ]
+        loader = SourceLoader(self.db, hash_groups)
+        loader.load(rows)
         for plan in plans:
-            _index_source(self.db.conn, srcs[plan.key])
+            plan.consent_denied = loader.consent_denied
+            plan.skipped_no_identifier = tables[plan.key].skipped_no_identifier
+            plan.invalid.update(tables[plan.key].invalid)
         for plan in plans:
             self._diff(plan, srcs[plan.key], refresh[plan.key], now)
             self._check_breaker(plan, allow_mass_remove)
         return plans
-
-    def _load_chunk(
-        self, group: _PlatformGroup, chunk: list[SourceRow], first: int, srcs: dict[str, str]
-    ) -> None:
-        """Append one chunk of source rows to the source table of every plan in ``group``.
-
-        Only rows whose raw identifiers changed since they were last synced to a target (or that
-        the target has never seen) are normalized and hashed, once for the whole group; unchanged
-        rows go in with no payload, and the diff reads theirs from state."""
-        conn = self.db.conn
-        keys = [member_key(r.profile_id) for r in chunk]
-        fps = [group.raw_fp(r) for r in chunk]
-        skeleton = [
-            (first + i, keys[i], fps[i], None if r.consent is None else int(r.consent), r.changed_at)
-            for i, r in enumerate(chunk)
-        ]
-        changed: dict[str, list[int]] = {}
-        for plan in group.plans:
-            if plan.target_id is None:
-                changed[plan.key] = list(range(len(chunk)))
-                continue
-            src = srcs[plan.key]
-            conn.executemany(
-                f"INSERT INTO {src} (rowid, member_key, raw_fp, consent, source_at) VALUES (?, ?, ?, ?, ?)",
-                skeleton,
-            )
-            changed[plan.key] = [
-                rowid - first
-                for (rowid,) in conn.execute(
-                    f"SELECT s.rowid FROM {src} s WHERE s.rowid BETWEEN ? AND ? AND NOT EXISTS "
-                    "(SELECT 1 FROM members m WHERE m.target_id = ? AND m.member_key = s.member_key "
-                    "AND m.raw_fp = s.raw_fp)",
-                    [first, first + len(chunk) - 1, plan.target_id],
-                )
-            ]
-        hashed: dict[int, tuple[str, bytes, str | None] | None] = {}
-        invalid_counts: Counter[str] = Counter()
-        for i in sorted(set().union(*changed.values())):
-            profile = group.hasher(chunk[i].raw)
-            for kind, reason in profile.invalid:
-                invalid_counts[f"{kind}:{reason}"] += 1
-            if not profile.identifiers:
-                hashed[i] = None
-                continue
-            payload = json.dumps(profile.identifiers, sort_keys=True, separators=(",", ":"))
-            invalid = ",".join(f"{k}:{r}" for k, r in profile.invalid) or None
-            hashed[i] = (payload, payload_fingerprint(payload), invalid)
-        for plan in group.plans:
-            src = srcs[plan.key]
-            plan.invalid.update(invalid_counts)
-            mine = changed[plan.key]
-            dropped = [(first + i,) for i in mine if hashed[i] is None]
-            plan.skipped_no_identifier += len(dropped)
-            if plan.target_id is None:
-                conn.executemany(
-                    f"INSERT INTO {src} (rowid, member_key, raw_fp, payload, payload_fp, invalid, consent, "
-                    "source_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (skeleton[i][:3] + h + skeleton[i][3:] for i in mine if (h := hashed[i]) is not None),
-                )
-                continue
-            conn.executemany(
-                f"UPDATE {src} SET payload = ?, payload_fp = ?, invalid = ? WHERE rowid = ?",
-                ((*h, first + i) for i in mine if (h := hashed[i]) is not None),
-            )
-            conn.executemany(f"DELETE FROM {src} WHERE rowid = ?", dropped)
 
     def _diff(self, plan: TargetPlan, src: str, refresh_after: float | None, now: float) -> None:
         conn = self.db.conn
@@ -329,7 +213,7 @@ class Planner:
         if plan.target.sync.mode == "mirror":
             conn.execute(
                 f"INSERT INTO {desired} SELECT m.member_key, 'remove', m.payload, m.payload_fp, NULL, NULL, "
-                f"NULL, NULL, 'gone' FROM members m WHERE m.target_id = ? AND NOT EXISTS "
+                f"NULL, NULL, 'gone' FROM members m INDEXED BY members_fingerprints WHERE m.target_id = ? AND NOT EXISTS "
                 f"(SELECT 1 FROM {src} s WHERE s.member_key = m.member_key)",
                 [t],
             )
@@ -341,7 +225,8 @@ class Planner:
             conn.execute(
                 f"UPDATE {desired} SET kind = 'shared' WHERE op = 'remove' AND (payload_fp IN "
                 f"(SELECT s.payload_fp FROM {src} s WHERE s.payload IS NOT NULL) OR payload_fp IN "
-                f"(SELECT m.payload_fp FROM members m CROSS JOIN {src} s ON s.member_key = m.member_key "
+                f"(SELECT m.payload_fp FROM members m INDEXED BY members_fingerprints CROSS JOIN {src} s "
+                f"ON s.member_key = m.member_key "
                 f"WHERE m.target_id = ? AND s.payload IS NULL AND m.payload_fp IN "
                 f"(SELECT payload_fp FROM {desired} WHERE op = 'remove')))",
                 [t],

@@ -38,7 +38,7 @@ def render_results(console: Console, results: Sequence[TargetResult], dry_run: b
         p = r.plan
         row = [
             f"{p.target.audience.name} → {p.target.destination.name} ({p.target.destination.platform})",
-            f"{p.source_members:,}",
+            f"{p.source_members:,}" + (f" ({p.consent_denied:,} no consent)" if p.consent_denied else ""),
             f"{p.synced:,}",
             f"{p.adds:,}",
             f"{p.removes:,}",

@@ -33,7 +33,8 @@ def test_the_example_config_is_valid() -> None:
     config = load_config(Path(__file__).parent.parent / "config.example.toml", {})
     assert {t.key for t in config.targets()} >= {
         "lapsed@meta_main",
-        "vip@meta_main", "lapsed@tiktok_main",
+        "vip@meta_main",
+        "lapsed@tiktok_main",
         "in_checkout@meta_main",
     }
 

@@ -27,7 +27,7 @@ from audiencesync.sync.cli import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.demo import advance, build_profiles
 from audiencesync.sync.identity import ProfileHasher
-from audiencesync.sync.plan import member_key
+from audiencesync.sync.source_load import member_key
 from audiencesync.sync.sources import read_audience
 from click.testing import CliRunner
 
@@ -188,12 +188,15 @@ def state_rows(workdir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tu
 
 
 def source_rows(workdir: Path, audience: str) -> dict[bytes, dict[str, str]]:
-    """What the source says the audience is now: member key -> Meta-ready identifiers."""
+    """What the source says the audience is now: member key -> Meta-ready identifiers (profiles that
+    denied ads consent are never uploaded)."""
     config = load_config(workdir / "audience-sync.toml", {})
     src = config.source
     hasher = ProfileHasher("meta", list(src.identifiers), src.default_country, src.prehashed)
     out = {}
     for row in read_audience(src, config.audiences[audience]):
+        if row.consent is False:
+            continue
         profile = hasher(row.raw)
         if profile.identifiers:
             out[member_key(row.profile_id)] = dict(profile.identifiers)

@@ -102,8 +102,8 @@ def person(identifiers: dict[str, str]) -> frozenset[str]:
 
 
 def expected(path: Path) -> set[frozenset[str]]:
-    """The vip audience as Google should hold it: members who denied ads consent are never uploaded
-    (Ads backend) or are refused by Google (Data Manager sends CONSENT_DENIED)."""
+    """The vip audience as Google should hold it: members who denied ads consent are left out of the
+    plan, so they are never uploaded on either backend."""
     hasher = ProfileHasher("google", KINDS, "US")
     conn = sqlite3.connect(path)
     try:
@@ -217,18 +217,16 @@ def test_initial_sync_of_25000_members(harness: Harness) -> None:
     result = harness.run()
     assert result.status == "ok", result.error
     denied = sum(1 for i in range(25_000) if i % 20 == 0)
+    assert result.plan.consent_denied == denied
+    assert result.push.rejected == 0
     if harness.backend == "google_ads":
-        # Consent-denied members are held back and logged as rejections; 3 x 10,000 batches, each
-        # split into a granted and an unknown-consent job.
-        assert result.push.rejected == denied
-        assert result.push.rejection_reasons == {"ads consent denied": denied}
+        # 3 batches of at most 10,000, each split into a granted and an unknown-consent job.
         assert harness.emulator.calls["CreateOfflineUserDataJob"] == 6
         assert result.push.requests == 6
     else:
-        assert result.push.rejected == 0
         assert result.push.requests == 3
-    assert result.push.pending == 25_000 - result.push.rejected
-    assert result.push.settled == 25_000 - result.push.rejected
+    assert result.push.pending == 25_000 - denied
+    assert result.push.settled == 25_000 - denied
     assert harness.in_flight() == 0
     harness.assert_in_step()
     assert result.platform_size == (len(expected(harness.db)),) * 2
@@ -285,14 +283,11 @@ def test_partial_failures_are_mapped_to_the_right_members(harness: Harness) -> N
     result = harness.run()
     assert result.status == "ok", result.error
     reasons = dict(result.push.rejection_reasons)
-    reasons.pop("ads consent denied", None)
     assert sum(reasons.values()) == len(bad)
     for reason in reasons:
         assert "@" not in reason and email_hash(3) not in reason
     conn = sqlite3.connect(harness.db.parent / "state.db")
-    rejected_reasons = [
-        r[0] for r in conn.execute("SELECT reason FROM rejections WHERE reason != 'ads consent denied'")
-    ]
+    rejected_reasons = [r[0] for r in conn.execute("SELECT reason FROM rejections")]
     conn.close()
     assert len(rejected_reasons) == len(bad)
     members = harness.emulator.members(harness.list_id())

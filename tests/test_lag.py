@@ -16,7 +16,7 @@ from audiencesync.sync.cli import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.lag import lag_stats, prune_lag, record_read_back
-from audiencesync.sync.plan import member_key
+from audiencesync.sync.source_load import member_key
 from audiencesync.sync.sources import read_audience
 from click.testing import CliRunner, Result
 from sample_configs import WriteConfig
@@ -115,14 +115,15 @@ def test_a_ready_read_back_stamps_confirmed_changes_with_the_time_it_was_observe
 
 
 def in_flow_with_identifiers(config_path: Path) -> tuple[set[bytes], set[bytes]]:
-    """Keys of the profiles in the abandoned-checkout flow now, and of those with a usable identifier."""
+    """Keys of the profiles in the abandoned-checkout flow now, and of those that can be uploaded: a usable
+    identifier and ads consent not denied."""
     config = load_config(config_path, {})
     src = config.source
     hasher = ProfileHasher("meta", list(src.identifiers), src.default_country, src.prehashed)
     everyone, usable = set(), set()
     for row in read_audience(src, config.audiences["in_checkout"]):
         everyone.add(member_key(row.profile_id))
-        if hasher(row.raw).identifiers:
+        if hasher(row.raw).identifiers and row.consent is not False:
             usable.add(member_key(row.profile_id))
     return everyone, usable
 

@@ -184,3 +184,36 @@ def test_a_profile_listed_twice_is_synced_once_with_its_last_row(tmp_path_factor
     source.write_text("".join(json.dumps({"id": k, "email": v, "stage": "vip"}) + "\n" for k, v in rows))
     run(config, platform)
     assert platform.members == expected(dict(rows))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    snapshots=st.lists(
+        st.dictionaries(
+            st.sampled_from([f"p{i}" for i in range(6)]),
+            st.tuples(EMAILS, st.sampled_from([True, False, None])),
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_profile_that_denies_ads_consent_is_never_on_the_platform(tmp_path_factory, snapshots) -> None:  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("consent")
+    source, config = setup(tmp, "mirror")
+    config.write_text(
+        config.read_text().replace(
+            'stage_column = "stage"', 'stage_column = "stage"\nconsent_column = "consent"'
+        )
+    )
+    platform = InMemoryPlatform()
+    for snapshot in snapshots:
+        source.write_text(
+            "".join(
+                json.dumps({"id": k, "email": e, "stage": "vip", "consent": c}) + "\n"
+                for k, (e, c) in snapshot.items()
+            )
+        )
+        run(config, platform)
+        consenting = {k: e for k, (e, c) in snapshot.items() if c is not False}
+        assert platform.members == expected(consenting)

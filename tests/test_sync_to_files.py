@@ -12,7 +12,7 @@ from pathlib import Path
 from audiencesync.sync.cli import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.identity import ProfileHasher
-from audiencesync.sync.plan import member_key
+from audiencesync.sync.source_load import member_key
 from audiencesync.sync.sources import read_audience
 from click.testing import CliRunner, Result
 from sample_configs import WriteConfig
@@ -29,12 +29,15 @@ def dry_run(config: Path) -> dict[str, dict[str, object]]:
 
 
 def hashed_members(config_path: Path, audience: str) -> dict[bytes, str]:
-    """What the source says the audience is now: member key -> hashed payload (valid profiles only)."""
+    """What the source says the audience is now: member key -> hashed payload (profiles with a valid
+    identifier and ads consent not denied)."""
     config = load_config(config_path, {})
     src = config.source
     hasher = ProfileHasher("meta", list(src.identifiers), src.default_country, src.prehashed)
     out = {}
     for row in read_audience(src, config.audiences[audience]):
+        if row.consent is False:
+            continue
         profile = hasher(row.raw)
         if profile.identifiers:
             out[member_key(row.profile_id)] = json.dumps(profile.identifiers, sort_keys=True)
@@ -144,7 +147,10 @@ def test_a_saved_plan_is_pushed_exactly_and_refused_once_state_moved(
     saved = invoke("sync", "--config", str(config), "--dry-run", "--plan-out", str(plan_file))
     assert saved.exit_code == 0, saved.output
     with sqlite3.connect(demo_db) as conn:
-        emails = [r[0].strip().lower().encode() for r in conn.execute("SELECT email FROM profiles WHERE email LIKE '%@%.%'")]
+        emails = [
+            r[0].strip().lower().encode()
+            for r in conn.execute("SELECT email FROM profiles WHERE email LIKE '%@%.%'")
+        ]
     saved_bytes = plan_file.read_bytes().lower()
     assert not [e for e in emails if e in saved_bytes]  # hashed rows only
 
