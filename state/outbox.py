@@ -134,13 +134,13 @@ class OutboxStore:
         now = time.time()
         with atomic(self.db) as conn:
             if result.confirmed:
-                self._confirm(conn, target_id, op, result.confirmed, run_id, sent_at, now)
+                scope = self._scope(conn, target_id, op, result.confirmed)
+                self._confirm(conn, target_id, op, scope, run_id, sent_at, now)
             for handle, keys in result.pending.items():
-                _keys_table(conn, keys)
+                scope = self._scope(conn, target_id, op, keys)
                 conn.execute(
-                    "UPDATE outbox SET status = 'in_flight', handle = ?, sent_at = ? "
-                    "WHERE target_id = ? AND op = ? AND member_key IN (SELECT member_key FROM batch_keys)",
-                    [handle, sent_at, target_id, op],
+                    f"UPDATE outbox SET status = 'in_flight', handle = ?, sent_at = ? WHERE {scope.bare}",
+                    [handle, sent_at, *scope.params],
                 )
             if result.rejected:
                 self._reject(conn, target_id, op, result.rejected, now)
@@ -171,9 +171,13 @@ class OutboxStore:
             ).fetchall()
             if status.state == "confirmed":
                 for op in ("remove", "add"):
-                    keys = [r[1] for r in rows if r[0] == op]
-                    if keys:
-                        self._confirm(conn, target_id, op, keys, run_id, None, now)
+                    if any(r[0] == op for r in rows):
+                        # The handle names exactly its rows (and has an index): no list of keys needed.
+                        scope = _Scope(
+                            "{p}target_id = ? AND {p}handle = ? AND {p}status = 'in_flight' AND {p}op = ?",
+                            [target_id, handle, op],
+                        )
+                        self._confirm(conn, target_id, op, scope, run_id, None, now)
             else:
                 conn.execute(
                     "UPDATE outbox SET status = 'queued', handle = NULL, attempts = attempts + 1 "
@@ -183,10 +187,11 @@ class OutboxStore:
         return len(rows)
 
     def _scope(self, conn: sqlite3.Connection, target_id: int, op: str, keys: Sequence[bytes]) -> _Scope:
-        """The outbox rows of ``keys``. When ``keys`` are exactly a batch ``batches`` served, and the
-        outbox still holds exactly that many queued rows of ``op`` between its first and last key, they
-        are those rows: a key-range scan then replaces loading the keys into a temporary table and
-        probing the outbox once per key in each statement (profiled: a third of ``apply_result``)."""
+        """The outbox rows of ``op`` and ``keys``. When ``keys`` are exactly a batch ``batches`` served,
+        and the outbox still holds exactly that many queued rows of ``op`` between its first and last
+        key, they are those rows: a key-range scan then replaces loading the keys into a temporary
+        table and probing the outbox once per key in each statement (profiled: a third of
+        ``apply_result``)."""
         served = self._served.pop((target_id, op, keys[0]), None) if keys else None
         if served is not None and (served == keys or sorted(set(keys)) == served):
             in_range = _Scope(
@@ -209,12 +214,12 @@ class OutboxStore:
         conn: sqlite3.Connection,
         target_id: int,
         op: str,
-        keys: Sequence[bytes],
+        scope: _Scope,
         run_id: int,
         sent_at: float | None,
         now: float,
     ) -> None:
-        scope = self._scope(conn, target_id, op, keys)
+        """Confirm the outbox rows of ``op`` in ``scope``: membership, lag records, old rejections."""
         if op == "add":
             # An upsert rather than INSERT OR REPLACE over a join with members: one seek per row instead
             # of two. A member whose identifiers did not change keeps when it was first added.

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audiencesync.connectors.contract import PushResult
+from audiencesync.connectors.contract import HandleStatus, PushResult
 from audiencesync.state.outbox import OutboxStore
 from audiencesync.state.store import StateStore
 
@@ -141,3 +141,30 @@ def test_confirming_a_remove_deletes_only_the_identifiers_it_carried(store: Stat
     outbox.apply_result(target, "remove", PushResult.all_confirmed(removes.changes), 2, time.time())
     assert members(store, target) == {key(2)}
     assert outbox_rows(store, target) == {}
+
+
+def test_pending_members_are_settled_by_their_handle(store: StateStore) -> None:
+    target = store.ensure_target("a@d", "a", "d", "google").id
+    for i in range(1, 7):
+        queue(store, target, i)
+    outbox = OutboxStore(store.db)
+    first, second = list(outbox.batches(target, "add", 3))
+    assert [c.member_key for c in second.changes] == [key(4), key(5), key(6)]
+    outbox.apply_result(
+        target, "add", PushResult(pending={"job-1": [c.member_key for c in first.changes]}), 1, 5.0
+    )
+    partial = PushResult(pending={"job-2": [key(4), key(5)]}, retry=[key(6)])
+    outbox.apply_result(target, "add", partial, 1, 6.0)
+    assert outbox.in_flight_handles(target) == ["job-1", "job-2"]
+    assert outbox_rows(store, target) == {
+        **dict.fromkeys(map(key, range(1, 6)), "in_flight"),
+        key(6): "queued",
+    }
+    assert outbox.apply_handle(target, "job-1", HandleStatus("pending"), 2) == 0
+    assert outbox.apply_handle(target, "job-1", HandleStatus("confirmed"), 2) == 3
+    assert members(store, target) == {key(1), key(2), key(3)} and lag_count(store, target) == 3
+    sent = {r[0] for r in store.db.conn.execute("SELECT sent_at FROM lag WHERE target_id = ?", [target])}
+    assert sent == {5.0}
+    assert outbox.apply_handle(target, "job-2", HandleStatus("failed"), 2) == 2
+    assert outbox_rows(store, target) == dict.fromkeys([key(4), key(5), key(6)], "queued")
+    assert members(store, target) == {key(1), key(2), key(3)}
