@@ -145,6 +145,8 @@ class StateStore:
         updated_at: float | None,
         detail: Mapping[str, object],
     ) -> None:
+        """Keep the platform's latest view of the audience. Stamping lag records ready is
+        ``sync.lag.record_read_back``'s job, which calls this in the same transaction."""
         now = time.time()
         with atomic(self.db) as conn:
             conn.execute(
@@ -162,14 +164,6 @@ class StateStore:
                     json.dumps(detail, default=str),
                 ],
             )
-            if ready:
-                # Everything confirmed before the platform's last content update is live there now.
-                cutoff = updated_at if updated_at is not None else now
-                conn.execute(
-                    "UPDATE lag SET ready_at = max(confirmed_at, ?) "
-                    "WHERE target_id = ? AND ready_at IS NULL AND confirmed_at <= ?",
-                    [min(cutoff, now), target_id, cutoff],
-                )
 
     # --- upload sessions -------------------------------------------------------------------------
     def reserve_batch_seq(self, target_id: int, op: str, fresh: bool) -> tuple[int, int]:

@@ -28,6 +28,7 @@ from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
 from audiencesync.sync.errors import InputError, StaleStateError
 from audiencesync.sync.identity import ProfileHasher
+from audiencesync.sync.lag import record_read_back
 from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
 from audiencesync.sync.sources import read_audience
 
@@ -384,15 +385,8 @@ class SyncRunner:
         except TransientError as exc:
             log.warning("read-back failed", extra={"target": result.plan.key, "error": str(exc)})
             return
-        self.store.save_platform_status(
-            tid,
-            status.size_lower,
-            status.size_upper,
-            status.state,
-            status.ready,
-            status.updated_at,
-            status.detail,
-        )
+        # The same recording as the daemon's follow tick, so a cron run stamps ready_at too.
+        record_read_back(self.store, tid, status)
         result.platform_size = (status.size_lower, status.size_upper)
 
     # --- plan files ----------------------------------------------------------------------------
