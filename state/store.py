@@ -82,6 +82,9 @@ class StateStore:
                 "platform_status",
                 "push_sessions",
                 "leases",
+                # Target ids are reused once the highest is deleted: a firing alert left behind would
+                # belong to the next new target.
+                "alert_state",
             ):
                 conn.execute(f"DELETE FROM {table} WHERE target_id = ?", [row.id])
             conn.execute("DELETE FROM targets WHERE id = ?", [row.id])

@@ -1,0 +1,32 @@
+"""StateStore bookkeeping that no end-to-end test reaches on its own."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from audiencesync.state.store import StateStore
+
+
+def test_forget_target_clears_its_alert_state_so_a_new_target_starts_quiet(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        kept = store.ensure_target("vip@files", "vip", "files", "file").id
+        gone = store.ensure_target("lapsed@files", "lapsed", "files", "file").id
+        for tid in (kept, gone):
+            store.db.execute(
+                "INSERT INTO alert_state (target_id, kind, firing, detail, changed_at, notified_at) "
+                "VALUES (?, 'drift', 1, 'x', ?, ?)",
+                [tid, time.time(), time.time()],
+            )
+        store.db.conn.commit()
+
+        store.forget_target("lapsed@files")
+
+        rows = store.db.execute("SELECT target_id FROM alert_state").fetchall()
+        assert rows == [(kept,)]
+        # The id is free again; the target that takes it inherits no firing alert.
+        reborn = store.ensure_target("lapsed@files", "lapsed", "files", "file").id
+        assert store.db.execute("SELECT 1 FROM alert_state WHERE target_id = ?", [reborn]).fetchall() == []
+    finally:
+        store.close()
