@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from audiencesync.connectors.emulators.google import GoogleEmulator, start_emulator
 from audiencesync.sync.demo import build_profiles
 from sample_configs import FILE_DESTINATION, SOURCE, WriteConfig
 
@@ -38,3 +40,20 @@ def demo_db(tmp_path: Path, demo_db_template: Path) -> Path:
     target = tmp_path / "profiles.db"
     target.write_bytes(demo_db_template.read_bytes())
     return target
+
+
+@pytest.fixture(scope="module")
+def google_emulator_server() -> Iterator[GoogleEmulator]:
+    """One Google emulator per test module, on free ports; stopped when the module is done. Tests
+    take ``google_emulator``, which empties it first."""
+    with start_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def google_emulator(google_emulator_server: GoogleEmulator) -> GoogleEmulator:
+    """The module's running Google emulator, reset for this test: no lists, jobs, requests or call
+    counts, every fault switch at its default (and RPCs still sleeping on ``slow_seconds`` for an
+    earlier test cancelled, so they cannot touch this one)."""
+    google_emulator_server.reset()
+    return google_emulator_server

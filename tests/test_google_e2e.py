@@ -6,12 +6,11 @@ the persons (sets of ``kind:value``) that ``ProfileHasher("google", ...)`` makes
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from audiencesync.connectors.emulators.google import GoogleEmulator, start_emulator
+from audiencesync.connectors.emulators.google import GoogleEmulator
 from audiencesync.connectors.google import GoogleConnector
 from audiencesync.state.store import StateStore
 from audiencesync.sync.cli import cli
@@ -130,20 +129,6 @@ def email_hash(i: int, tag: str = "") -> str:
 # --- harness -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def google_server() -> Iterator[GoogleEmulator]:
-    emulator = start_emulator()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
-def emulator(google_server: GoogleEmulator) -> GoogleEmulator:
-    """The module's emulator, emptied, faults cleared."""
-    google_server.reset()
-    return google_server
-
-
 class Harness:
     """A config over a private source, and runs of the real runner with fresh connectors."""
 
@@ -204,9 +189,12 @@ class Harness:
 
 @pytest.fixture(params=BACKENDS)
 def harness(
-    request: pytest.FixtureRequest, tmp_path: Path, write_config: WriteConfig, emulator: GoogleEmulator
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    write_config: WriteConfig,
+    google_emulator: GoogleEmulator,
 ) -> Harness:
-    return Harness(tmp_path, write_config, emulator, request.param)
+    return Harness(tmp_path, write_config, google_emulator, request.param)
 
 
 # --- scenarios ---------------------------------------------------------------------------------------
@@ -352,11 +340,11 @@ def test_members_near_the_end_of_their_lifespan_are_uploaded_again(harness: Harn
 
 
 def test_not_allowlisted_gives_its_own_message_and_a_nonzero_exit(
-    tmp_path: Path, write_config: WriteConfig, emulator: GoogleEmulator
+    tmp_path: Path, write_config: WriteConfig, google_emulator: GoogleEmulator
 ) -> None:
     write_profiles(tmp_path / "profiles.db", [profile(i) for i in range(50)])
-    config = write_config(destination_toml(emulator.endpoint, "google_ads"))
-    emulator.faults.set({"not_allowlisted": True})
+    config = write_config(destination_toml(google_emulator.endpoint, "google_ads"))
+    google_emulator.faults.set({"not_allowlisted": True})
     outcome = CliRunner().invoke(cli, ["sync", "--config", str(config), "--json"], catch_exceptions=False)
     assert outcome.exit_code != 0
     assert 'backend = \\"data_manager\\"' in outcome.output or 'backend = "data_manager"' in outcome.output
@@ -364,17 +352,17 @@ def test_not_allowlisted_gives_its_own_message_and_a_nonzero_exit(
 
 
 def test_the_same_config_on_data_manager_then_syncs(
-    tmp_path: Path, write_config: WriteConfig, emulator: GoogleEmulator
+    tmp_path: Path, write_config: WriteConfig, google_emulator: GoogleEmulator
 ) -> None:
     """Switching the backend is the fix the not-allowlisted message asks for: the state keeps the list
     id, which both APIs share."""
     db = tmp_path / "profiles.db"
     write_profiles(db, [profile(i) for i in range(500)])
-    ads = Harness(tmp_path, write_config, emulator, "google_ads")
+    ads = Harness(tmp_path, write_config, google_emulator, "google_ads")
     assert ads.run().status == "ok"
     first_list = ads.list_id()
     update_profiles(db, "UPDATE profiles SET stage = 'lapsed_customer' WHERE rowid % 3 = 0")
-    dm_side = Harness(tmp_path, write_config, emulator, "data_manager")
+    dm_side = Harness(tmp_path, write_config, google_emulator, "data_manager")
     result = dm_side.run(allow_mass_remove=True)
     assert result.status == "ok", result.error
     assert dm_side.list_id() == first_list

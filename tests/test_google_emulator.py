@@ -46,10 +46,9 @@ PHONE_A = sha("+18005550100")
 
 
 @pytest.fixture
-def emu() -> Iterator[GoogleEmulator]:
-    emulator = start_emulator()
-    yield emulator
-    emulator.stop()
+def emu(google_emulator: GoogleEmulator) -> GoogleEmulator:
+    """The shared fixture (tests/conftest.py), under the short name these tests use."""
+    return google_emulator
 
 
 @pytest.fixture
@@ -207,7 +206,9 @@ DENIED = dm.Consent(
 )
 
 
-def create_dm_list(dm_lists: dm.UserListServiceClient, name: str = "Lapsed") -> dm.UserList:
+def create_dm_list(
+    dm_lists: dm.UserListServiceClient, name: str = "Lapsed", timeout: float | None = None
+) -> dm.UserList:
     return dm_lists.create_user_list(
         parent=f"accountTypes/GOOGLE_ADS/accounts/{CID}",
         user_list=dm.UserList(
@@ -216,6 +217,7 @@ def create_dm_list(dm_lists: dm.UserListServiceClient, name: str = "Lapsed") -> 
                 upload_key_types=[dm.IngestedUserListInfo.UploadKeyType.CONTACT_ID]
             ),
         ),
+        timeout=timeout,
     )
 
 
@@ -724,6 +726,19 @@ def test_slow_answers_meet_client_deadlines(emu: GoogleEmulator, dm_lists: dm.Us
     with pytest.raises(core_exceptions.DeadlineExceeded):
         dm_lists.get_user_list(name=f"accountTypes/GOOGLE_ADS/accounts/{CID}/userLists/1", timeout=0.2)
     assert time.monotonic() - started < 0.9
+
+
+def test_a_reset_cancels_rpcs_still_sleeping_for_an_earlier_client(
+    emu: GoogleEmulator, dm_lists: dm.UserListServiceClient
+) -> None:
+    """The fixture shares one emulator per module: a slow answer a client gave up on must not land
+    in the next test's store once the sleep ends."""
+    emu.faults.set({"slow_rate": 1.0, "slow_seconds": 0.4})
+    with pytest.raises(core_exceptions.DeadlineExceeded):
+        create_dm_list(dm_lists, timeout=0.1)
+    emu.reset()
+    time.sleep(0.6)  # past the sleep: an uncancelled handler would have created the list by now
+    assert emu.snapshot()["audiences"] == []
 
 
 def test_job_fail_rate_ends_failed_and_applies_nothing(emu: GoogleEmulator, ads: GoogleAdsClient) -> None:

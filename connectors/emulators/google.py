@@ -75,7 +75,8 @@ Fault switches (``POST /_emulator/faults`` with a JSON object, or keyword argume
     resource_exhausted_rate              any RPC of either API: plain RESOURCE_EXHAUSTED
     internal_rate                        any RPC of either API: plain INTERNAL
     unavailable_rate                     any RPC of either API: plain UNAVAILABLE
-    slow_rate, slow_seconds              sleep slow_seconds (default 2.0) before answering
+    slow_rate, slow_seconds              sleep slow_seconds (default 2.0) before answering; a reset
+                                         or stop cuts the sleep short and the RPC ends CANCELLED
     reject_identifiers                   identifier values (a hash, or "kind:value") treated as invalid:
                                          an Ads per-operation error (partial failure when enabled), a
                                          Data Manager whole-request INVALID_ARGUMENT
@@ -452,7 +453,9 @@ class GoogleEmulator:
         """RPCs received per method name (``MutateUserLists``, ``IngestAudienceMembers``...), failed
         ones included; for request-efficiency tests and benchmarks."""
         self._store = _Store()
-        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        """Set to wake RPCs sleeping on ``slow_seconds``: by ``stop``, and by a reset (which then
+        installs a fresh one)."""
         self._ads_request_ids = itertools.count(1)
         self._executor = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="google-emulator")
         self._grpc = grpc.server(
@@ -503,7 +506,7 @@ class GoogleEmulator:
 
     def stop(self) -> None:
         """Stop both servers; RPCs sleeping on ``slow_seconds`` are woken and cancelled."""
-        self._stopping.set()
+        self._wake.set()
         self._grpc.stop(grace=0).wait(5)
         if self._started:
             self.admin.stop()
@@ -585,6 +588,11 @@ class GoogleEmulator:
         with self._store.lock:
             self._store.clear()
             self.calls.clear()
+            # An RPC still sleeping on slow_seconds belongs to whoever used the emulator before the
+            # reset (a client that gave up on it): woken now, it ends CANCELLED instead of acting on
+            # the emptied store later.
+            woken, self._wake = self._wake, threading.Event()
+            woken.set()
 
     # --- dispatch ---
 
@@ -708,7 +716,9 @@ class GoogleEmulator:
 
     def _transport_faults(self) -> None:
         if self.faults.roll("slow_rate"):
-            self._stopping.wait(float(self.faults["slow_seconds"]))
+            wake = self._wake
+            if wake.wait(float(self.faults["slow_seconds"])):
+                raise _Abort(grpc.StatusCode.CANCELLED, "The emulator was reset or stopped.")
         if self.faults.roll("unavailable_rate"):
             raise _Abort(grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable.")
         if self.faults.roll("internal_rate"):
