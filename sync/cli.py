@@ -10,51 +10,24 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Callable, Sequence
-from functools import wraps
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
-from audiencesync.sync.config import Config, load_config, resolve_config_path
+from audiencesync.sync.cli_input import config_option, input_errors, load
+from audiencesync.sync.config import load_config
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.logs import setup_logging
 from rich.console import Console
 
-EXIT_FAILED, EXIT_INPUT, EXIT_BREAKER = 1, 2, 3
-F = TypeVar("F", bound=Callable[..., Any])
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Config file. Default: $AUDIENCE_SYNC_CONFIG, then ./audience-sync.toml.",
-)
+EXIT_FAILED, EXIT_BREAKER = 1, 3
 
 
 def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
-
-
-def input_errors(fn: F) -> F:
-    """Turn ``InputError`` into its message on stderr and exit code 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            _stderr().print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
-            sys.exit(EXIT_INPUT)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _load(config_path: Path | None) -> Config:
-    return load_config(resolve_config_path(config_path))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,7 +46,7 @@ def cli(log_format: str, verbose: bool) -> None:
 @input_errors
 def validate(config_path: Path | None) -> None:
     """Check a config file and report every problem at once, each with its key path."""
-    config = _load(config_path)
+    config = load(config_path)
     targets = config.targets()
     click.echo(
         f"{config.path}: ok ({len(config.audiences)} audiences, {len(config.destinations)} destinations, "
@@ -114,7 +87,7 @@ def sync(
         raise InputError(
             "--apply-plan pushes a saved plan as it is: it takes no --dry-run, --plan-out or --only"
         )
-    config = _load(config_path)
+    config = load(config_path)
     results = sync_once(
         config,
         dry_run=dry_run,

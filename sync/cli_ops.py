@@ -10,51 +10,20 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from audiencesync.sync.config import Config, load_config, parse_duration, resolve_config_path
+from audiencesync.sync.cli_input import config_option, input_errors, load
+from audiencesync.sync.config import Config, parse_duration
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.lag import SLO_BREACH, TargetLag, format_seconds
 from rich.console import Console
 from rich.table import Table
 
 EXIT_SLO_BREACH = 4
-F = TypeVar("F", bound=Callable[..., Any])
-
-# The same --config and error handling as sync/cli.py, repeated here because sync/cli.py imports
-# this module to register its commands (importing back would be a cycle).
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Config file. Default: $AUDIENCE_SYNC_CONFIG, then ./audience-sync.toml.",
-)
-
-
-def input_errors(fn: F) -> F:
-    """Turn ``InputError`` into its message on stderr and exit code 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            Console(stderr=True, highlight=False).print(
-                f"[red]error:[/red] {exc}", markup=True, soft_wrap=True
-            )
-            sys.exit(exc.exit_code)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _load(config_path: Path | None) -> Config:
-    return load_config(resolve_config_path(config_path))
 
 
 def _require_state(config: Config) -> None:
@@ -111,7 +80,7 @@ def daemon(
     """
     from audiencesync.sync.daemon import DaemonOptions, run_daemon, tick_from_env
 
-    config = _load(config_path)
+    config = load(config_path)
     options = DaemonOptions(
         jitter_seconds=jitter,
         misfire_grace_seconds=misfire_grace,
@@ -163,7 +132,7 @@ def lag(
         window = parse_duration(since)
     except ValueError as exc:
         raise InputError(f"--since: {exc}") from None
-    config = _load(config_path)
+    config = load(config_path)
     _require_state(config)
     targets = config.targets(only)
     if not targets:
@@ -282,7 +251,7 @@ def runs(config_path: Path | None, as_json: bool, limit: int, only: str | None) 
     """Run history, newest first: trigger, status, duration, counts and errors."""
     from audiencesync.state.store import StateStore
 
-    config = _load(config_path)
+    config = load(config_path)
     _require_state(config)
     keys = [t.key for t in config.targets(only)] if only else None
     store = StateStore.open(config.state_path)

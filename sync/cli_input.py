@@ -1,0 +1,50 @@
+"""What every ``audience-sync`` command shares on its input side: the ``--config`` option, loading
+the config it names, and turning ``InputError`` into a message on stderr and its exit code (2).
+
+Its own module because ``sync/cli.py`` imports ``sync/cli_ops.py`` to register the operations
+commands, and both need these.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from audiencesync.sync.config import Config, load_config, resolve_config_path
+from audiencesync.sync.errors import InputError
+from rich.console import Console
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file. Default: $AUDIENCE_SYNC_CONFIG, then ./audience-sync.toml.",
+)
+
+
+def input_errors(fn: F) -> F:
+    """Turn ``InputError`` into its message on stderr and its exit code (2)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            Console(stderr=True, highlight=False).print(
+                f"[red]error:[/red] {exc}", markup=True, soft_wrap=True
+            )
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load(config_path: Path | None) -> Config:
+    """The config ``--config`` names, else ``$AUDIENCE_SYNC_CONFIG``, else ``./audience-sync.toml``."""
+    return load_config(resolve_config_path(config_path))
