@@ -186,12 +186,14 @@ class Planner:
             for item in str(invalid).split(","):
                 plan.invalid[item] += count
 
-        # New members.
+        # New members. In key order, so that the plan table (keyed by member) is appended to rather
+        # than inserted into at random: several times faster for a first sync of millions.
         conn.execute(
             f"INSERT INTO {desired} SELECT s.member_key, 'add', s.payload, s.payload_fp, s.raw_fp, s.invalid, "
-            f"s.consent, s.source_at, 'new' FROM {src} s "
+            f"s.consent, s.source_at, 'new' FROM {src} s INDEXED BY {src}_hashed "
             "WHERE s.payload IS NOT NULL AND NOT EXISTS "
-            "(SELECT 1 FROM members m WHERE m.target_id = ? AND m.member_key = s.member_key)",
+            "(SELECT 1 FROM members m WHERE m.target_id = ? AND m.member_key = s.member_key) "
+            "ORDER BY s.member_key",
             [t],
         )
         # Identity changes: the new identifiers in, exactly the old ones out.

@@ -23,10 +23,11 @@ import hashlib
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
+from json.encoder import encode_basestring_ascii as _quote
 
 import sqlite_utils
 from audiencesync.state.db import scratch_transaction
@@ -256,10 +257,17 @@ def _hash(
         if not profile.identifiers:
             hashed[i] = None
             continue
-        payload = json.dumps(profile.identifiers, sort_keys=True, separators=(",", ":"))
+        payload = payload_json(profile.identifiers)
         invalid = ",".join(f"{k}:{r}" for k, r in profile.invalid) or None
         hashed[i] = (payload, payload_fingerprint(payload), invalid)
     return hashed, invalid_counts
+
+
+def payload_json(identifiers: Mapping[str, str]) -> str:
+    """``json.dumps(identifiers, sort_keys=True, separators=(",", ":"))``, byte for byte (state
+    compares payload fingerprints across versions), at a third of its cost: the identifiers are a
+    flat mapping of strings, so the general encoder's work is not needed."""
+    return "{" + ",".join(f"{_quote(k)}:{_quote(identifiers[k])}" for k in sorted(identifiers)) + "}"
 
 
 def _index(conn: sqlite3.Connection, table: str) -> None:

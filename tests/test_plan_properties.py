@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from audiencesync.connectors.contract import (
+    IDENTIFIER_KINDS,
     AudienceSpec,
     Capabilities,
     Change,
@@ -23,6 +24,7 @@ from audiencesync.state.store import StateStore
 from audiencesync.sync.config import load_config
 from audiencesync.sync.identity import normalize, sha256_hex
 from audiencesync.sync.runner import RunOptions, SyncRunner
+from audiencesync.sync.source_load import payload_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -217,3 +219,8 @@ def test_a_profile_that_denies_ads_consent_is_never_on_the_platform(tmp_path_fac
         run(config, platform)
         consenting = {k: e for k, (e, c) in snapshot.items() if c is not False}
         assert platform.members == expected(consenting)
+
+
+@given(identifiers=st.dictionaries(st.sampled_from(IDENTIFIER_KINDS), st.text(max_size=70), max_size=8))
+def test_the_payload_is_exactly_the_json_encoding_state_compares_against(identifiers: dict[str, str]) -> None:
+    assert payload_json(identifiers) == json.dumps(identifiers, sort_keys=True, separators=(",", ":"))
