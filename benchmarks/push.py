@@ -17,7 +17,7 @@ Figures per platform:
 - noop_requests: member-carrying requests of the no-change run (must be 0), noop_changes its plan.
 
     python benchmarks/push.py --changes 100000 --json
-    python benchmarks/push.py --platform meta --changes 20000
+    python benchmarks/push.py --platform meta --changes 20000 --repeat 3
 """
 
 from __future__ import annotations
@@ -231,7 +231,10 @@ def run_case(case: Emulated, changes: int, folder: Path) -> dict[str, object]:
     }
 
 
-def run(platform: str, changes: int) -> list[dict[str, object]]:
+def run(platform: str, changes: int, repeat: int = 1) -> list[dict[str, object]]:
+    """One result per platform case. With ``repeat`` > 1 each case runs that many times from scratch
+    and the fastest push is reported (other load on a shared machine only ever slows a run down),
+    with every run's figure in ``members_per_s_runs``."""
     results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "source.db"
@@ -241,11 +244,20 @@ def run(platform: str, changes: int) -> list[dict[str, object]]:
                 name, reason = case
                 results.append({"platform": name, "changes": changes, "skipped": reason})
                 continue
-            # Each platform gets a fresh folder (its own state file) over the same source.
-            folder = Path(tmp) / case.name
-            folder.mkdir()
-            (folder / "profiles.db").write_bytes(source.read_bytes())
-            results.append(run_case(case, changes, folder))
+            runs: list[dict[str, object]] = []
+            for attempt in range(repeat):
+                # Each run gets a fresh folder (its own state file) over the same source.
+                folder = Path(tmp) / f"{case.name}-{attempt}"
+                folder.mkdir()
+                (folder / "profiles.db").write_bytes(source.read_bytes())
+                runs.append(run_case(case, changes, folder))
+            best = max(runs, key=lambda r: float(str(r["members_per_s"] or 0)))
+            if repeat > 1:
+                best["members_per_s_runs"] = [r["members_per_s"] for r in runs]
+                # Request counts must hold on every run, not only the fastest.
+                best["requests"] = max(int(str(r["requests"])) for r in runs)
+                best["noop_requests"] = max(int(str(r["noop_requests"])) for r in runs)
+            results.append(best)
     return results
 
 
@@ -256,9 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=100_000, help="members to add (default 100,000)")
     parser.add_argument("--platform", choices=(*PLATFORMS, "all"), default="all")
     parser.add_argument("--json", action="store_true", help="one JSON object per platform")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per platform; the fastest is reported")
     args = parser.parse_args(argv)
     ok = True
-    for result in run(args.platform, args.changes):
+    for result in run(args.platform, args.changes, max(1, args.repeat)):
         if "skipped" not in result:
             ok = ok and result["requests"] == result["expected_requests"] and result["noop_requests"] == 0
         if args.json:
