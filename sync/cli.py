@@ -18,7 +18,7 @@ from typing import Any
 import click
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
 from audiencesync.sync.cli_input import config_option, input_errors, load
-from audiencesync.sync.config import load_config
+from audiencesync.sync.config import check_country, load_config
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.logs import setup_logging
 from rich.console import Console
@@ -117,6 +117,12 @@ def _exit_code(results: Sequence[Any]) -> int:
     return 0
 
 
+def _country_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and (problem := check_country(value)) is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
 @cli.command("hash")
 @click.option("--platform", type=click.Choice(["meta", "google", "tiktok"]), required=True)
 @click.option(
@@ -125,7 +131,12 @@ def _exit_code(results: Sequence[Any]) -> int:
     required=True,
     type=click.Choice(list(IDENTIFIER_KINDS)),
 )
-@click.option("--country", default=None, help="Default country for phones without a country code.")
+@click.option(
+    "--country",
+    default=None,
+    callback=_country_option,
+    help="Default country (ISO 3166-1 alpha-2) for phones without a country code.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per value.")
 @click.argument("values", nargs=-1, required=True)
 def hash_command(

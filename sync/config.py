@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
 from audiencesync.sync.errors import ConfigError
+from audiencesync.sync.identity import ALPHA2, COUNTRY_NAMES
 
 STAGES = (
     "new_subscriber",
@@ -185,6 +186,16 @@ def _pattern(regex: str, hint: str) -> Validator:
         return None if isinstance(value, str) and compiled.fullmatch(value) else hint
 
     return check
+
+
+def check_country(value: Any) -> str | None:
+    """None for an ISO 3166-1 alpha-2 code the identity rules know (``UK`` too, which they read as
+    GB), else what is wrong with it."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z]{2}", value):
+        code = value.upper()
+        if code in ALPHA2 or COUNTRY_NAMES.get(code.lower()) in ALPHA2:
+            return None
+    return f"{value!r} is not an ISO 3166-1 alpha-2 country code (such as US or GB)"
 
 
 def _env_name(value: Any) -> str | None:
@@ -432,8 +443,8 @@ def _parse_source(raw: Any, base: Path, errors: _Errors) -> SourceConfig | None:
         if key in raw and (msg := _str(raw[key])) is not None:
             errors.add(f"source.{key}", msg)
     country = raw.get("default_country")
-    if country is not None and (not isinstance(country, str) or not re.fullmatch(r"[A-Za-z]{2}", country)):
-        errors.add("source.default_country", "must be an ISO 3166-1 alpha-2 code such as US")
+    if country is not None and (msg := check_country(country)) is not None:
+        errors.add("source.default_country", msg)
         country = None
     identifiers = raw.get("identifiers", {})
     if not isinstance(identifiers, dict) or not identifiers:

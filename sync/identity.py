@@ -93,7 +93,8 @@ COUNTRY_NAMES: dict[str, str] = {
 
 # Every region phonenumbers knows is an ISO 3166-1 alpha-2 code (plus XK, AC and TA, which people
 # use too); the ISO territories without a telephone plan are added by hand.
-_ALPHA2 = frozenset(phonenumbers.SUPPORTED_REGIONS) | {"AQ", "BV", "GS", "HM", "PN", "TF", "UM"}
+ALPHA2 = frozenset(phonenumbers.SUPPORTED_REGIONS) | {"AQ", "BV", "GS", "HM", "PN", "TF", "UM"}
+"""The ISO 3166-1 alpha-2 codes (uppercase) the normalization rules know."""
 
 
 class InvalidIdentifier(ValueError):
@@ -163,7 +164,7 @@ def _country_code(value: str) -> str:
     text = value.strip()
     if len(text) == 2 and text.isascii():
         code = text.upper()
-        if code in _ALPHA2:
+        if code in ALPHA2:
             return code
     named = COUNTRY_NAMES.get(_fold(text))
     if named is None:

@@ -8,6 +8,7 @@ import pytest
 from audiencesync.sync.cli import cli
 from audiencesync.sync.config import load_config, parse_duration
 from audiencesync.sync.errors import ConfigError
+from audiencesync.sync.identity import ProfileHasher
 from click.testing import CliRunner
 from sample_configs import FILE_DESTINATION, SOURCE, WriteConfig
 
@@ -166,3 +167,41 @@ def test_a_missing_config_file_says_where_it_looked(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["validate", "--config", str(tmp_path / "nope.toml")])
     assert result.exit_code == 2
     assert "nope.toml" in result.output and "file not found" in result.output
+
+
+@pytest.mark.parametrize("code", ["XX", "ZZ", "USA", "1A"])
+def test_a_default_country_the_identity_rules_do_not_know_is_a_config_error(
+    write_config: WriteConfig, code: str
+) -> None:
+    path = write_config(source=SOURCE.replace('default_country = "US"', f'default_country = "{code}"'))
+    assert problems(path) == [
+        f"source.default_country: '{code}' is not an ISO 3166-1 alpha-2 country code (such as US or GB)"
+    ]
+
+
+@pytest.mark.parametrize(("code", "kept"), [("gb", "GB"), ("UK", "UK"), ("de", "DE")])
+def test_a_known_default_country_is_accepted_as_identity_reads_it(
+    write_config: WriteConfig, code: str, kept: str
+) -> None:
+    path = write_config(source=SOURCE.replace('default_country = "US"', f'default_country = "{code}"'))
+    config = load_config(path, {})
+    assert config.source.default_country == kept
+    ProfileHasher("meta", list(config.source.identifiers), config.source.default_country, frozenset())
+
+
+def test_hash_with_an_unknown_country_is_a_usage_error_not_a_traceback() -> None:
+    result = CliRunner().invoke(
+        cli, ["hash", "--platform", "meta", "--field", "phone", "--country", "XX", "555 123 4567"]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Invalid value for '--country': 'XX' is not an ISO 3166-1 alpha-2 country code" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_hash_reads_a_national_phone_with_a_known_country() -> None:
+    result = CliRunner().invoke(
+        cli, ["hash", "--platform", "meta", "--field", "phone", "--country", "uk", "020 7946 0018"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "'442079460018'" in result.output
