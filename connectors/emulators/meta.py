@@ -391,11 +391,12 @@ def _advance_session(audience: _Audience, session: dict[str, Any]) -> Response |
 def _all_valid(schema: list[str], data: list[list[Any]]) -> bool:
     """True when every value is a string and every non-empty value of a hashed field is 64 lowercase
     hex characters: ``_invalid_value`` of every row is None, without a Python call per value."""
-    for i, name in enumerate(schema):
-        column = [row[i] for row in data]
+    if not data:
+        return True
+    for name, column in zip(schema, zip(*data, strict=True), strict=True):
         if set(map(type, column)) - {str}:
             return False
-        if name not in RAW_FIELDS and not all_hex64([v for v in column if v]):
+        if name not in RAW_FIELDS and not all_hex64(list(filter(None, column))):
             return False
     return True
 
