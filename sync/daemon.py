@@ -39,7 +39,7 @@ from audiencesync.sync.config import Config, Target
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.lag import lag_report, prune_lag, record_read_back
 from audiencesync.sync.metrics import Metrics, MetricsServer
-from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
+from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult, close_connectors
 
 log = logging.getLogger("audiencesync.daemon")
 
@@ -218,8 +218,8 @@ class Daemon:
     def follow_tick(self) -> None:
         """Between runs: poll pending handles, read back each audience, prune lag, evaluate alerts."""
         store = StateStore.open(self.config.state_path)
+        connectors: dict[str, Connector] = {}
         try:
-            connectors: dict[str, Connector] = {}
             for target in self.config.targets():
                 if self.stopping.is_set():
                     return
@@ -231,6 +231,7 @@ class Daemon:
             self.metrics.inc("audience_sync_follow_errors_total", target="*")
             log.exception("follow tick failed", extra={"error": type(exc).__name__})
         finally:
+            close_connectors(connectors.values())
             store.close()
 
     def _follow_target(self, store: StateStore, target: Target, connectors: dict[str, Connector]) -> None:

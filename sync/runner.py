@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,7 +123,27 @@ class SyncRunner:
 
     # --- public -------------------------------------------------------------------------------
     def run(self) -> list[TargetResult]:
-        """Plan (and unless dry-run, push) every selected target; one pass over the source per audience."""
+        """Plan (and unless dry-run, push) every selected target; one pass over the source per audience.
+        Every connector built for it is closed when it ends, however it ends."""
+        try:
+            return self._run()
+        finally:
+            self._close_connectors()
+
+    def apply_plan(self, path: Path) -> list[TargetResult]:
+        """Push exactly the plan saved in ``path``; refuse it if state moved on since it was made.
+        Every connector built for it is closed when it ends, however it ends."""
+        try:
+            return self._apply_plan(path)
+        finally:
+            self._close_connectors()
+
+    def _close_connectors(self) -> None:
+        built, self._connectors = list(self._connectors.values()), {}
+        close_connectors(built)
+
+    # --- runs ----------------------------------------------------------------------------------
+    def _run(self) -> list[TargetResult]:
         targets = self.config.targets(self.options.only)
         if self.options.targets is not None:
             targets = [t for t in targets if t.key in self.options.targets]
@@ -153,8 +173,7 @@ class SyncRunner:
             self.planner.discard(plan)
         return results
 
-    def apply_plan(self, path: Path) -> list[TargetResult]:
-        """Push exactly the plan saved in ``path``; refuse it if state moved on since it was made."""
+    def _apply_plan(self, path: Path) -> list[TargetResult]:
         sections = _read_plan_file(path)
         targets = {t.key: t for t in self.config.targets()}
         results: list[TargetResult] = []
@@ -415,6 +434,22 @@ class SyncRunner:
                     }
                 )
                 + "\n"
+            )
+
+
+def close_connectors(connectors: Iterable[object]) -> None:
+    """Call ``close()`` on each connector that has one (TikTok's HTTP session, Google's gRPC channel).
+    A close that fails is logged, not raised: it must not hide how the run itself ended."""
+    for connector in connectors:
+        close = getattr(connector, "close", None)
+        if not callable(close):
+            continue
+        try:
+            close()
+        except Exception as exc:
+            log.warning(
+                "closing a connector failed",
+                extra={"connector": type(connector).__name__, "error": type(exc).__name__},
             )
 
 

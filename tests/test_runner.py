@@ -3,17 +3,42 @@ does with the connectors it built."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from audiencesync.connectors.contract import Connector, PlatformStatus
+import pytest
+from audiencesync.connectors.contract import AudienceSpec, Connector, PlatformStatus
+from audiencesync.connectors.errors import FatalError
 from audiencesync.connectors.file import FileConnector
 from audiencesync.state.store import StateStore
+from audiencesync.sync import daemon as daemon_module
 from audiencesync.sync.cli import cli
 from audiencesync.sync.config import Target, load_config
-from audiencesync.sync.runner import RunOptions, SyncRunner
+from audiencesync.sync.daemon import Daemon, DaemonOptions
+from audiencesync.sync.errors import SourceError
+from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
 from click.testing import CliRunner
-from sample_configs import WriteConfig
+from sample_configs import FILE_DESTINATION, WriteConfig
+
+TWO_FILE_DESTINATIONS = """
+[destinations.files]
+platform = "file"
+directory = "exports"
+
+[destinations.archive]
+platform = "file"
+directory = "archive"
+
+[[syncs]]
+audience = "lapsed"
+destinations = ["files", "archive"]
+
+[[syncs]]
+audience = "vip"
+destinations = ["files"]
+"""
 
 
 class StaleContentFile(FileConnector):
@@ -62,3 +87,121 @@ def test_ready_at_is_when_readiness_was_observed_not_the_platforms_content_time(
         assert all(ready is not None and started <= confirmed <= ready for confirmed, ready in rows)
     finally:
         store.close()
+
+
+class ClosingFile(FileConnector):
+    """The file destination with a ``close`` that counts its calls in ``closed``."""
+
+    closed: list[str]
+
+    def close(self) -> None:
+        self.closed.append(self.dest.name)
+
+
+def closing(closed: list[str], broken: Callable[[], None] | None = None) -> type[ClosingFile]:
+    class Connector(ClosingFile):
+        def ensure_audience(self, spec: AudienceSpec) -> str:
+            if broken is not None:
+                broken()
+            return super().ensure_audience(spec)
+
+    Connector.closed = closed
+    return Connector
+
+
+def runner_for(config_path: Path, store: StateStore, factory: type[FileConnector]) -> SyncRunner:
+    config = load_config(config_path, {})
+    return SyncRunner(config, store, RunOptions(connector_factory=lambda t: factory(t.destination)))
+
+
+def test_a_run_closes_every_connector_it_built_once(
+    write_config: WriteConfig, demo_db: Path, tmp_path: Path
+) -> None:
+    closed: list[str] = []
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        results = runner_for(write_config(TWO_FILE_DESTINATIONS), store, closing(closed)).run()
+    finally:
+        store.close()
+    assert {r.status for r in results} == {"ok"}
+    assert sorted(closed) == ["archive", "files"]
+
+
+def test_a_destination_error_still_closes_the_connectors(
+    write_config: WriteConfig, demo_db: Path, tmp_path: Path
+) -> None:
+    def refuse() -> None:
+        raise FatalError("token revoked")
+
+    closed: list[str] = []
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        results = runner_for(write_config(), store, closing(closed, refuse)).run()
+    finally:
+        store.close()
+    assert {r.status for r in results} == {"error"}
+    assert closed == ["files"]
+
+
+def test_an_exception_out_of_the_run_still_closes_the_connectors(
+    write_config: WriteConfig, tmp_path: Path
+) -> None:
+    # No profiles.db: planning fails after the connector was built for its capabilities.
+    closed: list[str] = []
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        with pytest.raises(SourceError):
+            runner_for(write_config(), store, closing(closed)).run()
+    finally:
+        store.close()
+    assert closed == ["files"]
+
+
+def test_a_saved_plan_push_closes_the_connectors(
+    write_config: WriteConfig, demo_db: Path, tmp_path: Path
+) -> None:
+    config = write_config()
+    plan = tmp_path / "plan.jsonl"
+    made = CliRunner().invoke(cli, ["sync", "--config", str(config), "--dry-run", "--plan-out", str(plan)])
+    assert made.exit_code == 0, made.output
+    closed: list[str] = []
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        results = runner_for(config, store, closing(closed)).apply_plan(plan)
+    finally:
+        store.close()
+    assert {r.status for r in results} == {"ok"}
+    assert closed == ["files"]
+
+
+def test_connectors_without_close_are_left_alone_and_a_failing_close_is_logged(
+    write_config: WriteConfig, demo_db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class BrokenClose(FileConnector):
+        def close(self) -> None:
+            raise OSError("already gone")
+
+    built: dict[str, type[FileConnector]] = {"files": FileConnector, "archive": BrokenClose}
+    config = load_config(write_config(TWO_FILE_DESTINATIONS), {})
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        options = RunOptions(connector_factory=lambda t: built[t.destination.name](t.destination))
+        with caplog.at_level(logging.WARNING, logger="audiencesync.runner"):
+            results: list[TargetResult] = SyncRunner(config, store, options).run()
+    finally:
+        store.close()
+    assert {r.status for r in results} == {"ok"}
+    failed = [r for r in caplog.records if r.getMessage() == "closing a connector failed"]
+    assert [getattr(r, "connector", None) for r in failed] == ["BrokenClose"]
+
+
+def test_the_daemon_follow_tick_closes_the_connectors_it_built(
+    write_config: WriteConfig, demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_path = write_config(FILE_DESTINATION)
+    assert CliRunner().invoke(cli, ["sync", "--config", str(config_path)]).exit_code == 0
+    closed: list[str] = []
+    factory = closing(closed)
+    monkeypatch.setattr(daemon_module, "build_connector", factory)
+    Daemon(load_config(config_path, {}), DaemonOptions()).follow_tick()
+    assert closed == ["files"]
