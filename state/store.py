@@ -6,13 +6,40 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 from audiencesync.state.db import atomic, connect
+
+RUN_COUNTS = (
+    "source_members",
+    "adds",
+    "removes",
+    "identity_changes",
+    "confirmed",
+    "pending",
+    "rejected",
+    "requests",
+    "invalid",
+)
+"""The counts a run records (``finish_run``) and its history shows (``run_history``), as columns of
+``runs``; ``invalid`` holds a JSON object of counts by reason."""
+
+# A run in the history: name -> SQL over runs r JOIN targets t.
+_HISTORY_COLUMNS = {
+    "id": "r.id",
+    "target": "t.key",
+    "trigger": "r.trigger",
+    "started_at": "r.started_at",
+    "finished_at": "r.finished_at",
+    "duration": "r.finished_at - r.started_at",
+    "status": "r.status",
+    **{count: f"r.{count}" for count in RUN_COUNTS},
+    "error": "r.error",
+}
 
 # Meta closes an upload session 90 minutes after its first batch; start a new one well before.
 SESSION_MAX_AGE_S = 80 * 60
@@ -107,18 +134,7 @@ class StateStore:
             return int(cur.lastrowid or 0)
 
     def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None) -> None:
-        allowed = (
-            "source_members",
-            "adds",
-            "removes",
-            "identity_changes",
-            "confirmed",
-            "pending",
-            "rejected",
-            "requests",
-            "invalid",
-        )
-        values = {k: counts[k] for k in allowed if k in counts}
+        values = {k: counts[k] for k in RUN_COUNTS if k in counts}
         if "invalid" in values:
             values["invalid"] = json.dumps(values["invalid"], sort_keys=True)
         sets = ", ".join(f"{k} = ?" for k in values)
@@ -136,6 +152,24 @@ class StateStore:
                 )
             elif error:
                 conn.execute("UPDATE targets SET last_error = ? WHERE id = ?", [error, target_id])
+
+    def run_history(self, limit: int, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs as dicts, newest first, optionally only those of target ``keys``."""
+        where, params = "", []
+        if keys is not None:
+            where = f"WHERE t.key IN ({', '.join('?' * len(keys))})"
+            params = list(keys)
+        cursor = self.db.execute(
+            f"SELECT {', '.join(_HISTORY_COLUMNS.values())} "
+            f"FROM runs r JOIN targets t ON t.id = r.target_id {where} ORDER BY r.id DESC LIMIT ?",
+            [*params, limit],
+        )
+        out = []
+        for row in cursor.fetchall():
+            item = dict(zip(_HISTORY_COLUMNS, row, strict=True))
+            item["invalid"] = json.loads(item["invalid"]) if item["invalid"] else {}
+            out.append(item)
+        return out
 
     # --- platform read-back ----------------------------------------------------------------------
     def save_platform_status(

@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import click
 from audiencesync.sync.cli_input import config_option, input_errors, load
@@ -256,7 +255,7 @@ def runs(config_path: Path | None, as_json: bool, limit: int, only: str | None) 
     keys = [t.key for t in config.targets(only)] if only else None
     store = StateStore.open(config.state_path)
     try:
-        rows = run_history(store, limit, keys)
+        rows = store.run_history(limit, keys)
     finally:
         store.close()
     if as_json:
@@ -298,43 +297,3 @@ def runs(config_path: Path | None, as_json: bool, limit: int, only: str | None) 
     for r in rows:
         if r["error"]:
             console.print(f"run {r['id']} ({r['target']}): {r['error']}", style="red")
-
-
-def run_history(store: Any, limit: int, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """The newest ``limit`` runs as dicts, optionally only those of target ``keys``."""
-    where, params = "", []
-    if keys is not None:
-        where = f"WHERE t.key IN ({', '.join('?' * len(keys))})"
-        params = list(keys)
-    cursor = store.db.execute(
-        "SELECT r.id, t.key, r.trigger, r.started_at, r.finished_at, r.finished_at - r.started_at, r.status, "
-        "r.source_members, r.adds, r.removes, r.identity_changes, r.confirmed, r.pending, r.rejected, "
-        "r.requests, r.invalid, r.error "
-        f"FROM runs r JOIN targets t ON t.id = r.target_id {where} ORDER BY r.id DESC LIMIT ?",
-        [*params, limit],
-    )
-    names = [
-        "id",
-        "target",
-        "trigger",
-        "started_at",
-        "finished_at",
-        "duration",
-        "status",
-        "source_members",
-        "adds",
-        "removes",
-        "identity_changes",
-        "confirmed",
-        "pending",
-        "rejected",
-        "requests",
-        "invalid",
-        "error",
-    ]
-    out = []
-    for row in cursor.fetchall():
-        item = dict(zip(names, row, strict=True))
-        item["invalid"] = json.loads(item["invalid"]) if item["invalid"] else {}
-        out.append(item)
-    return out

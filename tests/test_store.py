@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from audiencesync.state.store import StateStore
+from audiencesync.state.store import RUN_COUNTS, StateStore
 
 
 def test_forget_target_clears_its_alert_state_so_a_new_target_starts_quiet(tmp_path: Path) -> None:
@@ -28,5 +28,28 @@ def test_forget_target_clears_its_alert_state_so_a_new_target_starts_quiet(tmp_p
         # The id is free again; the target that takes it inherits no firing alert.
         reborn = store.ensure_target("lapsed@files", "lapsed", "files", "file").id
         assert store.db.execute("SELECT 1 FROM alert_state WHERE target_id = ?", [reborn]).fetchall() == []
+    finally:
+        store.close()
+
+
+def test_run_history_shows_every_count_finish_run_records(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        tid = store.ensure_target("vip@files", "vip", "files", "file").id
+        counts = {name: number for number, name in enumerate(RUN_COUNTS, start=1)}
+        counts["invalid"] = {"email_no_at": 2}
+        run_id = store.start_run(tid, "cli")
+        store.finish_run(run_id, "ok", {**counts, "not_a_count": 7}, None)
+        (row,) = store.run_history(10)
+        assert {name: row[name] for name in RUN_COUNTS} == counts
+        assert (row["id"], row["target"], row["trigger"], row["status"], row["error"]) == (
+            run_id,
+            "vip@files",
+            "cli",
+            "ok",
+            None,
+        )
+        assert "not_a_count" not in row
+        assert store.run_history(10, ["lapsed@files"]) == []
     finally:
         store.close()
