@@ -30,36 +30,13 @@ from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.source_load import member_key
 from audiencesync.sync.sources import read_audience
 from click.testing import CliRunner
+from sample_configs import WriteConfig
 
 CLI = Path(sys.executable).parent / "audience-sync"
 TARGETS = ("lapsed@meta_main", "lapsed@files", "in_checkout@meta_main", "in_checkout@files")
 
-CONFIG = """
-state_path = "state.db"
-
-[source]
-kind = "sqlite"
-path = "profiles.db"
-stage_column = "stage"
-in_flow_column = "in_flows"
-changed_at_column = "stage_changed_at"
-consent_column = "ads_consent"
-default_country = "US"
-
-[source.identifiers]
-email = "email"
-phone = "phone"
-first_name = "first_name"
-last_name = "last_name"
-zip = "postcode"
-country = "country"
-
-[audiences.lapsed]
-stage = "lapsed_customer"
-
-[audiences.in_checkout]
-in_flow = "abandoned_checkout"
-
+# Added to the standard source and audiences (sample_configs.SOURCE): the Meta emulator and files.
+DESTINATIONS = """
 [destinations.meta_main]
 platform = "meta"
 ad_account_id = "act_1234567890"
@@ -98,9 +75,9 @@ def profiles_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, profiles_template: Path, meta: MetaEmulator) -> Path:
+def workdir(tmp_path: Path, profiles_template: Path, meta: MetaEmulator, write_config: WriteConfig) -> Path:
     (tmp_path / "profiles.db").write_bytes(profiles_template.read_bytes())
-    (tmp_path / "audience-sync.toml").write_text(CONFIG.format(endpoint=meta.url), encoding="utf-8")
+    write_config(DESTINATIONS.format(endpoint=meta.url))
     return tmp_path
 
 
