@@ -105,7 +105,11 @@ class GoogleAdsBackend:
         # AddOperations must never run concurrently for one list (CONCURRENT_MODIFICATION).
         self._list_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._last_job: dict[str, HandleStatus] = {}
+        self._last_job: dict[str, tuple[str, HandleStatus]] = {}
+        """Per list: the newest job this connector followed or left unrun, and its status."""
+        self._refused: dict[str, tuple[int, int]] = {}
+        """Per job this connector uploaded: (operations refused by partial failure, operations sent).
+        Google's job status never says; kept so ``follow`` in the same run can."""
 
     def capabilities(self) -> Capabilities:
         return capabilities()
@@ -178,20 +182,19 @@ class GoogleAdsBackend:
             for change in split.denied:
                 result.rejected[change.member_key] = gp.CONSENT_DENIED_REASON
             groups = split.groups()
-        list_resource = gp.ads_list_resource(self._customer, audience_id)
         jobs: list[dict[str, object]] = []
         with self._lock_for(audience_id):
             for consent, members in groups:
                 for start in range(0, len(members), gp.MAX_BATCH):
                     chunk = members[start : start + gp.MAX_BATCH]
-                    jobs.append(self._upload(list_resource, consent, chunk, remove, result))
+                    jobs.append(self._upload(audience_id, consent, chunk, remove, result))
         result.requests, others = self.log.since(mark)
         result.detail = {"rpcs": others, "jobs": jobs}
         return result
 
     def _upload(
         self,
-        list_resource: str,
+        audience_id: str,
         consent: bool | None,
         members: list[Change],
         remove: bool,
@@ -201,7 +204,8 @@ class GoogleAdsBackend:
         A crash before the run leaves the members queued (they are marked in flight only when the
         push returns), and a job that never runs does nothing."""
         create = job_service.CreateOfflineUserDataJobRequest(
-            customer_id=self._customer, job=gp.ads_job(list_resource, consent)
+            customer_id=self._customer,
+            job=gp.ads_job(gp.ads_list_resource(self._customer, audience_id), consent),
         )
         created = self._rpc(
             "CreateOfflineUserDataJob",
@@ -217,6 +221,7 @@ class GoogleAdsBackend:
         )
         failed = gp.partial_failure_reasons(response.partial_failure_error, members)
         result.rejected.update(failed)
+        self._refused[job_name] = (len(failed), len(members))
         accepted = [c.member_key for c in members if c.member_key not in failed]
         consent_word = {True: "granted", None: "unspecified"}[consent]
         summary: dict[str, object] = {
@@ -226,8 +231,10 @@ class GoogleAdsBackend:
             "partial_failures": len(failed),
         }
         if not accepted:
-            # Every operation was refused: running the job would upload nothing.
+            # Every operation was refused: running the job would upload nothing and still end SUCCESS.
+            # It is not run, and read_back names it, since no handle will ever report it.
             summary["run"] = False
+            self._note_job(audience_id, job_name, gp.ads_unrun_job_status(len(members)))
             return summary
         run = job_service.RunOfflineUserDataJobRequest(resource_name=job_name)
         # JOB_ALREADY_STARTED (passed through by _classify_run): an earlier attempt ran the job and its
@@ -260,18 +267,24 @@ class GoogleAdsBackend:
             if not waiting or time.monotonic() + self._tuning.poll_interval > deadline:
                 break
             self._tuning.sleep(self._tuning.poll_interval)
-        if statuses:
-            # Job ids grow: the highest-numbered handle is the latest job.
-            latest = max(statuses, key=lambda h: int(h.rsplit("/", 1)[-1]) if gp.is_job_handle(h) else -1)
-            self._last_job[audience_id] = statuses[latest]
+        for handle, status in statuses.items():
+            if gp.is_job_handle(handle):
+                self._note_job(audience_id, handle, status)
         return statuses
 
     def _job_status(self, handle: str) -> HandleStatus:
         if not gp.is_job_handle(handle):
             # A Data Manager request id, from before the destination was switched: resend here.
             return HandleStatus("failed", detail="request of the data_manager backend; resent as a job")
-        rows = self._query(gp.gaql_job(handle))
-        return gp.ads_job_status(rows[0].offline_user_data_job if rows else None)
+        rows = self._query(gp.gaql_job(handle, match_rate=True))
+        refused, sent = self._refused.get(handle, (0, 0))
+        return gp.ads_job_status(rows[0].offline_user_data_job if rows else None, refused=refused, sent=sent)
+
+    def _note_job(self, audience_id: str, job_name: str, status: HandleStatus) -> None:
+        """Keep ``status`` as the list's last job unless a newer job (ids grow) is already kept."""
+        kept = self._last_job.get(audience_id)
+        if kept is None or gp.job_number(job_name) >= gp.job_number(kept[0]):
+            self._last_job[audience_id] = (job_name, status)
 
     def read_back(self, audience_id: str) -> PlatformStatus:
         rows = self._query(gp.gaql_user_list_by_id(audience_id))
@@ -279,7 +292,7 @@ class GoogleAdsBackend:
             raise AudienceGone(f"user list {audience_id} no longer exists", code="USER_LIST_NOT_FOUND")
         user_list = rows[0].user_list
         display, search = int(user_list.size_for_display), int(user_list.size_for_search)
-        last = self._last_job.get(audience_id)
+        last_name, last = self._last_job.get(audience_id, ("", None))
         membership = gp.enum_name(user_list.membership_status)
         return PlatformStatus(
             size_lower=max(display, search),
@@ -292,7 +305,14 @@ class GoogleAdsBackend:
                 "match_rate_percentage": int(user_list.match_rate_percentage),
                 "eligible_for_search": bool(user_list.eligible_for_search),
                 "eligible_for_display": bool(user_list.eligible_for_display),
-                "last_job": {"state": last.state, "detail": last.detail} if last else None,
+                "last_job": {
+                    "job": last_name,
+                    "state": last.state,
+                    "detail": last.detail,
+                    "rejected": last.rejected_count,
+                }
+                if last
+                else None,
             },
         )
 

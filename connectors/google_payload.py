@@ -265,21 +265,52 @@ def dm_is_contact_list(user_list: dm.UserList) -> bool:
 
 
 def dm_handle_status(response: dm.RetrieveRequestStatusResponse) -> HandleStatus:
-    """SUCCESS and PARTIAL_SUCCESS confirm (errors counted), FAILED fails, anything else is pending."""
+    """SUCCESS and PARTIAL_SUCCESS confirm (errors counted), FAILED fails, anything else is pending. A
+    confirmed ingest names its match-rate range, and says so when every member was refused: Google's
+    SUCCESS alone tells neither."""
     statuses = list(response.request_status_per_destination)
     if not statuses:
         return HandleStatus("pending", detail="no status yet")
     rs = dm.RequestStatusPerDestination.RequestStatus
     states = [s.request_status for s in statuses]
     errors = sum(int(c.record_count) for s in statuses for c in s.error_info.error_counts)
-    reasons = sorted({enum_name(c.reason) for s in statuses for c in s.error_info.error_counts})
-    detail = ", ".join(reasons)
+    reasons = ", ".join(sorted({enum_name(c.reason) for s in statuses for c in s.error_info.error_counts}))
     if any(s == rs.FAILED for s in states):
-        return HandleStatus("failed", rejected_count=errors, detail=f"FAILED {detail}".strip())
-    if all(s in (rs.SUCCESS, rs.PARTIAL_SUCCESS) for s in states):
-        word = "PARTIAL_SUCCESS" if any(s == rs.PARTIAL_SUCCESS for s in states) else "SUCCESS"
-        return HandleStatus("confirmed", rejected_count=errors, detail=f"{word} {detail}".strip())
-    return HandleStatus("pending", detail="PROCESSING")
+        return HandleStatus("failed", rejected_count=errors, detail=f"FAILED {reasons}".strip())
+    if not all(s in (rs.SUCCESS, rs.PARTIAL_SUCCESS) for s in states):
+        return HandleStatus("pending", detail="PROCESSING")
+    parts = ["PARTIAL_SUCCESS" if any(s == rs.PARTIAL_SUCCESS for s in states) else "SUCCESS"]
+    parts[0] += _dm_match_text(statuses)
+    records = sum(_dm_record_count(s) for s in statuses)
+    if records and errors >= records:
+        parts.append(f"all {records} members refused")
+    if reasons:
+        parts.append(reasons)
+    return HandleStatus("confirmed", rejected_count=errors, detail="; ".join(parts))
+
+
+def _dm_record_count(status: dm.RequestStatusPerDestination) -> int:
+    if "audience_members_ingestion_status" in status:
+        return int(status.audience_members_ingestion_status.user_data_ingestion_status.record_count)
+    return int(status.audience_members_removal_status.user_data_removal_status.record_count)
+
+
+def _dm_match_text(statuses: Sequence[dm.RequestStatusPerDestination]) -> str:
+    """`` match rate <lowest bucket>`` of an ingest, with a warning under 20 %; empty for removes and
+    when Google gives no bucket (UNKNOWN, NOT_ELIGIBLE)."""
+    known = [
+        s.audience_members_ingestion_status.user_data_ingestion_status.upload_match_rate_range
+        for s in statuses
+        if "audience_members_ingestion_status" in s
+    ]
+    known = [r for r in known if r > dm.MatchRateRange.MATCH_RATE_RANGE_NOT_ELIGIBLE]
+    if not known:
+        return ""
+    lowest = min(known)
+    text = f" match rate {enum_name(lowest)}"
+    if lowest == dm.MatchRateRange.MATCH_RATE_RANGE_LESS_THAN_20:
+        text += " (few or none of the uploaded people matched)"
+    return text
 
 
 # --- Google Ads requests ----------------------------------------------------------------------------
@@ -371,8 +402,8 @@ def gaql_user_list_by_id(list_id: str) -> str:
 
 
 def gaql_job(job_name: str, *, match_rate: bool = False) -> str:
-    """The job's status and failure reason. ``match_rate`` adds
-    ``operation_metadata.match_rate_range`` (a real v24 field the local emulator does not serve yet)."""
+    """The job's status and failure reason; ``match_rate`` adds ``operation_metadata.match_rate_range``,
+    the only sign Google gives of how many uploaded people a successful job matched."""
     extra = ", offline_user_data_job.operation_metadata.match_rate_range" if match_rate else ""
     return (
         "SELECT offline_user_data_job.resource_name, offline_user_data_job.status, "
@@ -381,22 +412,42 @@ def gaql_job(job_name: str, *, match_rate: bool = False) -> str:
     )
 
 
-def ads_job_status(job: job_resource.OfflineUserDataJob | None) -> HandleStatus:
+def ads_job_status(
+    job: job_resource.OfflineUserDataJob | None, *, refused: int = 0, sent: int = 0
+) -> HandleStatus:
     """SUCCESS confirms, FAILED fails (detail: failure_reason), PENDING/RUNNING stay pending. SUCCESS
-    says nothing about how many people matched, so the match-rate range goes into the detail; a job the
-    API no longer knows fails, so its members are sent again (adds and removes are idempotent)."""
+    says nothing about how many people matched, so the match-rate range goes into the detail, and so
+    do the ``refused`` of ``sent`` operations partial failure took out at upload, when known (only the
+    connector that uploaded the job knows). A job the API no longer knows fails, so its members are
+    sent again (adds and removes are idempotent)."""
     if job is None:
         return HandleStatus("failed", detail="job not found")
     status = enum_name(job.status)
-    match = enum_name(job.operation_metadata.match_rate_range)
+    refusals = f"; {refused} of {sent} operations refused at upload" if refused else ""
     if status == "SUCCESS":
+        match = enum_name(job.operation_metadata.match_rate_range)
         detail = "SUCCESS" if match in ("UNSPECIFIED", "UNKNOWN") else f"SUCCESS match rate {match}"
         if match == "MATCH_RANGE_LESS_THAN_20":
             detail += " (few or none of the uploaded people matched)"
-        return HandleStatus("confirmed", detail=detail)
+        return HandleStatus("confirmed", rejected_count=refused, detail=detail + refusals)
     if status == "FAILED":
-        return HandleStatus("failed", detail=f"FAILED {enum_name(job.failure_reason)}")
-    return HandleStatus("pending", detail=status)
+        return HandleStatus(
+            "failed", rejected_count=refused, detail=f"FAILED {enum_name(job.failure_reason)}{refusals}"
+        )
+    return HandleStatus("pending", rejected_count=refused, detail=status + refusals)
+
+
+def ads_unrun_job_status(sent: int) -> HandleStatus:
+    """A job whose every operation partial failure refused is never run (Google would run it and
+    answer SUCCESS for an upload of nothing): it reads as failed, with all ``sent`` refused."""
+    return HandleStatus(
+        "failed", rejected_count=sent, detail=f"not run: all {sent} operations refused at upload"
+    )
+
+
+def job_number(job_name: str) -> int:
+    """The numeric id at the end of a job resource name (ids grow, so newer jobs have larger ones)."""
+    return int(job_name.rsplit("/", 1)[-1])
 
 
 def list_state(membership: str, last: HandleStatus | None, size: int, what: str) -> str:

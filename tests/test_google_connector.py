@@ -167,6 +167,30 @@ def test_dm_request_status_maps_onto_handle_states() -> None:
     assert gp.dm_handle_status(_dm_status()).state == "pending"
 
 
+def test_dm_request_status_names_a_low_match_rate_and_a_success_that_refused_everyone() -> None:
+    rs = dm.RequestStatusPerDestination
+
+    def ingested(records: int, match: str, errors: int = 0) -> dm.RetrieveRequestStatusResponse:
+        status = _dm_status("SUCCESS", errors=errors).request_status_per_destination[0]
+        status.audience_members_ingestion_status = rs.IngestAudienceMembersStatus(
+            user_data_ingestion_status=rs.IngestUserDataStatus(
+                record_count=records, upload_match_rate_range=getattr(dm.MatchRateRange, match)
+            )
+        )
+        return dm.RetrieveRequestStatusResponse(request_status_per_destination=[status])
+
+    assert gp.dm_handle_status(ingested(10, "MATCH_RATE_RANGE_61_TO_70")) == HandleStatus(
+        "confirmed", detail="SUCCESS match rate MATCH_RATE_RANGE_61_TO_70"
+    )
+    assert gp.dm_handle_status(ingested(10, "MATCH_RATE_RANGE_LESS_THAN_20")).detail == (
+        "SUCCESS match rate MATCH_RATE_RANGE_LESS_THAN_20 (few or none of the uploaded people matched)"
+    )
+    assert gp.dm_handle_status(ingested(10, "MATCH_RATE_RANGE_UNKNOWN")).detail == "SUCCESS"
+    refused = gp.dm_handle_status(ingested(4, "MATCH_RATE_RANGE_UNKNOWN", errors=4))
+    assert refused.state == "confirmed" and refused.rejected_count == 4
+    assert refused.detail.startswith("SUCCESS; all 4 members refused; ")
+
+
 # --- Google Ads: golden requests --------------------------------------------------------------------
 
 
@@ -302,6 +326,15 @@ def test_ads_job_status_outcomes() -> None:
         job.operation_metadata.match_rate_range
     ).MATCH_RANGE_LESS_THAN_20
     assert "few or none" in gp.ads_job_status(job).detail
+    assert gp.ads_job_status(job, refused=2, sent=5) == HandleStatus(
+        "confirmed",
+        rejected_count=2,
+        detail="SUCCESS match rate MATCH_RANGE_LESS_THAN_20 (few or none of the uploaded people matched)"
+        "; 2 of 5 operations refused at upload",
+    )
+    assert gp.ads_unrun_job_status(3) == HandleStatus(
+        "failed", rejected_count=3, detail="not run: all 3 operations refused at upload"
+    )
     job.status = type(job.status).FAILED
     job.failure_reason = type(job.failure_reason).INSUFFICIENT_MATCHED_TRANSACTIONS
     assert gp.ads_job_status(job) == HandleStatus("failed", detail="FAILED INSUFFICIENT_MATCHED_TRANSACTIONS")

@@ -1,20 +1,23 @@
 """GoogleConnector end to end, for each backend: the real google-ads and google-ads-datamanager
 clients against the Google emulator on a real socket, driven by the real runner over a config and a
 sqlite source. After every run the emulator's list must equal the source's audience, compared as
-the persons (sets of ``kind:value``) that ``ProfileHasher("google", ...)`` makes of the source rows."""
+the persons (sets of ``kind:value``) that ``ProfileHasher("google", ...)`` makes of the source rows.
+The last tests drive the connector alone, for what its ``follow`` and ``read_back`` say."""
 
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from audiencesync.connectors.contract import AudienceSpec, Change
 from audiencesync.connectors.emulators.google import GoogleEmulator
 from audiencesync.connectors.google import GoogleConnector
 from audiencesync.state.store import StateStore
 from audiencesync.sync.cli import cli
-from audiencesync.sync.config import Target, load_config
+from audiencesync.sync.config import DestinationConfig, Target, load_config
 from audiencesync.sync.demo import SCHEMA
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
@@ -367,3 +370,90 @@ def test_the_same_config_on_data_manager_then_syncs(
     assert result.status == "ok", result.error
     assert dm_side.list_id() == first_list
     dm_side.assert_in_step()
+
+
+# --- what follow and read_back say, connector alone ----------------------------------------------------
+
+
+def direct_connector(emulator: GoogleEmulator, backend: str) -> GoogleConnector:
+    settings = {
+        "platform": "google",
+        "backend": backend,
+        "customer_id": "1234567890",
+        "endpoint": emulator.endpoint,
+        "max_wait_seconds": 5,
+    }
+    dest = DestinationConfig("google_main", "google", settings, {}, "audience-sync: ", Path("."))
+    return GoogleConnector(dest, **FAST)
+
+
+def email_changes(*indexes: int) -> list[Change]:
+    return [Change(f"m{i}".encode(), {"email": email_hash(i)}, consent=True) for i in indexes]
+
+
+VIP = AudienceSpec("vip@google_main", "audience-sync: vip", "", ("email",))
+
+
+def test_ads_a_low_match_rate_shows_in_follow_and_read_back(google_emulator: GoogleEmulator) -> None:
+    google_emulator.faults.set({"match_rate_percentage": 5})
+    with closing(direct_connector(google_emulator, "google_ads")) as google:
+        list_id = google.ensure_audience(VIP)
+        (job,) = google.add(list_id, email_changes(1, 2, 3), None).pending
+        status = google.follow(list_id, [job])[job]
+        assert status.state == "confirmed"
+        assert (
+            status.detail
+            == "SUCCESS match rate MATCH_RANGE_LESS_THAN_20 (few or none of the uploaded people matched)"
+        )
+        back = google.read_back(list_id)
+    assert back.state == f"OPEN; last job {status.detail}"
+    assert back.detail["last_job"] == {
+        "job": job,
+        "state": "confirmed",
+        "detail": status.detail,
+        "rejected": 0,
+    }
+    assert back.detail["match_rate_percentage"] == 5
+
+
+def test_ads_refusals_at_upload_show_in_follow_and_an_unrun_job_in_read_back(
+    google_emulator: GoogleEmulator,
+) -> None:
+    with closing(direct_connector(google_emulator, "google_ads")) as google:
+        list_id = google.ensure_audience(VIP)
+        google_emulator.faults.set({"reject_identifiers": [email_hash(2)]})
+        (partly,) = google.add(list_id, email_changes(1, 2, 3), None).pending
+        # A newer job whose every operation is refused: never run, so no handle reports it.
+        google_emulator.faults.set({"reject_identifiers": [email_hash(4), email_hash(5)]})
+        refused = google.add(list_id, email_changes(4, 5), None)
+        assert refused.pending == {} and set(refused.rejected) == {b"m4", b"m5"}
+        unrun = google_emulator.snapshot()["jobs"][-1]
+        assert unrun["status"] == "PENDING" and google_emulator.calls["RunOfflineUserDataJob"] == 1
+        status = google.follow(list_id, [partly])[partly]
+        back = google.read_back(list_id)
+    assert status.state == "confirmed" and status.rejected_count == 1
+    assert status.detail == "SUCCESS match rate MATCH_RANGE_61_TO_70; 1 of 3 operations refused at upload"
+    # The older job's answer does not hide the newer job that uploaded nothing.
+    assert back.state == "OPEN; last job not run: all 2 operations refused at upload"
+    assert back.detail["last_job"] == {
+        "job": unrun["resource_name"],
+        "state": "failed",
+        "detail": "not run: all 2 operations refused at upload",
+        "rejected": 2,
+    }
+    assert back.size_lower == back.size_upper == 2
+
+
+def test_data_manager_a_low_match_rate_shows_in_follow_and_read_back(google_emulator: GoogleEmulator) -> None:
+    google_emulator.faults.set({"match_rate_percentage": 5})
+    with closing(direct_connector(google_emulator, "data_manager")) as google:
+        list_id = google.ensure_audience(VIP)
+        (request_id,) = google.add(list_id, email_changes(1, 2, 3), None).pending
+        status = google.follow(list_id, [request_id])[request_id]
+        back = google.read_back(list_id)
+    assert status.state == "confirmed"
+    assert status.detail == (
+        "SUCCESS match rate MATCH_RATE_RANGE_LESS_THAN_20 (few or none of the uploaded people matched)"
+    )
+    assert back.state == f"OPEN; last request {status.detail}"
+    assert back.detail["last_request"] == {"state": "confirmed", "detail": status.detail, "rejected": 0}

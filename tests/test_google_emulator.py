@@ -427,6 +427,45 @@ def test_job_goes_pending_running_success_and_applies_membership_then(
     assert state["jobs"][0]["consent"] == {"ad_user_data": "GRANTED", "ad_personalization": "GRANTED"}
 
 
+def job_match_range(ads: GoogleAdsClient, job: str) -> str:
+    query = (
+        "SELECT offline_user_data_job.operation_metadata.match_rate_range FROM offline_user_data_job "
+        f"WHERE offline_user_data_job.resource_name = '{job}'"
+    )
+    (row,) = ads.get_service("GoogleAdsService").search(customer_id=CID, query=query)
+    return str(row.offline_user_data_job.operation_metadata.match_rate_range.name)
+
+
+def test_a_job_match_rate_range_is_the_switch_bucket_once_the_job_succeeds(
+    emu: GoogleEmulator, ads: GoogleAdsClient
+) -> None:
+    user_list = create_ads_list(ads)
+    emu.faults.set({"processing_seconds": 5})
+    pending = create_job(ads, user_list)
+    add_ops(ads, pending, [op(ads, "create", user_data(ads, EMAIL_A))])
+    run_job(ads, pending)
+    assert job_match_range(ads, pending) == "UNKNOWN"
+    emu.faults.set({"processing_seconds": 0})
+    for rate, bucket in ((70, "MATCH_RANGE_61_TO_70"), (5, "MATCH_RANGE_LESS_THAN_20")):
+        emu.faults.set({"match_rate_percentage": rate})
+        job = create_job(ads, user_list)
+        add_ops(ads, job, [op(ads, "create", user_data(ads, EMAIL_B))])
+        run_job(ads, job)
+        assert job_match_range(ads, job) == bucket
+    emu.faults.set({"match_rate_percentage": 70})
+    removal = create_job(ads, user_list)
+    add_ops(ads, removal, [op(ads, "remove", user_data(ads, EMAIL_B))])
+    run_job(ads, removal)
+    assert job_match_range(ads, removal) == "UNKNOWN"  # removes match nobody
+    # Google's "SUCCESS with nothing uploaded": run with every operation refused.
+    emu.faults.set({"reject_identifiers": [EMAIL_C]})
+    refused = create_job(ads, user_list)
+    add_ops(ads, refused, [op(ads, "create", user_data(ads, EMAIL_C))], partial=True)
+    run_job(ads, refused)
+    assert job_status(ads, refused) == "SUCCESS"
+    assert job_match_range(ads, refused) == "MATCH_RANGE_LESS_THAN_20"
+
+
 def test_remove_all_first_then_creates_replaces_the_list(emu: GoogleEmulator, ads: GoogleAdsClient) -> None:
     user_list = create_ads_list(ads)
     first = create_job(ads, user_list)

@@ -32,6 +32,9 @@ identifier set equals the one sent.
 Sizes and match rate: ``size_for_search``/``size_for_display`` (Ads) and ``size_info`` (Data Manager)
 are the exact number of persons in the list, so tests can compare them with the source; the match
 rate is a fixed share, the ``match_rate_percentage`` switch (default 70), and 0 for an empty list.
+The same switch gives the bucket of a settled Data Manager ingest (``upload_match_rate_range``) and
+of a successful Ads job (``offline_user_data_job.operation_metadata.match_rate_range``: UNKNOWN
+before SUCCESS and for a job of removes only, LESS_THAN_20 for a job that applied no operation).
 
 Google Ads API errors come back as Google sends them: a gRPC status with trailing metadata
 ``google.ads.googleads.v24.errors.googleadsfailure-bin`` (a serialized ``GoogleAdsFailure``) and
@@ -1096,7 +1099,11 @@ class GoogleEmulator:
                     if x.customer_id == customer_id
                 ]
             else:
-                flat = [_ads_job_fields(j) for j in self._store.jobs.values() if j.customer_id == customer_id]
+                flat = [
+                    _ads_job_fields(j, rate)
+                    for j in self._store.jobs.values()
+                    if j.customer_id == customer_id
+                ]
         rows = parsed.run(flat)
         return [ads_search.GoogleAdsRow(_nest(row, parsed.fields)) for row in rows], parsed.fields
 
@@ -1540,8 +1547,9 @@ def _ads_list_fields(x: _UserList, rate: int) -> dict[str, Any]:
     }
 
 
-def _ads_job_fields(j: _Job) -> dict[str, Any]:
+def _ads_job_fields(j: _Job, rate: int) -> dict[str, Any]:
     fields = ads_job.OfflineUserDataJob.meta.fields
+    match_range = fields["operation_metadata"].message.meta.fields["match_rate_range"].enum
     return {
         "offline_user_data_job.resource_name": j.resource_name,
         "offline_user_data_job.id": j.id,
@@ -1553,7 +1561,21 @@ def _ads_job_fields(j: _Job) -> dict[str, Any]:
         "offline_user_data_job.customer_match_user_list_metadata.user_list": (
             f"customers/{j.customer_id}/userLists/{j.user_list_id}"
         ),
+        "offline_user_data_job.operation_metadata.match_rate_range": match_range[
+            _ads_job_match_range(j, rate)
+        ],
     }
+
+
+def _ads_job_match_range(j: _Job, rate: int) -> str:
+    """UNKNOWN until the job succeeds, and for a job of removes only (nothing to match). A successful
+    job that applied no operation at all reads LESS_THAN_20: Google's "SUCCESS, but nothing was
+    uploaded". Otherwise the bucket of the ``match_rate_percentage`` switch."""
+    if j.status != "SUCCESS" or (j.counts["remove"] and not j.counts["create"]):
+        return "UNKNOWN"
+    if not j.counts["create"]:
+        return "MATCH_RANGE_LESS_THAN_20"
+    return f"MATCH_RANGE_{_match_bucket(rate)}"
 
 
 _PROTO_NAMES = {"type": "type_"}
@@ -1586,7 +1608,7 @@ _CONDITION = re.compile(
 )
 _RESOURCES = {
     "user_list": frozenset(_ads_list_fields(_UserList(0, "", "", "", 0), 0)),
-    "offline_user_data_job": frozenset(_ads_job_fields(_Job(0, "", 0, {}))),
+    "offline_user_data_job": frozenset(_ads_job_fields(_Job(0, "", 0, {}), 0)),
 }
 
 
@@ -1884,18 +1906,22 @@ def _dm_request_status(req: _DmRequest, delivery: _Delivery) -> str:
     return "PARTIAL_SUCCESS" if failed else "SUCCESS"
 
 
+def _match_bucket(rate: int) -> str:
+    """The match-rate bucket of a percentage, as both APIs' enums end (``LESS_THAN_20``, ``20_TO_30``,
+    ``31_TO_40``... ``91_TO_100``): Data Manager prefixes ``MATCH_RATE_RANGE_``, Ads ``MATCH_RANGE_``."""
+    if rate < 20:
+        return "LESS_THAN_20"
+    if rate <= 30:
+        return "20_TO_30"
+    if rate > 90:
+        return "91_TO_100"
+    low = (rate - 1) // 10 * 10 + 1
+    return f"{low}_TO_{low + 9}"
+
+
 def _match_range(rate: int) -> Any:
     """The Data Manager match-rate bucket for a percentage."""
-    if rate < 20:
-        name = "MATCH_RATE_RANGE_LESS_THAN_20"
-    elif rate <= 30:
-        name = "MATCH_RATE_RANGE_20_TO_30"
-    elif rate > 90:
-        name = "MATCH_RATE_RANGE_91_TO_100"
-    else:
-        low = (rate - 1) // 10 * 10 + 1
-        name = f"MATCH_RATE_RANGE_{low}_TO_{low + 9}"
-    return getattr(dm_match_rate.MatchRateRange, name)
+    return getattr(dm_match_rate.MatchRateRange, f"MATCH_RATE_RANGE_{_match_bucket(rate)}")
 
 
 def _dm_status_for(req: _DmRequest, delivery: _Delivery, rate: int) -> Any:
