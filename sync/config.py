@@ -263,6 +263,10 @@ OPTIONAL_SECRETS = {("google", "credentials_env"), ("meta", "app_secret_env")}
 # A key whose name says "secret" and that holds a value directly is refused.
 _SECRETISH = re.compile(r"(token|secret|password|api_key|credential)s?$", re.IGNORECASE)
 
+# The key naming the ad account a destination pushes to. Audiences are found or created by name
+# within that account, so two destinations on one account with one name_prefix share them.
+ACCOUNT_KEYS = {"meta": "ad_account_id", "google": "customer_id", "tiktok": "advertiser_id"}
+
 _SOURCE_KEYS = {
     "kind",
     "path",
@@ -393,6 +397,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
     audiences = _parse_audiences(raw.get("audiences"), source, errors)
     destinations = _parse_destinations(raw.get("destinations"), base, env, errors)
     syncs = _parse_syncs(raw.get("syncs"), audiences, destinations, errors)
+    _check_shared_audiences(syncs, destinations, errors)
 
     retention = raw.get("lag_retention_days", 30)
     if (msg := _int_range(1, 3650)(retention)) is not None:
@@ -653,3 +658,40 @@ def _parse_syncs(
             )
         )
     return out
+
+
+def _account(dest: DestinationConfig) -> tuple[str, str, str | None] | None:
+    """The ad account ``dest`` pushes to (platform, account id, endpoint); None for files."""
+    key = ACCOUNT_KEYS.get(dest.platform)
+    if key is None or key not in dest.settings:
+        return None
+    account = str(dest.settings[key])
+    if dest.platform == "meta":
+        account = account.removeprefix("act_")
+    return dest.platform, account, dest.endpoint
+
+
+def _check_shared_audiences(
+    syncs: list[SyncConfig], destinations: Mapping[str, DestinationConfig], errors: _Errors
+) -> None:
+    """Refuse two sync targets that would find or create one platform audience by the same name in
+    the same account: each would treat it as its own (a mirror target removes what an add_only
+    target keeps; both upload every member). Audiences pinned with ``audience_ids`` are left alone:
+    sharing one that way is a choice."""
+    first: dict[tuple[tuple[str, str, str | None], str], str] = {}
+    for sync in syncs:
+        for d in sync.destinations:
+            dest = destinations.get(d)
+            account = _account(dest) if dest is not None else None
+            if dest is None or account is None or d in sync.audience_ids:
+                continue
+            name = f"{dest.name_prefix}{sync.audience}"
+            other = first.setdefault((account, name), d)
+            if other != d:
+                errors.add(
+                    f"destinations.{d}",
+                    f"{sync.audience}@{d} and {sync.audience}@{other} would share the {dest.platform} "
+                    f"audience {name!r}: destinations {other} and {d} have the same "
+                    f"{ACCOUNT_KEYS[dest.platform]} and name_prefix. Give one its own name_prefix "
+                    "(or pin both to one audience with audience_ids, if sharing it is meant)",
+                )

@@ -205,3 +205,63 @@ def test_hash_reads_a_national_phone_with_a_known_country() -> None:
     )
     assert result.exit_code == 0, result.output
     assert "'442079460018'" in result.output
+
+
+def two_destinations(platform: str, first: str, second: str, *, pins: str = "") -> str:
+    """Two destinations of ``platform`` (each body's own keys), both syncing lapsed; vip goes only to
+    the first."""
+    common = {
+        "tiktok": 'platform = "tiktok"\naccess_token_env = "AS_TEST_TIKTOK_TOKEN"\n',
+        "meta": 'platform = "meta"\naccess_token_env = "AS_TEST_META_TOKEN"\n',
+        "google": 'platform = "google"\n',
+    }[platform]
+    loopback = 'endpoint = "http://127.0.0.1:8802"\n'
+    return (
+        f"[destinations.one]\n{common}{loopback}{first}\n"
+        f"[destinations.two]\n{common}{second if 'endpoint' in second else loopback + second}\n"
+        f'[[syncs]]\naudience = "lapsed"\ndestinations = ["one", "two"]\n{pins}\n'
+        '[[syncs]]\naudience = "vip"\ndestinations = ["one"]\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("platform", "first", "second", "key"),
+    [
+        ("tiktok", 'advertiser_id = "700"\n', 'advertiser_id = "700"\n', "advertiser_id"),
+        ("meta", 'ad_account_id = "act_42"\n', 'ad_account_id = "42"\n', "ad_account_id"),
+        ("google", 'customer_id = "1234567890"\n', 'customer_id = "1234567890"\n', "customer_id"),
+    ],
+)
+def test_two_destinations_that_would_share_one_platform_audience_are_refused(
+    write_config: WriteConfig, platform: str, first: str, second: str, key: str
+) -> None:
+    found = problems(write_config(two_destinations(platform, first, second)))
+    assert found == [
+        f"destinations.two: lapsed@two and lapsed@one would share the {platform} audience "
+        f"'audience-sync: lapsed': destinations one and two have the same {key} and name_prefix. "
+        "Give one its own name_prefix (or pin both to one audience with audience_ids, if sharing it is meant)"
+    ]
+
+
+def test_validate_names_both_destinations_that_would_share_an_audience(write_config: WriteConfig) -> None:
+    path = write_config(two_destinations("tiktok", 'advertiser_id = "700"\n', 'advertiser_id = "700"\n'))
+    result = CliRunner().invoke(cli, ["validate", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "destinations.two: lapsed@two and lapsed@one would share the tiktok audience" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("second", "pins"),
+    [
+        ('advertiser_id = "701"\n', ""),
+        ('advertiser_id = "700"\nname_prefix = "eu: "\n', ""),
+        ('advertiser_id = "700"\nendpoint = "http://127.0.0.1:9902"\n', ""),
+        ('advertiser_id = "700"\n', 'audience_ids = { two = "7001" }\n'),
+    ],
+    ids=["other advertiser", "own prefix", "other endpoint", "pinned"],
+)
+def test_destinations_on_one_account_are_fine_when_their_audiences_differ(
+    write_config: WriteConfig, second: str, pins: str
+) -> None:
+    path = write_config(two_destinations("tiktok", 'advertiser_id = "700"\n', second, pins=pins))
+    assert len(load_config(path, {}).targets()) == 3
