@@ -140,6 +140,23 @@ class Retrier:
         return True
 
 
+def poll(
+    handles: Sequence[str], status_of: Callable[[str], HandleStatus], tuning: Tuning
+) -> dict[str, HandleStatus]:
+    """Each handle's status, asked again every ``poll_interval`` for those still pending until
+    ``follow_wait_seconds`` would be overrun (0: asked once; the next run asks again)."""
+    statuses: dict[str, HandleStatus] = {}
+    deadline = time.monotonic() + tuning.follow_wait_seconds
+    waiting = list(handles)
+    while True:
+        for handle in waiting:
+            statuses[handle] = status_of(handle)
+        waiting = [h for h in waiting if statuses[h].state == "pending"]
+        if not waiting or time.monotonic() + tuning.poll_interval > deadline:
+            return statuses
+        tuning.sleep(tuning.poll_interval)
+
+
 def normalized_target(endpoint: str | None, default_host: str) -> str:
     """``host:port`` for gRPC: a scheme is dropped, port 443 assumed when none is given."""
     target = endpoint or default_host
@@ -187,14 +204,11 @@ def make_channel(dest: DestinationConfig, default_host: str, scopes: Sequence[st
 
 
 class Backend(Protocol):
-    """What GoogleConnector delegates to: the connector contract plus the refresh hook."""
+    """What GoogleConnector delegates to: the contract's platform calls, with adds and removes as one
+    ``push`` (neither API has upload sessions). Capabilities are the same for both backends."""
 
-    def capabilities(self) -> Capabilities: ...
     def ensure_audience(self, spec: AudienceSpec) -> str: ...
-    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult: ...
-    def remove(
-        self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None
-    ) -> PushResult: ...
+    def push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult: ...
     def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]: ...
     def read_back(self, audience_id: str) -> PlatformStatus: ...
     def close(self) -> None: ...
@@ -257,7 +271,7 @@ class GoogleConnector:
             raise ValueError(f"unknown Google backend {self.backend_name!r}")
 
     def capabilities(self) -> Capabilities:
-        return self._backend.capabilities()
+        return capabilities()
 
     def ensure_audience(self, spec: AudienceSpec) -> str:
         """The known list id (checked), else the list found by name, else a new Customer Match list."""
@@ -265,11 +279,11 @@ class GoogleConnector:
 
     def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
         """Upload ``batch``; accepted members come back ``pending`` under a request id or job name."""
-        return self._backend.add(audience_id, batch, session)
+        return self._backend.push(audience_id, batch, remove=False)
 
     def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
         """Remove ``batch``; like ``add``, confirmed later through ``follow``."""
-        return self._backend.remove(audience_id, batch, session)
+        return self._backend.push(audience_id, batch, remove=True)
 
     def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
         """Where each request id (Data Manager) or job (Google Ads) stands."""

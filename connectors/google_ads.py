@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,15 +24,13 @@ import grpc
 from audiencesync.connectors import google_payload as gp
 from audiencesync.connectors.contract import (
     AudienceSpec,
-    Capabilities,
     Change,
     HandleStatus,
     PlatformStatus,
     PushResult,
-    SessionInfo,
 )
 from audiencesync.connectors.errors import AudienceGone, ConnectorError, SchemaMismatch
-from audiencesync.connectors.google import Retrier, RpcLog, Tuning, capabilities, make_channel
+from audiencesync.connectors.google import Retrier, RpcLog, Tuning, make_channel, poll
 from audiencesync.sync.config import DestinationConfig
 from google.ads.googleads.errors import GoogleAdsException
 from google.ads.googleads.interceptors import ExceptionInterceptor, MetadataInterceptor
@@ -111,9 +108,6 @@ class GoogleAdsBackend:
         """Per job this connector uploaded: (operations refused by partial failure, operations sent).
         Google's job status never says; kept so ``follow`` in the same run can."""
 
-    def capabilities(self) -> Capabilities:
-        return capabilities()
-
     def close(self) -> None:
         self._channel.close()
 
@@ -156,24 +150,12 @@ class GoogleAdsBackend:
 
     # --- members -----------------------------------------------------------------------------------
 
-    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
-        return self._push(audience_id, batch, remove=False)
-
-    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
-        return self._push(audience_id, batch, remove=True)
-
-    def _push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult:
-        result = PushResult()
+    def push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult:
         if not batch:
-            return result
+            return PushResult()
         mark = self.log.mark()
-        sendable: list[Change] = []
-        for change in batch:
-            reason = gp.invalid_reason(change)
-            if reason is None:
-                sendable.append(change)
-            else:
-                result.rejected[change.member_key] = reason
+        sendable, refused = gp.screen(batch)
+        result = PushResult(rejected=refused)
         groups: list[tuple[bool | None, list[Change]]]
         if remove:
             groups = [(None, sendable)] if sendable else []
@@ -203,15 +185,7 @@ class GoogleAdsBackend:
         """Create a job, add ``members`` with partial failure on, run it; returns the job's summary.
         A crash before the run leaves the members queued (they are marked in flight only when the
         push returns), and a job that never runs does nothing."""
-        create = job_service.CreateOfflineUserDataJobRequest(
-            customer_id=self._customer,
-            job=gp.ads_job(gp.ads_list_resource(self._customer, audience_id), consent),
-        )
-        created = self._rpc(
-            "CreateOfflineUserDataJob",
-            lambda: self._jobs.create_offline_user_data_job(request=create, **self._opts()),
-        )
-        job_name = str(created.resource_name)
+        job_name = self._create_job(audience_id, consent)
         request = gp.ads_operations_request(job_name, members, remove=remove)
         response = self._retrier.call(
             "AddOfflineUserDataJobOperations",
@@ -223,19 +197,34 @@ class GoogleAdsBackend:
         result.rejected.update(failed)
         self._refused[job_name] = (len(failed), len(members))
         accepted = [c.member_key for c in members if c.member_key not in failed]
-        consent_word = {True: "granted", None: "unspecified"}[consent]
         summary: dict[str, object] = {
             "job": job_name,
-            "consent": consent_word,
+            "consent": {True: "granted", None: "unspecified"}[consent],
             "sent": len(members),
             "partial_failures": len(failed),
+            "run": bool(accepted),
         }
         if not accepted:
-            # Every operation was refused: running the job would upload nothing and still end SUCCESS.
-            # It is not run, and read_back names it, since no handle will ever report it.
-            summary["run"] = False
+            # Running the job would upload nothing and still end SUCCESS. It is not run, and read_back
+            # names it, since no handle will ever report it.
             self._note_job(audience_id, job_name, gp.ads_unrun_job_status(len(members)))
             return summary
+        self._run_job(job_name)
+        result.pending[job_name] = accepted
+        return summary
+
+    def _create_job(self, audience_id: str, consent: bool | None) -> str:
+        create = job_service.CreateOfflineUserDataJobRequest(
+            customer_id=self._customer,
+            job=gp.ads_job(gp.ads_list_resource(self._customer, audience_id), consent),
+        )
+        created = self._rpc(
+            "CreateOfflineUserDataJob",
+            lambda: self._jobs.create_offline_user_data_job(request=create, **self._opts()),
+        )
+        return str(created.resource_name)
+
+    def _run_job(self, job_name: str) -> None:
         run = job_service.RunOfflineUserDataJobRequest(resource_name=job_name)
         # JOB_ALREADY_STARTED (passed through by _classify_run): an earlier attempt ran the job and its
         # answer was lost (a deadline or an outage after the server acted). The job runs, which is all
@@ -246,9 +235,6 @@ class GoogleAdsBackend:
                 lambda: self._jobs.run_offline_user_data_job(request=run, **self._opts()),
                 _classify_run,
             )
-        summary["run"] = True
-        result.pending[job_name] = accepted
-        return summary
 
     def _lock_for(self, audience_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -257,16 +243,7 @@ class GoogleAdsBackend:
     # --- follow and read-back ----------------------------------------------------------------------
 
     def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
-        statuses: dict[str, HandleStatus] = {}
-        deadline = time.monotonic() + self._tuning.follow_wait_seconds
-        waiting = list(handles)
-        while True:
-            for handle in waiting:
-                statuses[handle] = self._job_status(handle)
-            waiting = [h for h in waiting if statuses[h].state == "pending"]
-            if not waiting or time.monotonic() + self._tuning.poll_interval > deadline:
-                break
-            self._tuning.sleep(self._tuning.poll_interval)
+        statuses = poll(handles, self._job_status, self._tuning)
         for handle, status in statuses.items():
             if gp.is_job_handle(handle):
                 self._note_job(audience_id, handle, status)

@@ -12,22 +12,19 @@ Ads API's lists do, so the connector's ``refresh_due_seconds`` applies to both b
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from audiencesync.connectors import google_payload as gp
 from audiencesync.connectors.contract import (
     AudienceSpec,
-    Capabilities,
     Change,
     HandleStatus,
     PlatformStatus,
     PushResult,
-    SessionInfo,
 )
 from audiencesync.connectors.errors import ConnectorError, SchemaMismatch
-from audiencesync.connectors.google import Retrier, RpcLog, Tuning, capabilities, make_channel
+from audiencesync.connectors.google import Retrier, RpcLog, Tuning, make_channel, poll
 from audiencesync.sync.config import DestinationConfig
 from google.ads import datamanager_v1 as dm
 from google.ads.datamanager_v1.services.ingestion_service.transports import IngestionServiceGrpcTransport
@@ -55,6 +52,14 @@ def _classify_send(exc: Exception) -> ConnectorError | None:
     return _classify(exc)
 
 
+def _classify_status(exc: Exception) -> ConnectorError | None:
+    """As ``_classify``, except that NotFound (a request id Data Manager no longer knows) passes
+    through unmapped, for ``_status`` to answer."""
+    if isinstance(exc, core.NotFound):
+        return None
+    return _classify(exc)
+
+
 class DataManagerBackend:
     """Customer Match through the Data Manager API, for one operating account."""
 
@@ -78,9 +83,9 @@ class DataManagerBackend:
             (("login-account", gp.dm_parent(self._login)),) if self._login else ()
         )
         self._last_status: dict[str, HandleStatus] = {}
-
-    def capabilities(self) -> Capabilities:
-        return capabilities()
+        self._sent_order: dict[str, int] = {}
+        """Request id -> how many requests this connector had sent before it: Data Manager request ids
+        carry no order, so this is how ``follow`` knows which is the latest."""
 
     def close(self) -> None:
         self._channel.close()
@@ -138,24 +143,12 @@ class DataManagerBackend:
 
     # --- members -----------------------------------------------------------------------------------
 
-    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
-        return self._push(audience_id, batch, remove=False)
-
-    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
-        return self._push(audience_id, batch, remove=True)
-
-    def _push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult:
-        result = PushResult()
+    def push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult:
         if not batch:
-            return result
+            return PushResult()
         mark = self.log.mark()
-        sendable: list[Change] = []
-        for change in batch:
-            reason = gp.invalid_reason(change)
-            if reason is None:
-                sendable.append(change)
-            else:
-                result.rejected[change.member_key] = reason
+        sendable, refused = gp.screen(batch)
+        result = PushResult(rejected=refused)
         destination = gp.dm_destination(self._customer, self._login, audience_id)
         for start in range(0, len(sendable), gp.MAX_BATCH):
             self._send_bisecting(destination, sendable[start : start + gp.MAX_BATCH], remove, result)
@@ -182,46 +175,35 @@ class DataManagerBackend:
             self._send_bisecting(destination, changes[middle:], remove, result)
             return
         result.pending.setdefault(request_id, []).extend(c.member_key for c in changes)
+        self._sent_order.setdefault(request_id, len(self._sent_order))
 
     def _send(self, destination: dm.Destination, changes: Sequence[Change], remove: bool) -> str:
-        response: Any
+        method: str
+        send: Callable[..., Any]
+        request: Any
         if remove:
-            remove_request = gp.dm_remove_request(destination, changes)
-            response = self._retrier.call(
-                "RemoveAudienceMembers",
-                lambda: self._ingest.remove_audience_members(
-                    request=remove_request, **self._opts(login=False)
-                ),
-                _classify_send,
-                carries_members=True,
-            )
+            method, send = "RemoveAudienceMembers", self._ingest.remove_audience_members
+            request = gp.dm_remove_request(destination, changes)
         else:
-            ingest_request = gp.dm_ingest_request(destination, changes)
-            response = self._retrier.call(
-                "IngestAudienceMembers",
-                lambda: self._ingest.ingest_audience_members(
-                    request=ingest_request, **self._opts(login=False)
-                ),
-                _classify_send,
-                carries_members=True,
-            )
+            method, send = "IngestAudienceMembers", self._ingest.ingest_audience_members
+            request = gp.dm_ingest_request(destination, changes)
+        response = self._retrier.call(
+            method,
+            lambda: send(request=request, **self._opts(login=False)),
+            _classify_send,
+            carries_members=True,
+        )
         return str(response.request_id)
 
     # --- follow and read-back ----------------------------------------------------------------------
 
     def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
-        statuses: dict[str, HandleStatus] = {}
-        deadline = time.monotonic() + self._tuning.follow_wait_seconds
-        waiting = list(handles)
-        while True:
-            for handle in waiting:
-                statuses[handle] = self._status(handle)
-            waiting = [h for h in waiting if statuses[h].state == "pending"]
-            if not waiting or time.monotonic() + self._tuning.poll_interval > deadline:
-                break
-            self._tuning.sleep(self._tuning.poll_interval)
+        statuses = poll(handles, self._status, self._tuning)
         if statuses:
-            self._last_status[audience_id] = statuses[sorted(statuses)[-1]]
+            # The latest this connector sent; requests of earlier runs (no order known) only when it
+            # sent none of them, the last one asked about then.
+            latest = max(reversed(list(statuses)), key=lambda h: self._sent_order.get(h, -1))
+            self._last_status[audience_id] = statuses[latest]
         return statuses
 
     def _status(self, handle: str) -> HandleStatus:
@@ -230,17 +212,11 @@ class DataManagerBackend:
             # queued again and resent here (adds and removes are idempotent).
             return HandleStatus("failed", detail="job of the google_ads backend; resent through Data Manager")
         request = dm.RetrieveRequestStatusRequest(request_id=handle)
-
-        def classify(exc: Exception) -> ConnectorError | None:
-            if isinstance(exc, core.NotFound):
-                return None
-            return _classify(exc)
-
         try:
             response = self._retrier.call(
                 "RetrieveRequestStatus",
                 lambda: self._ingest.retrieve_request_status(request=request, **self._opts(login=False)),
-                classify,
+                _classify_status,
             )
         except core.NotFound:
             return HandleStatus("failed", detail="request id unknown to Data Manager; resent")

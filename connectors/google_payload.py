@@ -61,7 +61,6 @@ DM_SCOPE = "https://www.googleapis.com/auth/datamanager"
 ADS_SCOPE = "https://www.googleapis.com/auth/adwords"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_HEXISH = re.compile(r"[0-9a-fA-F]{16,}")
 _JOB_NAME = re.compile(r"customers/\d+/offlineUserDataJobs/\d+")
 
 # Error codes (oneof field of GoogleAdsError.error_code, enum name) the Ads backend retries.
@@ -128,6 +127,19 @@ def invalid_reason(change: Change) -> str | None:
     if not (ids.get("email") or ids.get("phone") or has_address(change)):
         return NO_IDENTIFIER_REASON
     return None
+
+
+def screen(batch: Sequence[Change]) -> tuple[list[Change], dict[bytes, str]]:
+    """``batch`` split into the members that can be sent and those that cannot (with the reason)."""
+    sendable: list[Change] = []
+    refused: dict[bytes, str] = {}
+    for change in batch:
+        reason = invalid_reason(change)
+        if reason is None:
+            sendable.append(change)
+        else:
+            refused[change.member_key] = reason
+    return sendable, refused
 
 
 def has_address(change: Change) -> bool:
@@ -626,11 +638,6 @@ def grpc_request_id(exc: core.GoogleAPICallError) -> str | None:
                 if metadata.get(key):
                     return str(metadata[key])
     return None
-
-
-def safe_reason(text: str) -> str:
-    """A reason with any long hex run (a hash) masked, cut to 80 characters."""
-    return _HEXISH.sub("<value>", text)[:80] or "invalid"
 
 
 def enum_name(value: Any) -> str:

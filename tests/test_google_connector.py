@@ -484,6 +484,24 @@ def test_data_manager_retries_quota_errors_and_counts_every_attempt() -> None:
     assert result.requests == 3
 
 
+def test_data_manager_read_back_names_the_request_sent_last_not_the_highest_id() -> None:
+    """Data Manager request ids carry no order; the connector's own sending order does."""
+    google = connector("data_manager")
+    backend: Any = google._backend
+    fake = FakeIngestion(set())
+    answers = iter([_Response(request_id="req-z"), _Response(request_id="req-a")])
+    fake._answer = lambda request: next(answers)  # type: ignore[method-assign]
+    fake.retrieve_request_status = lambda request, **_: _dm_status(  # type: ignore[attr-defined]
+        "FAILED" if request.request_id == "req-z" else "SUCCESS"
+    )
+    backend._ingest = fake
+    backend._lists = _Response(get_user_list=lambda **_: dm.UserList(display_name="vip"))
+    handles = [h for c in (change(1), change(2)) for h in google.add("555", [c], None).pending]
+    assert handles == ["req-z", "req-a"]
+    google.follow("555", sorted(handles))
+    assert google.read_back("555").state.startswith("OPEN; last request SUCCESS")
+
+
 def test_the_wait_budget_spans_every_call_of_the_run() -> None:
     slept: list[float] = []
     google = GoogleConnector(
