@@ -169,7 +169,7 @@ class MetaConnector:
         if len(batch) > mp.MAX_ROWS:
             raise ValueError(f"a Meta batch holds at most {mp.MAX_ROWS} members, got {len(batch)}")
         kinds = self._kinds.get(audience_id) or self._kinds_from_batch(batch)
-        rows = [mp.row_for(c, kinds) for c in batch]
+        rows = mp.rows_for(batch, kinds)
         fields, payload = mp.users_request(kinds, rows, session, remove=remove)
         before = self._requests
         try:

@@ -79,6 +79,15 @@ def row_for(change: Change, identifier_kinds: Sequence[str]) -> list[str]:
     return [change.identifiers.get(kind, "") or "" for kind in identifier_kinds]
 
 
+def rows_for(batch: Sequence[Change], identifier_kinds: Sequence[str]) -> list[tuple[str, ...]]:
+    """``row_for`` of each change, built a column at a time: one comprehension per identifier kind
+    rather than one per member."""
+    if not identifier_kinds:
+        return [() for _ in batch]
+    columns = [[c.identifiers.get(kind, "") or "" for c in batch] for kind in identifier_kinds]
+    return list(zip(*columns, strict=True))
+
+
 def build_payload(identifier_kinds: Sequence[str], batch: Sequence[Change]) -> dict[str, Any]:
     return {
         "schema": schema_for(identifier_kinds),
