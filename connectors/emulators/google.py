@@ -422,6 +422,14 @@ def _fail(kind: str, name: str, message: str, path: _Path | None = None) -> _Ads
     return _AdsFailure([ads_error(kind, name, message, path)])
 
 
+def _concurrent_modification() -> _AdsFailure:
+    return _fail(
+        "database_error",
+        "CONCURRENT_MODIFICATION",
+        "Multiple requests were attempting to modify the same resource at once. Retry the request.",
+    )
+
+
 def _partial_failure_status(errors: list[Any], request_id: str) -> Any:
     """The ``google.rpc.Status`` of a partial failure: details hold one Any-packed GoogleAdsFailure."""
     failure = ads_errors.GoogleAdsFailure(errors=errors, request_id=request_id)
@@ -754,11 +762,7 @@ class GoogleEmulator:
                 "Customer is not allowlisted for accessing this feature.",
             )
         if call.method in _CONCURRENT_METHODS and self.faults.roll("concurrent_modification_rate"):
-            raise _fail(
-                "database_error",
-                "CONCURRENT_MODIFICATION",
-                "Multiple requests were attempting to modify the same resource at once. Retry the request.",
-            )
+            raise _concurrent_modification()
         if self.faults.roll("resource_temporarily_exhausted_rate"):
             raise _fail(
                 "quota_error",
@@ -877,15 +881,22 @@ class GoogleEmulator:
         return _UserList(0, customer_id, name, str(spec.description), life_span)
 
     def _ads_list_by_name(self, customer_id: str, name: str, path: _Path) -> _UserList:
-        match = _ADS_LIST_NAME.fullmatch(name)
-        if match is None:
+        if _ADS_LIST_NAME.fullmatch(name) is None:
             raise _fail(
                 "request_error", "RESOURCE_NAME_MALFORMED", "Malformed user list resource name.", path
             )
-        found = self._store.lists.get(int(match.group(2)))
-        if found is None or found.customer_id != customer_id or match.group(1) != customer_id:
+        found = self._ads_list(customer_id, name)
+        if found is None:
             raise _fail("mutate_error", "RESOURCE_NOT_FOUND", "The user list was not found.", path)
         return found
+
+    def _ads_list(self, customer_id: str, name: str) -> _UserList | None:
+        """The list resource ``name`` names, if it exists and belongs to ``customer_id``."""
+        match = _ADS_LIST_NAME.fullmatch(name)
+        if match is None or match.group(1) != customer_id:
+            return None
+        found = self._store.lists.get(int(match.group(2)))
+        return found if found is not None and found.customer_id == customer_id else None
 
     # --- Google Ads API: offline user data jobs ---
 
@@ -925,14 +936,8 @@ class GoogleEmulator:
                     )
         list_path: _Path = [("job", None), ("customer_match_user_list_metadata", None), ("user_list", None)]
         with self._store.lock:
-            match = _ADS_LIST_NAME.fullmatch(str(meta.user_list))
-            target = self._store.lists.get(int(match.group(2))) if match else None
-            if (
-                match is None
-                or target is None
-                or target.customer_id != customer_id
-                or match.group(1) != customer_id
-            ):
+            target = self._ads_list(customer_id, str(meta.user_list))
+            if target is None:
                 raise _fail(
                     "offline_user_data_job_error",
                     "INVALID_USER_LIST_ID",
@@ -964,6 +969,19 @@ class GoogleEmulator:
             )
         return job
 
+    def _idle_unrun_job(self, request: Any, started: str) -> _Job:
+        """The job ``request.resource_name`` names, when it has not been run (else JOB_ALREADY_STARTED,
+        with the message ``started``) and no AddOperations on it is being validated (else
+        CONCURRENT_MODIFICATION)."""
+        job = self._job_named(str(request.resource_name))
+        if job.ran_at is not None:
+            raise _fail(
+                "offline_user_data_job_error", "JOB_ALREADY_STARTED", started, [("resource_name", None)]
+            )
+        if job.busy:
+            raise _concurrent_modification()
+        return job
+
     def _add_operations(self, request: Any, call: _Call) -> Any:
         operations = request.operations
         if not operations:
@@ -982,22 +1000,11 @@ class GoogleEmulator:
             )
         rejected = _rejected_values(self.faults["reject_identifiers"])
         with self._store.lock:
-            job = self._job_named(str(request.resource_name))
-            if job.ran_at is not None:
-                raise _fail(
-                    "offline_user_data_job_error",
-                    "JOB_ALREADY_STARTED",
-                    "Operations cannot be added to a job that has already been run.",
-                    [("resource_name", None)],
-                )
+            job = self._idle_unrun_job(
+                request, "Operations cannot be added to a job that has already been run."
+            )
             # Google refuses parallel AddOperations on one job; so does the emulator, by marking the
             # job busy while a request's operations are validated (outside the store lock).
-            if job.busy:
-                raise _fail(
-                    "database_error",
-                    "CONCURRENT_MODIFICATION",
-                    "Multiple requests were attempting to modify the same resource at once. Retry the request.",
-                )
             job.busy = True
             kind = job.kind
             had_operations = bool(job.counts)
@@ -1033,20 +1040,7 @@ class GoogleEmulator:
 
     def _run_job(self, request: Any, call: _Call) -> Any:
         with self._store.lock:
-            job = self._job_named(str(request.resource_name))
-            if job.ran_at is not None:
-                raise _fail(
-                    "offline_user_data_job_error",
-                    "JOB_ALREADY_STARTED",
-                    "The job has already been run.",
-                    [("resource_name", None)],
-                )
-            if job.busy:
-                raise _fail(
-                    "database_error",
-                    "CONCURRENT_MODIFICATION",
-                    "Multiple requests were attempting to modify the same resource at once. Retry the request.",
-                )
+            job = self._idle_unrun_job(request, "The job has already been run.")
             if not request.validate_only:
                 job.ran_at = time.monotonic()
                 job.processing_seconds = float(self.faults["processing_seconds"])
@@ -1130,30 +1124,7 @@ class GoogleEmulator:
         # which at 10,000 members a request would make the emulator the bottleneck of benchmarks.
         raw = type(request).pb(request)
         members = raw.audience_members
-        if not destinations:
-            raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "destinations: at least one destination is required.",
-                reason="REQUIRED_FIELD_MISSING",
-            )
-        if len(destinations) > MAX_DM_DESTINATIONS:
-            raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"destinations: at most {MAX_DM_DESTINATIONS} per request.",
-                reason="TOO_MANY_DESTINATIONS",
-            )
-        if not members:
-            raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "audience_members: at least one member is required.",
-                reason="REQUIRED_FIELD_MISSING",
-            )
-        if len(members) > MAX_DM_MEMBERS:
-            raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"audience_members: at most {MAX_DM_MEMBERS} members per request, got {len(members)}.",
-                reason="TOO_MANY_AUDIENCE_MEMBERS",
-            )
+        _dm_check_request_size(len(destinations), len(members))
         base64 = raw.encoding == dm_ingestion.Encoding.BASE64
         rejected = _rejected_values(self.faults["reject_identifiers"])
         # Validate every member before touching the store: Data Manager requests fail whole.
@@ -1165,31 +1136,12 @@ class GoogleEmulator:
         ]
         with self._store.lock:
             deliveries = [self._delivery(i, d) for i, d in enumerate(destinations)]
-            references = {d.destination.reference: d for d in deliveries if d.destination.reference}
-            for i, member in enumerate(members):
-                refs = list(member.destination_references)
-                unknown = [r for r in refs if r not in references]
-                if unknown:
-                    raise _Abort(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        f"audience_members[{i}].destination_references: no destination has this reference.",
-                        reason="INVALID_DESTINATION",
-                    )
-                for delivery in [references[r] for r in refs] if refs else deliveries:
-                    delivery.records += 1
-                    delivery.identifiers += len(member.user_data.user_identifiers)
-                    if denied[i]:
-                        delivery.errors["PROCESSING_ERROR_REASON_DENIED_CONSENT"] += 1
-                    else:
-                        delivery.persons.append(persons[i])
+            _distribute(members, persons, denied, deliveries)
             if request.validate_only:
                 return ""
             if self.faults.roll("partial_success_rate"):
                 for delivery in deliveries:
-                    dropped = max(1, len(delivery.persons) // 10) if delivery.persons else 0
-                    if dropped:
-                        del delivery.persons[-dropped:]
-                        delivery.errors["PROCESSING_ERROR_REASON_INVALID_FORMAT"] += dropped
+                    _drop_tenth(delivery)
             request_id = str(uuid.UUID(int=next(self._store.request_ids)))
             self._store.requests[request_id] = _DmRequest(
                 request_id,
@@ -1245,13 +1197,7 @@ class GoogleEmulator:
     def _dm_create_list(self, request: Any, call: _Call) -> Any:
         customer_id = _dm_account(str(request.parent), "parent")
         spec = request.user_list
-        name = str(spec.display_name).strip()
-        if not name:
-            raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "user_list.display_name: required.",
-                reason="INVALID_DISPLAY_NAME",
-            )
+        name = _dm_display_name(spec)
         if "ingested_user_list_info" in spec:
             types = {getattr(t, "name", str(t)) for t in spec.ingested_user_list_info.upload_key_types}
             if types - {"CONTACT_ID"}:
@@ -1263,17 +1209,22 @@ class GoogleEmulator:
         life_span = _dm_life_span(spec)
         rate = int(self.faults["match_rate_percentage"])
         with self._store.lock:
-            if self._store.list_named(customer_id, name) is not None:
-                raise _Abort(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    "user_list.display_name: a user list with this name exists.",
-                    reason="DISPLAY_NAME_ALREADY_USED",
-                )
+            self._dm_check_name_free(customer_id, name)
             new = _UserList(0, customer_id, name, str(spec.description), life_span)
             if not request.validate_only:
                 new.id = next(self._store.list_ids)
                 self._store.lists[new.id] = new
             return _dm_user_list_message(new, rate)
+
+    def _dm_check_name_free(self, customer_id: str, name: str, renamed: _UserList | None = None) -> None:
+        """Display names are unique per account; a list may keep its own (``renamed``)."""
+        other = self._store.list_named(customer_id, name)
+        if other is not None and other is not renamed:
+            raise _Abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "user_list.display_name: a user list with this name exists.",
+                reason="DISPLAY_NAME_ALREADY_USED",
+            )
 
     def _dm_list_by_name(self, name: str) -> _UserList:
         match = _DM_LIST_NAME.fullmatch(name)
@@ -1338,20 +1289,8 @@ class GoogleEmulator:
             )
         with self._store.lock:
             target = self._dm_list_by_name(str(spec.name))
-            name = str(spec.display_name).strip() if "display_name" in paths else target.name
-            if not name:
-                raise _Abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "user_list.display_name: required.",
-                    reason="INVALID_DISPLAY_NAME",
-                )
-            other = self._store.list_named(target.customer_id, name)
-            if other is not None and other is not target:
-                raise _Abort(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    "user_list.display_name: a user list with this name exists.",
-                    reason="DISPLAY_NAME_ALREADY_USED",
-                )
+            name = _dm_display_name(spec) if "display_name" in paths else target.name
+            self._dm_check_name_free(target.customer_id, name, renamed=target)
             life_span = _dm_life_span(spec) if "membership_duration" in paths else target.life_span_days
             if not request.validate_only:
                 target.name = name
@@ -1745,6 +1684,17 @@ def _dm_filter(text: str) -> str | None:
     return _literal(match.group(1))
 
 
+def _dm_display_name(spec: Any) -> str:
+    name = str(spec.display_name).strip()
+    if not name:
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "user_list.display_name: required.",
+            reason="INVALID_DISPLAY_NAME",
+        )
+    return name
+
+
 def _dm_life_span(spec: Any) -> int:
     if "membership_duration" not in spec:
         return MAX_LIFE_SPAN_DAYS
@@ -1895,6 +1845,66 @@ def _dm_person(i: int, member: Any, base64: bool, rejected: frozenset[str]) -> f
                 reason="INVALID_FORMAT",
             )
     return frozenset(entries)
+
+
+def _dm_check_request_size(destinations: int, members: int) -> None:
+    """Data Manager's per-request limits: 1 to 10 destinations, 1 to 10,000 members."""
+    if not destinations:
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "destinations: at least one destination is required.",
+            reason="REQUIRED_FIELD_MISSING",
+        )
+    if destinations > MAX_DM_DESTINATIONS:
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"destinations: at most {MAX_DM_DESTINATIONS} per request.",
+            reason="TOO_MANY_DESTINATIONS",
+        )
+    if not members:
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "audience_members: at least one member is required.",
+            reason="REQUIRED_FIELD_MISSING",
+        )
+    if members > MAX_DM_MEMBERS:
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"audience_members: at most {MAX_DM_MEMBERS} members per request, got {members}.",
+            reason="TOO_MANY_AUDIENCE_MEMBERS",
+        )
+
+
+def _distribute(
+    members: Any, persons: list[frozenset[str]], denied: list[bool], deliveries: list[_Delivery]
+) -> None:
+    """Give each member (raw protobufs) to the deliveries its ``destination_references`` name (all of
+    them when it names none): counted there, and applied later unless its consent is ``denied``."""
+    references = {d.destination.reference: d for d in deliveries if d.destination.reference}
+    for i, member in enumerate(members):
+        refs = list(member.destination_references)
+        if any(r not in references for r in refs):
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"audience_members[{i}].destination_references: no destination has this reference.",
+                reason="INVALID_DESTINATION",
+            )
+        for delivery in [references[r] for r in refs] if refs else deliveries:
+            delivery.records += 1
+            delivery.identifiers += len(member.user_data.user_identifiers)
+            if denied[i]:
+                delivery.errors["PROCESSING_ERROR_REASON_DENIED_CONSENT"] += 1
+            else:
+                delivery.persons.append(persons[i])
+
+
+def _drop_tenth(delivery: _Delivery) -> None:
+    """The partial_success_rate switch: the last tenth of the persons (at least one) is not applied
+    and is counted as an invalid-format processing error, as a PARTIAL_SUCCESS request reports."""
+    dropped = max(1, len(delivery.persons) // 10) if delivery.persons else 0
+    if dropped:
+        del delivery.persons[-dropped:]
+        delivery.errors["PROCESSING_ERROR_REASON_INVALID_FORMAT"] += dropped
 
 
 def _dm_request_status(req: _DmRequest, delivery: _Delivery) -> str:
