@@ -309,6 +309,7 @@ class GoogleAdsBackend:
             request.page_token = page.next_page_token
 
     def _opts(self) -> dict[str, Any]:
+        # retry=None: the Retrier owns retries, within the run's wait budget.
         return {"retry": None, "timeout": self._tuning.timeout_seconds}
 
     def _rpc(self, method: str, fn: Callable[[], Any]) -> Any:

@@ -495,8 +495,8 @@ def partial_failure_reasons(status: Any, batch: Sequence[Change]) -> dict[bytes,
             else:
                 unplaced.append(reason)
     if unplaced and not reasons:
-        # A partial failure that names no operation cannot be pinned on anyone; it is treated as a
-        # failure of the whole request by the caller.
+        # A partial failure that names no operation cannot be pinned on anyone: rather than guess who
+        # was refused, the push stops here and its members stay queued.
         raise FatalError(f"Google Ads reported a failure without an operation index: {unplaced[0]}")
     return reasons
 

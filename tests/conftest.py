@@ -5,11 +5,14 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from audiencesync.connectors.emulators.google import GoogleEmulator, start_emulator
 from audiencesync.sync.demo import build_profiles
 from sample_configs import FILE_DESTINATION, SOURCE, WriteConfig
+
+if TYPE_CHECKING:
+    from audiencesync.connectors.emulators.google import GoogleEmulator
 
 
 @pytest.fixture
@@ -46,6 +49,10 @@ def demo_db(tmp_path: Path, demo_db_template: Path) -> Path:
 def google_emulator_server() -> Iterator[GoogleEmulator]:
     """One Google emulator per test module, on free ports; stopped when the module is done. Tests
     take ``google_emulator``, which empties it first."""
+    # Imported here: the Google clients take about 2 s to import, which sessions without a Google
+    # test should not pay.
+    from audiencesync.connectors.emulators.google import start_emulator
+
     with start_emulator() as emulator:
         yield emulator
 
