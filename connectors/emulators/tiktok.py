@@ -226,20 +226,27 @@ def _hashed(value: Any) -> str:
     return value
 
 
+_ID = operator.itemgetter("id")
+_AUDIENCE_IDS = operator.itemgetter("audience_ids")
+
+
 def _same_targets(batch: list[Any], width: int) -> dict[str, list[Member]] | None:
     """``batch_data`` as members per audience when it is well formed and every id names the same
     audiences (what a connector sends), checked a column at a time; None sends the request through
     the per-entry loop, which also finds what is wrong."""
     if set(map(type, batch)) - {list} or set(map(len, batch)) - {width}:
         return None
-    entries = [entry for person in batch for entry in person]
+    entries = list(itertools.chain.from_iterable(batch))
     if set(map(type, entries)) - {dict}:
         return None
-    filled = [entry for entry in entries if entry]
+    filled = list(filter(None, entries))
     if not filled:
         return {}
-    ids = [entry.get("id") for entry in filled]
-    targets = [entry.get("audience_ids") for entry in filled]
+    try:
+        ids = list(map(_ID, filled))
+        targets = list(map(_AUDIENCE_IDS, filled))
+    except KeyError:  # an entry without one of them: the loop says which
+        return None
     audience_ids = targets[0]
     # list.count compares in C: every entry names the same audiences.
     if type(audience_ids) is not list or not audience_ids or targets.count(audience_ids) != len(targets):
