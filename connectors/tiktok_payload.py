@@ -178,9 +178,16 @@ def mapping_json(
         ).encode()
     head = json.dumps(mapping_body(advertiser_id, audience_id, action, schema, []), separators=(",", ":"))
     before, after = '{"id":"', '","audience_ids":' + json.dumps([audience_id], separators=(",", ":")) + "}"
-    persons = ",".join(
-        ["[" + ",".join([before + v + after if v else "{}" for v in row]) + "]" for row in rows]
-    )
+    # A person with every id present is one %-format of a fixed template: a C call instead of a join
+    # per person (a '%' in the audience id is doubled so it stays literal; the ids are hex).
+    full = "[" + ",".join([before.replace("%", "%%") + "%s" + after.replace("%", "%%")] * len(schema)) + "]"
+
+    def person(row: Sequence[str | None]) -> str:
+        if None not in row and "" not in row and len(row) == len(schema):
+            return full % tuple(row)
+        return "[" + ",".join([before + v + after if v else "{}" for v in row]) + "]"
+
+    persons = ",".join([person(row) for row in rows])
     # head ends with "batch_data":[]} (the key is last, as mapping_body builds it).
     return (head[: -len("]}")] + persons + "]}").encode()
 
