@@ -290,9 +290,9 @@ def test_golden_delete_body_uses_delete_never_remove() -> None:
 def test_mapping_json_is_the_mapping_body_serialized() -> None:
     schema = ["EMAIL_SHA256", "PHONE_SHA256"]
     rows: list[tuple[str | None, ...]] = [(sha("a"), sha("b")), (None, sha("c")), (sha("d"), None)]
-    for action in ("add", "delete"):
-        fast = tp.mapping_json(ADVERTISER, AUDIENCE, action, schema, rows)
-        body = tp.mapping_body(ADVERTISER, AUDIENCE, action, schema, rows)
+    for action, audience in (("add", AUDIENCE), ("delete", AUDIENCE), ("add", "71%s00%%")):
+        fast = tp.mapping_json(ADVERTISER, audience, action, schema, rows)
+        body = tp.mapping_body(ADVERTISER, audience, action, schema, rows)
         assert fast == json.dumps(body, separators=(",", ":")).encode()
     # A value that would need escaping goes through json.dumps.
     odd = [('x"\\é', None)]
