@@ -38,7 +38,7 @@ def render_results(console: Console, results: Sequence[TargetResult], dry_run: b
         p = r.plan
         row = [
             f"{p.target.audience.name} → {p.target.destination.name} ({p.target.destination.platform})",
-            f"{p.source_members:,}" + (f" ({p.consent_denied:,} no consent)" if p.consent_denied else ""),
+            f"{p.source_members:,}",
             f"{p.synced:,}",
             f"{p.adds:,}",
             f"{p.removes:,}",
@@ -51,6 +51,12 @@ def render_results(console: Console, results: Sequence[TargetResult], dry_run: b
             row.append(_outcome(r))
         table.add_row(*row)
     console.print(table)
+    denied = {r.plan.target.audience.name: r.plan.consent_denied for r in results if r.plan.consent_denied}
+    if denied:
+        counts = ", ".join(f"{audience} {count:,}" for audience, count in denied.items())
+        console.print(
+            f"Left out because they denied ads consent (never uploaded, removed if synced): {counts}"
+        )
     for r in results:
         if r.error:
             console.print(
