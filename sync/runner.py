@@ -15,11 +15,12 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from audiencesync.connectors.contract import AudienceSpec, Capabilities, Connector, SessionInfo
+from audiencesync.connectors.contract import AudienceSpec, Capabilities, Connector, PushResult, SessionInfo
 from audiencesync.connectors.errors import ConnectorError, FatalError, TransientError
 from audiencesync.connectors.registry import build_connector
 from audiencesync.state.lease import LeaseBusy, acquire, default_wait
@@ -79,6 +80,15 @@ class TargetResult:
             },
         )
         return out
+
+
+@dataclass(frozen=True)
+class _SentBatch:
+    batch: QueuedBatch
+    session: SessionInfo | None
+    last: bool
+    sent_at: float
+    future: Future[PushResult]
 
 
 @dataclass
@@ -356,21 +366,41 @@ class SyncRunner:
         if total == 0:
             return
         send = connector.add if op == "add" else connector.remove
-        for batch, last in _with_lookahead(self.outbox.batches(tid, op, caps.max_batch)):
-            session = self._session(tid, op, last, total) if caps.uses_sessions else None
-            sent_at = time.time()
-            try:
-                outcome = send(audience_id, batch.changes, session)
-            except TransientError as exc:
-                result.push.requests += max(1, math.ceil(len(batch.changes) / caps.max_batch))
-                raise exc
-            self.outbox.apply_result(tid, op, outcome, run_id, sent_at)
-            self._count(result, batch, outcome)
-            if last and session is not None:
-                self.store.end_session(tid, op)
-            if self.options.should_stop():
-                log.info("stop requested: the batch in flight was saved", extra={"target": result.plan.key})
-                return
+        # One batch is on the wire at a time, sent from a worker thread, so that this thread reads the
+        # next batch and commits the previous one's outcome meanwhile (the state connection is only
+        # ever used here). A batch is sent only once the one before it succeeded.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audiencesync-push") as sender:
+            sent: _SentBatch | None = None
+            for batch, last in _with_lookahead(self.outbox.batches(tid, op, caps.max_batch)):
+                previous = self._outcome(sent, caps, result) if sent is not None else None
+                session = self._session(tid, op, last, total) if caps.uses_sessions else None
+                sent_at = time.time()
+                future = sender.submit(send, audience_id, batch.changes, session)
+                if sent is not None and previous is not None:
+                    self._settle(tid, op, sent, previous, result, run_id)
+                sent = _SentBatch(batch, session, last, sent_at, future)
+                if self.options.should_stop():
+                    break
+            if sent is not None:
+                self._settle(tid, op, sent, self._outcome(sent, caps, result), result, run_id)
+        if self.options.should_stop():
+            log.info("stop requested: the batch in flight was saved", extra={"target": result.plan.key})
+
+    @staticmethod
+    def _outcome(sent: _SentBatch, caps: Capabilities, result: TargetResult) -> PushResult:
+        try:
+            return sent.future.result()
+        except TransientError:
+            result.push.requests += max(1, math.ceil(len(sent.batch.changes) / caps.max_batch))
+            raise
+
+    def _settle(
+        self, tid: int, op: str, sent: _SentBatch, outcome: PushResult, result: TargetResult, run_id: int
+    ) -> None:
+        self.outbox.apply_result(tid, op, outcome, run_id, sent.sent_at)
+        self._count(result, sent.batch, outcome)
+        if sent.last and sent.session is not None:
+            self.store.end_session(tid, op)
 
     def _session(self, tid: int, op: str, last: bool, total: int) -> SessionInfo:
         session_id, seq = self.store.reserve_batch_seq(tid, op, fresh=False)
