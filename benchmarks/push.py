@@ -1,7 +1,8 @@
 """Push throughput and request efficiency against each platform's local emulator.
 
 For each platform: generate a SQLite source of N profiles (email and phone), start the platform's
-emulator on loopback, plan the first sync (N adds) and commit it to the outbox of a real state file,
+emulator on loopback in a process of its own (as a platform runs on its own servers: its CPU is not
+ours, and it does not share this process's GIL), plan the first sync (N adds) and commit it to the outbox of a real state file,
 untimed. Then time the push exactly as ``audience-sync sync`` runs it: the runner's push of that target
 under its lease (ensure the audience, outbox reads, the real connector over HTTP or gRPC, each batch's
 ``apply_result`` commit, follow, read-back, the run record). Then a full no-change run (plan and push),
@@ -15,8 +16,8 @@ Figures per platform:
   ``segment/mapping/``, Google's ingest/remove RPCs), against expected_requests = ceil(N / max_batch),
   with max_batch from the connector's ``capabilities()``;
 - noop_requests: member-carrying requests of the no-change run (must be 0), noop_changes its plan;
-- push_cpu_s: CPU seconds of the push in this process (the Meta and TikTok emulators run in it as
-  threads; Google's in-process gRPC server too), a figure less noisy than wall time on a busy machine.
+- push_cpu_s: CPU seconds of the push in this process (the client alone), a figure less noisy than
+  wall time on a busy machine.
 
     python benchmarks/push.py --changes 100000 --json
     python benchmarks/push.py --platform meta --changes 20000 --repeat 3
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import random
 import sqlite3
 import sys
@@ -168,12 +170,59 @@ def cases(platform: str) -> list[Emulated | tuple[str, str]]:
     return out
 
 
-def run_case(case: Emulated, changes: int, folder: Path) -> dict[str, object]:
+class RemoteEmulator:
+    """A platform case's emulator in its own process, reached over loopback like the real platform.
+    Exposes the emulator's ``url``/``endpoint`` and counts member-carrying requests on request."""
+
+    def __init__(self, case_name: str) -> None:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold gRPC threads
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_serve_case, args=(case_name, child), daemon=True)
+        self._process.start()
+        if not self._conn.poll(60):
+            self._process.kill()
+            raise RuntimeError(f"the {case_name} emulator did not start within 60 s")
+        address = self._conn.recv()
+        self.url: str | None = address["url"]
+        self.endpoint: str | None = address["endpoint"]
+
+    def member_requests(self) -> int:
+        self._conn.send("count")
+        return int(self._conn.recv())
+
+    def stop(self) -> None:
+        self._conn.send("stop")
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def _find_case(name: str) -> Emulated:
+    for case in cases("all"):
+        if isinstance(case, Emulated) and case.name == name:
+            return case
+    raise KeyError(name)
+
+
+def _serve_case(case_name: str, conn: Any) -> None:
+    """Child process: run one emulator until told to stop, answering request counts."""
+    case = _find_case(case_name)
     emulator = case.start()
+    try:
+        conn.send({"url": getattr(emulator, "url", None), "endpoint": getattr(emulator, "endpoint", None)})
+        while (message := conn.recv()) != "stop":
+            if message == "count":
+                conn.send(case.member_requests(emulator))
+    finally:
+        emulator.stop()
+
+
+def run_case(case: Emulated, changes: int, folder: Path) -> dict[str, object]:
+    remote = RemoteEmulator(case.name)
     try:
         config_path = folder / "bench.toml"
         config_path.write_text(
-            textwrap.dedent(SOURCE) + "[destinations.dest]\n" + case.destination(emulator), encoding="utf-8"
+            textwrap.dedent(SOURCE) + "[destinations.dest]\n" + case.destination(remote), encoding="utf-8"
         )
         config = load_config(config_path, {})
         target = config.targets()[0]
@@ -190,7 +239,7 @@ def run_case(case: Emulated, changes: int, folder: Path) -> dict[str, object]:
             runner.planner.commit_plan(plan)
             plan_s = time.perf_counter() - planned
             queued = plan.total_adds + plan.total_removes
-            before = case.member_requests(emulator)
+            before = remote.member_requests()
             # Timed: the push, as ``_leased_push`` runs it once the plan is committed.
             started, cpu_started = time.perf_counter(), time.process_time()
             lease = acquire(store.db, plan.target_id, wait=0)
@@ -199,19 +248,19 @@ def run_case(case: Emulated, changes: int, folder: Path) -> dict[str, object]:
             finally:
                 lease.release()
             push_s = time.perf_counter() - started
-            # CPU of this process (client and, for the HTTP emulators, the emulator's threads): less
-            # sensitive than wall time to other work on a shared machine.
+            # CPU of this process, the client alone: less sensitive than wall time to other work on a
+            # shared machine.
             push_cpu_s = time.process_time() - cpu_started
             runner.planner.discard(plan)
-            requests = case.member_requests(emulator) - before
+            requests = remote.member_requests() - before
             # A second, full run (plan and push) with nothing changed must send nothing.
-            before = case.member_requests(emulator)
+            before = remote.member_requests()
             [noop] = SyncRunner(config, store, RunOptions(trigger="bench", lease_wait=0)).run()
-            noop_requests = case.member_requests(emulator) - before
+            noop_requests = remote.member_requests() - before
         finally:
             store.close()
     finally:
-        emulator.stop()
+        remote.stop()
     # Google confirms asynchronously: a member its job accepted is pending until a later follow
     # settles it, so the push's throughput counts members the platform took, confirmed or pending.
     accepted = result.push.confirmed + result.push.pending
