@@ -9,6 +9,7 @@ normalized email, E.164 phone, first and last name; the country code and postcod
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +132,8 @@ def invalid_reason(change: Change) -> str | None:
 
 def screen(batch: Sequence[Change]) -> tuple[list[Change], dict[bytes, str]]:
     """``batch`` split into the members that can be sent and those that cannot (with the reason)."""
+    if _all_sendable(batch):
+        return list(batch), {}
     sendable: list[Change] = []
     refused: dict[bytes, str] = {}
     for change in batch:
@@ -140,6 +143,25 @@ def screen(batch: Sequence[Change]) -> tuple[list[Change], dict[bytes, str]]:
         else:
             refused[change.member_key] = reason
     return sendable, refused
+
+
+_HEX_DIGITS = b"0123456789abcdef"
+
+
+def _all_sendable(batch: Sequence[Change]) -> bool:
+    """True when ``invalid_reason`` is None for every member, checked column by column: an email or a
+    phone for each member, and every hashed value 64 characters of lowercase hex (the lengths with
+    one ``map``, the characters with one ``translate`` over all values joined). False says only that
+    some member needs the per-member check."""
+    all_ids = [change.identifiers for change in batch]
+    columns = [[ids.get(kind) for ids in all_ids] for kind in HASHED_KINDS]
+    emails, phones = columns[0], columns[1]
+    if not all(emails) and not all(email or phone for email, phone in zip(emails, phones, strict=True)):
+        return False
+    hashed: list[str] = list(filter(None, itertools.chain.from_iterable(columns)))
+    if not hashed:
+        return True
+    return set(map(len, hashed)) == {64} and not "".join(hashed).encode().translate(None, _HEX_DIGITS)
 
 
 def has_address(change: Change) -> bool:
@@ -221,26 +243,80 @@ def dm_member(change: Change, *, with_consent: bool) -> dm.AudienceMember:
     return member
 
 
+# Raw protobuf classes of the member-carrying requests. A batch is built on these, in bulk, and the
+# request wrapped once: proto-plus costs about 25 µs a member (a wrapper and a marshal per message),
+# the raw messages about 2 µs. The messages are the same (the golden tests pin them).
+_DM_INGEST_PB: Any = dm.IngestAudienceMembersRequest.pb()
+_DM_REMOVE_PB: Any = dm.RemoveAudienceMembersRequest.pb()
+_DM_ADDRESS_PB: Any = dm.AddressInfo.pb()
+_DM_GRANTED = int(dm.ConsentStatus.CONSENT_GRANTED)
+_DM_DENIED = int(dm.ConsentStatus.CONSENT_DENIED)
+_DM_HEX = int(dm.Encoding.HEX)
+
+
+def _dm_fill(members: Any, batch: Sequence[Change], *, with_consent: bool) -> None:
+    """Append one raw ``AudienceMember`` per change to the repeated field ``members``: as
+    ``dm_member`` builds it, without a proto-plus wrapper per message."""
+    add = members.add
+    address_pb = _DM_ADDRESS_PB
+    for change in batch:
+        ids = change.identifiers
+        member = add()
+        user_data = member.user_data
+        identifiers = user_data.user_identifiers
+        email = ids.get("email")
+        if email:
+            identifiers.add(email_address=email)
+        phone = ids.get("phone")
+        if phone:
+            identifiers.add(phone_number=phone)
+        first, last, country, postcode = (
+            ids.get("first_name"),
+            ids.get("last_name"),
+            ids.get("country"),
+            ids.get("zip"),
+        )
+        if first and last and country and postcode:
+            identifiers.add(
+                address=address_pb(
+                    given_name=first, family_name=last, region_code=country, postal_code=postcode
+                )
+            )
+        elif not identifiers:
+            user_data.SetInParent()  # user_data is sent even when empty, as dm_member sends it
+        if with_consent and change.consent is not None:
+            status = _DM_GRANTED if change.consent else _DM_DENIED
+            consent = member.consent
+            consent.ad_user_data = status
+            consent.ad_personalization = status
+
+
+def _dm_members_request(
+    request_pb: Any, destination: dm.Destination, batch: Sequence[Change], *, with_consent: bool
+) -> Any:
+    request = request_pb(destinations=[dm.Destination.pb(destination)], encoding=_DM_HEX)
+    _dm_fill(request.audience_members, batch, with_consent=with_consent)
+    return request
+
+
 def dm_ingest_request(
     destination: dm.Destination, batch: Sequence[Change]
 ) -> dm.IngestAudienceMembersRequest:
     """Consent per member (both signals from the source's one consent column); none when unknown."""
-    return dm.IngestAudienceMembersRequest(
-        destinations=[destination],
-        audience_members=[dm_member(c, with_consent=True) for c in batch],
-        encoding=dm.Encoding.HEX,
+    request: dm.IngestAudienceMembersRequest = dm.IngestAudienceMembersRequest.wrap(
+        _dm_members_request(_DM_INGEST_PB, destination, batch, with_consent=True)
     )
+    return request
 
 
 def dm_remove_request(
     destination: dm.Destination, batch: Sequence[Change]
 ) -> dm.RemoveAudienceMembersRequest:
     """Removes carry no consent."""
-    return dm.RemoveAudienceMembersRequest(
-        destinations=[destination],
-        audience_members=[dm_member(c, with_consent=False) for c in batch],
-        encoding=dm.Encoding.HEX,
+    request: dm.RemoveAudienceMembersRequest = dm.RemoveAudienceMembersRequest.wrap(
+        _dm_members_request(_DM_REMOVE_PB, destination, batch, with_consent=False)
     )
+    return request
 
 
 def dm_parent(customer_id: str) -> str:
@@ -376,19 +452,47 @@ def ads_job(user_list_resource: str, consent: bool | None) -> job_resource.Offli
     )
 
 
+_ADS_OPERATIONS_PB: Any = job_service.AddOfflineUserDataJobOperationsRequest.pb()
+_ADS_ADDRESS_PB: Any = oud.OfflineUserAddressInfo.pb()
+
+
 def ads_operations_request(
     job_name: str, batch: Sequence[Change], *, remove: bool
 ) -> job_service.AddOfflineUserDataJobOperationsRequest:
-    """All creates or all removes (never mixed in one job), with partial failure on."""
-    operations = [
-        job_service.OfflineUserDataJobOperation(remove=ads_user_data(c))
-        if remove
-        else job_service.OfflineUserDataJobOperation(create=ads_user_data(c))
-        for c in batch
-    ]
-    return job_service.AddOfflineUserDataJobOperationsRequest(
-        resource_name=job_name, operations=operations, enable_partial_failure=True
+    """All creates or all removes (never mixed in one job), with partial failure on. Built on the raw
+    protobuf in bulk and wrapped once; each operation is ``ads_user_data``'s UserData."""
+    request = _ADS_OPERATIONS_PB(resource_name=job_name, enable_partial_failure=True)
+    add = request.operations.add
+    address_pb = _ADS_ADDRESS_PB
+    # At most 3 identifiers a person, well under MAX_IDENTIFIERS: no cut needed.
+    for change in batch:
+        ids = change.identifiers
+        user_data = add().remove if remove else add().create
+        identifiers = user_data.user_identifiers
+        email = ids.get("email")
+        if email:
+            identifiers.add(hashed_email=email)
+        phone = ids.get("phone")
+        if phone:
+            identifiers.add(hashed_phone_number=phone)
+        first, last, country, postcode = (
+            ids.get("first_name"),
+            ids.get("last_name"),
+            ids.get("country"),
+            ids.get("zip"),
+        )
+        if first and last and country and postcode:
+            identifiers.add(
+                address_info=address_pb(
+                    hashed_first_name=first, hashed_last_name=last, country_code=country, postal_code=postcode
+                )
+            )
+        elif not identifiers:
+            user_data.SetInParent()  # an empty UserData is still sent, as ads_user_data's is
+    wrapped: job_service.AddOfflineUserDataJobOperationsRequest = (
+        job_service.AddOfflineUserDataJobOperationsRequest.wrap(request)
     )
+    return wrapped
 
 
 def gaql_string(value: str) -> str:
