@@ -1011,8 +1011,16 @@ class GoogleEmulator:
         try:
             accepted: list[tuple[str, frozenset[str]]] = []
             errors: list[Any] = []
-            # Raw protobuf, for speed (see _accept_members).
-            for i, op in enumerate(type(request).pb(request).operations):
+            # Raw protobuf, for speed (see _accept_members). A request whose every operation is
+            # valid passes in one column-wise sweep; otherwise each operation is checked on its own,
+            # and its error is recorded.
+            raw_operations = type(request).pb(request).operations
+            fast = _ads_operations_fast(raw_operations, kind, rejected)
+            if fast is not None:
+                accepted = fast
+                kind = fast[0][0] if fast else kind
+                raw_operations = []
+            for i, op in enumerate(raw_operations):
                 try:
                     entry = _ads_operation(
                         i, op, kind, first=i == 0 and not had_operations, rejected=rejected
@@ -1127,13 +1135,14 @@ class GoogleEmulator:
         _dm_check_request_size(len(destinations), len(members))
         base64 = raw.encoding == dm_ingestion.Encoding.BASE64
         rejected = _rejected_values(self.faults["reject_identifiers"])
-        # Validate every member before touching the store: Data Manager requests fail whole.
-        persons = [_dm_person(i, m, base64, rejected) for i, m in enumerate(members)]
+        # Validate every member before touching the store: Data Manager requests fail whole. The
+        # column-wise check passes a valid request in one sweep; any doubt (or a fault switch) goes
+        # member by member, which raises the exact error.
+        persons = _dm_persons_fast(members, base64, rejected)
+        if persons is None:
+            persons = [_dm_person(i, m, base64, rejected) for i, m in enumerate(members)]
         request_consent = raw.consent if kind == "ingest" and raw.HasField("consent") else None
-        denied = [
-            kind == "ingest" and _denied(request_consent, m.consent if m.HasField("consent") else None)
-            for m in members
-        ]
+        denied = _denied_members(request_consent, members) if kind == "ingest" else [False] * len(members)
         with self._store.lock:
             deliveries = [self._delivery(i, d) for i, d in enumerate(destinations)]
             _distribute(members, persons, denied, deliveries)
@@ -1404,6 +1413,70 @@ def _ads_operation(
                 )
             entries.append(entry)
     return op_kind, frozenset(entries)
+
+
+def _ads_operations_fast(
+    operations: Any, kind: str | None, rejected: frozenset[str]
+) -> list[tuple[str, frozenset[str]]] | None:
+    """(kind, person) of each operation (raw protobufs), as ``_ads_operation`` makes them, when every
+    operation is a valid create or remove of the job's kind; None when any might not be (or
+    reject_identifiers is on), for the operation-by-operation check to find which and say why."""
+    if rejected:
+        return None
+    accepted: list[tuple[str, frozenset[str]]] = []
+    hashed: list[str] = []
+    keep = hashed.append
+    country_ok, max_identifiers = _ADS_COUNTRY.fullmatch, MAX_ADS_IDENTIFIERS
+    for op in operations:
+        op_kind = op.WhichOneof("operation")
+        if op_kind == "create":
+            data = op.create
+        elif op_kind == "remove":
+            data = op.remove
+        else:
+            return None
+        if kind != op_kind:
+            if kind is not None:
+                return None
+            kind = op_kind
+        if (
+            data.HasField("consent")
+            or data.HasField("transaction_attribute")
+            or data.HasField("user_attribute")
+        ):
+            return None
+        identifiers = data.user_identifiers
+        if not 0 < len(identifiers) <= max_identifiers:
+            return None
+        entries: list[str] = []
+        for ident in identifiers:
+            which = ident.WhichOneof("identifier")
+            if which == "hashed_email":
+                value = ident.hashed_email
+                keep(value)
+                entries.append("email:" + value)
+            elif which == "hashed_phone_number":
+                value = ident.hashed_phone_number
+                keep(value)
+                entries.append("phone:" + value)
+            elif which == "address_info":
+                address = ident.address_info
+                first, last = address.hashed_first_name, address.hashed_last_name
+                country, postal = address.country_code, address.postal_code
+                if country_ok(country) is None or not postal.strip():
+                    return None
+                keep(first)
+                keep(last)
+                entries += [
+                    f"first_name:{first}",
+                    f"last_name:{last}",
+                    f"country:{country.upper()}",
+                    f"zip:{postal}",
+                ]
+            else:
+                return None
+        accepted.append((op_kind, frozenset(entries)))
+    return accepted if _all_sha256_hex(hashed) else None
 
 
 def _ads_identifier(ident: Any, at: _Path) -> list[tuple[str, str]]:
@@ -1739,18 +1812,40 @@ def _dm_user_list_message(x: _UserList, rate: int) -> Any:
     )
 
 
+_CONSENT_DENIED = int(dm_consent.ConsentStatus.CONSENT_DENIED)
+
+
 def _denied(request_consent: Any, member_consent: Any) -> bool:
     """True when the effective consent (the member's over the request's; raw ``Consent`` protobufs)
-    denies either purpose."""
-    unspecified = dm_consent.ConsentStatus.CONSENT_STATUS_UNSPECIFIED
+    denies either purpose. Statuses compare as ints: an unset one (0, unspecified) defers."""
     for purpose in ("ad_user_data", "ad_personalization"):
-        status = unspecified
+        status = 0
         for source in (request_consent, member_consent):
-            if source is not None and getattr(source, purpose) != unspecified:
+            if source is not None and getattr(source, purpose):
                 status = getattr(source, purpose)
-        if status == dm_consent.ConsentStatus.CONSENT_DENIED:
+        if status == _CONSENT_DENIED:
             return True
     return False
+
+
+def _denied_members(request_consent: Any, members: Any) -> list[bool]:
+    """``_denied`` for each member (raw protobufs) of an ingest request, in one sweep."""
+    user_data = request_consent.ad_user_data if request_consent is not None else 0
+    personalization = request_consent.ad_personalization if request_consent is not None else 0
+    denied = _CONSENT_DENIED
+    request_denies = denied in (user_data, personalization)
+    out: list[bool] = []
+    append = out.append
+    for member in members:
+        if member.HasField("consent"):
+            consent = member.consent
+            append(
+                (consent.ad_user_data or user_data) == denied
+                or (consent.ad_personalization or personalization) == denied
+            )
+        else:
+            append(request_denies)
+    return out
 
 
 def _dm_hash(value: str, base64: bool, at: str) -> str:
@@ -1776,6 +1871,66 @@ def _dm_hash(value: str, base64: bool, at: str) -> str:
             reason="INVALID_SHA256_FORMAT",
         )
     return value
+
+
+_HEX_DIGITS = b"0123456789abcdef"
+_DM_REGION = re.compile(r"[A-Za-z]{2}")
+_ADS_COUNTRY = re.compile(r"[A-Z]{2}|[a-z]{2}")
+
+
+def _all_sha256_hex(values: list[str]) -> bool:
+    """Every value 64 lowercase hex characters, checked column-wise: one ``map`` for the lengths, one
+    ``translate`` over all values joined for the characters (as ``_HEX64`` checks each)."""
+    return not values or (
+        set(map(len, values)) == {64} and not "".join(values).encode().translate(None, _HEX_DIGITS)
+    )
+
+
+def _dm_persons_fast(members: Any, base64: bool, rejected: frozenset[str]) -> list[frozenset[str]] | None:
+    """Each member's person, as ``_dm_person`` makes it, when every member of the request is valid;
+    None when any might not be (or base64 encoding or reject_identifiers is on), for the
+    member-by-member check to find which and raise its error."""
+    if base64 or rejected:
+        return None
+    persons: list[frozenset[str]] = []
+    hashed: list[str] = []
+    keep = hashed.append
+    region_ok, max_identifiers = _DM_REGION.fullmatch, MAX_DM_IDENTIFIERS
+    for member in members:
+        if member.WhichOneof("data") != "user_data":
+            return None
+        identifiers = member.user_data.user_identifiers
+        if not 0 < len(identifiers) <= max_identifiers:
+            return None
+        entries: list[str] = []
+        for ident in identifiers:
+            which = ident.WhichOneof("identifier")
+            if which == "email_address":
+                value = ident.email_address
+                keep(value)
+                entries.append("email:" + value)
+            elif which == "phone_number":
+                value = ident.phone_number
+                keep(value)
+                entries.append("phone:" + value)
+            elif which == "address":
+                address = ident.address
+                first, last = address.given_name, address.family_name
+                region, postal = address.region_code, address.postal_code
+                if region_ok(region) is None or not postal.strip():
+                    return None
+                keep(first)
+                keep(last)
+                entries += [
+                    f"first_name:{first}",
+                    f"last_name:{last}",
+                    f"country:{region.upper()}",
+                    f"zip:{postal}",
+                ]
+            else:
+                return None
+        persons.append(frozenset(entries))
+    return persons if _all_sha256_hex(hashed) else None
 
 
 def _dm_person(i: int, member: Any, base64: bool, rejected: frozenset[str]) -> frozenset[str]:
@@ -1881,6 +2036,18 @@ def _distribute(
     """Give each member (raw protobufs) to the deliveries its ``destination_references`` name (all of
     them when it names none): counted there, and applied later unless its consent is ``denied``."""
     references = {d.destination.reference: d for d in deliveries if d.destination.reference}
+    if not any([member.destination_references for member in members]):
+        # No member names a destination: each goes to all of them, counted in one sweep.
+        identifiers = sum([len(member.user_data.user_identifiers) for member in members])
+        kept = list(itertools.compress(persons, [not d for d in denied]))
+        refused = len(members) - len(kept)
+        for delivery in deliveries:
+            delivery.records += len(members)
+            delivery.identifiers += identifiers
+            if refused:
+                delivery.errors["PROCESSING_ERROR_REASON_DENIED_CONSENT"] += refused
+            delivery.persons.extend(kept)
+        return
     for i, member in enumerate(members):
         refs = list(member.destination_references)
         if any(r not in references for r in refs):
