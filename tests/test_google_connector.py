@@ -698,3 +698,92 @@ def test_a_missing_credentials_file_is_an_auth_error_naming_the_setting(tmp_path
     )
     with pytest.raises(AuthError, match="credentials_env"):
         GoogleConnector(dest)
+
+
+# --- bulk builders and column-wise screening agree with the per-member ones -------------------------
+
+_MALFORMED = [
+    h("x").upper(),
+    h("x")[:63],
+    h("x") + "0",
+    h("a")[:32] + "\n" + h("b")[:31],
+    "é" * 64,
+    " " + h("x")[1:],
+    h("x")[:63] + "g",
+]
+
+
+def _odd_batch(seed: int, size: int) -> list[Change]:
+    """Members with every mix of present, empty and missing identifiers, some malformed hashes, and
+    each consent state."""
+    import random
+
+    rng = random.Random(seed)
+    batch = []
+    for i in range(size):
+        ids: dict[str, str] = {}
+        for kind in ("email", "phone", "first_name", "last_name"):
+            roll = rng.random()
+            if roll < 0.6:
+                ids[kind] = h(f"{kind}{i}")
+            elif roll < 0.7:
+                ids[kind] = ""
+            elif roll < 0.73:
+                ids[kind] = rng.choice(_MALFORMED)
+        if rng.random() < 0.7:
+            ids["country"] = rng.choice(["US", "", "fr"])
+        if rng.random() < 0.7:
+            ids["zip"] = rng.choice(["94107", "", "SW1A 1AA"])
+        batch.append(Change(f"m{i}".encode(), ids, rng.choice([True, False, None])))
+    return batch
+
+
+def test_screen_checks_a_batch_column_wise_exactly_as_member_by_member() -> None:
+    def one_by_one(batch: list[Change]) -> tuple[list[Change], dict[bytes, str]]:
+        reasons = {c.member_key: gp.invalid_reason(c) for c in batch}
+        return [c for c in batch if reasons[c.member_key] is None], {
+            k: r for k, r in reasons.items() if r is not None
+        }
+
+    clean = [change(i, address=i % 2 == 0, phone=i % 3 != 0) for i in range(50)]
+    assert gp.screen(clean) == (clean, {})
+    for seed in range(200):
+        batch = _odd_batch(seed, seed % 12)
+        assert gp.screen(batch) == one_by_one(batch)
+    for bad in _MALFORMED:
+        batch = [*clean, Change(b"bad", {"email": h("ok"), "phone": bad})]
+        assert gp.screen(batch) == one_by_one(batch)
+        assert b"bad" in gp.screen(batch)[1]
+
+
+def test_bulk_built_requests_equal_the_member_by_member_messages() -> None:
+    from google.ads.googleads.v24.services.types import offline_user_data_job_service as job_service
+
+    batch = [*_odd_batch(7, 300), Change(b"empty", {}, None)]
+    for login in (None, LOGIN):
+        dest = gp.dm_destination(CUSTOMER, login, "555")
+        for build, request_type, with_consent in (
+            (gp.dm_ingest_request, dm.IngestAudienceMembersRequest, True),
+            (gp.dm_remove_request, dm.RemoveAudienceMembersRequest, False),
+        ):
+            expected = request_type(
+                destinations=[dest],
+                audience_members=[gp.dm_member(c, with_consent=with_consent) for c in batch],
+                encoding=dm.Encoding.HEX,
+            )
+            built = build(dest, batch)
+            assert type(built) is request_type
+            assert request_type.serialize(built) == request_type.serialize(expected)
+    for remove in (False, True):
+        operation = job_service.OfflineUserDataJobOperation
+        operations = [
+            operation(remove=gp.ads_user_data(c)) if remove else operation(create=gp.ads_user_data(c))
+            for c in batch
+        ]
+        expected_ads = job_service.AddOfflineUserDataJobOperationsRequest(
+            resource_name=JOB, operations=operations, enable_partial_failure=True
+        )
+        built_ads = gp.ads_operations_request(JOB, batch, remove=remove)
+        assert job_service.AddOfflineUserDataJobOperationsRequest.serialize(built_ads) == (
+            job_service.AddOfflineUserDataJobOperationsRequest.serialize(expected_ads)
+        )
