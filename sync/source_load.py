@@ -196,10 +196,13 @@ class SourceLoader:
                     )
                     for t in group.tables
                 }
-                hashed, invalid_counts = _hash(group, chunk.rows, sorted(set().union(*mine.values())))
+                hashed, invalid = _hash(group, chunk.rows, sorted(set().union(*mine.values())))
                 for table in group.tables:
-                    table.invalid.update(invalid_counts)
-                    self._write(conn, table, chunk, g, mine[id(table)], hashed)
+                    # Only the rows hashed for this table: the others' invalid values are read
+                    # back from state by the diff, and must not be counted twice.
+                    rows = mine[id(table)]
+                    table.invalid.update(reason for i in rows for reason in invalid.get(i, ()))
+                    self._write(conn, table, chunk, g, rows, hashed)
 
     @staticmethod
     def _write(
@@ -245,22 +248,22 @@ def _consent(row: SourceRow) -> int | None:
 
 def _hash(
     group: HashGroup, rows: list[SourceRow], indices: list[int]
-) -> tuple[dict[int, tuple[str, bytes, str | None] | None], Counter[str]]:
+) -> tuple[dict[int, tuple[str, bytes, str | None] | None], dict[int, list[str]]]:
     """Normalize and hash ``rows[i]`` for each index: (payload, payload_fp, invalid) or None when
-    the profile has no usable identifier; and the invalid values counted by kind and reason."""
+    the profile has no usable identifier; and each row's invalid values as ``kind:reason``."""
     hashed: dict[int, tuple[str, bytes, str | None] | None] = {}
-    invalid_counts: Counter[str] = Counter()
+    invalid_by_row: dict[int, list[str]] = {}
     for i in indices:
         profile = group.hasher(rows[i].raw)
-        for kind, reason in profile.invalid:
-            invalid_counts[f"{kind}:{reason}"] += 1
+        if profile.invalid:
+            invalid_by_row[i] = [f"{kind}:{reason}" for kind, reason in profile.invalid]
         if not profile.identifiers:
             hashed[i] = None
             continue
         payload = payload_json(profile.identifiers)
         invalid = ",".join(f"{k}:{r}" for k, r in profile.invalid) or None
         hashed[i] = (payload, payload_fingerprint(payload), invalid)
-    return hashed, invalid_counts
+    return hashed, invalid_by_row
 
 
 def payload_json(identifiers: Mapping[str, str]) -> str:

@@ -181,3 +181,30 @@ def test_a_missing_source_file_is_a_clear_error(write_config: WriteConfig) -> No
     result = invoke("sync", "--config", str(write_config()), "--dry-run")
     assert result.exit_code == 2
     assert "profiles.db: source file not found" in result.output
+
+
+def test_invalid_identifiers_are_counted_once_per_target_when_a_new_target_joins(
+    write_config: WriteConfig, demo_db: Path
+) -> None:
+    two = """
+    [destinations.files]
+    platform = "file"
+    directory = "exports"
+    format = "meta"
+
+    [destinations.later]
+    platform = "file"
+    directory = "exports-later"
+    format = "meta"
+
+    [[syncs]]
+    audience = "lapsed"
+    destinations = ["files", "later"]
+    """
+    config = write_config(two)
+    assert invoke("sync", "--config", str(config), "--only", "files").exit_code == 0
+    # "files" is synced, "later" is new: profiles are hashed for "later" only, and "files" reads
+    # its invalid values back from state. Both must count the same source the same way.
+    plan = dry_run(config)
+    assert plan["lapsed@files"]["invalid"] == plan["lapsed@later"]["invalid"]
+    assert sum(plan["lapsed@files"]["invalid"].values()) > 0
