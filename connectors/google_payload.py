@@ -169,50 +169,6 @@ def has_address(change: Change) -> bool:
     return all(change.identifiers.get(k) for k in ADDRESS_KINDS)
 
 
-def ads_user_data(change: Change) -> oud.UserData:
-    """One UserData per person, one UserIdentifier per identifier."""
-    ids = change.identifiers
-    identifiers: list[oud.UserIdentifier] = []
-    if ids.get("email"):
-        identifiers.append(oud.UserIdentifier(hashed_email=ids["email"]))
-    if ids.get("phone"):
-        identifiers.append(oud.UserIdentifier(hashed_phone_number=ids["phone"]))
-    if has_address(change):
-        identifiers.append(
-            oud.UserIdentifier(
-                address_info=oud.OfflineUserAddressInfo(
-                    hashed_first_name=ids["first_name"],
-                    hashed_last_name=ids["last_name"],
-                    country_code=ids["country"],
-                    postal_code=ids["zip"],
-                )
-            )
-        )
-    return oud.UserData(user_identifiers=identifiers[:MAX_IDENTIFIERS])
-
-
-def dm_user_data(change: Change) -> dm.UserData:
-    """The Data Manager twin of ``ads_user_data``."""
-    ids = change.identifiers
-    identifiers: list[dm.UserIdentifier] = []
-    if ids.get("email"):
-        identifiers.append(dm.UserIdentifier(email_address=ids["email"]))
-    if ids.get("phone"):
-        identifiers.append(dm.UserIdentifier(phone_number=ids["phone"]))
-    if has_address(change):
-        identifiers.append(
-            dm.UserIdentifier(
-                address=dm.AddressInfo(
-                    given_name=ids["first_name"],
-                    family_name=ids["last_name"],
-                    region_code=ids["country"],
-                    postal_code=ids["zip"],
-                )
-            )
-        )
-    return dm.UserData(user_identifiers=identifiers)
-
-
 # --- Data Manager requests --------------------------------------------------------------------------
 
 
@@ -228,24 +184,10 @@ def dm_destination(customer_id: str, login_customer_id: str | None, list_id: str
     return destination
 
 
-def dm_consent(consent: bool | None) -> dm.Consent | None:
-    if consent is None:
-        return None
-    status = dm.ConsentStatus.CONSENT_GRANTED if consent else dm.ConsentStatus.CONSENT_DENIED
-    return dm.Consent(ad_user_data=status, ad_personalization=status)
-
-
-def dm_member(change: Change, *, with_consent: bool) -> dm.AudienceMember:
-    member = dm.AudienceMember(user_data=dm_user_data(change))
-    consent = dm_consent(change.consent) if with_consent else None
-    if consent is not None:
-        member.consent = consent
-    return member
-
-
 # Raw protobuf classes of the member-carrying requests. A batch is built on these, in bulk, and the
 # request wrapped once: proto-plus costs about 25 µs a member (a wrapper and a marshal per message),
-# the raw messages about 2 µs. The messages are the same (the golden tests pin them).
+# the raw messages about 2 µs. The messages are those proto-plus would build (the golden tests
+# and the tests' member-by-member reference builders pin them).
 _DM_INGEST_PB: Any = dm.IngestAudienceMembersRequest.pb()
 _DM_REMOVE_PB: Any = dm.RemoveAudienceMembersRequest.pb()
 _DM_ADDRESS_PB: Any = dm.AddressInfo.pb()
@@ -255,8 +197,9 @@ _DM_HEX = int(dm.Encoding.HEX)
 
 
 def _dm_fill(members: Any, batch: Sequence[Change], *, with_consent: bool) -> None:
-    """Append one raw ``AudienceMember`` per change to the repeated field ``members``: as
-    ``dm_member`` builds it, without a proto-plus wrapper per message."""
+    """Append one raw ``AudienceMember`` per change to the repeated field ``members``: the user data
+    (email, phone, and the address only when all four parts are there), and with ``with_consent`` both
+    consent signals when the member's consent is known."""
     add = members.add
     address_pb = _DM_ADDRESS_PB
     for change in batch:
@@ -283,7 +226,7 @@ def _dm_fill(members: Any, batch: Sequence[Change], *, with_consent: bool) -> No
                 )
             )
         elif not identifiers:
-            user_data.SetInParent()  # user_data is sent even when empty, as dm_member sends it
+            user_data.SetInParent()  # user_data is sent even when it carries no identifier
         if with_consent and change.consent is not None:
             status = _DM_GRANTED if change.consent else _DM_DENIED
             consent = member.consent
@@ -460,7 +403,8 @@ def ads_operations_request(
     job_name: str, batch: Sequence[Change], *, remove: bool
 ) -> job_service.AddOfflineUserDataJobOperationsRequest:
     """All creates or all removes (never mixed in one job), with partial failure on. Built on the raw
-    protobuf in bulk and wrapped once; each operation is ``ads_user_data``'s UserData."""
+    protobuf in bulk and wrapped once; each operation is one UserData per person, one
+    UserIdentifier per identifier (the address only when all four parts are there)."""
     request = _ADS_OPERATIONS_PB(resource_name=job_name, enable_partial_failure=True)
     add = request.operations.add
     address_pb = _ADS_ADDRESS_PB
@@ -488,7 +432,7 @@ def ads_operations_request(
                 )
             )
         elif not identifiers:
-            user_data.SetInParent()  # an empty UserData is still sent, as ads_user_data's is
+            user_data.SetInParent()  # a UserData is still sent when it carries no identifier
     wrapped: job_service.AddOfflineUserDataJobOperationsRequest = (
         job_service.AddOfflineUserDataJobOperationsRequest.wrap(request)
     )

@@ -24,6 +24,7 @@ from audiencesync.connectors.google import GoogleConnector, normalized_target, r
 from audiencesync.sync.config import DestinationConfig
 from google.ads import datamanager_v1 as dm
 from google.ads.googleads.errors import GoogleAdsException
+from google.ads.googleads.v24.common.types import offline_user_data as oud
 from google.ads.googleads.v24.errors.types.errors import ErrorCode, GoogleAdsError, GoogleAdsFailure
 from google.ads.googleads.v24.resources.types.offline_user_data_job import OfflineUserDataJob
 from google.api_core import exceptions as core
@@ -235,7 +236,14 @@ def test_ads_remove_request_uses_remove_operations_only() -> None:
 
 def test_address_goes_only_with_first_and_last_name_country_and_zip() -> None:
     partial = Change(b"k", {"email": h("a@b.c"), "first_name": h("x"), "last_name": h("y"), "country": "US"})
-    assert as_dict(gp.ads_user_data(partial)) == {"user_identifiers": [{"hashed_email": h("a@b.c")}]}
+    for remove, op in ((False, "create"), (True, "remove")):
+        request = gp.ads_operations_request(JOB, [partial], remove=remove)
+        assert as_dict(request)["operations"] == [{op: {"user_identifiers": [{"hashed_email": h("a@b.c")}]}}]
+    dest = gp.dm_destination(CUSTOMER, None, "555")
+    for build in (gp.dm_ingest_request, gp.dm_remove_request):
+        assert as_dict(build(dest, [partial]))["audience_members"] == [
+            {"user_data": {"user_identifiers": [{"email_address": h("a@b.c")}]}}
+        ]
 
 
 def test_ads_jobs_carry_consent_at_job_level_and_never_denied() -> None:
@@ -702,6 +710,58 @@ def test_a_missing_credentials_file_is_an_auth_error_naming_the_setting(tmp_path
 
 # --- bulk builders and column-wise screening agree with the per-member ones -------------------------
 
+
+def reference_ads_user_data(change: Change) -> oud.UserData:
+    """The test's oracle for one Ads member, built message by message on proto-plus: one UserData per
+    person, one UserIdentifier per identifier, the address only when all four parts are there."""
+    ids = change.identifiers
+    identifiers: list[oud.UserIdentifier] = []
+    if ids.get("email"):
+        identifiers.append(oud.UserIdentifier(hashed_email=ids["email"]))
+    if ids.get("phone"):
+        identifiers.append(oud.UserIdentifier(hashed_phone_number=ids["phone"]))
+    if gp.has_address(change):
+        identifiers.append(
+            oud.UserIdentifier(
+                address_info=oud.OfflineUserAddressInfo(
+                    hashed_first_name=ids["first_name"],
+                    hashed_last_name=ids["last_name"],
+                    country_code=ids["country"],
+                    postal_code=ids["zip"],
+                )
+            )
+        )
+    return oud.UserData(user_identifiers=identifiers[: gp.MAX_IDENTIFIERS])
+
+
+def reference_dm_member(change: Change, *, with_consent: bool) -> dm.AudienceMember:
+    """The test's oracle for one Data Manager member, built message by message on proto-plus: the
+    Data Manager twin of ``reference_ads_user_data``, with both consent signals when asked for and
+    known."""
+    ids = change.identifiers
+    identifiers: list[dm.UserIdentifier] = []
+    if ids.get("email"):
+        identifiers.append(dm.UserIdentifier(email_address=ids["email"]))
+    if ids.get("phone"):
+        identifiers.append(dm.UserIdentifier(phone_number=ids["phone"]))
+    if gp.has_address(change):
+        identifiers.append(
+            dm.UserIdentifier(
+                address=dm.AddressInfo(
+                    given_name=ids["first_name"],
+                    family_name=ids["last_name"],
+                    region_code=ids["country"],
+                    postal_code=ids["zip"],
+                )
+            )
+        )
+    member = dm.AudienceMember(user_data=dm.UserData(user_identifiers=identifiers))
+    if with_consent and change.consent is not None:
+        status = dm.ConsentStatus.CONSENT_GRANTED if change.consent else dm.ConsentStatus.CONSENT_DENIED
+        member.consent = dm.Consent(ad_user_data=status, ad_personalization=status)
+    return member
+
+
 _MALFORMED = [
     h("x").upper(),
     h("x")[:63],
@@ -768,7 +828,7 @@ def test_bulk_built_requests_equal_the_member_by_member_messages() -> None:
         ):
             expected = request_type(
                 destinations=[dest],
-                audience_members=[gp.dm_member(c, with_consent=with_consent) for c in batch],
+                audience_members=[reference_dm_member(c, with_consent=with_consent) for c in batch],
                 encoding=dm.Encoding.HEX,
             )
             built = build(dest, batch)
@@ -777,7 +837,9 @@ def test_bulk_built_requests_equal_the_member_by_member_messages() -> None:
     for remove in (False, True):
         operation = job_service.OfflineUserDataJobOperation
         operations = [
-            operation(remove=gp.ads_user_data(c)) if remove else operation(create=gp.ads_user_data(c))
+            operation(remove=reference_ads_user_data(c))
+            if remove
+            else operation(create=reference_ads_user_data(c))
             for c in batch
         ]
         expected_ads = job_service.AddOfflineUserDataJobOperationsRequest(
