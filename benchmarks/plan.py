@@ -44,7 +44,11 @@ def generate(path: Path, members: int, seed: int = 1) -> None:
     conn.executemany(
         "INSERT INTO profiles VALUES (?, ?, ?, 'vip')",
         (
-            (f"p{i:09d}", f"Person.{i}@Example.com", f"+1 415 {rng.randrange(200, 999)} {rng.randrange(10000):04d}")
+            (
+                f"p{i:09d}",
+                f"Person.{i}@Example.com",
+                f"+1 415 {rng.randrange(200, 999)} {rng.randrange(10000):04d}",
+            )
             for i in range(members)
         ),
     )
@@ -58,7 +62,10 @@ def churn(path: Path, members: int, share: float, seed: int = 2) -> None:
     n = max(3, int(members * share)) // 3
     picked = rng.sample(range(members), 2 * n)
     conn = sqlite3.connect(path)
-    conn.executemany("UPDATE profiles SET stage = 'lapsed_customer' WHERE profile_id = ?", ((f"p{i:09d}",) for i in picked[:n]))
+    conn.executemany(
+        "UPDATE profiles SET stage = 'lapsed_customer' WHERE profile_id = ?",
+        ((f"p{i:09d}",) for i in picked[:n]),
+    )
     conn.executemany(
         "UPDATE profiles SET email = 'moved.' || profile_id || '@example.net' WHERE profile_id = ?",
         ((f"p{i:09d}",) for i in picked[n:]),
@@ -161,10 +168,14 @@ def run(members: int, share: float) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--members", type=int, help="one size (default: --sizes)")
     parser.add_argument("--sizes", action="store_true", help="100k and 1M, each in its own process")
-    parser.add_argument("--with-10m", action="store_true", help="with --sizes, also 10M (minutes, several GB of disk)")
+    parser.add_argument(
+        "--with-10m", action="store_true", help="with --sizes, also 10M (minutes, several GB of disk)"
+    )
     parser.add_argument("--churn", type=float, default=0.01)
     parser.add_argument("--json", action="store_true", help="one JSON object per size")
     args = parser.parse_args(argv)
