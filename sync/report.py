@@ -54,9 +54,7 @@ def render_results(console: Console, results: Sequence[TargetResult], dry_run: b
     denied = {r.plan.target.audience.name: r.plan.consent_denied for r in results if r.plan.consent_denied}
     if denied:
         counts = ", ".join(f"{audience} {count:,}" for audience, count in denied.items())
-        console.print(
-            f"Left out because they denied ads consent (never uploaded, removed if synced): {counts}"
-        )
+        console.print(f"Left out for denied ads consent: {counts}")
     for r in results:
         if r.error:
             console.print(

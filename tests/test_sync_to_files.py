@@ -50,7 +50,7 @@ def test_sync_then_advance_then_dry_run_shows_exactly_the_advance(
     config = write_config()
     first = invoke("sync", "--config", str(config))
     assert first.exit_code == 0, first.output
-    assert "Left out because they denied ads consent" in first.output  # the demo data has some
+    assert "Left out for denied ads consent: " in first.output  # the demo data has some
 
     before = {a: hashed_members(config, a) for a in ("lapsed", "in_checkout", "vip")}
     advanced = invoke("demo", "advance", "--config", str(config), "--seed", "3")
