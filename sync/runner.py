@@ -373,14 +373,17 @@ class SyncRunner:
             sent: _SentBatch | None = None
             for batch, last in _with_lookahead(self.outbox.batches(tid, op, caps.max_batch)):
                 previous = self._outcome(sent, caps, result) if sent is not None else None
+                if sent is not None and previous is not None and self.options.should_stop():
+                    # Stop requested while the last batch was on the wire: save it, send nothing new.
+                    self._settle(tid, op, sent, previous, result, run_id)
+                    sent = None
+                    break
                 session = self._session(tid, op, last, total) if caps.uses_sessions else None
                 sent_at = time.time()
                 future = sender.submit(send, audience_id, batch.changes, session)
                 if sent is not None and previous is not None:
                     self._settle(tid, op, sent, previous, result, run_id)
                 sent = _SentBatch(batch, session, last, sent_at, future)
-                if self.options.should_stop():
-                    break
             if sent is not None:
                 self._settle(tid, op, sent, self._outcome(sent, caps, result), result, run_id)
         if self.options.should_stop():

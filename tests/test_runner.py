@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from audiencesync.connectors.contract import AudienceSpec, Connector, PlatformStatus
+from audiencesync.connectors.contract import (
+    AudienceSpec,
+    Capabilities,
+    Change,
+    Connector,
+    PlatformStatus,
+    PushResult,
+    SessionInfo,
+)
 from audiencesync.connectors.errors import FatalError
 from audiencesync.connectors.file import FileConnector
 from audiencesync.state.store import StateStore
@@ -205,3 +214,40 @@ def test_the_daemon_follow_tick_closes_the_connectors_it_built(
     monkeypatch.setattr(daemon_module, "build_connector", factory)
     Daemon(load_config(config_path, {}), DaemonOptions()).follow_tick()
     assert closed == ["files"]
+
+
+def test_a_stop_requested_while_a_batch_is_on_the_wire_saves_it_and_sends_nothing_new(
+    write_config: WriteConfig, demo_db: Path, tmp_path: Path
+) -> None:
+    """The runner sends the next batch while it commits the previous one; a stop (SIGTERM) must still
+    mean: the batch on the wire is saved, no new batch starts, the rest stays queued."""
+    stop = {"requested": False}
+    sent: list[int] = []
+
+    class StopAfterTwoBatches(FileConnector):
+        def capabilities(self) -> Capabilities:
+            return replace(super().capabilities(), max_batch=100)
+
+        def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+            sent.append(len(batch))
+            if len(sent) == 2:
+                stop["requested"] = True  # SIGTERM arrives while the second batch is on the wire
+            return super().add(audience_id, batch, session)
+
+    config = load_config(write_config(), {})
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        options = RunOptions(
+            only="lapsed",
+            connector_factory=lambda target: StopAfterTwoBatches(target.destination),
+            should_stop=lambda: stop["requested"],
+        )
+        [result] = SyncRunner(config, store, options).run()
+        assert len(sent) == 2
+        assert result.push.confirmed == sum(sent) == 200
+        members = store.db.execute("SELECT count(*) FROM members").fetchone()[0]
+        queued = store.db.execute("SELECT count(*) FROM outbox WHERE status = 'queued'").fetchone()[0]
+        assert members == 200
+        assert queued == result.plan.total_adds - 200 > 0
+    finally:
+        store.close()
