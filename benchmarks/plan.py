@@ -33,27 +33,7 @@ from audiencesync.sync.config import load_config
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.plan import Planner
 from audiencesync.sync.sources import read_audience
-
-
-def generate(path: Path, members: int, seed: int = 1) -> None:
-    rng = random.Random(seed)
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=OFF")
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("CREATE TABLE profiles (profile_id TEXT PRIMARY KEY, email TEXT, phone TEXT, stage TEXT)")
-    conn.executemany(
-        "INSERT INTO profiles VALUES (?, ?, ?, 'vip')",
-        (
-            (
-                f"p{i:09d}",
-                f"Person.{i}@Example.com",
-                f"+1 415 {rng.randrange(200, 999)} {rng.randrange(10000):04d}",
-            )
-            for i in range(members)
-        ),
-    )
-    conn.commit()
-    conn.close()
+from profiles import generate  # the sibling module: benchmarks run as scripts from this folder
 
 
 def churn(path: Path, members: int, share: float, seed: int = 2) -> None:

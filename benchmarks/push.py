@@ -29,8 +29,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import random
-import sqlite3
 import sys
 import tempfile
 import textwrap
@@ -44,30 +42,9 @@ from audiencesync.state.lease import acquire
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import load_config
 from audiencesync.sync.runner import RunOptions, SyncRunner
+from profiles import generate  # the sibling module: benchmarks run as scripts from this folder
 
 PLATFORMS = ("meta", "tiktok", "google")
-
-
-def generate(path: Path, members: int, seed: int = 1) -> None:
-    """N profiles, all in the synced stage, each with an email and a valid US phone."""
-    rng = random.Random(seed)
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=OFF")
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("CREATE TABLE profiles (profile_id TEXT PRIMARY KEY, email TEXT, phone TEXT, stage TEXT)")
-    conn.executemany(
-        "INSERT INTO profiles VALUES (?, ?, ?, 'vip')",
-        (
-            (
-                f"p{i:09d}",
-                f"person.{i}@example.com",
-                f"+1 415 {rng.randrange(200, 999)} {rng.randrange(10000):04d}",
-            )
-            for i in range(members)
-        ),
-    )
-    conn.commit()
-    conn.close()
 
 
 SOURCE = """
