@@ -120,6 +120,7 @@ class TikTokConnector:
         self.dest = dest
         self.policy = policy or RetryPolicy()
         self.advertiser_id = str(dest.settings["advertiser_id"])
+        # TikTok publishes no batch limit (assumption A3); a size code splits the request.
         self.batch_size = int(dest.settings.get("batch_size", 10_000))
         self.flow = str(dest.settings.get("flow", "segment"))
         self.maid_type = str(dest.settings.get("maid_type", "GAID"))
@@ -349,7 +350,8 @@ class TikTokConnector:
             f"or sync this audience by file only once it holds at least {floor:,} people"
         )
         if adding and self._unresolved(audience_id):
-            # The first file (one chunk) creates the audience; under the floor every later update fails.
+            # The first file (one chunk) creates the audience; under the floor every later update fails
+            # (the SDK states the floor for updates; applying it to the first file is A11).
             count = min(count, self.batch_size)
             if count < floor:
                 raise ConfigurationRejected(
@@ -365,7 +367,7 @@ class TikTokConnector:
         if entry is None:
             raise AudienceGone(f"TikTok no longer lists audience {real_id}; it was deleted or expired")
         size = tp.platform_status(entry).size_lower
-        # cover_num is TikTok's only published size; while TikTok recalculates it is the last one.
+        # cover_num is TikTok's only published size; while TikTok recalculates it is the last one (A5).
         if size is not None and size - count < floor:
             raise ConfigurationRejected(
                 f"TikTok's customer-file flow cannot remove {count:,} people from audience {real_id}: it "

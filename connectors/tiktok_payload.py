@@ -285,7 +285,8 @@ def mapping_body(
     rows: Sequence[Sequence[str | None]],
 ) -> dict[str, Any]:
     """Body of ``POST segment/mapping/``: one inner array per person in ``schema`` order, ``{}`` for a
-    missing identifier so the positions hold. ``action`` is ``add`` or ``delete`` (never ``remove``)."""
+    missing identifier so the positions hold. ``action`` is ``add`` or ``delete`` (never ``remove``).
+    The shape is the peers' (Segment, Rudder), not TikTok's SDK: assumption A1."""
     if action not in ("add", "delete"):
         raise ValueError(f"mapping action must be add or delete, not {action!r}")
     audience_ids = [audience_id]
@@ -336,7 +337,7 @@ def mapping_json(
 
 
 def create_segment_body(advertiser_id: str, name: str, id_type: str) -> dict[str, Any]:
-    """Body of ``POST segment/audience/`` that creates an audience for streamed ids."""
+    """Body of ``POST segment/audience/`` that creates an audience for streamed ids (assumption A1)."""
     return {
         "advertiser_id": advertiser_id,
         "custom_audience_name": cut_name(name, SEGMENT_NAME_LIMIT),
@@ -359,7 +360,8 @@ def file_calculate_type(schema: Sequence[str]) -> str:
 
 def customer_file(schema: Sequence[str], rows: Sequence[Sequence[str | None]]) -> bytes:
     """The uploaded file: one hashed id per line for a single id type; for several, a CSV whose header
-    names the id types and whose empty cells are missing identifiers."""
+    names the id types and whose empty cells are missing identifiers (the API's layout is not
+    published: assumption A4)."""
     lines: list[str] = []
     if len(schema) > 1:
         lines.append(",".join(schema))
@@ -383,6 +385,9 @@ def upload_fields(advertiser_id: str, calculate_type: str, content: bytes, file_
 
 
 def file_create_body(advertiser_id: str, name: str, calculate_type: str, file_path: str) -> dict[str, Any]:
+    """Body of ``dmp/custom_audience/create/`` (CustomAudienceCreateBody.md). No ``retention_in_days``:
+    with it the expiry is fixed from creation and syncing would never extend it. The name is cut
+    like a segment name, at 128 (assumption A9)."""
     return {
         "advertiser_id": advertiser_id,
         "custom_audience_name": cut_name(name, FILE_AUDIENCE_NAME_LIMIT),
@@ -392,7 +397,8 @@ def file_create_body(advertiser_id: str, name: str, calculate_type: str, file_pa
 
 
 def file_update_body(advertiser_id: str, audience_id: str, action: str, file_path: str) -> dict[str, Any]:
-    """Always names the action: TikTok's default is REPLACE, which would drop everyone else."""
+    """Body of ``dmp/custom_audience/update/`` (CustomAudienceUpdateBody.md). Always names the action:
+    TikTok's default is REPLACE, which would drop everyone else."""
     if action not in ("APPEND", "REMOVE"):
         raise ValueError(f"file update action must be APPEND or REMOVE, not {action!r}")
     return {
@@ -569,7 +575,7 @@ def platform_status(entry: Mapping[str, Any]) -> PlatformStatus:
     raw_size = details.get("cover_num")
     size = int(raw_size) if isinstance(raw_size, int | float | str) and str(raw_size).isdigit() else None
     # TikTok reports an audience as not valid while it recalculates after a change; there is no
-    # separate status field in the public docs, so not valid is read as "not ready yet".
+    # separate status field in the public docs, so not valid is read as "not ready yet" (A10).
     is_valid = bool(details.get("is_valid"))
     is_expiring = bool(details.get("is_expiring"))
     calculating = not is_valid
