@@ -420,3 +420,19 @@ def test_serve_prints_where_it_listens() -> None:
         process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_an_upload_must_be_a_csv_or_txt_file(client: Client) -> None:
+    # yml_files/dmp_custom_audience_file_upload.yml: "The file suffixes should exactly be .csv or .txt."
+    content = (sha("a") + "\n").encode()
+    fields = {
+        "advertiser_id": ADV,
+        "calculate_type": "EMAIL_SHA256",
+        "file_signature": hashlib.md5(content).hexdigest(),
+    }
+    answer = client.post(
+        "dmp/custom_audience/file/upload/", data=fields, files={"file": ("ids.json", content)}
+    )
+    assert answer["code"] == 40908
+    ok = client.post("dmp/custom_audience/file/upload/", data=fields, files={"file": ("ids.txt", content)})
+    assert ok["code"] == 0

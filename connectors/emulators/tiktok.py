@@ -184,11 +184,14 @@ class TikTokState:
 
     # --- helpers -------------------------------------------------------------------------------
     def check_advertiser(self, advertiser_id: Any) -> str:
+        # tiktok_code.py: 40007 NOT_EXIST for an advertiser the token cannot reach (the code for this
+        # case is shared/reference/tiktok.md's reading; TikTok also lists 40300 ADVERTISER_NOT_EXIST).
         if str(advertiser_id) not in self.advertisers:
             raise ApiError(40007, "Advertiser does not exist or you have no access to it")
         return str(advertiser_id)
 
     def audience(self, advertiser_id: str, audience_id: Any) -> Audience:
+        # tiktok_code.py: 40007 NOT_EXIST for a deleted or unknown audience.
         found = self.audiences.get(str(audience_id))
         if found is None or found.advertiser_id != advertiser_id:
             raise ApiError(40007, "Custom audience does not exist or was deleted")
@@ -302,6 +305,7 @@ class TikTokApi:
     def segment_audience(self, req: Request) -> dict[str, Any]:
         body = _json(req)
         adv = self.state.check_advertiser(body.get("advertiser_id"))
+        # segment/audience/ body (A1): {advertiser_id, custom_audience_name, id_type, action: create}.
         if body.get("action") != "create":
             raise ApiError(40002, "action: only create is supported here")
         id_type = body.get("id_type")
@@ -368,6 +372,7 @@ class TikTokApi:
         adv = self.state.check_advertiser(req.query.get("advertiser_id"))
         page = _int(req.query.get("page", "1"), "page")
         size = _int(req.query.get("page_size", "10"), "page_size")
+        # yml_files/dmp_custom_audience_list.yml: page_size 1 to 100.
         if not 1 <= size <= 100 or page < 1:
             raise ApiError(40002, "page_size must be 1 to 100 and page at least 1")
         mine = [a for a in self.state.audiences.values() if a.advertiser_id == adv]
@@ -389,6 +394,7 @@ class TikTokApi:
             ids = json.loads(req.query.get("custom_audience_ids", ""))
         except ValueError:
             raise ApiError(40002, "custom_audience_ids must be a JSON array") from None
+        # yml_files/dmp_custom_audience_get.yml: custom_audience_ids, a JSON array of 1 to 100 ids.
         if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
             raise ApiError(40002, "custom_audience_ids must hold 1 to 100 ids")
         found = [self.state.audience(adv, i) for i in ids]
@@ -404,8 +410,12 @@ class TikTokApi:
         if calculate_type not in (*_FILE_SHA256_TYPES, MULTIPLE_TYPES):
             raise ApiError(40909, "calculate_type: the emulator takes only the SHA-256 types")
         content = fields.get("file")
+        # The upload yml: advertiser_id, calculate_type, file and file_signature are required; the
+        # file's suffix is exactly .csv or .txt; file_signature is the file's MD5.
         if not content:
             raise ApiError(40002, "file is required")
+        if not _text(fields.get("file.filename")).endswith((".csv", ".txt")):
+            raise ApiError(40908, "file: the suffix must be .csv or .txt")
         if _text(fields.get("file_signature")) != hashlib.md5(content, usedforsecurity=False).hexdigest():
             raise ApiError(40002, "file_signature does not match the file's MD5")
         schema, rows = _parse_file(content, calculate_type)
@@ -423,6 +433,7 @@ class TikTokApi:
             uploaded = self.state.files.get(str(path))
             if uploaded is None:
                 raise ApiError(40002, "file_paths: unknown file path")
+            # CustomAudienceCreateBody.md: calculate_type must be the same as all the files'.
             if calculate_type is not None and uploaded.calculate_type != calculate_type:
                 raise ApiError(40002, "calculate_type differs from the uploaded file's")
             files.append(uploaded)
@@ -432,6 +443,7 @@ class TikTokApi:
         body = _json(req)
         adv = self.state.check_advertiser(body.get("advertiser_id"))
         name = body.get("custom_audience_name")
+        # CustomAudienceCreateBody.md: custom_audience_name, required, at most 128 characters.
         if not isinstance(name, str) or not name or len(name) > FILE_NAME_LIMIT:
             raise ApiError(40002, "custom_audience_name: 1 to 128 characters")
         calculate_type = str(body.get("calculate_type") or "")
@@ -446,6 +458,7 @@ class TikTokApi:
         body = _json(req)
         adv = self.state.check_advertiser(body.get("advertiser_id"))
         audience = self.state.audience(adv, body.get("custom_audience_id"))
+        # CustomAudienceUpdateBody.md: action APPEND | REMOVE | REPLACE, default REPLACE.
         action = body.get("action", "REPLACE")
         if action not in ("APPEND", "REMOVE", "REPLACE"):
             raise ApiError(40002, "action: must be APPEND, REMOVE or REPLACE")
@@ -514,6 +527,9 @@ def _multipart(req: Request) -> dict[str, bytes]:
         if name:
             payload = part.get_payload(decode=True)
             fields[str(name)] = payload if isinstance(payload, bytes) else b""
+            filename = part.get_filename()
+            if filename:
+                fields[f"{name}.filename"] = str(filename).encode()
     return fields
 
 
@@ -576,6 +592,8 @@ class TikTokEmulator(HttpEmulator):
         route = req.path[len(PREFIX) :]
         if not route.endswith("/"):
             route += "/"
+        # tiktok_code.py: 40104 EMPTY_ACCESS_TOKEN, 40105 INVALID_ACCESS_TOKEN, 40102 ACCESS_TOKEN_EXPIRE,
+        # 50000 SYS_ERROR, 40100/40132/61000 rate limits, 40202 WRITE_CONFLICT, 40001 PERMISSION_ERROR.
         if not req.headers.get("Access-Token"):
             return error(40104, "The access token is empty")
         if faults["invalid_token"]:
