@@ -135,8 +135,9 @@ TIKTOK_CODES: dict[int, str] = {
     60001: "MAINTENANCE", 61000: "TOO_MANY_REQUESTS_BL", 70001: "INVALID_BIZ_AUTH_TYPE",
 }  # fmt: skip
 
-# The connector's class for each code it acts on (shared/reference/tiktok.md, "Response envelope and
-# codes"). Every other code of the table above is FATAL; the 51xxx block is SERVER (code_class).
+# The connector's class for each code it acts on (the codes and names are tiktok_code.py's; the table
+# with what each class does is in docs/setup-tiktok.md). Every other code of the table above is FATAL;
+# the 51xxx block is SERVER (code_class).
 _CODE_CLASS: dict[int, CodeClass] = {
     0: CodeClass.OK,
     20001: CodeClass.PARTIAL,

@@ -140,7 +140,7 @@ def envelope(code: int, message: str = "msg", http: int = 200) -> tp.Envelope:
 @pytest.mark.parametrize(
     ("code", "http", "error_class"),
     [
-        # tiktok_code.py names; the classes are shared/reference/tiktok.md's.
+        # tiktok_code.py names; the classes are the connector's (docs/setup-tiktok.md).
         (40100, 200, TransientError),  # REQUEST_TOO_FREQUENT
         (40132, 200, TransientError),  # REQUEST_FREQUENCY_LIMITED
         (61000, 200, TransientError),  # TOO_MANY_REQUESTS_BL

@@ -185,7 +185,7 @@ class TikTokState:
     # --- helpers -------------------------------------------------------------------------------
     def check_advertiser(self, advertiser_id: Any) -> str:
         # tiktok_code.py: 40007 NOT_EXIST for an advertiser the token cannot reach (the code for this
-        # case is shared/reference/tiktok.md's reading; TikTok also lists 40300 ADVERTISER_NOT_EXIST).
+        # case is the connector's reading; TikTok's table also lists 40300 ADVERTISER_NOT_EXIST).
         if str(advertiser_id) not in self.advertisers:
             raise ApiError(40007, "Advertiser does not exist or you have no access to it")
         return str(advertiser_id)
