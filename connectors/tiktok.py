@@ -352,7 +352,12 @@ class TikTokConnector:
         if adding and self._unresolved(audience_id):
             # The first file (one chunk) creates the audience; under the floor every later update fails
             # (the SDK states the floor for updates; applying it to the first file is A11).
-            count = min(count, self.batch_size)
+            if self.batch_size < floor:
+                raise ConfigurationRejected(
+                    f"TikTok's customer-file flow creates the audience from the first file, which holds "
+                    f"batch_size = {self.batch_size:,} people, and TikTok refuses every update of a file "
+                    f"audience smaller than {floor:,}; set batch_size to at least {floor:,}"
+                )
             if count < floor:
                 raise ConfigurationRejected(
                     f"TikTok's customer-file flow cannot hold this audience: its first upload has {count:,} "

@@ -912,3 +912,14 @@ def test_a_long_name_is_created_as_67_characters_and_dots_and_found_again(
     state = requests.get(f"{tiktok_emulator.admin_url}/_emulator/state", timeout=5).json()
     assert [a["name"] for a in state["audiences"]] == [name[:67] + "..."]
     assert tiktok_emulator.requests_to("POST", "segment/audience/") == 1
+
+
+def test_a_file_flow_batch_size_under_1000_is_refused_with_the_setting_to_change(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    connector = connect(flow="file", batch_size=500)
+    placeholder = connector.ensure_audience(SPEC)
+    with pytest.raises(ConfigurationRejected) as caught:
+        connector.add(placeholder, people(0, 500), None)
+    assert "batch_size" in str(caught.value) and "1,000" in str(caught.value)
+    assert tiktok_emulator.requests_to("POST", "dmp/custom_audience/file/upload/") == 0
