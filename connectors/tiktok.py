@@ -12,7 +12,17 @@ Two flows, chosen by the destination's ``flow`` setting:
   ``ensure_audience`` finds the real audience by name and returns its id.
 
 TikTok accepts a mapping batch as a whole and never says which hashed ids matched a TikTok user, so a
-sent member is confirmed on code 0; how many matched shows only as ``cover_num`` in ``read_back``.
+sent member is confirmed on code 0; how many matched shows only as ``cover_num`` in ``read_back``. A
+20001 PARTIAL_OK answer (TikTok's SDK, ``tiktok_code.py``) confirms the batch too: TikTok does not say
+which items failed, so re-sending would be blind; its message is kept in the push result's ``detail``.
+
+The file flow follows ``python_sdk/docs/CustomAudienceUpdateBody.md``: every update fails when the
+audience has fewer than 1,000 members afterwards. So the first file must hold at least 1,000 people and
+a REMOVE is checked against the audience's size first; either refusal says to use the segment flow.
+
+Every response code is classified once, in ``tiktok_payload.code_class``. What no primary source backs
+(the segment/* shapes, batch limits, the file layout, the waits) is listed under "Assumptions" in
+docs/setup-tiktok.md; comments here refer to those entries as A1, A2, ...
 A value that is not SHA-256 hex is left out of the request (one bad id fails the whole request on
 TikTok), and a person with no usable value is rejected with a reason.
 """
@@ -35,7 +45,13 @@ from audiencesync.connectors.contract import (
     PushResult,
     SessionInfo,
 )
-from audiencesync.connectors.errors import AudienceGone, FatalError, SchemaMismatch, TransientError
+from audiencesync.connectors.errors import (
+    AudienceGone,
+    ConfigurationRejected,
+    FatalError,
+    SchemaMismatch,
+    TransientError,
+)
 from audiencesync.sync.config import DestinationConfig
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
@@ -53,6 +69,11 @@ class RetryPolicy:
     max_single_wait: float = 60.0
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
+    long_wait_factor: float = 4.0
+    """61000 TOO_MANY_REQUESTS_BL waits this many times longer (assumption A6: TikTok publishes no
+    figure, only that this limit is a separate, stricter one)."""
+    conflict_pause: float = 2.0
+    """The least wait after 40202 WRITE_CONFLICT, so the other write can finish (assumption A6)."""
 
 
 class _TooLarge(Exception):
@@ -99,6 +120,7 @@ class TikTokConnector:
         self.dest = dest
         self.policy = policy or RetryPolicy()
         self.advertiser_id = str(dest.settings["advertiser_id"])
+        # TikTok publishes no batch limit (assumption A3); a size code splits the request.
         self.batch_size = int(dest.settings.get("batch_size", 10_000))
         self.flow = str(dest.settings.get("flow", "segment"))
         self.maid_type = str(dest.settings.get("maid_type", "GAID"))
@@ -249,9 +271,12 @@ class TikTokConnector:
             _Rows(pending.keys[i : i + self.batch_size], pending.rows[i : i + self.batch_size])
             for i in range(0, len(pending.keys), self.batch_size)
         ]
+        partial: list[dict[str, object]] = []
+        if self.flow == "file":
+            self._check_file_floor(audience_id, len(pending.keys), adding)
         for n, chunk in enumerate(chunks):
             try:
-                self._send_splitting(audience_id, schema, chunk, adding)
+                self._send_splitting(audience_id, schema, chunk, adding, partial)
             except TransientError:
                 if not result.confirmed:
                     raise
@@ -260,31 +285,48 @@ class TikTokConnector:
                 break
             result.confirmed.extend(chunk.keys)
         result.requests = self._requests - started
+        if partial:
+            # 20001 PARTIAL_OK: the batch counts as sent; what TikTok said is kept for the report.
+            result.detail["tiktok_partial"] = partial
         if self.flow == "file" and not adding and self._unresolved(audience_id):
             result.detail["note"] = "no file audience exists yet, so there was nothing to remove"
         return result
 
-    def _send_splitting(self, audience_id: str, schema: list[str], chunk: _Rows, adding: bool) -> None:
-        """Send ``chunk``; when TikTok says it is too large, send each half instead."""
+    def _send_splitting(
+        self,
+        audience_id: str,
+        schema: list[str],
+        chunk: _Rows,
+        adding: bool,
+        partial: list[dict[str, object]],
+    ) -> None:
+        """Send ``chunk``; when TikTok says it is too large (40061, 40011, 40907 or HTTP 413), send each
+        half instead. A 20001 answer is noted in ``partial``."""
         try:
-            self._send(audience_id, schema, chunk, adding)
+            env = self._send(audience_id, schema, chunk, adding)
         except _TooLarge as exc:
             if len(chunk.keys) <= 1:
-                raise FatalError(
+                raise tp.classify(exc.env, operation="member push") or FatalError(
                     "TikTok refuses even a single person as too large", request_id=exc.env.request_id
                 ) from None
             half = len(chunk.keys) // 2
-            self._send_splitting(audience_id, schema, _Rows(chunk.keys[:half], chunk.rows[:half]), adding)
-            self._send_splitting(audience_id, schema, _Rows(chunk.keys[half:], chunk.rows[half:]), adding)
-
-    def _send(self, audience_id: str, schema: list[str], chunk: _Rows, adding: bool) -> None:
-        if self.flow == "file":
-            self._send_file(audience_id, schema, chunk, adding)
+            first, rest = (
+                _Rows(chunk.keys[:half], chunk.rows[:half]),
+                _Rows(chunk.keys[half:], chunk.rows[half:]),
+            )
+            self._send_splitting(audience_id, schema, first, adding, partial)
+            self._send_splitting(audience_id, schema, rest, adding, partial)
             return
+        if env is not None and env.code == tp.PARTIAL_OK:
+            partial.append(tp.partial_detail(env))
+
+    def _send(self, audience_id: str, schema: list[str], chunk: _Rows, adding: bool) -> tp.Envelope | None:
+        if self.flow == "file":
+            return self._send_file(audience_id, schema, chunk, adding)
         body = tp.mapping_json(
             self.advertiser_id, audience_id, "add" if adding else "delete", schema, chunk.rows
         )
-        self._call(
+        return self._call(
             "POST",
             "segment/mapping/",
             operation="member add" if adding else "member delete",
@@ -296,9 +338,53 @@ class TikTokConnector:
     def _unresolved(self, audience_id: str) -> bool:
         return is_placeholder(self._created.get(audience_id, audience_id))
 
-    def _send_file(self, audience_id: str, schema: list[str], chunk: _Rows, adding: bool) -> None:
-        if not adding and self._unresolved(audience_id):
+    def _check_file_floor(self, audience_id: str, count: int, adding: bool) -> None:
+        """Refuse, before anything is uploaded, a file-flow change that would leave the audience under
+        1,000 members: TikTok fails every update then (CustomAudienceUpdateBody.md), and the user is
+        better told why and what to do than shown a failed update."""
+        if count == 0 or (not adding and self._unresolved(audience_id)):
             return
+        floor = tp.MIN_FILE_AUDIENCE
+        advice = (
+            f'use flow = "segment" for this destination (it streams members and has no {floor:,} floor), '
+            f"or sync this audience by file only once it holds at least {floor:,} people"
+        )
+        if adding and self._unresolved(audience_id):
+            # The first file (one chunk) creates the audience; under the floor every later update fails
+            # (the SDK states the floor for updates; applying it to the first file is A11).
+            if self.batch_size < floor:
+                raise ConfigurationRejected(
+                    f"TikTok's customer-file flow creates the audience from the first file, which holds "
+                    f"batch_size = {self.batch_size:,} people, and TikTok refuses every update of a file "
+                    f"audience smaller than {floor:,}; set batch_size to at least {floor:,}"
+                )
+            if count < floor:
+                raise ConfigurationRejected(
+                    f"TikTok's customer-file flow cannot hold this audience: its first upload has {count:,} "
+                    f"people, and TikTok refuses every update of a file audience smaller than {floor:,}; "
+                    + advice
+                )
+            return
+        if adding:
+            return  # an APPEND to an audience created at 1,000 or more only grows it
+        real_id = self._created.get(audience_id, audience_id)
+        entry = self._get_audience(real_id)
+        if entry is None:
+            raise AudienceGone(f"TikTok no longer lists audience {real_id}; it was deleted or expired")
+        size = tp.platform_status(entry).size_lower
+        # cover_num is TikTok's only published size; while TikTok recalculates it is the last one (A5).
+        if size is not None and size - count < floor:
+            raise ConfigurationRejected(
+                f"TikTok's customer-file flow cannot remove {count:,} people from audience {real_id}: it "
+                f"holds {size:,}, and TikTok refuses an update that leaves fewer than {floor:,}; the "
+                "removals stay queued; " + advice
+            )
+
+    def _send_file(
+        self, audience_id: str, schema: list[str], chunk: _Rows, adding: bool
+    ) -> tp.Envelope | None:
+        if not adding and self._unresolved(audience_id):
+            return None
         calculate_type = tp.file_calculate_type(schema)
         content = tp.customer_file(schema, chunk.rows)
         # Named after its content, so a re-sent batch uploads under the same name.
@@ -329,8 +415,8 @@ class TikTokConnector:
                     "TikTok created the audience but returned no id", request_id=created.request_id
                 )
             self._created[audience_id] = str(new_id)
-            return
-        self._call(
+            return created
+        return self._call(
             "POST",
             "dmp/custom_audience/update/",
             operation="file audience update",
@@ -388,9 +474,7 @@ class TikTokConnector:
 
         retrying = Retrying(
             retry=retry_if_exception_type(TransientError),
-            wait=wait_random_exponential(
-                multiplier=self.policy.initial_wait, max=self.policy.max_single_wait
-            ),
+            wait=self._wait,
             stop=self._budget_spent,
             before_sleep=self._count_wait,
             retry_error_callback=_give_up,
@@ -398,6 +482,21 @@ class TikTokConnector:
         )
         result: tp.Envelope = retrying(attempt)
         return result
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Exponential backoff with jitter; longer for 61000 TOO_MANY_REQUESTS_BL, and at least
+        ``conflict_pause`` after 40202 WRITE_CONFLICT (the classes come from ``tp.code_class``)."""
+        base = wait_random_exponential(multiplier=self.policy.initial_wait, max=self.policy.max_single_wait)
+        wait = float(base(state))
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        code = _code_number(error.code) if isinstance(error, TransientError) else None
+        kind = tp.code_class(200, code) if code is not None else None
+        if kind is tp.CodeClass.RATE_LIMITED_LONG:
+            return wait * self.policy.long_wait_factor
+        if kind is tp.CodeClass.WRITE_CONFLICT:
+            return max(wait, self.policy.conflict_pause)
+        return wait
 
     def _budget_spent(self, state: RetryCallState) -> bool:
         return self._waited + state.upcoming_sleep > self.max_wait_seconds
@@ -418,6 +517,11 @@ def _give_up(state: RetryCallState) -> tp.Envelope:
         code=last.code,
         retry_after=state.upcoming_sleep or None,
     ) from None
+
+
+def _code_number(code: str | None) -> int | None:
+    """An error's ``code`` as a number, when it has one."""
+    return int(code) if code and code.lstrip("-").isdigit() else None
 
 
 def _kinds_in(batch: Sequence[Change]) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from audiencesync.connectors.contract import Change, PlatformStatus
@@ -24,28 +25,171 @@ from audiencesync.connectors.errors import (
 
 API_PREFIX = "/open_api/v1.3/"
 DEFAULT_BASE_URL = "https://business-api.tiktok.com"
+# Segment's tiktok-audiences/properties.ts: names over 70 characters are stored as 67 + "...".
 SEGMENT_NAME_LIMIT = 70
+NAME_ELLIPSIS = "..."
+# python_sdk/docs/CustomAudienceCreateBody.md: custom_audience_name is at most 128 characters.
 FILE_AUDIENCE_NAME_LIMIT = 128
+# yml_files/dmp_custom_audience_list.yml: page_size 1-100.
 LIST_PAGE_SIZE = 100
-# TikTok will not let an audience under this many matched members target an ad group.
+# TikTok's help centre (custom audiences): under this many matched members an audience cannot target
+# an ad group.
 MIN_USABLE_SIZE = 1_000
-# A multi-column customer file (one column per id type, with a header row) is uploaded under this
-# encryption type; single-type files carry that type instead. Unconfirmed in public docs: kept here.
+# python_sdk/docs/CustomAudienceUpdateBody.md: APPEND, REMOVE and REPLACE all fail when the audience
+# has fewer than this many members after the operation.
+MIN_FILE_AUDIENCE = 1_000
+# The upload yml's calculate_type enum holds MULTIPLE_TYPES; the file layout that goes with it is an
+# assumption (docs/setup-tiktok.md, "Assumptions", A4).
 MULTIPLE_TYPES = "MULTIPLE_TYPES"
 
 SUPPORTED_KINDS = ("email", "phone", "maid")
 _FIXED_SCHEMAS = {"email": "EMAIL_SHA256", "phone": "PHONE_SHA256"}
-_MAID_SCHEMAS = {"IDFA": "IDFA_SHA256", "GAID": "GAID_SHA256", "AAID": "AAID_SHA256"}
+# The upload yml's calculate_type enum (yml_files/dmp_custom_audience_file_upload.yml, strict) has no
+# AAID_SHA256: an Android advertising id (AAID) is the Google advertising id, sent as GAID_SHA256.
+_MAID_SCHEMAS = {"IDFA": "IDFA_SHA256", "GAID": "GAID_SHA256", "AAID": "GAID_SHA256"}
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
-RATE_LIMIT_CODES = frozenset({40100, 42900})
-AUTH_CODES = frozenset({40105, 40101, 40110})
-PERMISSION_CODE = 40001
-PARAMETER_CODE = 40002
-NOT_FOUND_CODE = 40007
-# TikTok's wording for an oversized request is not published; these cover the phrasings seen for
-# its other limits ("too large", "exceeds the maximum", "too many").
-_TOO_LARGE = re.compile(r"too (large|long|many|big)|exceed", re.IGNORECASE)
+
+# --- TikTok's response codes -----------------------------------------------------------------------
+class CodeClass(Enum):
+    """What the connector does with a TikTok answer (the class is the connector's rule; the codes and
+    names are TikTok's, from its SDK's ``business_api_client/tiktok_business/tiktok_code.py``)."""
+
+    OK = "ok"
+    PARTIAL = "accepted with failures"
+    RATE_LIMITED = "rate limited"
+    RATE_LIMITED_LONG = "rate limited, long back-off"
+    WRITE_CONFLICT = "write conflict"
+    SERVER = "server error"
+    TOO_LARGE = "too large"
+    AUTH = "token"
+    CREDENTIALS = "app credentials"
+    PERMISSION = "permission"
+    PARAMETER = "parameter"
+    NOT_HASHED = "not hashed"
+    NOT_EXIST = "not found"
+    FATAL = "fatal"
+
+
+# Every code of TikTok's SDK (tiktok_code.py, NumericErrorCodes), by number, with its SDK name. A code
+# missing here is unknown: fatal, shown with TikTok's request id.
+TIKTOK_CODES: dict[int, str] = {
+    0: "OK", 20001: "PARTIAL_OK",
+    40000: "INVALID_PARAMS", 40001: "PERMISSION_ERROR", 40002: "PARAM_ERROR", 40003: "FORBIDDEN",
+    40006: "VERSION_ERROR", 40007: "NOT_EXIST", 40008: "NOT_IMPL", 40009: "UNSUPPORTED_IN_SANDBOX",
+    40010: "UNSUPPORTED_DOMAIN", 40011: "ID_LIMIT_EXCEED", 40012: "NO_UPDATE",
+    40013: "SANDBOX_ADV_NOT_EXIST", 40014: "INVALID_CLUSTER", 40016: "BIZ_FC_ERROR",
+    40050: "DUPLICATED_REQUEST", 40051: "INVALID_API_VERSION", 40052: "ACO_MATERIAL_EXIST",
+    40053: "VIDEO_ID_INVALID_ERROR", 40061: "INVALID_BATCH_SIZE", 40062: "PII_NOT_HASHED",
+    40063: "INVALID_PARTNER_NAME",
+    40100: "REQUEST_TOO_FREQUENT", 40101: "INVALID_PARTNER", 40102: "ACCESS_TOKEN_EXPIRE",
+    40103: "REFRESH_TOKEN_EXPIRE", 40104: "EMPTY_ACCESS_TOKEN", 40105: "INVALID_ACCESS_TOKEN",
+    40106: "INVALID_CORE_USER", 40107: "INVALID_REFRESH_TOKEN", 40108: "INVALID_GRANT_TYPE",
+    40109: "ERROR_AES_DECIPHER", 40110: "AUTH_CODE_ERROR", 40112: "PASSWORD_ERROR",
+    40113: "APP_FORBIDDEN", 40114: "ADVERTISER_LOGOUT", 40115: "AUTH_TIMESTAMP_EXPIRE",
+    40116: "AUTH_SIG_ERROR", 40117: "APP_METHOD_FORBIDDEN", 40118: "NOT_IN_WHITELIST",
+    40119: "NOT_SAME_IDENTITY", 40120: "TIKTOK_USER_NOT_LOGGED_IN", 40121: "NOT_A_TCM_CREATOR",
+    40122: "TCM_CREATOR_INVALID_COUNTRY", 40124: "DEVELOPER_REJECTED", 40125: "DEVELOPER_NO_PERMISSION",
+    40126: "GARM_SINGLE_AUTH_FAILED", 40127: "GARM_DOUBLE_AUTH_FAILED",
+    40128: "GARM_SINGLE_VALIDATE_ERROR", 40129: "GARM_DOUBLE_VALIDATE_ERROR",
+    40130: "SCOPE_NOT_AUTHORIZED", 40131: "SCOPE_TT_USER_OAUTH_FAILED",
+    40132: "REQUEST_FREQUENCY_LIMITED",
+    40200: "GENERAL_TASK_ERROR", 40201: "TASK_NOT_READY", 40202: "WRITE_CONFLICT",
+    40300: "ADVERTISER_NOT_EXIST", 40301: "ADVERTISER_ROLE_ERROR", 40302: "CUSTOMER_ADVERTISER_NOT_EXIST",
+    40309: "REQUIRE_LOGIN", 40400: "ROUTE_NOT_FOUND", 40502: "AD_NUMBER_LIMIT",
+    40700: "RPC_VALIDATION_ERROR",
+    40900: "SIGNATURE_ERROR", 40901: "VIDEO_TRANSCODING", 40902: "URL_FETCH_TIMEOUT",
+    40903: "URL_UNAVAILABLE", 40904: "IMAGE_ILLEGAL_CONTENT", 40905: "FILE_NOT_EXIST",
+    40906: "FILE_EMPTY", 40907: "FILE_TOO_LARGE", 40908: "FILE_TYPE_ERROR",
+    40909: "FILE_CALCULATE_TYPE_ERROR", 40910: "FILE_EXPIRED", 40911: "DUPLICATED_MATERIAL_NAME",
+    40912: "IMAGE_UNAVAILABLE", 40913: "IMAGE_FETCH_TIMEOUT", 40914: "URL_FETCH_ERROR",
+    40915: "FILE_UPLOAD_INVALID", 40916: "VIDEO_ILLEGAL_CONTENT",
+    41000: "BLOCKED", 41001: "INTERFACE_OFFLINE", 41002: "FIELDS_OFFLINE",
+    41013: "SITE_TO_VIDEO_SERVICE_ERROR",
+    50000: "SYS_ERROR", 50002: "SYS_TIMEOUT",
+    51000: "RPC_ERROR", 51001: "STATISTICS_ERROR", 51002: "BUILD_STONE_ERROR", 51003: "DMP_ERROR",
+    51004: "LEGO_SERVICE_ERROR", 51005: "SMART_PLAYER_ERROR", 51006: "JUPITER_ERROR",
+    51007: "OVERTURE_STAT_CENTRAL_ERROR", 51008: "ADVERTISER_ERROR", 51009: "DPA_ERROR",
+    51010: "INTERNAL_TIME_OUT", 51011: "SEARCH_ERROR", 51012: "PIXEL_ERROR",
+    51014: "LEGO_SERVICE_SYNC_ERROR", 51015: "GRANTING_SERVICE_ERROR", 51016: "ACCOUNT_ERROR",
+    51017: "VIDEO_TRANSCODE_SERVICE_ERROR", 51018: "AGENT_SERVICE_ERROR", 51019: "IMAGE_CUT_ERROR",
+    51020: "ORDER_CENTER_SERVICE_ERROR", 51030: "USER_PASSPORT_SERVICE_ERROR",
+    51031: "PLATFORM_ACCOUNT_SERVICE_ERROR", 51032: "PLAYABLE_SERVICE_ERROR", 51033: "TOOLBOX_ERROR",
+    51034: "AD_MACHINE_AUDIT_ZEPHYR", 51035: "SATELLITE_ERROR", 51036: "TETRIS_ERROR",
+    51037: "ASYNC_TASK_ERROR", 51038: "UNION_TREASURE_BOX_ERROR", 51039: "AUTH_SERVICE_ERROR",
+    51040: "ADVERTISER_INFO_ERROR", 51041: "AD_GARM_SERVICE_ERROR", 51042: "LEGO_BUSINESS_SERVICE_ERROR",
+    51043: "CREATIVE_PLATFORM_SERVICE_ERROR", 51044: "DPA_PLATFORM_ERROR", 51045: "AD_FILE_SERVICE_ERROR",
+    51046: "SIRIUS_SERVICE_ERROR", 51047: "SUBSCRIPTION_ERROR", 51048: "ADS_PREVIEW_ERROR",
+    51049: "DPA_RENDER_GATEWAY_ERROR", 51050: "MEASUREMENT_STONE_ERROR", 51051: "MANUAL_REVIEW_ERROR",
+    51052: "OPTIMIZER_ERROR", 51053: "DPA_CATALOG_BUSINESS_ERROR", 51054: "CRM_ERROR",
+    51055: "GCRM_ERROR", 51056: "ADVERTISER_ACCOUNT_SERVICE_ERROR", 51057: "APP_ERROR",
+    51058: "POSTER_SERVICE_ERROR", 51059: "CONFIG_SERVICE_ERROR", 51060: "BC_RPC_ERROR",
+    51061: "BM_SERVICE_ERROR", 51062: "IMAGEX_SERVICE_ERROR", 51063: "SEGMENT_GATEWAY_SERVICE_ERROR",
+    51064: "ECO_GAME_MANAGER_SERVICE_ERROR", 51065: "TTOP_SERVICE_ERROR",
+    51066: "SUGGESTION_ENGINE_SERVICE_ERROR", 51067: "VIDEOARCH_SERVICE_ERROR",
+    51099: "STATISTICS_NEW_ERROR",
+    52000: "DB_ERROR", 52001: "DB_READ_ERROR", 52002: "DB_WRITE_ERROR", 52003: "DB_PARTITION_ERROR",
+    52100: "RDS_ERROR", 52101: "RDS_READ_ERROR", 52102: "RDS_WRITE_ERROR", 52103: "RDS_TIMEOUT_ERROR",
+    52201: "TOS_ERROR", 52202: "TOS_UPLOAD_TIMEOUT", 52203: "TOS_HEAD_OBJECT", 52204: "TOS_PUT_OBJECT",
+    53102: "DESERIALIZATION_ERROR", 53103: "SERIALIZATION_ERROR",
+    60001: "MAINTENANCE", 61000: "TOO_MANY_REQUESTS_BL", 70001: "INVALID_BIZ_AUTH_TYPE",
+}  # fmt: skip
+
+# The connector's class for each code it acts on (the codes and names are tiktok_code.py's; the table
+# with what each class does is in docs/setup-tiktok.md). Every other code of the table above is FATAL;
+# the 51xxx block is SERVER (code_class).
+_CODE_CLASS: dict[int, CodeClass] = {
+    0: CodeClass.OK,
+    20001: CodeClass.PARTIAL,
+    40100: CodeClass.RATE_LIMITED,
+    40132: CodeClass.RATE_LIMITED,
+    61000: CodeClass.RATE_LIMITED_LONG,
+    40202: CodeClass.WRITE_CONFLICT,
+    50000: CodeClass.SERVER,
+    50002: CodeClass.SERVER,
+    60001: CodeClass.SERVER,
+    40061: CodeClass.TOO_LARGE,
+    40011: CodeClass.TOO_LARGE,
+    40907: CodeClass.TOO_LARGE,
+    40102: CodeClass.AUTH,
+    40104: CodeClass.AUTH,
+    40105: CodeClass.AUTH,
+    40101: CodeClass.CREDENTIALS,
+    40110: CodeClass.CREDENTIALS,
+    40001: CodeClass.PERMISSION,
+    40118: CodeClass.PERMISSION,
+    40002: CodeClass.PARAMETER,
+    40062: CodeClass.NOT_HASHED,
+    40007: CodeClass.NOT_EXIST,
+}
+PARTIAL_OK = 20001
+
+
+def code_name(code: int) -> str | None:
+    """TikTok's SDK name for ``code``, or None when the SDK does not list it."""
+    return TIKTOK_CODES.get(code)
+
+
+def code_class(http_status: int, code: int) -> CodeClass:
+    """The one classification of a TikTok answer: its ``code`` first, then the HTTP status for an
+    answer without the envelope (code -1)."""
+    known = _CODE_CLASS.get(code)
+    if known is not None and not (known is CodeClass.OK and http_status >= 400):
+        return known
+    if 51000 <= code <= 51999:  # tiktok_code.py: the 51xxx block is TikTok's internal services
+        return CodeClass.SERVER
+    if code in (0, -1):
+        if http_status == 429:
+            return CodeClass.RATE_LIMITED
+        if http_status == 413:
+            return CodeClass.TOO_LARGE
+        if http_status >= 500:
+            return CodeClass.SERVER
+        if http_status == 401:
+            return CodeClass.AUTH
+        if http_status == 403:
+            return CodeClass.PERMISSION
+    return CodeClass.FATAL
 
 
 # --- identifiers -----------------------------------------------------------------------------------
@@ -142,7 +286,8 @@ def mapping_body(
     rows: Sequence[Sequence[str | None]],
 ) -> dict[str, Any]:
     """Body of ``POST segment/mapping/``: one inner array per person in ``schema`` order, ``{}`` for a
-    missing identifier so the positions hold. ``action`` is ``add`` or ``delete`` (never ``remove``)."""
+    missing identifier so the positions hold. ``action`` is ``add`` or ``delete`` (never ``remove``).
+    The shape is the peers' (Segment, Rudder), not TikTok's SDK: assumption A1."""
     if action not in ("add", "delete"):
         raise ValueError(f"mapping action must be add or delete, not {action!r}")
     audience_ids = [audience_id]
@@ -193,7 +338,7 @@ def mapping_json(
 
 
 def create_segment_body(advertiser_id: str, name: str, id_type: str) -> dict[str, Any]:
-    """Body of ``POST segment/audience/`` that creates an audience for streamed ids."""
+    """Body of ``POST segment/audience/`` that creates an audience for streamed ids (assumption A1)."""
     return {
         "advertiser_id": advertiser_id,
         "custom_audience_name": cut_name(name, SEGMENT_NAME_LIMIT),
@@ -203,7 +348,11 @@ def create_segment_body(advertiser_id: str, name: str, id_type: str) -> dict[str
 
 
 def cut_name(name: str, limit: int) -> str:
-    return name[:limit]
+    """``name`` as TikTok stores it: over ``limit`` characters it keeps the first ``limit - 3`` and
+    ends in "..." (Segment, tiktok-audiences/properties.ts, for the 70-character segment limit)."""
+    if len(name) <= limit:
+        return name
+    return name[: limit - len(NAME_ELLIPSIS)] + NAME_ELLIPSIS
 
 
 def file_calculate_type(schema: Sequence[str]) -> str:
@@ -212,7 +361,8 @@ def file_calculate_type(schema: Sequence[str]) -> str:
 
 def customer_file(schema: Sequence[str], rows: Sequence[Sequence[str | None]]) -> bytes:
     """The uploaded file: one hashed id per line for a single id type; for several, a CSV whose header
-    names the id types and whose empty cells are missing identifiers."""
+    names the id types and whose empty cells are missing identifiers (the API's layout is not
+    published: assumption A4)."""
     lines: list[str] = []
     if len(schema) > 1:
         lines.append(",".join(schema))
@@ -236,6 +386,9 @@ def upload_fields(advertiser_id: str, calculate_type: str, content: bytes, file_
 
 
 def file_create_body(advertiser_id: str, name: str, calculate_type: str, file_path: str) -> dict[str, Any]:
+    """Body of ``dmp/custom_audience/create/`` (CustomAudienceCreateBody.md). No ``retention_in_days``:
+    with it the expiry is fixed from creation and syncing would never extend it. The name is cut
+    like a segment name, at 128 (assumption A9)."""
     return {
         "advertiser_id": advertiser_id,
         "custom_audience_name": cut_name(name, FILE_AUDIENCE_NAME_LIMIT),
@@ -245,7 +398,8 @@ def file_create_body(advertiser_id: str, name: str, calculate_type: str, file_pa
 
 
 def file_update_body(advertiser_id: str, audience_id: str, action: str, file_path: str) -> dict[str, Any]:
-    """Always names the action: TikTok's default is REPLACE, which would drop everyone else."""
+    """Body of ``dmp/custom_audience/update/`` (CustomAudienceUpdateBody.md). Always names the action:
+    TikTok's default is REPLACE, which would drop everyone else."""
     if action not in ("APPEND", "REMOVE"):
         raise ValueError(f"file update action must be APPEND or REMOVE, not {action!r}")
     return {
@@ -297,8 +451,20 @@ def parse_envelope(http_status: int, body: bytes) -> Envelope:
 
 
 def is_too_large(env: Envelope) -> bool:
-    """True when TikTok refused the request for its size: the connector splits it in half."""
-    return env.http_status == 413 or (env.code == PARAMETER_CODE and bool(_TOO_LARGE.search(env.message)))
+    """True when TikTok refused the request for its size (40061, 40011, 40907 or HTTP 413): the
+    connector splits it in half."""
+    return code_class(env.http_status, env.code) is CodeClass.TOO_LARGE
+
+
+def partial_detail(env: Envelope) -> dict[str, object]:
+    """What a 20001 PARTIAL_OK answer said, for the push result: TikTok does not document which items
+    failed, so its message and the keys of ``data`` are kept (never the values: they can hold ids)."""
+    return {
+        "tiktok_partial": True,
+        "tiktok_message": _safe_message(env.message),
+        "tiktok_data_keys": sorted(str(k) for k in env.data),
+        "request_id": env.request_id,
+    }
 
 
 def _safe_message(message: str) -> str:
@@ -309,38 +475,59 @@ def _safe_message(message: str) -> str:
 
 
 def classify(env: Envelope, *, operation: str, audience_id: str | None = None) -> ConnectorError | None:
-    """The one mapping from a TikTok answer to the error taxonomy; None means success.
+    """The one mapping from a TikTok answer to the error taxonomy; None means success (code 0, or
+    20001 PARTIAL_OK: accepted with failures, see ``partial_detail``).
 
     ``operation`` names the call for the message (never its URL). ``audience_id`` is set when the call
     named an audience, so "object not found" (40007) means that audience is gone rather than that the
-    advertiser id is wrong."""
+    advertiser id is wrong. Too-large answers come back as a ``FatalError`` here; the connector splits
+    the request before it gets this far (``is_too_large``)."""
     code, rid = env.code, env.request_id
-    if env.http_status < 400 and code == 0:
+    kind = code_class(env.http_status, code)
+    if kind in (CodeClass.OK, CodeClass.PARTIAL):
         return None
     tiktok_says = _safe_message(env.message)
     said = f": TikTok says {tiktok_says!r}" if tiktok_says else ""
+    name = code_name(code)
     code_text = str(code) if code != -1 else None
-    if code in RATE_LIMIT_CODES or env.http_status == 429:
+    if code != -1:
+        said = f" ({name or 'a code not in TikTok SDK table'}){said}"
+    if kind in (CodeClass.RATE_LIMITED, CodeClass.RATE_LIMITED_LONG):
         return TransientError(f"TikTok rate limit hit during {operation}", request_id=rid, code=code_text)
-    if 50000 <= code <= 59999 or env.http_status >= 500:
+    if kind is CodeClass.WRITE_CONFLICT:
+        return TransientError(
+            f"TikTok reports a concurrent write to the audience during {operation}; retrying after a "
+            "pause (never sync one audience from two places at once)",
+            request_id=rid,
+            code=code_text,
+        )
+    if kind is CodeClass.SERVER:
         return TransientError(
             f"TikTok server error during {operation} (HTTP {env.http_status})", request_id=rid, code=code_text
         )
-    if code in AUTH_CODES or env.http_status == 401:
+    if kind is CodeClass.AUTH:
         return AuthError(
-            f"TikTok refused the access token during {operation}{said}; create a new long-lived token "
-            "for the app and put it in the environment variable named by access_token_env",
+            f"TikTok refused the access token during {operation}{said}; it is expired, missing or "
+            "invalid: create a new long-lived token for the app and put it in the environment variable "
+            "named by access_token_env",
             request_id=rid,
             code=code_text,
         )
-    if code == PERMISSION_CODE or env.http_status == 403:
+    if kind is CodeClass.CREDENTIALS:
+        return FatalError(
+            f"TikTok refused the app's credentials during {operation}{said}; check the app id, secret "
+            "and auth code the token was created with",
+            request_id=rid,
+            code=code_text,
+        )
+    if kind is CodeClass.PERMISSION:
         return PermissionDenied(
-            f"TikTok denied {operation}{said}; grant the app the Audience Management scope and "
-            "authorize it for this advertiser",
+            f"TikTok denied {operation}{said}; grant the app the Audience Management scope, authorize it "
+            "for this advertiser, and ask TikTok to allowlist it where the API requires that",
             request_id=rid,
             code=code_text,
         )
-    if code == NOT_FOUND_CODE:
+    if kind is CodeClass.NOT_EXIST:
         if audience_id is not None:
             return AudienceGone(
                 f"TikTok no longer has audience {audience_id} ({operation}){said}; remove its pinned id "
@@ -354,8 +541,21 @@ def classify(env: Envelope, *, operation: str, audience_id: str | None = None) -
             request_id=rid,
             code=code_text,
         )
-    if code == PARAMETER_CODE:
+    if kind is CodeClass.NOT_HASHED:
+        return FatalError(
+            f"TikTok says the {operation} request carries ids that are not hashed{said}; this is a bug in "
+            "audience-sync's hashing, please report it",
+            request_id=rid,
+            code=code_text,
+        )
+    if kind is CodeClass.PARAMETER:
         return FatalError(f"TikTok rejected the {operation} request{said}", request_id=rid, code=code_text)
+    if kind is CodeClass.TOO_LARGE:
+        return FatalError(
+            f"TikTok refuses the {operation} request as too large even at one person{said}",
+            request_id=rid,
+            code=code_text,
+        )
     return FatalError(
         f"TikTok answered {operation} with an unexpected error (HTTP {env.http_status}){said}",
         request_id=rid,
@@ -376,7 +576,7 @@ def platform_status(entry: Mapping[str, Any]) -> PlatformStatus:
     raw_size = details.get("cover_num")
     size = int(raw_size) if isinstance(raw_size, int | float | str) and str(raw_size).isdigit() else None
     # TikTok reports an audience as not valid while it recalculates after a change; there is no
-    # separate status field in the public docs, so not valid is read as "not ready yet".
+    # separate status field in the public docs, so not valid is read as "not ready yet" (A10).
     is_valid = bool(details.get("is_valid"))
     is_expiring = bool(details.get("is_expiring"))
     calculating = not is_valid

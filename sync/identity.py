@@ -4,7 +4,7 @@ Divergent copies of hashing rules are the top source of low match rates, so noth
 project normalizes an identifier. The rules follow each platform's published guidance (see
 ``shared/reference``): Meta wants phones as digits without ``+`` and names stripped of punctuation;
 Google wants E.164 with ``+``, strips dots and ``+tags`` from Gmail addresses only, and takes country
-and postcode unhashed; TikTok wants E.164 and hashes mobile ad ids.
+and postcode unhashed; TikTok wants E.164, cuts ``+tags`` from every email and hashes mobile ad ids.
 
 An invalid value raises ``InvalidIdentifier`` with a short reason that never contains the value.
 Nothing here caches values: identifiers are PII, and a cache would keep them alive in memory.
@@ -201,6 +201,15 @@ def _email(platform: str, value: str, region: str | None) -> str:
             if not local:
                 raise InvalidIdentifier("email_no_local_part")
             return f"{local}@{domain}"
+    if platform == "tiktok":
+        # TikTok's help centre, "List of supported IDs and formats for a customer file": remove a "+"
+        # and everything after it up to "@", on every domain; dots stay (the current page dropped the
+        # older "remove dots" line).
+        local, _, domain = text.partition("@")
+        local = local.split("+", 1)[0]
+        if not local:
+            raise InvalidIdentifier("email_no_local_part")
+        return f"{local}@{domain}"
     return text
 
 

@@ -275,7 +275,27 @@ def test_tiktok_reads_phone_by_profile_country_it_does_not_send() -> None:
 def test_gmail_rewriting_only_for_google(value: str, google: str) -> None:
     assert normalize("google", "email", value) == google
     assert normalize("meta", "email", value) == value.lower()
-    assert normalize("tiktok", "email", value) == value.lower()
+
+
+# TikTok's help centre ("List of supported IDs and formats for a customer file"): cut a "+tag" up to
+# "@" on every domain, keep the dots.
+@pytest.mark.parametrize(
+    ("value", "tiktok"),
+    [
+        ("John.Smith+ads@Gmail.com", "john.smith@gmail.com"),
+        ("j.o.h.n@googlemail.com", "j.o.h.n@googlemail.com"),
+        ("john+a+b@gmail.com", "john@gmail.com"),
+        ("john.smith+ads@example.com", "john.smith@example.com"),
+        ("  Mary+News@Example.CO.UK ", "mary@example.co.uk"),
+        ("plain@example.com", "plain@example.com"),
+    ],
+)
+def test_tiktok_cuts_plus_tags_on_every_domain_and_keeps_dots(value: str, tiktok: str) -> None:
+    assert normalize("tiktok", "email", value) == tiktok
+
+
+def test_a_tiktok_email_that_is_only_a_plus_tag_has_no_local_part() -> None:
+    assert reason("tiktok", "email", "+tag@example.com") == "email_no_local_part"
 
 
 @pytest.mark.parametrize(

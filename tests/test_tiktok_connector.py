@@ -21,6 +21,7 @@ from audiencesync.connectors.emulators.tiktok import TikTokEmulator, start_emula
 from audiencesync.connectors.errors import (
     AudienceGone,
     AuthError,
+    ConfigurationRejected,
     ConnectorError,
     FatalError,
     PermissionDenied,
@@ -139,17 +140,29 @@ def envelope(code: int, message: str = "msg", http: int = 200) -> tp.Envelope:
 @pytest.mark.parametrize(
     ("code", "http", "error_class"),
     [
-        (40100, 200, TransientError),
-        (42900, 200, TransientError),
-        (50000, 200, TransientError),
-        (51234, 200, TransientError),
+        # tiktok_code.py names; the classes are the connector's (docs/setup-tiktok.md).
+        (40100, 200, TransientError),  # REQUEST_TOO_FREQUENT
+        (40132, 200, TransientError),  # REQUEST_FREQUENCY_LIMITED
+        (61000, 200, TransientError),  # TOO_MANY_REQUESTS_BL
+        (40202, 200, TransientError),  # WRITE_CONFLICT
+        (50000, 200, TransientError),  # SYS_ERROR
+        (50002, 200, TransientError),  # SYS_TIMEOUT
+        (51003, 200, TransientError),  # DMP_ERROR
+        (51234, 200, TransientError),  # in the 51xxx block
+        (60001, 200, TransientError),  # MAINTENANCE
         (-1, 503, TransientError),
         (-1, 429, TransientError),
-        (40105, 200, AuthError),
-        (40101, 200, AuthError),
-        (40110, 200, AuthError),
-        (40001, 200, PermissionDenied),
-        (40002, 200, FatalError),
+        (40102, 200, AuthError),  # ACCESS_TOKEN_EXPIRE
+        (40104, 200, AuthError),  # EMPTY_ACCESS_TOKEN
+        (40105, 200, AuthError),  # INVALID_ACCESS_TOKEN
+        (40101, 200, FatalError),  # INVALID_PARTNER
+        (40110, 200, FatalError),  # AUTH_CODE_ERROR
+        (40001, 200, PermissionDenied),  # PERMISSION_ERROR
+        (40118, 200, PermissionDenied),  # NOT_IN_WHITELIST
+        (40002, 200, FatalError),  # PARAM_ERROR
+        (40062, 200, FatalError),  # PII_NOT_HASHED
+        (40061, 200, FatalError),  # INVALID_BATCH_SIZE, once it cannot be split further
+        (42900, 200, FatalError),  # not a TikTok code
         (40999, 200, FatalError),
         (-1, 404, FatalError),
     ],
@@ -157,6 +170,38 @@ def envelope(code: int, message: str = "msg", http: int = 200) -> tp.Envelope:
 def test_each_tiktok_code_maps_to_its_error_class(code: int, http: int, error_class: type) -> None:
     error = tp.classify(envelope(code, http=http), operation="member add")
     assert type(error) is error_class
+
+
+def test_every_code_of_tiktoks_sdk_has_its_name_and_one_class() -> None:
+    assert tp.code_name(40132) == "REQUEST_FREQUENCY_LIMITED"
+    assert tp.code_name(61000) == "TOO_MANY_REQUESTS_BL"
+    assert tp.code_name(42900) is None
+    for code in tp.TIKTOK_CODES:
+        assert isinstance(tp.code_class(200, code), tp.CodeClass)
+    assert tp.code_class(200, 61000) is tp.CodeClass.RATE_LIMITED_LONG
+
+
+def test_partial_ok_is_success_and_keeps_what_tiktok_said() -> None:
+    env = envelope(20001, f"2 of 3 ids failed: {sha('x')}")
+    assert tp.classify(env, operation="member add") is None
+    detail = tp.partial_detail(env)
+    assert detail["tiktok_message"] == "2 of 3 ids failed: <redacted>"
+    assert detail["request_id"] == "req-123"
+
+
+def test_permission_and_credential_errors_name_the_code_and_what_to_do() -> None:
+    allowlist = tp.classify(envelope(40118), operation="member add")
+    assert allowlist is not None and "NOT_IN_WHITELIST" in str(allowlist) and "allowlist" in str(allowlist)
+    partner = tp.classify(envelope(40101), operation="member add")
+    assert type(partner) is FatalError and "app's credentials" in str(partner)
+    hashing = tp.classify(envelope(40062), operation="member add")
+    assert hashing is not None and "bug" in str(hashing)
+
+
+def test_an_unknown_code_is_fatal_with_the_request_id() -> None:
+    error = tp.classify(envelope(47777), operation="member add")
+    assert type(error) is FatalError
+    assert "req-123" in str(error) and "47777" in str(error) and "unexpected" in str(error)
 
 
 def test_success_is_code_zero_and_http_200_with_code_zero_is_not_enough_otherwise() -> None:
@@ -187,10 +232,13 @@ def test_a_body_that_is_not_the_envelope_keeps_the_http_status() -> None:
     assert isinstance(tp.classify(env, operation="x"), TransientError)
 
 
-def test_too_large_is_a_parameter_error_about_size_or_http_413() -> None:
-    assert tp.is_too_large(envelope(40002, "batch_data too large: at most 5000 per request"))
-    assert tp.is_too_large(envelope(40002, "The number of ids exceeds the limit"))
+def test_too_large_is_tiktoks_size_codes_or_http_413() -> None:
+    # tiktok_code.py: 40061 INVALID_BATCH_SIZE, 40011 ID_LIMIT_EXCEED, 40907 FILE_TOO_LARGE.
+    for code in (40061, 40011, 40907):
+        assert tp.is_too_large(envelope(code))
     assert tp.is_too_large(envelope(-1, http=413))
+    # A parameter error is not a size error, whatever its message says.
+    assert not tp.is_too_large(envelope(40002, "batch_data too large: at most 5000 per request"))
     assert not tp.is_too_large(envelope(40002, "id_schema: unknown id type"))
 
 
@@ -363,6 +411,8 @@ def test_golden_single_type_file_is_one_hash_per_line() -> None:
     ok = {"code": 0, "message": "OK", "request_id": "r4"}
     responses.post(API + "dmp/custom_audience/file/upload/", json={**ok, "data": {"file_path": "f/2.csv"}})
     responses.post(API + "dmp/custom_audience/update/", json={**ok, "data": {}})
+    big = {"audience_id": AUDIENCE, "cover_num": 5_000, "is_valid": True}
+    responses.get(API + "dmp/custom_audience/get/", json={**ok, "data": {"list": [big]}})
     golden_connector(("email",), flow="file").remove(AUDIENCE, GOLDEN_BATCH, None)
     (upload,) = sent_to("dmp/custom_audience/file/upload/")
     (update,) = sent_to("dmp/custom_audience/update/")
@@ -590,13 +640,14 @@ def test_a_deleted_audience_is_gone(connect: Any, tiktok_emulator: TikTokEmulato
     assert_actionable(pushed.value, "40007")
 
 
-def test_a_parameter_error_is_fatal_with_tiktoks_message(connect: Any) -> None:
-    connector = connect(flow="file")
-    audience_id = connector.ensure_audience(SPEC)
-    connector.add(audience_id, people(0, 1_200), None)
+@responses.activate
+def test_a_parameter_error_is_fatal_with_tiktoks_message() -> None:
+    connector = golden_connector()
+    answer = {"code": 40002, "message": "id_schema: unknown id type", "request_id": "r9", "data": {}}
+    responses.post(API + "segment/mapping/", json=answer)
     with pytest.raises(FatalError) as caught:
-        connector.remove(audience_id, people(0, 500), None)
-    assert_actionable(caught.value, "40002", "fall under 1000")
+        connector.add(AUDIENCE, GOLDEN_BATCH, None)
+    assert_actionable(caught.value, "40002", "PARAM_ERROR", "id_schema: unknown id type")
 
 
 def test_an_audience_without_email_phone_or_maid_is_a_schema_mismatch(connect: Any) -> None:
@@ -675,3 +726,200 @@ def test_maid_ids_use_the_configured_maid_type(connect: Any, tiktok_emulator: Ti
     (audience,) = [a for a in state["audiences"] if a["id"] == audience_id]
     assert audience["id_schema"] == ["IDFA_SHA256"]
     assert audience["members"] == [[sha("device-1")]]
+
+
+# --- TikTok's SDK as the authority -----------------------------------------------------------------
+# The request schemas TikTok's SDK publishes, transcribed field by field (names, required or not):
+# python_sdk/docs/AudienceApi.md (dmp_custom_audience_file_upload parameters) and
+# yml_files/dmp_custom_audience_file_upload.yml; python_sdk/docs/CustomAudienceCreateBody.md;
+# python_sdk/docs/CustomAudienceUpdateBody.md. The SDK publishes no filled-in sample request, so the
+# golden check is on the fields, their required set and their enum values.
+SDK_UPLOAD_REQUIRED = {"advertiser_id", "calculate_type", "file", "file_signature"}
+SDK_UPLOAD_OPTIONAL = {"file_name", "name", "context_info"}
+SDK_CALCULATE_TYPES = {
+    "EMAIL_SHA256", "FIRST_MD5", "FIRST_SHA256", "GAID_MD5", "GAID_SHA256", "IDFA_MD5", "IDFA_SHA256",
+    "MAID_MD5", "MAID_SHA256", "MULTIPLE_TYPES", "PHONE_SHA256",
+}  # fmt: skip
+SDK_CREATE_REQUIRED = {"advertiser_id", "calculate_type", "custom_audience_name", "file_paths"}
+SDK_CREATE_OPTIONAL = {"audience_enhancement", "audience_sub_type", "retention_in_days"}
+SDK_UPDATE_REQUIRED = {"advertiser_id", "custom_audience_id"}
+SDK_UPDATE_OPTIONAL = {
+    "action", "audience_enhancement", "audience_sub_type", "context_info", "custom_audience_name",
+    "file_paths",
+}  # fmt: skip
+
+
+def _check_against_sdk(fields: set[str], required: set[str], optional: set[str]) -> None:
+    assert required <= fields, f"missing required fields: {required - fields}"
+    assert fields <= required | optional, (
+        f"fields TikTok's SDK does not document: {fields - required - optional}"
+    )
+
+
+@responses.activate
+@pytest.mark.parametrize("maid_type", ["IDFA", "GAID", "AAID"])
+def test_golden_file_create_and_update_follow_tiktoks_sdk_schemas(maid_type: str) -> None:
+    ok = {"code": 0, "message": "OK", "request_id": "r5"}
+    responses.get(API + "user/info/", json={**ok, "data": {}})
+    responses.get(API + "dmp/custom_audience/list/", json={**ok, "data": {"list": [], "page_info": {}}})
+    responses.post(API + "dmp/custom_audience/file/upload/", json={**ok, "data": {"file_path": "f/9.csv"}})
+    responses.post(API + "dmp/custom_audience/create/", json={**ok, "data": {"custom_audience_id": "71"}})
+    responses.post(API + "dmp/custom_audience/update/", json={**ok, "data": {}})
+    connector = TikTokConnector(
+        destination("https://business-api.tiktok.com", flow="file", maid_type=maid_type), FAST
+    )
+    spec = AudienceSpec("m@t", "audience-sync: devices", "", ("maid",))
+    placeholder = connector.ensure_audience(spec)
+    devices = [Change(f"d{i}".encode(), {"maid": sha(f"device-{i}")}) for i in range(1_000)]
+    connector.add(placeholder, devices[:1_000], None)
+    connector.add(placeholder, [Change(b"late", {"maid": sha("late")})], None)
+
+    upload = multipart_fields(sent_to("dmp/custom_audience/file/upload/")[0])
+    _check_against_sdk(set(upload), SDK_UPLOAD_REQUIRED, SDK_UPLOAD_OPTIONAL)
+    assert upload["calculate_type"].decode() in SDK_CALCULATE_TYPES
+    # AAID is the Android (Google) advertising id: the enum has no AAID_SHA256.
+    assert upload["calculate_type"] == (b"IDFA_SHA256" if maid_type == "IDFA" else b"GAID_SHA256")
+    assert upload["file_signature"] == hashlib.md5(upload["file"]).hexdigest().encode()
+    assert upload["file_name"].endswith(b".csv")
+
+    (create,) = [json.loads(r.body) for r in sent_to("dmp/custom_audience/create/")]
+    _check_against_sdk(set(create), SDK_CREATE_REQUIRED, SDK_CREATE_OPTIONAL)
+    assert create["calculate_type"] == upload["calculate_type"].decode()
+    assert "retention_in_days" not in create  # it would fix the expiry (CustomAudienceCreateBody.md)
+    assert len(create["custom_audience_name"]) <= 128
+
+    (update,) = [json.loads(r.body) for r in sent_to("dmp/custom_audience/update/")]
+    _check_against_sdk(set(update), SDK_UPDATE_REQUIRED, SDK_UPDATE_OPTIONAL)
+    assert update["action"] == "APPEND"  # always named: the default is REPLACE
+    assert update["custom_audience_id"] == "71"
+
+
+# --- retries by TikTok's codes, end to end -------------------------------------------------------
+@pytest.mark.parametrize("code", [40100, 40132, 61000])
+def test_every_throttling_code_is_retried_until_the_call_lands(
+    tiktok_emulator: TikTokEmulator, code: int
+) -> None:
+    slept: list[float] = []
+    connector = TikTokConnector(destination(tiktok_emulator.url), FAST, sleep=slept.append)
+    audience_id = connector.ensure_audience(SPEC)
+    set_faults(tiktok_emulator, rate_limit_rate=0.5, rate_limit_code=code, seed=7)
+    result = connector.add(audience_id, people(0, 50), None)
+    set_faults(tiktok_emulator, rate_limit_rate=0.0)
+    connector.close()
+    assert len(result.confirmed) == 50
+    assert members(tiktok_emulator, audience_id) == expected(people(0, 50))
+
+
+def _first_wait(tiktok_emulator: TikTokEmulator, **faults: Any) -> float:
+    slept: list[float] = []
+    policy = RetryPolicy(
+        initial_wait=0.001, max_single_wait=0.001, long_wait_factor=10.0, conflict_pause=0.05
+    )
+    connector = TikTokConnector(
+        destination(tiktok_emulator.url, max_wait_seconds=0.2), policy, sleep=slept.append
+    )
+    audience_id = connector.ensure_audience(SPEC)
+    set_faults(tiktok_emulator, **faults)
+    with pytest.raises(TransientError):
+        connector.add(audience_id, people(0, 5), None)
+    set_faults(tiktok_emulator, rate_limit_rate=0.0, write_conflict_rate=0.0)
+    connector.close()
+    return slept[0]
+
+
+def test_61000_backs_off_longer_and_40202_waits_at_least_the_conflict_pause(
+    tiktok_emulator: TikTokEmulator,
+) -> None:
+    ordinary = _first_wait(tiktok_emulator, rate_limit_rate=1.0, rate_limit_code=40100)
+    blocked = _first_wait(tiktok_emulator, rate_limit_rate=1.0, rate_limit_code=61000)
+    conflict = _first_wait(tiktok_emulator, write_conflict_rate=1.0)
+    assert ordinary <= 0.001 < blocked <= 0.01
+    assert conflict >= 0.05
+
+
+def test_an_expired_token_is_an_auth_error(connect: Any, tiktok_emulator: TikTokEmulator) -> None:
+    set_faults(tiktok_emulator, expired_token=True)
+    with pytest.raises(AuthError) as caught:
+        connect().ensure_audience(SPEC)
+    assert_actionable(caught.value, "40102", "ACCESS_TOKEN_EXPIRE", "access_token_env")
+
+
+def test_partial_ok_counts_the_batch_as_sent_keeps_the_message_and_resends_nothing(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    connector = connect()
+    audience_id = connector.ensure_audience(SPEC)
+    set_faults(tiktok_emulator, partial_ok_rate=1.0)
+    result = connector.add(audience_id, people(0, 20), None)
+    assert len(result.confirmed) == 20 and not result.retry and not result.rejected
+    assert result.requests == 1
+    (note,) = result.detail["tiktok_partial"]  # type: ignore[misc]
+    assert note["tiktok_message"] == "Partial success" and note["request_id"]
+    assert tiktok_emulator.requests_to("POST", "segment/mapping/") == 1
+
+
+# --- the file flow's 1,000-member floor ------------------------------------------------------------
+def test_a_file_audience_under_1000_people_is_refused_before_anything_is_uploaded(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    connector = connect(flow="file")
+    placeholder = connector.ensure_audience(SPEC)
+    with pytest.raises(ConfigurationRejected) as caught:
+        connector.add(placeholder, people(0, 999), None)
+    text = str(caught.value)
+    assert "999" in text and "1,000" in text and 'flow = "segment"' in text
+    assert tiktok_emulator.requests_to("POST", "dmp/custom_audience/file/upload/") == 0
+
+
+def test_a_remove_that_would_leave_under_1000_is_refused_before_upload(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    connector = connect(flow="file")
+    placeholder = connector.ensure_audience(SPEC)
+    connector.add(placeholder, people(0, 1_200), None)
+    uploads = tiktok_emulator.requests_to("POST", "dmp/custom_audience/file/upload/")
+    with pytest.raises(ConfigurationRejected) as caught:
+        connector.remove(placeholder, people(0, 201), None)
+    text = str(caught.value)
+    assert "1,200" in text and "stay queued" in text and 'flow = "segment"' in text
+    assert tiktok_emulator.requests_to("POST", "dmp/custom_audience/file/upload/") == uploads
+    assert tiktok_emulator.requests_to("POST", "dmp/custom_audience/update/") == 0
+    # Down to exactly 1,000 is allowed.
+    connector.remove(placeholder, people(0, 200), None)
+    assert len(members(tiktok_emulator, connector._created[placeholder])) == 1_000
+
+
+def test_aaid_devices_land_in_a_gaid_file_audience(connect: Any, tiktok_emulator: TikTokEmulator) -> None:
+    connector = connect(flow="file", maid_type="AAID")
+    spec = AudienceSpec("m@t", "audience-sync: android", "", ("maid",))
+    placeholder = connector.ensure_audience(spec)
+    connector.add(placeholder, [Change(f"d{i}".encode(), {"maid": sha(f"a{i}")}) for i in range(1_000)], None)
+    state = requests.get(f"{tiktok_emulator.admin_url}/_emulator/state", timeout=5).json()
+    (audience,) = state["audiences"]
+    assert audience["id_schema"] == ["GAID_SHA256"] and len(audience["members"]) == 1_000
+
+
+# --- names ---------------------------------------------------------------------------------------
+def test_a_long_name_is_created_as_67_characters_and_dots_and_found_again(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    name = "audience-sync: " + "n" * 80
+    assert tp.cut_name(name, 70) == name[:67] + "..."
+    assert tp.cut_name("short", 70) == "short"
+    spec = AudienceSpec("x@t", name, "", ("email",))
+    first = connect().ensure_audience(spec)
+    assert connect().ensure_audience(spec) == first
+    state = requests.get(f"{tiktok_emulator.admin_url}/_emulator/state", timeout=5).json()
+    assert [a["name"] for a in state["audiences"]] == [name[:67] + "..."]
+    assert tiktok_emulator.requests_to("POST", "segment/audience/") == 1
+
+
+def test_a_file_flow_batch_size_under_1000_is_refused_with_the_setting_to_change(
+    connect: Any, tiktok_emulator: TikTokEmulator
+) -> None:
+    connector = connect(flow="file", batch_size=500)
+    placeholder = connector.ensure_audience(SPEC)
+    with pytest.raises(ConfigurationRejected) as caught:
+        connector.add(placeholder, people(0, 500), None)
+    assert "batch_size" in str(caught.value) and "1,000" in str(caught.value)
+    assert tiktok_emulator.requests_to("POST", "dmp/custom_audience/file/upload/") == 0

@@ -112,9 +112,15 @@ def test_errors_are_http_200_with_a_code_and_a_request_id(client: Client) -> Non
     assert body["code"] == 40105 and body["request_id"]
 
 
-def test_a_call_without_a_token_is_refused(client: Client) -> None:
+def test_a_call_without_a_token_is_refused_as_an_empty_token(client: Client) -> None:
+    # tiktok_code.py: 40104 EMPTY_ACCESS_TOKEN.
     response = requests.get(client.api + "user/info/", timeout=5)
-    assert response.json()["code"] == 40105
+    assert response.json()["code"] == 40104
+
+
+def test_the_expired_token_switch_answers_40102(client: Client) -> None:
+    client.faults(expired_token=True)
+    assert client.get("user/info/")["code"] == 40102
 
 
 def test_an_unknown_advertiser_is_40007(client: Client) -> None:
@@ -153,12 +159,13 @@ def test_mapping_files_each_person_under_the_audiences_its_ids_name(client: Clie
 
 def test_mapping_validates_ids_actions_audiences_and_size(client: Client) -> None:
     audience = client.create()
-    assert client.mapping(audience, "add", [["NOT-HEX", None]])["code"] == 40002
+    assert client.mapping(audience, "add", [["NOT-HEX", None]])["code"] == 40062
     assert client.mapping(audience, "remove", [[sha("a"), None]])["code"] == 40002
     assert client.mapping("7999", "add", [[sha("a"), None]])["code"] == 40007
     client.faults(max_batch=2)
     too_large = client.mapping(audience, "add", [[sha(str(i)), None] for i in range(3)])
-    assert too_large["code"] == 40002 and "too large" in too_large["message"]
+    # tiktok_code.py: 40061 INVALID_BATCH_SIZE, never 40002 with a "too large" message.
+    assert too_large["code"] == 40061
     assert client.members(audience) == set()
 
 
@@ -167,7 +174,8 @@ def test_audience_names_are_cut_at_70_characters_and_listed_in_pages(client: Cli
         client.create(f"{i}-" + "n" * 80)
     page = client.get("dmp/custom_audience/list/", advertiser_id=ADV, page=2, page_size=2)["data"]
     assert page["page_info"]["total_page"] == 2
-    assert [len(a["name"]) for a in page["list"]] == [70]
+    (third,) = page["list"]
+    assert third["name"] == ("2-" + "n" * 80)[:67] + "..."
     assert client.get("dmp/custom_audience/list/", advertiser_id=ADV, page=1, page_size=101)["code"] == 40002
 
 
@@ -232,6 +240,7 @@ def test_file_flow_upload_create_append_remove(client: Client) -> None:
 
 def test_file_update_without_an_action_replaces_as_tiktok_does(client: Client) -> None:
     first = client.upload([sha(f"e{i}") for i in range(10)])["data"]["file_path"]
+    replacement = [sha(f"r{i}") for i in range(1_000)]
     audience = client.post(
         "dmp/custom_audience/create/",
         json={
@@ -241,17 +250,18 @@ def test_file_update_without_an_action_replaces_as_tiktok_does(client: Client) -
             "file_paths": [first],
         },
     )["data"]["custom_audience_id"]
-    other = client.upload([sha("only")])["data"]["file_path"]
-    client.post(
+    other = client.upload(replacement)["data"]["file_path"]
+    answer = client.post(
         "dmp/custom_audience/update/",
         json={"advertiser_id": ADV, "custom_audience_id": audience, "file_paths": [other]},
     )
-    assert client.members(audience) == {(sha("only"),)}
+    assert answer["code"] == 0
+    assert client.members(audience) == {(h,) for h in replacement}
 
 
 def test_file_rules_signature_types_and_the_1000_floor(client: Client) -> None:
     assert client.upload([sha("a")], signature="0" * 32)["code"] == 40002
-    assert client.upload(["plain@example.com"])["code"] == 40002
+    assert client.upload(["plain@example.com"])["code"] == 40062
     multi = client.upload(["EMAIL_SHA256,PHONE_SHA256", f"{sha('a')},", f",{sha('+1')}"], "MULTIPLE_TYPES")
     path = multi["data"]["file_path"]
     audience = client.post(
@@ -269,13 +279,81 @@ def test_file_rules_signature_types_and_the_1000_floor(client: Client) -> None:
     assert refused["code"] == 40002 and "1000" in refused["message"]
 
 
+@pytest.mark.parametrize("action", ["APPEND", "REMOVE", "REPLACE"])
+def test_every_file_update_action_fails_under_1000_members_afterwards(client: Client, action: str) -> None:
+    # python_sdk/docs/CustomAudienceUpdateBody.md: all three actions fail when the audience has fewer
+    # than 1,000 members after the operation.
+    first = client.upload([sha(f"e{i}") for i in range(500)])["data"]["file_path"]
+    audience = client.post(
+        "dmp/custom_audience/create/",
+        json={
+            "advertiser_id": ADV,
+            "custom_audience_name": "small",
+            "calculate_type": "EMAIL_SHA256",
+            "file_paths": [first],
+        },
+    )["data"]["custom_audience_id"]
+    change = client.upload([sha(f"e{i}") for i in range(10)])["data"]["file_path"]
+    update = {"advertiser_id": ADV, "custom_audience_id": audience, "file_paths": [change], "action": action}
+    refused = client.post("dmp/custom_audience/update/", json=update)
+    assert refused["code"] == 40002 and "1000" in refused["message"]
+    assert len(client.members(audience)) == 500
+
+
+def test_an_append_that_reaches_1000_members_is_accepted(client: Client) -> None:
+    first = client.upload([sha(f"e{i}") for i in range(900)])["data"]["file_path"]
+    audience = client.post(
+        "dmp/custom_audience/create/",
+        json={
+            "advertiser_id": ADV,
+            "custom_audience_name": "growing",
+            "calculate_type": "EMAIL_SHA256",
+            "file_paths": [first],
+        },
+    )["data"]["custom_audience_id"]
+    more = client.upload([sha(f"m{i}") for i in range(100)])["data"]["file_path"]
+    update = {"advertiser_id": ADV, "custom_audience_id": audience, "file_paths": [more], "action": "APPEND"}
+    assert client.post("dmp/custom_audience/update/", json=update)["code"] == 0
+    assert len(client.members(audience)) == 1_000
+
+
+@pytest.mark.parametrize("calculate_type", ["AAID_SHA256", "EMAIL", "email_sha256", ""])
+def test_upload_refuses_a_calculate_type_outside_the_strict_enum(client: Client, calculate_type: str) -> None:
+    # yml_files/dmp_custom_audience_file_upload.yml: the enum is strict and has no AAID_SHA256.
+    assert client.upload([sha("a")], calculate_type)["code"] == 40002
+
+
+def test_upload_takes_gaid_sha256_for_android_ids(client: Client) -> None:
+    assert client.upload([sha("device")], "GAID_SHA256")["code"] == 0
+
+
+def test_a_file_over_max_batch_is_file_too_large(client: Client) -> None:
+    client.faults(max_batch=2)
+    # tiktok_code.py: 40907 FILE_TOO_LARGE.
+    assert client.upload([sha(str(i)) for i in range(3)])["code"] == 40907
+
+
 @pytest.mark.parametrize(
     ("switch", "code"),
-    [("rate_limit_rate", 40100), ("server_error_rate", 50000)],
+    [("rate_limit_rate", 40100), ("server_error_rate", 50000), ("write_conflict_rate", 40202)],
 )
 def test_rate_switches_answer_with_tiktoks_codes(client: Client, switch: str, code: int) -> None:
     client.faults(**{switch: 1.0})
     assert client.get("user/info/")["code"] == code
+
+
+@pytest.mark.parametrize("code", [40100, 40132, 61000])
+def test_the_rate_limit_code_switch_picks_one_of_tiktoks_throttling_codes(client: Client, code: int) -> None:
+    client.faults(rate_limit_rate=1.0, rate_limit_code=code)
+    assert client.get("user/info/")["code"] == code
+
+
+def test_a_partial_ok_answer_still_applies_the_change(client: Client) -> None:
+    audience = client.create()
+    client.faults(partial_ok_rate=1.0)
+    answer = client.mapping(audience, "add", [[sha("a"), None]])
+    assert answer["code"] == 20001
+    assert client.members(audience) == {(sha("a"), None)}
 
 
 def test_permission_denied_switch(client: Client) -> None:
@@ -342,3 +420,19 @@ def test_serve_prints_where_it_listens() -> None:
         process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_an_upload_must_be_a_csv_or_txt_file(client: Client) -> None:
+    # yml_files/dmp_custom_audience_file_upload.yml: "The file suffixes should exactly be .csv or .txt."
+    content = (sha("a") + "\n").encode()
+    fields = {
+        "advertiser_id": ADV,
+        "calculate_type": "EMAIL_SHA256",
+        "file_signature": hashlib.md5(content).hexdigest(),
+    }
+    answer = client.post(
+        "dmp/custom_audience/file/upload/", data=fields, files={"file": ("ids.json", content)}
+    )
+    assert answer["code"] == 40908
+    ok = client.post("dmp/custom_audience/file/upload/", data=fields, files={"file": ("ids.txt", content)})
+    assert ok["code"] == 0

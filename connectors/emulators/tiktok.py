@@ -5,17 +5,28 @@ Routes, under ``/open_api/v1.3/``: ``user/info/``, ``segment/audience/``, ``segm
 last so tests can make an audience disappear). Errors come as TikTok sends them: HTTP 200 with a
 non-zero ``code``, a ``message`` and a ``request_id``.
 
-It validates what TikTok validates: the ``Access-Token`` header, the advertiser id (unknown -> 40007),
-audience ids (unknown -> 40007), ids as 64 lowercase hex characters (else 40002), the persons per
-mapping request or rows per file (more than ``max_batch`` -> 40002 "too large"), the file's MD5
-signature, and a file update that would leave fewer than 1,000 members. A member is the tuple of ids of
-one person in ``id_schema`` order (``null`` for a missing one); delete removes exactly that tuple.
-``dmp/custom_audience/update/`` without ``action`` replaces the audience, as TikTok's default does.
+Every rule it enforces names its source beside the code; codes and their names are TikTok's SDK's
+(``python_sdk/business_api_client/tiktok_business/tiktok_code.py``). Rules no primary source backs are
+the assumptions listed in docs/setup-tiktok.md ("Assumptions", A1...), referred to by number. In short:
+the ``Access-Token`` header (40104 EMPTY_ACCESS_TOKEN without it), the advertiser id and audience ids
+(unknown -> 40007 NOT_EXIST), ids as 64 lowercase hex characters (else 40062 PII_NOT_HASHED, A7), the
+persons per mapping request (more than ``max_batch`` -> 40061 INVALID_BATCH_SIZE, A3) or rows per file
+(-> 40907 FILE_TOO_LARGE, A3), ``calculate_type`` from the upload yml's strict enum, the file's MD5
+signature, and a file update of any action that would leave fewer than 1,000 members
+(CustomAudienceUpdateBody.md). A member is the tuple of ids of one person in ``id_schema`` order
+(``null`` for a missing one); delete removes exactly that tuple. ``dmp/custom_audience/update/``
+without ``action`` replaces the audience, as TikTok's default does (CustomAudienceUpdateBody.md).
 
 Fault switches (``POST /_emulator/faults`` with a JSON object; ``seed`` reseeds the dice):
-    invalid_token         bool   every call answers 40105
-    permission_denied     bool   every call answers 40001
-    rate_limit_rate       0..1   share of calls answered 40100
+    invalid_token         bool   every call answers 40105 INVALID_ACCESS_TOKEN
+    expired_token         bool   every call answers 40102 ACCESS_TOKEN_EXPIRE
+    permission_denied     bool   every call answers 40001 PERMISSION_ERROR
+    rate_limit_rate       0..1   share of calls answered with rate_limit_code
+    rate_limit_code       int    40100 REQUEST_TOO_FREQUENT (default), 40132 REQUEST_FREQUENCY_LIMITED
+                                 or 61000 TOO_MANY_REQUESTS_BL
+    write_conflict_rate   0..1   share of calls answered 40202 WRITE_CONFLICT, not applied
+    partial_ok_rate       0..1   share of mapping and file-update calls applied, then answered 20001
+                                 PARTIAL_OK (TikTok does not document which items failed; A8)
     server_error_rate     0..1   share of calls answered code 50000 (HTTP 200)
     http_error_rate       0..1   share of calls answered HTTP 503 with a non-JSON body
     timeout_rate          0..1   share of calls applied, then answered only after timeout_seconds
@@ -27,7 +38,8 @@ Fault switches (``POST /_emulator/faults`` with a JSON object; ``seed`` reseeds 
                                  Which persons is a pure function of their ids, so it is stable.
     recalc_delay_seconds  float  after a change, cover_num keeps its old value and is_valid is false
                                  until this many seconds passed without further change
-    max_batch             int    most persons per mapping request or rows per file (default 10,000)
+    max_batch             int    most persons per mapping request (more: 40061) or rows per file
+                                 (more: 40907); default 10,000 (TikTok publishes no figure; A3)
 
 Known advertiser: ``7000000000000000000`` (the demo config's), or those passed to ``start_emulator``.
 """
@@ -41,7 +53,6 @@ import hashlib
 import io
 import itertools
 import json
-import operator
 import re
 import threading
 import time
@@ -55,20 +66,47 @@ from audiencesync.connectors.emulators.http import (
     HttpEmulator,
     Request,
     Response,
-    all_hex64,
 )
 
 PREFIX = "/open_api/v1.3/"
 DEMO_ADVERTISER = "7000000000000000000"
+# segment/* id types: TikTok's SDK does not document segment/*; these are the peers' (A1, A2).
 SCHEMAS = ("EMAIL_SHA256", "PHONE_SHA256", "IDFA_SHA256", "GAID_SHA256", "AAID_SHA256")
 MULTIPLE_TYPES = "MULTIPLE_TYPES"
+# yml_files/dmp_custom_audience_file_upload.yml: calculate_type is a strict enum (no AAID_SHA256).
+FILE_CALCULATE_TYPES = (
+    "EMAIL_SHA256",
+    "FIRST_MD5",
+    "FIRST_SHA256",
+    "GAID_MD5",
+    "GAID_SHA256",
+    "IDFA_MD5",
+    "IDFA_SHA256",
+    "MAID_MD5",
+    "MAID_SHA256",
+    MULTIPLE_TYPES,
+    "PHONE_SHA256",
+)
+# The SHA-256 types of that enum, which the emulator can check row by row (MD5 ones it refuses: A4).
+_FILE_SHA256_TYPES = ("EMAIL_SHA256", "PHONE_SHA256", "IDFA_SHA256", "GAID_SHA256")
+# python_sdk/docs/CustomAudienceUpdateBody.md: APPEND, REMOVE and REPLACE fail under 1,000 afterwards.
 MIN_FILE_AUDIENCE = 1_000
+# Segment's tiktok-audiences/properties.ts: a name over 70 characters is stored as 67 + "...".
+SEGMENT_NAME_LIMIT = 70
+# python_sdk/docs/CustomAudienceCreateBody.md: custom_audience_name at most 128 characters.
+FILE_NAME_LIMIT = 128
+# tiktok_code.py names for the codes the emulator answers with.
+RATE_LIMIT_CODES = (40100, 40132, 61000)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 DEFAULT_FAULTS: dict[str, Any] = {
     "invalid_token": False,
+    "expired_token": False,
     "permission_denied": False,
     "rate_limit_rate": 0.0,
+    "rate_limit_code": 40100,
+    "write_conflict_rate": 0.0,
+    "partial_ok_rate": 0.0,
     "server_error_rate": 0.0,
     "http_error_rate": 0.0,
     "timeout_rate": 0.0,
@@ -146,11 +184,14 @@ class TikTokState:
 
     # --- helpers -------------------------------------------------------------------------------
     def check_advertiser(self, advertiser_id: Any) -> str:
+        # tiktok_code.py: 40007 NOT_EXIST for an advertiser the token cannot reach (the code for this
+        # case is the connector's reading; TikTok's table also lists 40300 ADVERTISER_NOT_EXIST).
         if str(advertiser_id) not in self.advertisers:
             raise ApiError(40007, "Advertiser does not exist or you have no access to it")
         return str(advertiser_id)
 
     def audience(self, advertiser_id: str, audience_id: Any) -> Audience:
+        # tiktok_code.py: 40007 NOT_EXIST for a deleted or unknown audience.
         found = self.audiences.get(str(audience_id))
         if found is None or found.advertiser_id != advertiser_id:
             raise ApiError(40007, "Custom audience does not exist or was deleted")
@@ -189,9 +230,7 @@ class TikTokState:
 
     def add_members(self, audience: Audience, members: Iterable[Member]) -> None:
         rate = float(self.faults["reject_id_rate"] or 0.0)
-        if rate <= 0:
-            audience.members.update(dict.fromkeys(members, True))
-        for member in members if rate > 0 else ():
+        for member in members:
             audience.members[member] = not is_unmatched(member, rate)
         self.changed(audience)
 
@@ -221,52 +260,22 @@ class TikTokState:
 
 
 def _hashed(value: Any) -> str:
+    # tiktok_code.py: 40062 PII_NOT_HASHED; that TikTok answers it for a malformed hash is A7.
     if not isinstance(value, str) or not _HEX64.fullmatch(value):
-        raise ApiError(40002, "Invalid id: expected a SHA256 hash as 64 lowercase hexadecimal characters")
+        raise ApiError(40062, "Invalid id: expected a SHA256 hash as 64 lowercase hexadecimal characters")
     return value
 
 
-_ID = operator.itemgetter("id")
-_AUDIENCE_IDS = operator.itemgetter("audience_ids")
-
-
-def _same_targets(batch: list[Any], width: int) -> dict[str, list[Member]] | None:
-    """``batch_data`` as members per audience when it is well formed and every id names the same
-    audiences (what a connector sends), checked a column at a time; None sends the request through
-    the per-entry loop, which also finds what is wrong."""
-    if set(map(type, batch)) - {list} or set(map(len, batch)) - {width}:
-        return None
-    entries = list(itertools.chain.from_iterable(batch))
-    if set(map(type, entries)) - {dict}:
-        return None
-    filled = list(filter(None, entries))
-    if not filled:
-        return {}
-    try:
-        ids = list(map(_ID, filled))
-        targets = list(map(_AUDIENCE_IDS, filled))
-    except KeyError:  # an entry without one of them: the loop says which
-        return None
-    audience_ids = targets[0]
-    # list.count compares in C: every entry names the same audiences.
-    if type(audience_ids) is not list or not audience_ids or targets.count(audience_ids) != len(targets):
-        return None
-    if not all_hex64(ids) or set(map(type, audience_ids)) - {str, int}:
-        return None
-    members: list[Member]
-    if len(filled) == len(entries):
-        # No missing ids: the ids, in order, regrouped per person.
-        members = list(zip(*[iter(ids)] * width, strict=True))
-    else:
-        get_id = operator.methodcaller("get", "id")
-        # A person whose entries are all empty names no audience, as in the loop.
-        members = [tuple(map(get_id, person)) for person in batch if any(person)]
-    return {str(audience_id): members for audience_id in dict.fromkeys(audience_ids)}
-
-
-def _too_large(count: int, limit: int, what: str) -> None:
+def _too_large(count: int, limit: int, what: str, code: int) -> None:
+    # The limit itself is the max_batch switch (A3); the codes are tiktok_code.py's 40061
+    # INVALID_BATCH_SIZE (a mapping batch) and 40907 FILE_TOO_LARGE (a file).
     if count > limit:
-        raise ApiError(40002, f"{what} too large: at most {limit} per request")
+        raise ApiError(code, f"{what} too large: at most {limit} per request")
+
+
+def cut_name(name: str) -> str:
+    """A segment audience's name as TikTok stores it (Segment, tiktok-audiences/properties.ts)."""
+    return name if len(name) <= SEGMENT_NAME_LIMIT else name[: SEGMENT_NAME_LIMIT - 3] + "..."
 
 
 class TikTokApi:
@@ -296,6 +305,7 @@ class TikTokApi:
     def segment_audience(self, req: Request) -> dict[str, Any]:
         body = _json(req)
         adv = self.state.check_advertiser(body.get("advertiser_id"))
+        # segment/audience/ body (A1): {advertiser_id, custom_audience_name, id_type, action: create}.
         if body.get("action") != "create":
             raise ApiError(40002, "action: only create is supported here")
         id_type = body.get("id_type")
@@ -304,7 +314,7 @@ class TikTokApi:
         name = body.get("custom_audience_name")
         if not isinstance(name, str) or not name:
             raise ApiError(40002, "custom_audience_name is required")
-        audience = self.state.new_audience(adv, name[:70], "segment", str(id_type))
+        audience = self.state.new_audience(adv, cut_name(name), "segment", str(id_type))
         return {"audience_id": audience.audience_id}
 
     def segment_mapping(self, req: Request) -> dict[str, Any]:
@@ -322,10 +332,10 @@ class TikTokApi:
         batch = body.get("batch_data")
         if not isinstance(batch, list):
             raise ApiError(40002, "batch_data: a list is required")
-        _too_large(len(batch), self.max_batch, "batch_data")
-        same = _same_targets(batch, len(schema))
-        per_audience: dict[str, list[Member]] = {} if same is None else same
-        for person in batch if same is None else ():
+        _too_large(len(batch), self.max_batch, "batch_data", 40061)
+        per_audience: dict[str, list[Member]] = {}
+        # One inner array per person in id_schema order, {} for a missing id (A1: peers' shape).
+        for person in batch:
             if not isinstance(person, list) or len(person) != len(schema):
                 raise ApiError(40002, "batch_data: each person needs one entry per id_schema item")
             values: list[str | None] = []
@@ -362,6 +372,7 @@ class TikTokApi:
         adv = self.state.check_advertiser(req.query.get("advertiser_id"))
         page = _int(req.query.get("page", "1"), "page")
         size = _int(req.query.get("page_size", "10"), "page_size")
+        # yml_files/dmp_custom_audience_list.yml: page_size 1 to 100.
         if not 1 <= size <= 100 or page < 1:
             raise ApiError(40002, "page_size must be 1 to 100 and page at least 1")
         mine = [a for a in self.state.audiences.values() if a.advertiser_id == adv]
@@ -383,6 +394,7 @@ class TikTokApi:
             ids = json.loads(req.query.get("custom_audience_ids", ""))
         except ValueError:
             raise ApiError(40002, "custom_audience_ids must be a JSON array") from None
+        # yml_files/dmp_custom_audience_get.yml: custom_audience_ids, a JSON array of 1 to 100 ids.
         if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
             raise ApiError(40002, "custom_audience_ids must hold 1 to 100 ids")
         found = [self.state.audience(adv, i) for i in ids]
@@ -392,15 +404,22 @@ class TikTokApi:
         fields = _multipart(req)
         adv = self.state.check_advertiser(_text(fields.get("advertiser_id")))
         calculate_type = _text(fields.get("calculate_type"))
-        if calculate_type not in (*SCHEMAS, MULTIPLE_TYPES):
+        # The upload yml's enum is strict: anything else, AAID_SHA256 included, is refused.
+        if calculate_type not in FILE_CALCULATE_TYPES:
             raise ApiError(40002, "calculate_type: not a supported encryption type")
+        if calculate_type not in (*_FILE_SHA256_TYPES, MULTIPLE_TYPES):
+            raise ApiError(40909, "calculate_type: the emulator takes only the SHA-256 types")
         content = fields.get("file")
+        # The upload yml: advertiser_id, calculate_type, file and file_signature are required; the
+        # file's suffix is exactly .csv or .txt; file_signature is the file's MD5.
         if not content:
             raise ApiError(40002, "file is required")
+        if not _text(fields.get("file.filename")).endswith((".csv", ".txt")):
+            raise ApiError(40908, "file: the suffix must be .csv or .txt")
         if _text(fields.get("file_signature")) != hashlib.md5(content, usedforsecurity=False).hexdigest():
             raise ApiError(40002, "file_signature does not match the file's MD5")
         schema, rows = _parse_file(content, calculate_type)
-        _too_large(len(rows), self.max_batch, "file")
+        _too_large(len(rows), self.max_batch, "file", 40907)
         file_path = f"{adv}/emulator/{next(self.state._files)}.csv"
         self.state.files[file_path] = UploadedFile(calculate_type, schema, rows)
         return {"file_path": file_path, "size": len(content)}
@@ -414,6 +433,7 @@ class TikTokApi:
             uploaded = self.state.files.get(str(path))
             if uploaded is None:
                 raise ApiError(40002, "file_paths: unknown file path")
+            # CustomAudienceCreateBody.md: calculate_type must be the same as all the files'.
             if calculate_type is not None and uploaded.calculate_type != calculate_type:
                 raise ApiError(40002, "calculate_type differs from the uploaded file's")
             files.append(uploaded)
@@ -423,7 +443,8 @@ class TikTokApi:
         body = _json(req)
         adv = self.state.check_advertiser(body.get("advertiser_id"))
         name = body.get("custom_audience_name")
-        if not isinstance(name, str) or not name or len(name) > 128:
+        # CustomAudienceCreateBody.md: custom_audience_name, required, at most 128 characters.
+        if not isinstance(name, str) or not name or len(name) > FILE_NAME_LIMIT:
             raise ApiError(40002, "custom_audience_name: 1 to 128 characters")
         calculate_type = str(body.get("calculate_type") or "")
         files = self._files(body, calculate_type)
@@ -437,15 +458,23 @@ class TikTokApi:
         body = _json(req)
         adv = self.state.check_advertiser(body.get("advertiser_id"))
         audience = self.state.audience(adv, body.get("custom_audience_id"))
+        # CustomAudienceUpdateBody.md: action APPEND | REMOVE | REPLACE, default REPLACE.
         action = body.get("action", "REPLACE")
         if action not in ("APPEND", "REMOVE", "REPLACE"):
             raise ApiError(40002, "action: must be APPEND, REMOVE or REPLACE")
         files = self._files(body, None)
         rows = [row for f in files for row in f.rows]
         if action == "REMOVE":
-            remaining = len(set(audience.members) - set(rows))
-            if remaining < MIN_FILE_AUDIENCE:
-                raise ApiError(40002, f"the audience would fall under {MIN_FILE_AUDIENCE} members")
+            after = len(set(audience.members) - set(rows))
+        elif action == "REPLACE":
+            after = len(set(rows))
+        else:
+            after = len(set(audience.members) | set(rows))
+        # CustomAudienceUpdateBody.md: every action fails when fewer than 1,000 remain afterwards.
+        # The code TikTok answers with is not published (A5): 40002 PARAM_ERROR here.
+        if after < MIN_FILE_AUDIENCE:
+            raise ApiError(40002, f"the audience would fall under {MIN_FILE_AUDIENCE} members")
+        if action == "REMOVE":
             self.state.remove_members(audience, rows)
         elif action == "REPLACE":
             audience.members.clear()
@@ -498,6 +527,9 @@ def _multipart(req: Request) -> dict[str, bytes]:
         if name:
             payload = part.get_payload(decode=True)
             fields[str(name)] = payload if isinstance(payload, bytes) else b""
+            filename = part.get_filename()
+            if filename:
+                fields[f"{name}.filename"] = str(filename).encode()
     return fields
 
 
@@ -508,6 +540,7 @@ def _parse_file(content: bytes, calculate_type: str) -> tuple[list[str], list[Me
     except UnicodeDecodeError:
         raise ApiError(40002, "the file must be plain text") from None
     lines = [line for line in lines if line.strip()]
+    # Single type: one id per line, no header (A4: the API's file layout is not published).
     if calculate_type != MULTIPLE_TYPES:
         return [calculate_type], [(_hashed(line.strip()),) for line in lines]
     if not lines:
@@ -559,14 +592,25 @@ class TikTokEmulator(HttpEmulator):
         route = req.path[len(PREFIX) :]
         if not route.endswith("/"):
             route += "/"
-        if faults["invalid_token"] or not req.headers.get("Access-Token"):
+        # tiktok_code.py: 40104 EMPTY_ACCESS_TOKEN, 40105 INVALID_ACCESS_TOKEN, 40102 ACCESS_TOKEN_EXPIRE,
+        # 50000 SYS_ERROR, 40100/40132/61000 rate limits, 40202 WRITE_CONFLICT, 40001 PERMISSION_ERROR.
+        if not req.headers.get("Access-Token"):
+            return error(40104, "The access token is empty")
+        if faults["invalid_token"]:
             return error(40105, "The access token is invalid or has expired")
+        if faults["expired_token"]:
+            return error(40102, "The access token has expired")
         if faults.roll("http_error_rate"):
             return Response(503, b"<html><body>503 Service Unavailable</body></html>", "text/html")
         if faults.roll("server_error_rate"):
             return error(50000, "Internal service error, please retry")
         if faults.roll("rate_limit_rate"):
-            return error(40100, "Too many requests: the request frequency limit was exceeded")
+            code = int(faults["rate_limit_code"])
+            if code not in RATE_LIMIT_CODES:
+                code = 40100
+            return error(code, "Too many requests: the request frequency limit was exceeded")
+        if faults.roll("write_conflict_rate"):
+            return error(40202, "Write conflict: another request is changing this object")
         if faults["permission_denied"]:
             return error(40001, "No permission to operate this advertiser's audiences")
         handler = self.api.routes.get((req.method, route))
@@ -577,7 +621,14 @@ class TikTokEmulator(HttpEmulator):
                 data = handler(req)
         except ApiError as exc:
             return error(exc.code, exc.message)
+        if route in _PARTIAL_ROUTES and faults.roll("partial_ok_rate"):
+            return Response.of_json(
+                {"code": 20001, "message": "Partial success", "request_id": request_id, "data": data}
+            )
         return Response.of_json({"code": 0, "message": "OK", "request_id": request_id, "data": data})
+
+
+_PARTIAL_ROUTES = frozenset({"segment/mapping/", "dmp/custom_audience/update/"})
 
 
 def start_emulator(port: int = 0, **options: Any) -> TikTokEmulator:
