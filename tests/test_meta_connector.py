@@ -163,6 +163,37 @@ def test_an_html_error_page_is_retried(graph: responses.RequestsMock) -> None:
     assert result.confirmed == [b"m1"] and result.requests == 3
 
 
+def test_golden_users_request_matches_the_sdks_own_add_users_request() -> None:
+    """The request Meta's SDK builds for the same pre-hashed rows (``CustomAudience.format_params``,
+    what ``add_users(..., is_raw=True, pre_hashed=True, session=...)`` posts), field by field."""
+    from facebook_business.adobjects.customaudience import CustomAudience
+
+    batch = [change(1), change(2, phone=False)]
+    session = SessionInfo(9778993, 10, True, 99996)
+    fields, payload = mp.users_request(KINDS, mp.rows_for(batch, KINDS), session, remove=False)
+    schema = [CustomAudience.Schema.MultiKeySchema.email, "PHONE", "FN", "EXTERN_ID"]
+    sdk = CustomAudience.format_params(
+        schema,
+        [list(row(c)) for c in batch],
+        is_raw=True,
+        pre_hashed=True,
+        session={
+            "session_id": 9778993,
+            "batch_seq": 10,
+            "last_batch_flag": True,
+            "estimated_num_total": 99996,
+        },
+    )
+    ours = json.loads(payload)
+    assert ours["schema"] == sdk["payload"]["schema"]
+    assert ours["data"] == sdk["payload"]["data"]
+    # is_raw is the SDK's own flag (it refuses a multi-key schema without it); Meta's /users reference
+    # does not list it, so it is left out: see "Assumptions" in docs/setup-meta.md.
+    assert set(sdk["payload"]) - set(ours) == {"is_raw"}
+    assert json.loads(fields["session"]) == sdk["session"]
+    assert set(fields) == {"session"}
+
+
 # --- the error table ------------------------------------------------------------------------------
 
 
@@ -207,6 +238,9 @@ def _err(code: int, subcode: int | None = None, transient: bool = False) -> dict
         (400, 100, 33, PermissionDenied),
         (400, 100, 1713230, AudienceGone),
         (400, 2650, None, SchemaMismatch),
+        (400, 2650, 1870158, FatalError),
+        (400, 2650, 1870159, FatalError),
+        (400, 2650, 1870144, FatalError),
         (400, 2635, None, ConfigurationRejected),
         (400, 100, None, FatalError),
     ],
@@ -220,6 +254,25 @@ def test_error_table(status: int, code: int, subcode: int | None, expected: type
 def test_an_unknown_error_flagged_transient_is_retried_and_html_is_transient() -> None:
     assert isinstance(mp.classify_error(400, _err(12345, transient=True), {}, "act_1"), TransientError)
     assert isinstance(mp.classify_error(502, "<html>error</html>", {}, "act_1"), TransientError)
+
+
+def test_a_deprecated_version_names_the_setting_and_the_sdks_version() -> None:
+    exc = mp.classify_error(400, _err(2635), {}, "act_1")
+    assert "api_version" in str(exc) and mp.sdk_api_version() in str(exc) and "2635" in str(exc)
+
+
+def test_the_default_api_version_is_the_one_the_pinned_sdk_is_built_for() -> None:
+    from audiencesync.connectors.meta import DEFAULT_API_VERSION
+    from facebook_business.apiconfig import ads_api_config
+
+    assert DEFAULT_API_VERSION == ads_api_config["API_VERSION"] == "v26.0"
+
+
+def test_the_version_warning_header_is_read_whatever_its_case() -> None:
+    note = "The call has been auto-upgraded to v26.0 as v24.0 has been deprecated."
+    assert mp.version_warning({"x-ad-api-version-warning": note}) == note
+    assert mp.version_warning({"X-Ad-Api-Version-Warning": "  "}) is None
+    assert mp.version_warning(None) is None
 
 
 def test_terms_message_gives_the_terms_url() -> None:
@@ -340,6 +393,30 @@ def test_each_fatal_answer_raises_its_own_class(
     assert hint in str(info.value)
     assert TOKEN not in str(info.value) and h("user1@example.com") not in str(info.value)
     assert emulator.server.requests_to("POST", "/users") == 1  # fatal: no retries
+
+
+def test_a_version_meta_no_longer_serves_stops_with_the_setting_named(emulator: MetaEmulator) -> None:
+    emulator.faults.set({"deprecated_versions": ["v24.0"]})
+    old = MetaConnector(destination(emulator.url, api_version="v24.0"), backoff_initial=0.005)
+    with pytest.raises(ConfigurationRejected) as info:
+        old.ensure_audience(SPEC)
+    assert "api_version" in str(info.value) and info.value.code == "2635"
+    assert emulator.server.requests_to("GET", "/customaudiences") == 1  # fatal: not retried
+    assert connector(emulator.url).ensure_audience(SPEC)  # v25.0 still served
+
+
+def test_an_auto_upgraded_call_is_logged_once_and_shown_in_read_back(
+    emulator: MetaEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    note = "The call has been auto-upgraded to v26.0 as v25.0 has been deprecated."
+    emulator.faults.set({"version_warning": note})
+    meta = connector(emulator.url)
+    audience_id = meta.ensure_audience(SPEC)
+    meta.add(audience_id, [change(1)], None)
+    status = meta.read_back(audience_id)
+    assert status.detail["version_warning"] == note and status.detail["api_version"] == "v25.0"
+    warnings = [r for r in caplog.records if r.name == "audiencesync.connectors.meta"]
+    assert len(warnings) == 1 and "api_version v25.0" in warnings[0].getMessage()
 
 
 def test_a_wrong_token_is_an_auth_error(emulator: MetaEmulator) -> None:
