@@ -163,6 +163,19 @@ def test_fault_switches_answer_like_meta(emulator: MetaEmulator) -> None:
         api(emulator, "GET", aid)
 
 
+def test_versions_meta_has_retired_answer_2635_and_a_warning_header_rides_every_answer(
+    emulator: MetaEmulator,
+) -> None:
+    emulator.faults.set({"deprecated_versions": ["v25.0"], "version_warning": "auto-upgraded"})
+    resp = api(emulator, "GET", "act_1/customaudiences")
+    assert error_of(resp) == (2635, None) and "deprecated version" in resp.json()["error"]["message"]
+    assert resp.headers["X-Ad-Api-Version-Warning"] == "auto-upgraded"
+    served = requests.get(
+        f"{emulator.url}/v26.0/act_1/customaudiences", params={"access_token": TOKEN}, timeout=5
+    )
+    assert served.status_code == 200 and served.headers["X-Ad-Api-Version-Warning"] == "auto-upgraded"
+
+
 def test_admin_surface_lists_members_and_resets(emulator: MetaEmulator) -> None:
     aid = create(emulator)
     api(emulator, "POST", f"{aid}/users", payload=payload([h("u"), "x"]))
