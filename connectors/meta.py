@@ -31,6 +31,7 @@ from audiencesync.connectors.contract import (
     SessionInfo,
 )
 from audiencesync.connectors.errors import AudienceGone, PermissionDenied, SchemaMismatch, TransientError
+from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from audiencesync.sync.config import DestinationConfig
 from facebook_business.api import FacebookAdsApi, FacebookResponse
 from facebook_business.exceptions import FacebookRequestError
@@ -38,7 +39,7 @@ from facebook_business.session import FacebookSession
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 EMULATOR_TOKEN = "emulator-token"
-DEFAULT_API_VERSION = mp.sdk_api_version()
+DEFAULT_API_VERSION = DEFAULT_VERSIONS["meta"]
 log = logging.getLogger("audiencesync.connectors.meta")
 _AUDIENCE_FIELDS = "id,name,description,operation_status"
 _STATUS_FIELDS = (

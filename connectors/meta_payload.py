@@ -35,6 +35,7 @@ from audiencesync.connectors.errors import (
     SchemaMismatch,
     TransientError,
 )
+from audiencesync.connectors.versions import DEFAULT_VERSIONS
 
 MAX_ROWS = 10_000
 """Meta takes at most 10,000 rows in one /users request (users-ref)."""
@@ -341,7 +342,7 @@ def classify_error(
         return make(
             ConfigurationRejected,
             f"Meta no longer serves this Marketing API version (error 2635): set api_version in the "
-            f"destination to a current one, such as the SDK's {sdk_api_version()}",
+            f"destination to a current one, such as {DEFAULT_VERSIONS['meta']}",
         )
     if code == 10 or (code is not None and 200 <= code <= 299):
         return make(
@@ -360,13 +361,6 @@ def classify_error(
     if http_status is not None and http_status >= 500:
         return make(TransientError, f"Meta answered HTTP {http_status}")
     return make(FatalError, f"Meta refused the request (HTTP {http_status}): check the destination settings")
-
-
-def sdk_api_version() -> str:
-    """The Graph API version the installed facebook-business SDK is built for (its apiconfig.py)."""
-    from facebook_business.apiconfig import ads_api_config
-
-    return str(ads_api_config["API_VERSION"])
 
 
 def _int(value: Any) -> int | None:
