@@ -349,10 +349,13 @@ class MetaEmulator(HttpEmulator):
         if any(not isinstance(r, list) or len(r) != len(schema) for r in data):
             return graph_error(400, 100, "Data is missing or does not match schema")
         if remove and self.faults["too_small"]:
+            # The refusal's text as users report it (grouparoo/grouparoo#1108); code and subcode are
+            # assumptions (docs/setup-meta.md).
             return graph_error(
                 400,
                 100,
-                "You cannot remove users from this audience because it will result in a low audience size.",
+                "Audience Size too low: You cannot remove users from this audience because it will "
+                "result in a low audience size.",
                 subcode=1870094,
                 title="Audience Size too low",
             )
