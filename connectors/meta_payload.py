@@ -149,7 +149,11 @@ def users_request(
     the way Meta's docs post it (``curl -F payload=...``): URL-encoding 10,000 rows of JSON
     percent-escapes every quote and comma in pure Python, which was the largest single cost of a
     push (and of decoding it on the other side)."""
-    payload = json.dumps({"schema": schema_for(identifier_kinds), "data": rows}, separators=(",", ":"))
+    # is_raw: the SDK sends it true with every multi-key schema (sdk-ca format_params, which refuses
+    # a multi-key schema without it), and Meta's users/usersreplace parameter tables list it.
+    payload = json.dumps(
+        {"schema": schema_for(identifier_kinds), "is_raw": True, "data": rows}, separators=(",", ":")
+    )
     fields: dict[str, str] = {}
     if session is not None:
         fields["session"] = json.dumps(build_session(session), separators=(",", ":"))
