@@ -59,7 +59,9 @@ from audiencesync.connectors.emulators.http import (
 
 VERSION_WARNING_HEADER = "X-Ad-Api-Version-Warning"  # versioning
 MAX_ROWS = 10_000  # users-ref
-RAW_FIELDS = frozenset({"MADID", "EXTERN_ID"})  # sdk-ca format_params (EXTERN_ID); MADID: assumption
+RAW_FIELDS = frozenset(
+    {"MADID", "EXTERN_ID", "MOBILE_ADVERTISER_ID"}
+)  # sdk-ca format_params (EXTERN_ID); MADID: assumption
 KNOWN_FIELDS = frozenset(  # sdk-ca CustomAudienceMixin.Schema.MultiKeySchema
     [
         "EXTERN_ID",
@@ -79,6 +81,10 @@ KNOWN_FIELDS = frozenset(  # sdk-ca CustomAudienceMixin.Schema.MultiKeySchema
         "COUNTRY",
     ]
 )
+# users-ref: a single key (a string schema, one value per row) or a list of multi-key fields.
+SINGLE_KEYS = frozenset({"EMAIL_SHA256", "PHONE_SHA256", "MOBILE_ADVERTISER_ID"})
+# sdk-ca CustomAudience.CustomerFileSource.
+FILE_SOURCES = frozenset({"USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED"})
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _PATH = re.compile(r"^/(v\d+\.\d+)(/.*)$")
 
@@ -276,6 +282,8 @@ class MetaEmulator(HttpEmulator):
         name = form.get("name", "")
         if not name or form.get("subtype", "CUSTOM") != "CUSTOM":
             return graph_error(400, 100, "Invalid parameter: name and subtype=CUSTOM are required")
+        if form.get("customer_file_source", "USER_PROVIDED_ONLY") not in FILE_SOURCES:
+            return graph_error(400, 100, "Invalid parameter: customer_file_source")
         with self._lock:
             audience_id = str(next(self._ids))
             self._audiences[audience_id] = _Audience(
@@ -338,11 +346,17 @@ class MetaEmulator(HttpEmulator):
             return graph_error(400, 100, "Invalid parameter: payload must be JSON")
         schema = payload.get("schema") if isinstance(payload, dict) else None
         data = payload.get("data") if isinstance(payload, dict) else None
-        if isinstance(schema, str):
-            schema = [schema]
+        if isinstance(schema, str) and schema in SINGLE_KEYS and isinstance(data, list):
+            # One value per row; the audience then holds that single key, so a multi-key upload to
+            # it (or this one to a multi-key audience) is the 2650 schema mismatch below.
+            schema, data = [schema], [[value] for value in data]
         if not isinstance(schema, list) or not schema or not isinstance(data, list):
             return graph_error(400, 100, "Invalid parameter: payload needs schema and data")
-        if any(f not in KNOWN_FIELDS for f in schema):
+        if len(schema) > 1 and any(f in SINGLE_KEYS for f in schema):
+            return graph_error(
+                400, 100, "Invalid parameter: a single key cannot be part of a multi-key schema"
+            )
+        if any(f not in KNOWN_FIELDS | SINGLE_KEYS for f in schema):
             return graph_error(400, 100, "Invalid parameter: unknown schema field")
         if len(data) > MAX_ROWS:
             return graph_error(400, 100, f"Too many rows: at most {MAX_ROWS} per request")
