@@ -182,14 +182,14 @@ class MetaConnector:
             raise ValueError(f"a Meta batch holds at most {mp.MAX_ROWS} members, got {len(batch)}")
         kinds = self._kinds.get(audience_id) or self._kinds_from_batch(batch)
         rows = mp.rows_for(batch, kinds)
-        fields, payload = mp.users_request(kinds, rows, session, remove=remove)
+        fields, payload = mp.users_request(kinds, rows, session)
         before = self._requests
         try:
             body = self._call(
-                "POST",
+                "DELETE" if remove else "POST",
                 (audience_id, "users"),
-                fields,
-                files={"payload": (None, payload)},
+                {},
+                files={"payload": (None, payload), **{k: (None, v.encode()) for k, v in fields.items()}},
                 detect_too_small=remove,
             )
         except _TooSmall:
@@ -251,8 +251,9 @@ class MetaConnector:
         detect_too_small: bool = False,
     ) -> Mapping[str, Any]:
         """One Graph API call with retries on transient answers, within ``max_wait_seconds``. ``files``
-        are sent as form fields of their own (multipart/form-data; a ``None`` file name makes a plain
-        field), for values too large to URL-encode cheaply."""
+        are sent as form fields of their own in the body (multipart/form-data; a ``None`` file name
+        makes a plain field), for a DELETE as for a POST, where ``params`` of a DELETE would go in the
+        URL."""
         retrying = Retrying(
             retry=retry_if_exception_type(TransientError),
             wait=self._wait,

@@ -140,15 +140,13 @@ def users_request(
     identifier_kinds: Sequence[str],
     rows: Sequence[Sequence[str]],
     session: SessionInfo | None,
-    *,
-    remove: bool,
 ) -> tuple[dict[str, str], bytes]:
-    """A POST /{audience_id}/users as (small form fields, the ``payload`` field's bytes); ``rows`` come
-    from ``row_for``. Removes ride in the body with method=DELETE because the SDK would put DELETE
-    parameters (10,000 hashed rows) in the URL. The payload goes as its own multipart/form-data part,
-    the way Meta's docs post it (``curl -F payload=...``): URL-encoding 10,000 rows of JSON
-    percent-escapes every quote and comma in pure Python, which was the largest single cost of a
-    push (and of decoding it on the other side)."""
+    """The form fields of a /{audience_id}/users request, as (small fields, the ``payload`` field's
+    bytes); ``rows`` come from ``row_for``. Adds are POST and removes DELETE on that path (users-ref).
+    Every field goes as its own multipart/form-data part, the way Meta's docs post them
+    (``curl -F payload=...``): the SDK's ``remove_users`` would put DELETE parameters (10,000 hashed
+    rows) in the URL, and URL-encoding 10,000 rows of JSON percent-escapes every quote and comma in
+    pure Python, which was the largest single cost of a push (and of decoding it on the other side)."""
     # is_raw: the SDK sends it true with every multi-key schema (sdk-ca format_params, which refuses
     # a multi-key schema without it), and Meta's users/usersreplace parameter tables list it.
     payload = json.dumps(
@@ -157,8 +155,6 @@ def users_request(
     fields: dict[str, str] = {}
     if session is not None:
         fields["session"] = json.dumps(build_session(session), separators=(",", ":"))
-    if remove:
-        fields["method"] = "DELETE"
     return fields, payload.encode()
 
 

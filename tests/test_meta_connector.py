@@ -123,19 +123,22 @@ def test_add_sends_the_multi_key_payload_in_the_form_body(graph: responses.Reque
     assert result.detail["num_received"] == 2
 
 
-def test_remove_is_a_post_with_method_delete_and_no_rows_in_the_url(graph: responses.RequestsMock) -> None:
-    graph.post(f"{GRAPH}/v25.0/42/users", json=_ok(1))
+def test_remove_is_an_http_delete_with_the_rows_in_the_body_never_the_url(
+    graph: responses.RequestsMock,
+) -> None:
+    graph.delete(f"{GRAPH}/v25.0/42/users", json=_ok(1))
     meta = connector(GRAPH)
     meta._kinds["42"] = KINDS
-    meta.remove("42", [change(7)], None)
+    meta.remove("42", [change(7)], SessionInfo(5, 1, True, 1))
     call = graph.calls[0]
-    assert call.request.method == "POST"
+    assert call.request.method == "DELETE"  # Meta's /users reference: DELETE /{id}/users
     form = _form(call)
-    assert form["method"] == "DELETE"
+    assert "method" not in form and json.loads(form["session"])["session_id"] == 5
     assert json.loads(form["payload"])["data"] == [
         [h("user7@example.com"), h("15550000007"), h("name7"), "crm-7"]
     ]
-    assert "payload" not in call.request.url and h("user7@example.com") not in call.request.url
+    url = str(call.request.url)
+    assert "payload" not in url and "session" not in url and h("user7@example.com") not in url
 
 
 def test_a_three_batch_push_carries_one_session(graph: responses.RequestsMock) -> None:
@@ -171,7 +174,7 @@ def test_golden_users_request_matches_the_sdks_own_add_users_request() -> None:
 
     batch = [change(1), change(2, phone=False)]
     session = SessionInfo(9778993, 10, True, 99996)
-    fields, payload = mp.users_request(KINDS, mp.rows_for(batch, KINDS), session, remove=False)
+    fields, payload = mp.users_request(KINDS, mp.rows_for(batch, KINDS), session)
     schema = [CustomAudience.Schema.MultiKeySchema.email, "PHONE", "FN", "EXTERN_ID"]
     sdk = CustomAudience.format_params(
         schema,
@@ -324,7 +327,8 @@ def test_25000_members_in_three_requests_then_changes_and_removes(emulator: Meta
     for seq, batch in enumerate([gone[:10_000], gone[10_000:]], start=1):
         assert meta.remove(audience_id, batch, SessionInfo(112, seq, seq == 2, len(gone))).confirmed
     assert meta.add(audience_id, joined, None).requests == 1
-    assert emulator.server.requests_to("POST", "/users") - before == math.ceil(12_000 / 10_000) + 1
+    assert emulator.server.requests_to("DELETE", "/users") == math.ceil(12_000 / 10_000)
+    assert emulator.server.requests_to("POST", "/users") - before == 1
     assert _members(emulator, audience_id) == {row(c) for c in people[12_000:] + joined}
     assert meta.ensure_audience(SPEC) == audience_id  # found again by name, schema matches
 

@@ -4,8 +4,9 @@ Routes (any ``/vNN.N`` prefix):
     POST   /act_{id}/customaudiences            create (name, subtype=CUSTOM, description, customer_file_source)
     GET    /act_{id}/customaudiences            list, paged with ``limit`` and ``after``
     GET    /{audience_id}                        read (fields as Meta names them)
-    POST   /{audience_id}/users                  add; with ``method=DELETE`` in the body: remove
-    DELETE /{audience_id}/users                  remove, payload in the form body
+    POST   /{audience_id}/users                  add (users-ref)
+    DELETE /{audience_id}/users                  remove, fields in the form body (users-ref); a POST
+                                                 with ``method=DELETE`` is taken as one (assumption)
 
 Membership is a set of rows (the tuple of values in schema order); a remove takes out that exact row.
 Tokens come from the ``access_token`` parameter or a Bearer header.
