@@ -1,98 +1,117 @@
-"""API versions with published end dates, in one table, and the one check ``validate`` applies.
+"""Platform API versions and their published end dates, for every platform, in one table.
 
-A version the platform has retired fails every call (Meta: error 2635), and one close to its end date
-will soon; both are cheaper to hear about from ``validate`` than from a failed night's sync. Each row
-names its source. A version the table does not list has no published end date: it passes.
+A version's end date is the day its calls stop working as documented. ``check_version`` says
+whether a configured version is fine, near its end (warn) or past it (refused), given today's date,
+so config loading can warn and refuse without calling a platform.
+
+Sources:
+- Google Ads API: google-ads 34.x ships v23..v26 and defaults to v26 (``google/ads/googleads/client.py``,
+  ``_VALID_API_VERSIONS``, ``_DEFAULT_VERSION``). Sunsets are Google's projection of a year per major
+  (developers.google.com/ads/blog/posts/2025/09/more-frequent-releases-coming-for), stated by month only
+  and tentative: we take the first of the month, the earliest reading.
+- Meta Marketing API: expiries from the versions table
+  (developers.facebook.com/documentation/ads-commerce/marketing-api/marketing-api-changelog/versions);
+  facebook-business 26.x pins v26.0 (``facebook_business/apiconfig.py``). v26.0 and v27.0 have no
+  announced expiry yet.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
-WARN_WITHIN = timedelta(days=90)
-"""How long before a published end date ``validate`` starts warning."""
+# A version within this many days of its published end date draws a warning.
+WARN_DAYS = 90
 
-DEFAULT_VERSIONS: dict[str, str] = {
-    # The version facebook-business 26.x is built for (facebook_business/apiconfig.py, API_VERSION);
-    # a test keeps it equal to the installed SDK's.
-    "meta": "v26.0",
-}
 
-END_DATES: dict[str, dict[str, date]] = {
-    # Meta's Marketing API changelog, "versions" table (developers.facebook.com/documentation/
-    # ads-commerce/marketing-api/marketing-api-changelog/versions). Custom-audience endpoints follow
-    # the Marketing API dates, not the later Graph API ones. v26.0 and v27.0: not yet announced.
+@dataclass(frozen=True)
+class VersionInfo:
+    """One API version: its end date (None while unannounced) and where that date comes from."""
+
+    end: date | None
+    source: str
+
+
+_GOOGLE_ADS_SUNSETS = "developers.google.com/ads/blog/posts/2025/09/more-frequent-releases-coming-for"
+_META_VERSIONS = (
+    "developers.facebook.com/documentation/ads-commerce/marketing-api/marketing-api-changelog/versions"
+)
+
+VERSIONS: dict[str, dict[str, VersionInfo]] = {
+    # Projected sunsets, month only: v23 Feb 2027, v24 May 2027, v25 Aug 2027, v26 Nov 2027.
+    "google_ads": {
+        "v23": VersionInfo(date(2027, 2, 1), _GOOGLE_ADS_SUNSETS),
+        "v24": VersionInfo(date(2027, 5, 1), _GOOGLE_ADS_SUNSETS),
+        "v25": VersionInfo(date(2027, 8, 1), _GOOGLE_ADS_SUNSETS),
+        "v26": VersionInfo(date(2027, 11, 1), _GOOGLE_ADS_SUNSETS),
+    },
     "meta": {
-        "v24.0": date(2026, 11, 10),
-        "v25.0": date(2027, 2, 23),
+        "v24.0": VersionInfo(date(2026, 11, 10), _META_VERSIONS),
+        "v25.0": VersionInfo(date(2027, 2, 23), _META_VERSIONS),
+        "v26.0": VersionInfo(None, _META_VERSIONS),
+        "v27.0": VersionInfo(None, _META_VERSIONS),
     },
 }
 
+# The newest version each pinned SDK supports: google-ads 34.x defaults to v26; facebook-business
+# 26.x pins v26.0.
+DEFAULT_VERSIONS: dict[str, str] = {"google_ads": "v26", "meta": "v26.0"}
 
-class VersionState(enum.Enum):
-    CURRENT = "current"
-    """No published end date, or one more than ``WARN_WITHIN`` away."""
-    ENDING = "ending"
-    """The end date is within ``WARN_WITHIN``: warn."""
-    ENDED = "ended"
-    """The end date has passed: refuse."""
+
+class VersionStatus(enum.Enum):
+    OK = "ok"
+    WARN = "warn"
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
 class VersionCheck:
-    """What ``check_version`` found, with a message that names the version and its end date."""
+    """The verdict on one configured version; ``message`` says why, for a warning or a refusal."""
 
-    platform: str
-    version: str
-    state: VersionState
-    end_date: date | None
+    status: VersionStatus
     message: str
+    end: date | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is VersionStatus.OK
 
     @property
     def refused(self) -> bool:
-        return self.state is VersionState.ENDED
-
-    @property
-    def warning(self) -> bool:
-        return self.state is VersionState.ENDING
+        return self.status is VersionStatus.REFUSED
 
 
 def check_version(platform: str, version: str, today: date) -> VersionCheck:
-    """Where ``version`` of ``platform``'s API stands on ``today``."""
-    table = END_DATES.get(platform, {})
-    end = table.get(version)
-    if end is None and table and _older_than_all(version, table):
-        # Versions retire in release order (Meta's versioning page: each is served at least 90 days
-        # after its successor ships), so one older than every row ended before the oldest row did.
-        end = min(table.values())
-    newest = DEFAULT_VERSIONS.get(platform)
-    advice = f"; set it to a current version such as {newest}" if newest and newest != version else ""
-    if end is None:
+    """Say whether ``version`` of ``platform`` ("google_ads" or "meta") may be used on ``today``.
+
+    Unknown versions are refused (the pinned SDK does not ship them, or the table does not know
+    their end date); a passed end date is refused; one within ``WARN_DAYS`` warns.
+    """
+    table = VERSIONS.get(platform)
+    if table is None:
+        raise KeyError(f"no version table for platform {platform!r}")
+    info = table.get(version)
+    if info is None:
+        known = ", ".join(table)
         return VersionCheck(
-            platform, version, VersionState.CURRENT, None, f"{version} has no published end date"
+            VersionStatus.REFUSED, f"{version} is not a supported version (supported: {known})"
         )
-    if today >= end:
-        message = f"{platform} stopped serving {version} on {end.isoformat()}{advice}"
-        return VersionCheck(platform, version, VersionState.ENDED, end, message)
-    if end - today <= WARN_WITHIN:
-        days = (end - today).days
-        message = f"{platform} stops serving {version} on {end.isoformat()}, in {days} days{advice}"
-        return VersionCheck(platform, version, VersionState.ENDING, end, message)
-    return VersionCheck(
-        platform, version, VersionState.CURRENT, end, f"{version} is served until {end.isoformat()}"
-    )
-
-
-def _number(version: str) -> tuple[int, ...] | None:
-    try:
-        return tuple(int(part) for part in version.lstrip("v").split("."))
-    except ValueError:
-        return None
-
-
-def _older_than_all(version: str, table: dict[str, date]) -> bool:
-    mine = _number(version)
-    listed = [n for n in map(_number, table) if n is not None]
-    return mine is not None and bool(listed) and mine < min(listed)
+    if info.end is None:
+        return VersionCheck(VersionStatus.OK, f"{version} has no announced end date", None)
+    left = (info.end - today).days
+    if left <= 0:
+        return VersionCheck(
+            VersionStatus.REFUSED,
+            f"{version} stopped working on {info.end.isoformat()} ({info.source}); "
+            f"use {DEFAULT_VERSIONS[platform]}",
+            info.end,
+        )
+    if left <= WARN_DAYS:
+        return VersionCheck(
+            VersionStatus.WARN,
+            f"{version} stops working on {info.end.isoformat()}, in {left} days ({info.source}); "
+            f"move to {DEFAULT_VERSIONS[platform]}",
+            info.end,
+        )
+    return VersionCheck(VersionStatus.OK, f"{version} ends on {info.end.isoformat()}", info.end)

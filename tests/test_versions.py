@@ -1,109 +1,68 @@
-"""API versions: the one table of end dates, the 90-day warning and the refusal ``validate`` gives."""
+"""The one table of platform API versions and end dates, and the verdict it gives for a date."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 from audiencesync.connectors.versions import (
     DEFAULT_VERSIONS,
-    END_DATES,
-    VersionState,
+    VERSIONS,
+    WARN_DAYS,
+    VersionStatus,
     check_version,
 )
-from audiencesync.sync.cli import cli
-from audiencesync.sync.config import load_config
-from audiencesync.sync.errors import ConfigError
-from audiencesync.sync.version_policy import check_versions
-from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
-from sample_configs import WriteConfig
-
-V25_END = date(2027, 2, 23)  # Meta's Marketing API changelog
 
 
-def test_metas_default_is_the_version_the_installed_sdk_is_built_for() -> None:
-    from facebook_business.apiconfig import ads_api_config
-
-    assert DEFAULT_VERSIONS["meta"] == ads_api_config["API_VERSION"]
-    assert check_version("meta", DEFAULT_VERSIONS["meta"], date(2026, 12, 2)).state is VersionState.CURRENT
-
-
-@pytest.mark.parametrize(
-    ("today", "state"),
-    [
-        (V25_END - timedelta(days=91), VersionState.CURRENT),
-        (V25_END - timedelta(days=90), VersionState.ENDING),
-        (V25_END - timedelta(days=1), VersionState.ENDING),
-        (V25_END, VersionState.ENDED),
-        (V25_END + timedelta(days=400), VersionState.ENDED),
-    ],
-)
-def test_v25_warns_in_its_last_90_days_and_is_refused_from_its_end_date(
-    today: date, state: VersionState
-) -> None:
-    check = check_version("meta", "v25.0", today)
-    assert check.state is state and check.end_date == V25_END
-    if state is not VersionState.CURRENT:
-        assert "2027-02-23" in check.message and "v26.0" in check.message
+def test_google_ads_v24_warns_within_90_days_of_its_projected_sunset() -> None:
+    check = check_version("google_ads", "v24", date(2027, 3, 1))
+    assert check.status is VersionStatus.WARN
+    assert "2027-05-01" in check.message
 
 
-def test_a_version_older_than_every_listed_one_has_ended_and_an_unlisted_newer_one_passes() -> None:
-    assert check_version("meta", "v19.0", date(2026, 12, 2)).refused
-    assert check_version("meta", "v27.0", date(2030, 1, 1)).state is VersionState.CURRENT
+def test_a_passed_version_is_refused_and_names_the_default() -> None:
+    check = check_version("meta", "v24.0", date(2026, 12, 2))
+    assert check.refused
+    assert "v26.0" in check.message
 
 
-@given(version=st.sampled_from(sorted(END_DATES["meta"])), offset=st.integers(-2_000, 2_000))
-def test_the_state_follows_the_distance_to_the_end_date(version: str, offset: int) -> None:
-    end = END_DATES["meta"][version]
-    check = check_version("meta", version, end + timedelta(days=offset))
-    assert check.refused == (offset >= 0)
-    assert check.warning == (-90 <= offset < 0)
+def test_meta_v25_is_fine_today_and_warns_from_late_november() -> None:
+    assert check_version("meta", "v25.0", date(2026, 11, 1)).ok
+    assert check_version("meta", "v25.0", date(2026, 12, 2)).status is VersionStatus.WARN
 
 
-META = """
-[destinations.meta_main]
-platform = "meta"
-ad_account_id = "act_1"
-access_token_env = "META_TOKEN"
-endpoint = "http://127.0.0.1:9"
-{version}
-
-[[syncs]]
-audience = "vip"
-destinations = ["meta_main"]
-"""
+def test_a_version_with_no_announced_end_is_ok() -> None:
+    assert check_version("meta", "v27.0", date(2030, 1, 1)).ok
 
 
-def config_with(write_config: WriteConfig, version: str | None) -> Path:
-    return write_config(META.format(version=f'api_version = "{version}"' if version else ""))
+def test_an_unknown_version_is_refused() -> None:
+    check = check_version("google_ads", "v19", date(2026, 12, 2))
+    assert check.refused
+    assert "v26" in check.message
 
 
-def test_check_versions_warns_then_refuses_naming_the_key(write_config: WriteConfig) -> None:
-    config = load_config(config_with(write_config, "v25.0"), {})
-    (warning,) = check_versions(config, date(2027, 1, 1))
-    assert warning.startswith("destinations.meta_main.api_version: meta stops serving v25.0 on 2027-02-23")
-    assert check_versions(config, date(2026, 10, 1)) == []
-    with pytest.raises(ConfigError) as refused:
-        check_versions(config, V25_END)
-    assert refused.value.problems == [
-        "destinations.meta_main.api_version: meta stopped serving v25.0 on 2027-02-23; set it to a "
-        "current version such as v26.0"
-    ]
+def test_defaults_are_in_the_table() -> None:
+    for platform, version in DEFAULT_VERSIONS.items():
+        assert version in VERSIONS[platform]
 
 
-def test_an_unset_api_version_is_the_default_and_passes(write_config: WriteConfig) -> None:
-    config = load_config(config_with(write_config, None), {})
-    assert config.destinations["meta_main"].settings["api_version"] == DEFAULT_VERSIONS["meta"]
-    assert check_versions(config, date(2026, 12, 2)) == []
+def test_an_unknown_platform_is_a_programming_error() -> None:
+    with pytest.raises(KeyError):
+        check_version("myspace", "v1", date(2026, 1, 1))
 
 
-def test_validate_refuses_an_ended_version_with_exit_2(write_config: WriteConfig) -> None:
-    # v24.0's Marketing API end date (2026-11-10) has passed for good.
-    result = CliRunner().invoke(cli, ["validate", "--config", str(config_with(write_config, "v24.0"))])
-    assert result.exit_code == 2
-    assert "destinations.meta_main.api_version: meta stopped serving v24.0 on 2026-11-10" in result.output
-    ok = CliRunner().invoke(cli, ["validate", "--config", str(config_with(write_config, None))])
-    assert ok.exit_code == 0, ok.output
+@given(st.sampled_from(sorted(VERSIONS["google_ads"])), st.integers(-400, 400))
+def test_the_verdict_follows_the_days_left(version: str, offset: int) -> None:
+    end = VERSIONS["google_ads"][version].end
+    assert end is not None
+    status = check_version("google_ads", version, end - timedelta(days=offset)).status
+    expected = (
+        VersionStatus.REFUSED
+        if offset <= 0
+        else VersionStatus.WARN
+        if offset <= WARN_DAYS
+        else VersionStatus.OK
+    )
+    assert status is expected
