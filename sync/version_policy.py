@@ -28,7 +28,7 @@ def check_versions(config: Config, today: date) -> list[str]:
         where = f"destinations.{dest.name}.{key}"
         if check.refused:
             refused.append(f"{where}: {check.message}")
-        elif check.warning:
+        elif not check.ok:
             warnings.append(f"{where}: {check.message}")
     if refused:
         raise ConfigError(config.path, refused)
