@@ -88,8 +88,8 @@ def _meta() -> Emulated:
             f'platform = "meta"\nad_account_id = "act_1234567890"\n'
             f'access_token_env = "META_ACCESS_TOKEN"\nendpoint = "{em.url}"\n'
         ),
-        # Adds and removes are both POST /{audience_id}/users (removes carry method=DELETE).
-        lambda em: em.requests_to("POST", "/users"),
+        # Adds are POST and removes DELETE /{audience_id}/users.
+        lambda em: em.requests_to("POST", "/users") + em.requests_to("DELETE", "/users"),
     )
 
 

@@ -2,11 +2,18 @@
 
 Requests go through ``FacebookAdsApi.call`` so the SDK owns URLs, the token and ``appsecret_proof``;
 this module owns retries (tenacity, only on what ``classify_error`` calls transient) and per-member
-outcomes. Payload building and error mapping live in ``meta_payload``.
+outcomes. Payload building and error mapping live in ``meta_payload``, which also lists the sources
+of every Meta rule; the rules no primary source settles are under "Assumptions" in docs/setup-meta.md.
+
+The Graph API version is the destination's ``api_version``, by default the version the installed
+facebook-business SDK is built for. Meta's note that it auto-upgraded a call made with an expired
+version (``X-Ad-Api-Version-Warning``) is logged once per connector and shown in ``read_back``; a
+version Meta no longer serves (2635) stops the destination with ``ConfigurationRejected``.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +31,7 @@ from audiencesync.connectors.contract import (
     SessionInfo,
 )
 from audiencesync.connectors.errors import AudienceGone, PermissionDenied, SchemaMismatch, TransientError
+from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from audiencesync.sync.config import DestinationConfig
 from facebook_business.api import FacebookAdsApi, FacebookResponse
 from facebook_business.exceptions import FacebookRequestError
@@ -31,7 +39,8 @@ from facebook_business.session import FacebookSession
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 EMULATOR_TOKEN = "emulator-token"
-DEFAULT_API_VERSION = "v25.0"
+DEFAULT_API_VERSION = DEFAULT_VERSIONS["meta"]
+log = logging.getLogger("audiencesync.connectors.meta")
 _AUDIENCE_FIELDS = "id,name,description,operation_status"
 _STATUS_FIELDS = (
     "approximate_count_lower_bound,approximate_count_upper_bound,operation_status,delivery_status,"
@@ -63,7 +72,10 @@ class MetaConnector:
         if dest.endpoint:
             endpoint = dest.endpoint if "//" in dest.endpoint else f"http://{dest.endpoint}"
             session.GRAPH = endpoint.rstrip("/")
-        self._api = FacebookAdsApi(session, api_version=str(settings.get("api_version", DEFAULT_API_VERSION)))
+        self.api_version = str(settings.get("api_version") or DEFAULT_API_VERSION)
+        self._api = FacebookAdsApi(session, api_version=self.api_version)
+        self.version_warning: str | None = None
+        """Meta's last auto-upgrade note for ``api_version``, if it sent one."""
         account = str(settings["ad_account_id"])
         self._account = account if account.startswith("act_") else f"act_{account}"
         self._file_source = str(settings.get("customer_file_source", "USER_PROVIDED_ONLY"))
@@ -170,14 +182,14 @@ class MetaConnector:
             raise ValueError(f"a Meta batch holds at most {mp.MAX_ROWS} members, got {len(batch)}")
         kinds = self._kinds.get(audience_id) or self._kinds_from_batch(batch)
         rows = mp.rows_for(batch, kinds)
-        fields, payload = mp.users_request(kinds, rows, session, remove=remove)
+        fields, payload = mp.users_request(kinds, rows, session)
         before = self._requests
         try:
             body = self._call(
-                "POST",
+                "DELETE" if remove else "POST",
                 (audience_id, "users"),
-                fields,
-                files={"payload": (None, payload)},
+                {},
+                files={"payload": (None, payload), **{k: (None, v.encode()) for k, v in fields.items()}},
                 detect_too_small=remove,
             )
         except _TooSmall:
@@ -219,7 +231,12 @@ class MetaConnector:
             updated_at=float(updated)
             if isinstance(updated, int | float | str) and str(updated).isdigit()
             else None,
-            detail={"operation_status": dict(operation), "delivery_status": dict(delivery)},
+            detail={
+                "operation_status": dict(operation),
+                "delivery_status": dict(delivery),
+                "api_version": self.api_version,
+                **({"version_warning": self.version_warning} if self.version_warning else {}),
+            },
         )
 
     # --- transport ---------------------------------------------------------------------------------
@@ -234,8 +251,9 @@ class MetaConnector:
         detect_too_small: bool = False,
     ) -> Mapping[str, Any]:
         """One Graph API call with retries on transient answers, within ``max_wait_seconds``. ``files``
-        are sent as form fields of their own (multipart/form-data; a ``None`` file name makes a plain
-        field), for values too large to URL-encode cheaply."""
+        are sent as form fields of their own in the body (multipart/form-data; a ``None`` file name
+        makes a plain field), for a DELETE as for a POST, where ``params`` of a DELETE would go in the
+        URL."""
         retrying = Retrying(
             retry=retry_if_exception_type(TransientError),
             wait=self._wait,
@@ -263,6 +281,7 @@ class MetaConnector:
                 method, path, params=params, files=dict(files) if files else None
             )
         except FacebookRequestError as exc:
+            self._note_version_warning(exc.http_headers())
             body = exc.body()
             error = body.get("error") if isinstance(body, Mapping) else None
             if detect_too_small and isinstance(error, Mapping) and mp.is_too_small_refusal(error):
@@ -274,10 +293,22 @@ class MetaConnector:
             raise TransientError("Meta answered with an HTML error page") from None
         except requests.RequestException as exc:
             raise TransientError(f"no answer from Meta ({type(exc).__name__})") from None
+        self._note_version_warning(response.headers())
         body = response.json()
         if not isinstance(body, Mapping):
             raise TransientError(f"Meta answered with a page that is not JSON (HTTP {response.status()})")
         return body
+
+    def _note_version_warning(self, headers: Mapping[str, str] | None) -> None:
+        warning = mp.version_warning(headers)
+        if warning and warning != self.version_warning:
+            log.warning(
+                "Meta auto-upgraded a call made with api_version %s, which it no longer serves: set "
+                "api_version to a current version (Meta said: %s)",
+                self.api_version,
+                warning,
+            )
+        self.version_warning = warning or self.version_warning
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

@@ -1,6 +1,20 @@
 """Pure pieces of the Meta connector: schema, payload and session bodies, the schema marker kept in
 an audience's description, per-row outcomes and the one error-mapping function. No network here, so
-all of it is tested without a socket."""
+all of it is tested without a socket.
+
+Sources, cited as short names in the comments below:
+    users-ref   developers.facebook.com/docs/marketing-api/reference/custom-audience/users
+    ca-api      developers.facebook.com/docs/marketing-api/audiences/guides/custom-audiences
+    sdk-ca      facebook-business SDK, facebook_business/adobjects/customaudience.py and
+                adobjects/helpers/customaudiencemixin.py (Schema, format_params)
+    rate-limit  developers.facebook.com/docs/marketing-api/overview/rate-limiting
+    errors      developers.facebook.com/docs/graph-api/guides/error-handling and
+                developers.facebook.com/docs/marketing-api/error-reference
+    versioning  developers.facebook.com/docs/marketing-api/overview/versioning and
+                developers.facebook.com/blog/post/2024/04/16/upcoming-change-in-marketing-api-version-deprecation
+Rules no primary source settles are listed once, under "Assumptions" in docs/setup-meta.md, and
+marked "assumption" where they are used.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +35,12 @@ from audiencesync.connectors.errors import (
     SchemaMismatch,
     TransientError,
 )
+from audiencesync.connectors.versions import DEFAULT_VERSIONS
 
 MAX_ROWS = 10_000
-"""Meta takes at most 10,000 rows in one /users request."""
+"""Meta takes at most 10,000 rows in one /users request (users-ref)."""
 
-# Canonical identifier key -> Meta multi-key schema field.
+# Canonical identifier key -> Meta multi-key schema field (sdk-ca ``CustomAudienceMixin.Schema``).
 SCHEMA_FIELDS: dict[str, str] = {
     "email": "EMAIL",
     "phone": "PHONE",
@@ -43,21 +58,38 @@ SCHEMA_FIELDS: dict[str, str] = {
     "external_id": "EXTERN_ID",
 }
 RAW_FIELDS = frozenset({"MADID", "EXTERN_ID"})
-"""Fields Meta takes unhashed; every other field is lowercase SHA-256 hex."""
+"""Fields Meta takes unhashed; every other field is lowercase SHA-256 hex (users-ref; sdk-ca
+``format_params`` leaves EXTERN_ID raw; MADID raw is the assumption listed in docs/setup-meta.md)."""
 
+# Retried with backoff. errors: 1 (unknown), 2 (service), 4 (app limit), 17 (user limit), 341 (app
+# limit), 368 (temporarily blocked); rate-limit: 613, 80000, 80004 (ad account), 80014. 80003 is an
+# assumption (no Meta page names it; peers retry it).
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 341, 368, 613, 80000, 80003, 80004, 80014})
 THROTTLE_CODES = frozenset({4, 17, 613, 80000, 80003, 80004, 80014})
+# users-ref: a single-key upload to a multi-key audience fails with 2650 (FILE_IMPORTED.MULTI_HASHES;
+# facebook/facebook-python-business-sdk#433).
 SCHEMA_MISMATCH_CODE = 2650
+# ca-api, "Replace users": 2650 subcodes of /usersreplace sessions. 1870145 (replace in progress) is
+# retried; the others end a replace session, which this connector never opens, so they are fatal and
+# are not a schema mismatch.
 REPLACE_IN_PROGRESS_SUBCODE = 1870145
+REPLACE_SESSION_SUBCODES = frozenset({1870144, 1870147, 1870148, 1870158, 1870159})
+# Assumption: 200/1870090 (Custom Audience terms not accepted) is named only by third-party notes;
+# 200/1870050 (ad account outside a Business Manager) likewise; 2655 and 2663 as terms codes too.
 TERMS_SUBCODE = 1870090
 NO_BUSINESS_SUBCODE = 1870050
 TERMS_CODES = frozenset({2655, 2663})
+# errors: 100/33 "Object does not exist, cannot be loaded due to missing permissions"; ca-api: a
+# flagged audience answers 100/1713230 and reads operation_status 471.
 FLAGGED_SUBCODE = 1713230
 NO_ACCESS_SUBCODE = 33
+# versioning: "(#2635) You are calling a deprecated version of the Ads API".
 VERSION_DEPRECATED_CODE = 2635
-# Assumption (unconfirmed in Meta's docs): the "Audience Size too low: You cannot remove users from
-# this audience because it will result in a low audience size" refusal comes as code 100 with this
-# subcode. We also recognise it by its title/message words, so either form is handled.
+# versioning: an expired version's call to an unchanged endpoint is auto-upgraded and says so here.
+VERSION_WARNING_HEADER = "X-Ad-Api-Version-Warning"
+# A remove that would leave the audience too small is refused with a message starting "Audience Size
+# too low" (grouparoo/grouparoo#1108); Meta publishes neither code nor subcode, so the text decides.
+# Assumption: code 100 with subcode 1870094 is matched as well.
 TOO_SMALL_CODE = 100
 TOO_SMALL_SUBCODE = 1870094
 TOO_SMALL_REASON = "audience_too_small"
@@ -75,7 +107,7 @@ def schema_for(identifier_kinds: Sequence[str]) -> list[str]:
 
 
 def row_for(change: Change, identifier_kinds: Sequence[str]) -> list[str]:
-    """One payload row; a key the member lacks is sent as the empty string, as Meta asks."""
+    """One payload row; a key the member lacks is sent as the empty string, as Meta asks (users-ref)."""
     return [change.identifiers.get(kind, "") or "" for kind in identifier_kinds]
 
 
@@ -108,21 +140,21 @@ def users_request(
     identifier_kinds: Sequence[str],
     rows: Sequence[Sequence[str]],
     session: SessionInfo | None,
-    *,
-    remove: bool,
 ) -> tuple[dict[str, str], bytes]:
-    """A POST /{audience_id}/users as (small form fields, the ``payload`` field's bytes); ``rows`` come
-    from ``row_for``. Removes ride in the body with method=DELETE because the SDK would put DELETE
-    parameters (10,000 hashed rows) in the URL. The payload goes as its own multipart/form-data part,
-    the way Meta's docs post it (``curl -F payload=...``): URL-encoding 10,000 rows of JSON
-    percent-escapes every quote and comma in pure Python, which was the largest single cost of a
-    push (and of decoding it on the other side)."""
-    payload = json.dumps({"schema": schema_for(identifier_kinds), "data": rows}, separators=(",", ":"))
+    """The form fields of a /{audience_id}/users request, as (small fields, the ``payload`` field's
+    bytes); ``rows`` come from ``row_for``. Adds are POST and removes DELETE on that path (users-ref).
+    Every field goes as its own multipart/form-data part, the way Meta's docs post them
+    (``curl -F payload=...``): the SDK's ``remove_users`` would put DELETE parameters (10,000 hashed
+    rows) in the URL, and URL-encoding 10,000 rows of JSON percent-escapes every quote and comma in
+    pure Python, which was the largest single cost of a push (and of decoding it on the other side)."""
+    # is_raw: the SDK sends it true with every multi-key schema (sdk-ca format_params, which refuses
+    # a multi-key schema without it), and Meta's users/usersreplace parameter tables list it.
+    payload = json.dumps(
+        {"schema": schema_for(identifier_kinds), "is_raw": True, "data": rows}, separators=(",", ":")
+    )
     fields: dict[str, str] = {}
     if session is not None:
         fields["session"] = json.dumps(build_session(session), separators=(",", ":"))
-    if remove:
-        fields["method"] = "DELETE"
     return fields, payload.encode()
 
 
@@ -152,8 +184,8 @@ def row_outcomes(
     body: Mapping[str, Any], batch: Sequence[Change], identifier_kinds: Sequence[str]
 ) -> RowOutcomes:
     """Split a successful /users answer into confirmed and rejected members. A row is rejected when
-    one of its values appears in ``invalid_entry_samples``; Meta samples at most 100, so beyond that
-    an invalid row cannot be told apart and is confirmed."""
+    one of its values appears in ``invalid_entry_samples``; Meta samples at most 100 (users-ref), so
+    beyond that an invalid row cannot be told apart and is confirmed."""
     samples = body.get("invalid_entry_samples") or {}
     reasons: dict[str, str] = {}
     if isinstance(samples, Mapping):
@@ -188,7 +220,8 @@ def _safe_reason(reason: str) -> str:
 
 
 def regain_access_seconds(headers: Mapping[str, str] | None) -> float | None:
-    """Largest ``estimated_time_to_regain_access`` (minutes) in the usage headers, as seconds."""
+    """Largest ``estimated_time_to_regain_access`` (minutes) in the usage headers, as seconds
+    (rate-limit: ``X-Business-Use-Case-Usage`` and ``X-Ad-Account-Usage``)."""
     if not headers:
         return None
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -224,6 +257,17 @@ def is_too_small_refusal(error: Mapping[str, Any]) -> bool:
         return True
     words = f"{error.get('error_user_title', '')} {error.get('message', '')}".lower()
     return "low audience size" in words or "audience size too low" in words
+
+
+def version_warning(headers: Mapping[str, str] | None) -> str | None:
+    """Meta's note that it auto-upgraded a call made with an expired version (versioning), trimmed to
+    one short line; None when the answer carried none."""
+    if not headers:
+        return None
+    wanted = VERSION_WARNING_HEADER.lower()
+    value = next((str(v) for k, v in headers.items() if k.lower() == wanted), "")
+    text = " ".join(value.split())[:200]
+    return text or None
 
 
 def terms_url(ad_account_id: str) -> str:
@@ -282,6 +326,12 @@ def classify_error(
         )
     if code == SCHEMA_MISMATCH_CODE and subcode == REPLACE_IN_PROGRESS_SUBCODE:
         return make(TransientError, "Meta is still processing an earlier update of this audience")
+    if code == SCHEMA_MISMATCH_CODE and subcode in REPLACE_SESSION_SUBCODES:
+        return make(
+            FatalError,
+            "Meta ended a replace session on this audience: wait until its operation_status is normal, "
+            "then run again",
+        )
     if code == SCHEMA_MISMATCH_CODE:
         return make(
             SchemaMismatch,
@@ -291,8 +341,8 @@ def classify_error(
     if code == VERSION_DEPRECATED_CODE:
         return make(
             ConfigurationRejected,
-            "Meta no longer serves this Graph API version: set api_version in the destination to a "
-            "current version such as v25.0",
+            f"Meta no longer serves this Marketing API version (error 2635): set api_version in the "
+            f"destination to a current one, such as {DEFAULT_VERSIONS['meta']}",
         )
     if code == 10 or (code is not None and 200 <= code <= 299):
         return make(
@@ -300,6 +350,7 @@ def classify_error(
             "the token lacks a permission: give the system user ads_management and access to the ad "
             "account, then create a new token",
         )
+    # errors: Meta marks an answer worth retrying with is_transient; an HTTP 5xx is a server fault.
     if code in TRANSIENT_CODES or error.get("is_transient") is True:
         return TransientError(
             "Meta is throttling or temporarily failing requests",

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
+from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from audiencesync.sync.errors import ConfigError
 from audiencesync.sync.identity import ALPHA2, COUNTRY_NAMES
 
@@ -222,7 +223,7 @@ PLATFORM_KEYS: dict[str, dict[str, tuple[bool, Any, Validator]]] = {
         "ad_account_id": (True, None, _pattern(r"(act_)?\d{1,20}", "must be act_ followed by digits")),
         "access_token_env": (True, None, _env_name),
         "app_secret_env": (False, None, _env_name),
-        "api_version": (False, "v25.0", _pattern(r"v\d+\.\d+", "must look like v25.0")),
+        "api_version": (False, DEFAULT_VERSIONS["meta"], _pattern(r"v\d+\.\d+", "must look like v26.0")),
         "customer_file_source": (
             False,
             "USER_PROVIDED_ONLY",

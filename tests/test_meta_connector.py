@@ -112,6 +112,7 @@ def test_add_sends_the_multi_key_payload_in_the_form_body(graph: responses.Reque
     assert "method" not in form and "session" not in form
     assert json.loads(form["payload"]) == {
         "schema": ["EMAIL", "PHONE", "FN", "EXTERN_ID"],
+        "is_raw": True,
         "data": [
             [h("user1@example.com"), h("15550000001"), h("name1"), "crm-1"],
             [h("user2@example.com"), "", h("name2"), "crm-2"],
@@ -122,19 +123,22 @@ def test_add_sends_the_multi_key_payload_in_the_form_body(graph: responses.Reque
     assert result.detail["num_received"] == 2
 
 
-def test_remove_is_a_post_with_method_delete_and_no_rows_in_the_url(graph: responses.RequestsMock) -> None:
-    graph.post(f"{GRAPH}/v25.0/42/users", json=_ok(1))
+def test_remove_is_an_http_delete_with_the_rows_in_the_body_never_the_url(
+    graph: responses.RequestsMock,
+) -> None:
+    graph.delete(f"{GRAPH}/v25.0/42/users", json=_ok(1))
     meta = connector(GRAPH)
     meta._kinds["42"] = KINDS
-    meta.remove("42", [change(7)], None)
+    meta.remove("42", [change(7)], SessionInfo(5, 1, True, 1))
     call = graph.calls[0]
-    assert call.request.method == "POST"
+    assert call.request.method == "DELETE"  # Meta's /users reference: DELETE /{id}/users
     form = _form(call)
-    assert form["method"] == "DELETE"
+    assert "method" not in form and json.loads(form["session"])["session_id"] == 5
     assert json.loads(form["payload"])["data"] == [
         [h("user7@example.com"), h("15550000007"), h("name7"), "crm-7"]
     ]
-    assert "payload" not in call.request.url and h("user7@example.com") not in call.request.url
+    url = str(call.request.url)
+    assert "payload" not in url and "session" not in url and h("user7@example.com") not in url
 
 
 def test_a_three_batch_push_carries_one_session(graph: responses.RequestsMock) -> None:
@@ -161,6 +165,35 @@ def test_an_html_error_page_is_retried(graph: responses.RequestsMock) -> None:
     meta._kinds["42"] = KINDS
     result = meta.add("42", [change(1)], None)
     assert result.confirmed == [b"m1"] and result.requests == 3
+
+
+def test_golden_users_request_matches_the_sdks_own_add_users_request() -> None:
+    """The request Meta's SDK builds for the same pre-hashed rows (``CustomAudience.format_params``,
+    what ``add_users(..., is_raw=True, pre_hashed=True, session=...)`` posts), field by field."""
+    from facebook_business.adobjects.customaudience import CustomAudience
+
+    batch = [change(1), change(2, phone=False)]
+    session = SessionInfo(9778993, 10, True, 99996)
+    fields, payload = mp.users_request(KINDS, mp.rows_for(batch, KINDS), session)
+    schema = [CustomAudience.Schema.MultiKeySchema.email, "PHONE", "FN", "EXTERN_ID"]
+    sdk = CustomAudience.format_params(
+        schema,
+        [list(row(c)) for c in batch],
+        is_raw=True,
+        pre_hashed=True,
+        session={
+            "session_id": 9778993,
+            "batch_seq": 10,
+            "last_batch_flag": True,
+            "estimated_num_total": 99996,
+        },
+    )
+    ours = json.loads(payload)
+    assert set(ours) == set(sdk["payload"]) == {"schema", "is_raw", "data"}
+    for name in ("schema", "is_raw", "data"):
+        assert ours[name] == sdk["payload"][name], name
+    assert json.loads(fields["session"]) == sdk["session"]
+    assert set(fields) == {"session"}
 
 
 # --- the error table ------------------------------------------------------------------------------
@@ -207,6 +240,9 @@ def _err(code: int, subcode: int | None = None, transient: bool = False) -> dict
         (400, 100, 33, PermissionDenied),
         (400, 100, 1713230, AudienceGone),
         (400, 2650, None, SchemaMismatch),
+        (400, 2650, 1870158, FatalError),
+        (400, 2650, 1870159, FatalError),
+        (400, 2650, 1870144, FatalError),
         (400, 2635, None, ConfigurationRejected),
         (400, 100, None, FatalError),
     ],
@@ -220,6 +256,25 @@ def test_error_table(status: int, code: int, subcode: int | None, expected: type
 def test_an_unknown_error_flagged_transient_is_retried_and_html_is_transient() -> None:
     assert isinstance(mp.classify_error(400, _err(12345, transient=True), {}, "act_1"), TransientError)
     assert isinstance(mp.classify_error(502, "<html>error</html>", {}, "act_1"), TransientError)
+
+
+def test_a_deprecated_version_names_the_setting_and_the_sdks_version() -> None:
+    exc = mp.classify_error(400, _err(2635), {}, "act_1")
+    assert "api_version" in str(exc) and "v26.0" in str(exc) and "2635" in str(exc)
+
+
+def test_the_default_api_version_is_the_one_the_pinned_sdk_is_built_for() -> None:
+    from audiencesync.connectors.meta import DEFAULT_API_VERSION
+    from facebook_business.apiconfig import ads_api_config
+
+    assert DEFAULT_API_VERSION == ads_api_config["API_VERSION"] == "v26.0"
+
+
+def test_the_version_warning_header_is_read_whatever_its_case() -> None:
+    note = "The call has been auto-upgraded to v26.0 as v24.0 has been deprecated."
+    assert mp.version_warning({"x-ad-api-version-warning": note}) == note
+    assert mp.version_warning({"X-Ad-Api-Version-Warning": "  "}) is None
+    assert mp.version_warning(None) is None
 
 
 def test_terms_message_gives_the_terms_url() -> None:
@@ -272,7 +327,8 @@ def test_25000_members_in_three_requests_then_changes_and_removes(emulator: Meta
     for seq, batch in enumerate([gone[:10_000], gone[10_000:]], start=1):
         assert meta.remove(audience_id, batch, SessionInfo(112, seq, seq == 2, len(gone))).confirmed
     assert meta.add(audience_id, joined, None).requests == 1
-    assert emulator.server.requests_to("POST", "/users") - before == math.ceil(12_000 / 10_000) + 1
+    assert emulator.server.requests_to("DELETE", "/users") == math.ceil(12_000 / 10_000)
+    assert emulator.server.requests_to("POST", "/users") - before == 1
     assert _members(emulator, audience_id) == {row(c) for c in people[12_000:] + joined}
     assert meta.ensure_audience(SPEC) == audience_id  # found again by name, schema matches
 
@@ -340,6 +396,30 @@ def test_each_fatal_answer_raises_its_own_class(
     assert hint in str(info.value)
     assert TOKEN not in str(info.value) and h("user1@example.com") not in str(info.value)
     assert emulator.server.requests_to("POST", "/users") == 1  # fatal: no retries
+
+
+def test_a_version_meta_no_longer_serves_stops_with_the_setting_named(emulator: MetaEmulator) -> None:
+    emulator.faults.set({"deprecated_versions": ["v24.0"]})
+    old = MetaConnector(destination(emulator.url, api_version="v24.0"), backoff_initial=0.005)
+    with pytest.raises(ConfigurationRejected) as info:
+        old.ensure_audience(SPEC)
+    assert "api_version" in str(info.value) and info.value.code == "2635"
+    assert emulator.server.requests_to("GET", "/customaudiences") == 1  # fatal: not retried
+    assert connector(emulator.url).ensure_audience(SPEC)  # v25.0 still served
+
+
+def test_an_auto_upgraded_call_is_logged_once_and_shown_in_read_back(
+    emulator: MetaEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    note = "The call has been auto-upgraded to v26.0 as v25.0 has been deprecated."
+    emulator.faults.set({"version_warning": note})
+    meta = connector(emulator.url)
+    audience_id = meta.ensure_audience(SPEC)
+    meta.add(audience_id, [change(1)], None)
+    status = meta.read_back(audience_id)
+    assert status.detail["version_warning"] == note and status.detail["api_version"] == "v25.0"
+    warnings = [r for r in caplog.records if r.name == "audiencesync.connectors.meta"]
+    assert len(warnings) == 1 and "api_version v25.0" in warnings[0].getMessage()
 
 
 def test_a_wrong_token_is_an_auth_error(emulator: MetaEmulator) -> None:

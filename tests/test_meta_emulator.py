@@ -89,6 +89,31 @@ def test_rows_are_validated_like_meta(emulator: MetaEmulator) -> None:
     assert error_of(other_schema) == (2650, None)
 
 
+def test_a_single_key_upload_is_taken_and_mixing_it_with_a_multi_key_audience_is_2650(
+    emulator: MetaEmulator,
+) -> None:
+    single = create(emulator, "single")
+    body = api(emulator, "POST", f"{single}/users", payload={"schema": "EMAIL_SHA256", "data": [h("a"), "x"]})
+    assert body.json()["num_received"] == 2 and list(body.json()["invalid_entry_samples"]) == ["x"]
+    assert emulator.members(single) == {(h("a"),)}
+    multi = create(emulator, "multi")
+    api(emulator, "POST", f"{multi}/users", payload=payload([h("b"), "id-b"]))
+    mixed = api(emulator, "POST", f"{multi}/users", payload={"schema": "EMAIL_SHA256", "data": [h("b")]})
+    assert error_of(mixed) == (2650, None)  # facebook/facebook-python-business-sdk#433
+    devices = create(emulator, "devices")
+    raw = api(
+        emulator, "POST", f"{devices}/users", payload={"schema": "MOBILE_ADVERTISER_ID", "data": ["ab-12"]}
+    )
+    assert raw.json()["num_invalid_entries"] == 0
+
+
+def test_an_unknown_customer_file_source_is_refused(emulator: MetaEmulator) -> None:
+    resp = api(
+        emulator, "POST", "act_1/customaudiences", name="n", subtype="CUSTOM", customer_file_source="MINE"
+    )
+    assert error_of(resp) == (100, None)
+
+
 def test_the_payload_may_come_as_a_multipart_part_and_is_validated_the_same(emulator: MetaEmulator) -> None:
     aid = create(emulator)
 
@@ -161,6 +186,19 @@ def test_fault_switches_answer_like_meta(emulator: MetaEmulator) -> None:
     emulator.faults.set({"force_error": None, "drop_rate": 1.0})
     with pytest.raises(requests.ConnectionError):
         api(emulator, "GET", aid)
+
+
+def test_versions_meta_has_retired_answer_2635_and_a_warning_header_rides_every_answer(
+    emulator: MetaEmulator,
+) -> None:
+    emulator.faults.set({"deprecated_versions": ["v25.0"], "version_warning": "auto-upgraded"})
+    resp = api(emulator, "GET", "act_1/customaudiences")
+    assert error_of(resp) == (2635, None) and "deprecated version" in resp.json()["error"]["message"]
+    assert resp.headers["X-Ad-Api-Version-Warning"] == "auto-upgraded"
+    served = requests.get(
+        f"{emulator.url}/v26.0/act_1/customaudiences", params={"access_token": TOKEN}, timeout=5
+    )
+    assert served.status_code == 200 and served.headers["X-Ad-Api-Version-Warning"] == "auto-upgraded"
 
 
 def test_admin_surface_lists_members_and_resets(emulator: MetaEmulator) -> None:

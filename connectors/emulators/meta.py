@@ -4,11 +4,17 @@ Routes (any ``/vNN.N`` prefix):
     POST   /act_{id}/customaudiences            create (name, subtype=CUSTOM, description, customer_file_source)
     GET    /act_{id}/customaudiences            list, paged with ``limit`` and ``after``
     GET    /{audience_id}                        read (fields as Meta names them)
-    POST   /{audience_id}/users                  add; with ``method=DELETE`` in the body: remove
-    DELETE /{audience_id}/users                  remove, payload in the form body
+    POST   /{audience_id}/users                  add (users-ref)
+    DELETE /{audience_id}/users                  remove, fields in the form body (users-ref); a POST
+                                                 with ``method=DELETE`` is taken as one (assumption)
 
 Membership is a set of rows (the tuple of values in schema order); a remove takes out that exact row.
 Tokens come from the ``access_token`` parameter or a Bearer header.
+
+Each rule names its source, with the short names ``connectors/meta_payload.py`` defines (users-ref,
+ca-api, sdk-ca, rate-limit, errors, versioning). What no primary source settles (error codes for
+malformed payloads and out-of-order sessions, the too-small subcode, ``method=DELETE``) is listed
+under "Assumptions" in docs/setup-meta.md.
 
 Fault switches (``POST /_emulator/faults`` with a JSON object; rates are per request):
     expected_token       token to accept (None: any non-empty token)
@@ -28,6 +34,10 @@ Fault switches (``POST /_emulator/faults`` with a JSON object; rates are per req
                          an assumption: Meta does not document the code)
     processing_seconds   a change shows in approximate_count_* only this long after it was made;
                          operation_status says "Processing" meanwhile (default 0)
+    deprecated_versions  versions (``["v24.0"]``) answered 2635, as Meta answers an expired version
+                         on a changed endpoint (versioning)
+    version_warning      text sent in ``X-Ad-Api-Version-Warning`` on every answer, as Meta does when
+                         it auto-upgrades a call made with an expired version (versioning)
 """
 
 from __future__ import annotations
@@ -46,12 +56,14 @@ from audiencesync.connectors.emulators.http import (
     HttpEmulator,
     Request,
     Response,
-    all_hex64,
 )
 
-MAX_ROWS = 10_000
-RAW_FIELDS = frozenset({"MADID", "EXTERN_ID"})
-KNOWN_FIELDS = frozenset(
+VERSION_WARNING_HEADER = "X-Ad-Api-Version-Warning"  # versioning
+MAX_ROWS = 10_000  # users-ref
+RAW_FIELDS = frozenset(
+    {"MADID", "EXTERN_ID", "MOBILE_ADVERTISER_ID"}
+)  # sdk-ca format_params (EXTERN_ID); MADID: assumption
+KNOWN_FIELDS = frozenset(  # sdk-ca CustomAudienceMixin.Schema.MultiKeySchema
     [
         "EXTERN_ID",
         "EMAIL",
@@ -70,8 +82,12 @@ KNOWN_FIELDS = frozenset(
         "COUNTRY",
     ]
 )
+# users-ref: a single key (a string schema, one value per row) or a list of multi-key fields.
+SINGLE_KEYS = frozenset({"EMAIL_SHA256", "PHONE_SHA256", "MOBILE_ADVERTISER_ID"})
+# sdk-ca CustomAudience.CustomerFileSource.
+FILE_SOURCES = frozenset({"USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED"})
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_PATH = re.compile(r"^/v\d+\.\d+(/.*)$")
+_PATH = re.compile(r"^/(v\d+\.\d+)(/.*)$")
 
 DEFAULT_FAULTS: dict[str, Any] = {
     "expected_token": None,
@@ -87,8 +103,12 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "reject_row_rate": 0.0,
     "too_small": False,
     "processing_seconds": 0.0,
+    "deprecated_versions": [],
+    "version_warning": None,
 }
 
+# Codes and subcodes as meta_payload cites them (errors, ca-api, versioning, users-ref); the terms
+# subcode is an assumption.
 _PRESETS: dict[str, tuple[int, int | None, str, str]] = {
     "token": (190, 460, "OAuthException", "Error validating access token: Session has expired."),
     "terms": (200, 1870090, "OAuthException", "Custom Audience Terms Not Accepted"),
@@ -100,7 +120,12 @@ _PRESETS: dict[str, tuple[int, int | None, str, str]] = {
     ),
     "flagged": (100, 1713230, "OAuthException", "This audience was flagged and cannot be used."),
     "permission": (10, None, "OAuthException", "Application does not have permission for this action"),
-    "deprecated": (2635, None, "OAuthException", "This API version is deprecated."),
+    "deprecated": (
+        2635,
+        None,
+        "OAuthException",
+        "You are calling a deprecated version of the Ads API. Please update to the latest version.",
+    ),
     "schema": (2650, None, "OAuthException", "FILE_IMPORTED.MULTI_HASHES: schema does not match"),
 }
 
@@ -187,9 +212,21 @@ class MetaEmulator(HttpEmulator):
     # --- request handling --------------------------------------------------------------------------
 
     def handle(self, req: Request) -> Response:
+        response = self._answer(req)
+        if warning := self.faults["version_warning"]:
+            response.headers[VERSION_WARNING_HEADER] = str(warning)
+        return response
+
+    def _answer(self, req: Request) -> Response:
         match = _PATH.match(req.path)
         if match is None:
             return graph_error(400, 2500, "Unknown path components", kind="OAuthException")
+        if match.group(1) in (self.faults["deprecated_versions"] or ()):
+            return graph_error(
+                400,
+                2635,
+                "You are calling a deprecated version of the Ads API. Please update to the latest version.",
+            )
         try:
             form = req.form()
         except ValueError:
@@ -202,7 +239,7 @@ class MetaEmulator(HttpEmulator):
             return graph_error(400, code, message, subcode=subcode, kind=kind)
         if (fault := self._transport_fault()) is not None:
             return fault
-        parts = [p for p in match.group(1).split("/") if p]
+        parts = [p for p in match.group(2).split("/") if p]
         method = req.method
         if method == "POST" and form.get("method", "").upper() == "DELETE":
             method = "DELETE"
@@ -246,6 +283,8 @@ class MetaEmulator(HttpEmulator):
         name = form.get("name", "")
         if not name or form.get("subtype", "CUSTOM") != "CUSTOM":
             return graph_error(400, 100, "Invalid parameter: name and subtype=CUSTOM are required")
+        if form.get("customer_file_source", "USER_PROVIDED_ONLY") not in FILE_SOURCES:
+            return graph_error(400, 100, "Invalid parameter: customer_file_source")
         with self._lock:
             audience_id = str(next(self._ids))
             self._audiences[audience_id] = _Audience(
@@ -308,21 +347,30 @@ class MetaEmulator(HttpEmulator):
             return graph_error(400, 100, "Invalid parameter: payload must be JSON")
         schema = payload.get("schema") if isinstance(payload, dict) else None
         data = payload.get("data") if isinstance(payload, dict) else None
-        if isinstance(schema, str):
-            schema = [schema]
+        if isinstance(schema, str) and schema in SINGLE_KEYS and isinstance(data, list):
+            # One value per row; the audience then holds that single key, so a multi-key upload to
+            # it (or this one to a multi-key audience) is the 2650 schema mismatch below.
+            schema, data = [schema], [[value] for value in data]
         if not isinstance(schema, list) or not schema or not isinstance(data, list):
             return graph_error(400, 100, "Invalid parameter: payload needs schema and data")
-        if any(f not in KNOWN_FIELDS for f in schema):
+        if len(schema) > 1 and any(f in SINGLE_KEYS for f in schema):
+            return graph_error(
+                400, 100, "Invalid parameter: a single key cannot be part of a multi-key schema"
+            )
+        if any(f not in KNOWN_FIELDS | SINGLE_KEYS for f in schema):
             return graph_error(400, 100, "Invalid parameter: unknown schema field")
         if len(data) > MAX_ROWS:
             return graph_error(400, 100, f"Too many rows: at most {MAX_ROWS} per request")
         if any(not isinstance(r, list) or len(r) != len(schema) for r in data):
             return graph_error(400, 100, "Data is missing or does not match schema")
         if remove and self.faults["too_small"]:
+            # The refusal's text as users report it (grouparoo/grouparoo#1108); code and subcode are
+            # assumptions (docs/setup-meta.md).
             return graph_error(
                 400,
                 100,
-                "You cannot remove users from this audience because it will result in a low audience size.",
+                "Audience Size too low: You cannot remove users from this audience because it will "
+                "result in a low audience size.",
                 subcode=1870094,
                 title="Audience Size too low",
             )
@@ -341,20 +389,16 @@ class MetaEmulator(HttpEmulator):
             audience.schema = list(schema)
             invalid: dict[str, str] = {}
             accepted: list[tuple[str, ...]] = []
-            if _all_valid(schema, data) and not self.faults["reject_row_rate"]:
-                # The common case, checked column by column at C speed; the loop below finds the
-                # offending rows otherwise.
-                accepted = list(map(tuple, data))
-            else:
-                for row in data:
-                    bad = _invalid_value(schema, row)
-                    if bad is None and self.faults.roll("reject_row_rate"):
-                        bad = next((v for v in row if v), None)
-                    if bad is not None:
-                        if len(invalid) < 100:
-                            invalid[bad] = "INVALID_HASH_FORMAT"
-                        continue
-                    accepted.append(tuple(str(v) for v in row))
+            for row in data:
+                bad = _invalid_value(schema, row)
+                if bad is None and self.faults.roll("reject_row_rate"):
+                    bad = next((v for v in row if v), None)
+                if bad is not None:
+                    # users-ref: invalid_entry_samples holds at most 100 of the invalid values.
+                    if len(invalid) < 100:
+                        invalid[bad] = "INVALID_HASH_FORMAT"
+                    continue
+                accepted.append(tuple(str(v) for v in row))
             if remove:
                 audience.members.difference_update(accepted)
             else:
@@ -386,19 +430,6 @@ def _advance_session(audience: _Audience, session: dict[str, Any]) -> Response |
     state.last_seq = seq
     state.finished = bool(session.get("last_batch_flag"))
     return None
-
-
-def _all_valid(schema: list[str], data: list[list[Any]]) -> bool:
-    """True when every value is a string and every non-empty value of a hashed field is 64 lowercase
-    hex characters: ``_invalid_value`` of every row is None, without a Python call per value."""
-    if not data:
-        return True
-    for name, column in zip(schema, zip(*data, strict=True), strict=True):
-        if set(map(type, column)) - {str}:
-            return False
-        if name not in RAW_FIELDS and not all_hex64(list(filter(None, column))):
-            return False
-    return True
 
 
 def _invalid_value(schema: list[str], row: list[Any]) -> str | None:
