@@ -45,7 +45,7 @@ KNOWN_REASONS = {
     "gender_unknown",
     "maid_not_uuid",
     "external_id_empty",
-}
+} | {f"{kind}_control_character" for kind in IDENTIFIER_KINDS}
 
 
 def reason(platform: str, kind: str, value: str, default_country: str | None = None) -> str:

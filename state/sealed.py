@@ -1,0 +1,145 @@
+"""Identifiers that must be resent unhashed, kept so the state file alone does not reveal them.
+
+Google takes the country code and postal code of an address unhashed, and Meta its MADID and
+EXTERN_ID; a remove must send back exactly what the add sent, so state keeps them. They are kept
+sealed with AES-GCM under a key that is not in the state file: ``$AUDIENCE_SYNC_STATE_KEY`` when it
+is set (any passphrase; its SHA-256 is the key), else a random key in a file beside the state file
+(``<state file>.key``, mode 0600), created on first use. A sealed value reads
+``sealed:v1:<base64url(nonce + ciphertext)>``; everything else in a payload is a SHA-256 hash.
+
+Payload fingerprints are taken of the unsealed payload, so sealing changes no diff.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from audiencesync.state.db import StateFileError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+KEY_ENV = "AUDIENCE_SYNC_STATE_KEY"
+PREFIX = "sealed:v1:"
+SEALED_KEYS = frozenset({"zip", "country", "madid", "extern_id"})
+"""Payload keys that can hold an unhashed value on some platform; their values are always sealed."""
+
+
+class SealError(StateFileError):
+    """A sealed value cannot be opened: the key is not the one it was sealed with."""
+
+
+class Sealer:
+    """Seals and opens payload values. The key is read (or the key file created) on first use, so
+    a state that never holds an unhashed value never needs one."""
+
+    def __init__(self, key: Callable[[], bytes], where: str) -> None:
+        self._key = key
+        self._box: AESGCM | None = None
+        self.where = where
+
+    @property
+    def _aead(self) -> AESGCM:
+        if self._box is None:
+            self._box = AESGCM(self._key())
+        return self._box
+
+    def seal(self, value: str) -> str:
+        if value.startswith(PREFIX):
+            return value
+        nonce = secrets.token_bytes(12)
+        box = nonce + self._aead.encrypt(nonce, value.encode(), None)
+        return PREFIX + base64.urlsafe_b64encode(box).decode()
+
+    def open(self, value: str) -> str:
+        if not value.startswith(PREFIX):
+            return value
+        box = base64.urlsafe_b64decode(value[len(PREFIX) :])
+        try:
+            return self._aead.decrypt(box[:12], box[12:], None).decode()
+        except InvalidTag:
+            raise SealError(
+                f"state key ({self.where}) does not open the identifiers sealed in state or in the plan: "
+                f"set {KEY_ENV} or restore the key file they were sealed with"
+            ) from None
+
+    def seal_payload(self, identifiers: Mapping[str, str]) -> dict[str, str]:
+        return {k: self.seal(v) if k in SEALED_KEYS else v for k, v in identifiers.items()}
+
+    def open_payload(self, payload: Mapping[str, str]) -> dict[str, str]:
+        return {k: self.open(v) if k in SEALED_KEYS else v for k, v in payload.items()}
+
+    def open_json(self, payload: str) -> str:
+        """A payload's JSON text with its sealed values opened, keys sorted as the planner writes them."""
+        if PREFIX not in payload:
+            return payload
+        opened = self.open_payload(json.loads(payload))
+        return json.dumps(opened, sort_keys=True, separators=(",", ":"))
+
+
+_CACHE: dict[str, Sealer] = {}
+_MEMORY_KEY = secrets.token_bytes(32)
+_BOUND: dict[int, Path] = {}
+"""In-memory states (dry runs) that seal with a state file's key, so a saved plan applies to it."""
+
+
+def bind_key_file(conn: sqlite3.Connection, state_path: Path | None) -> None:
+    """Let the in-memory state ``conn`` seal with ``state_path``'s key (None: unbind)."""
+    if state_path is None:
+        _BOUND.pop(id(conn), None)
+    else:
+        _BOUND[id(conn)] = state_path
+
+
+def key_path(state_path: Path) -> Path:
+    return state_path.with_name(state_path.name + ".key")
+
+
+def sealer_for(conn: sqlite3.Connection) -> Sealer:
+    """The sealer for the state file ``conn`` has open (an in-memory state gets this process's key)."""
+    row = conn.execute("PRAGMA database_list").fetchone()
+    file = str(row[2]) if row and row[2] else ""
+    if not file and id(conn) in _BOUND:
+        file = str(_BOUND[id(conn)])
+    passphrase = os.environ.get(KEY_ENV, "").strip()
+    cache_key = f"{file}\0{passphrase}"
+    if cache_key not in _CACHE:
+        if passphrase:
+            digest = hashlib.sha256(passphrase.encode()).digest()
+            _CACHE[cache_key] = Sealer(lambda: digest, f"${KEY_ENV}")
+        elif not file:
+            _CACHE[cache_key] = Sealer(lambda: _MEMORY_KEY, "this process")
+        else:
+            path = key_path(Path(file))
+            _CACHE[cache_key] = Sealer(lambda: _read_or_create(path), str(path))
+    return _CACHE[cache_key]
+
+
+def _read_or_create(path: Path) -> bytes:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another process may have created it a moment ago and be writing it
+            text = path.read_bytes().strip()
+            if text:
+                break
+            time.sleep(0.01)
+        try:
+            key = base64.urlsafe_b64decode(text)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise SealError(f"state key file {path}: not a key written by audience-sync") from None
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(base64.urlsafe_b64encode(key) + b"\n")
+    return key
