@@ -191,9 +191,12 @@ def _fingerprints(conn: sqlite3.Connection) -> None:
 def _seal_unhashed(conn: sqlite3.Connection) -> None:
     # Rows written before sealing hold Google's postal and country codes (and Meta's MADID and
     # EXTERN_ID) in plain text; seal them in place. Fingerprints are of the plain payload, so no
-    # diff changes. Imported here: the sealer needs this module's error type.
-    from audiencesync.state.sealed import PREFIX, SEALED_KEYS, sealer_for
+    # diff changes. The probe, sealed with the state's key, lets a wrong key be refused before a
+    # single value is sealed with it. Imported here: the sealer needs this module's error type.
+    from audiencesync.state.sealed import PREFIX, SEALED_KEYS, sealer_for, write_probe
 
+    conn.execute("CREATE TABLE sealing (id INTEGER PRIMARY KEY CHECK (id = 1), probe TEXT NOT NULL)")
+    write_probe(conn)
     for table, key_cols in (("members", "target_id, member_key"), ("outbox", "target_id, member_key, op")):
         rows = conn.execute(f"SELECT {key_cols}, payload FROM {table}").fetchall()
         updates = []
@@ -289,6 +292,9 @@ def _connect(path: Path | None) -> sqlite_utils.Database:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA temp_store=FILE")
+    # Deleted and overwritten rows are zeroed, not left in free pages: a payload replaced by its
+    # sealed form must not stay readable in the file.
+    conn.execute("PRAGMA secure_delete=ON")
     # A push commits once per batch; with the default 1,000-page threshold nearly every commit also
     # checkpointed the WAL. 10,000 pages (about 40 MB of WAL) makes checkpoints rare without letting
     # the WAL grow unbounded.

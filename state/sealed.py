@@ -13,12 +13,12 @@ Payload fingerprints are taken of the unsealed payload, so sealing changes no di
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
 import secrets
 import sqlite3
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -102,10 +102,36 @@ def key_path(state_path: Path) -> Path:
     return state_path.with_name(state_path.name + ".key")
 
 
-def sealer_for(conn: sqlite3.Connection) -> Sealer:
-    """The sealer for the state file ``conn`` has open (an in-memory state gets this process's key)."""
+_PROBE = "audience-sync state key"
+
+
+def write_probe(conn: sqlite3.Connection) -> None:
+    """Seal a known text into the state file, so a later wrong key is caught (in-memory: none)."""
+    if _file_of(conn):
+        conn.execute(
+            "INSERT OR REPLACE INTO sealing (id, probe) VALUES (1, ?)", [sealer_for(conn).seal(_PROBE)]
+        )
+
+
+def _file_of(conn: sqlite3.Connection) -> str:
     row = conn.execute("PRAGMA database_list").fetchone()
-    file = str(row[2]) if row and row[2] else ""
+    return str(row[2]) if row and row[2] else ""
+
+
+def _check_probe(conn: sqlite3.Connection, sealer: Sealer) -> None:
+    try:
+        row = conn.execute("SELECT probe FROM sealing WHERE id = 1").fetchone()
+    except sqlite3.OperationalError:  # before migration 4
+        return
+    if row is not None and sealer.open(str(row[0])) != _PROBE:
+        raise SealError(f"state key ({sealer.where}) is not the key of this state file")
+
+
+def sealer_for(conn: sqlite3.Connection) -> Sealer:
+    """The sealer for the state file ``conn`` has open (an in-memory state gets this process's key).
+    Raises ``SealError`` when the key is not the one the state file was sealed with."""
+    file = _file_of(conn)
+    own_file = bool(file)
     if not file and id(conn) in _BOUND:
         file = str(_BOUND[id(conn)])
     passphrase = os.environ.get(KEY_ENV, "").strip()
@@ -119,27 +145,48 @@ def sealer_for(conn: sqlite3.Connection) -> Sealer:
         else:
             path = key_path(Path(file))
             _CACHE[cache_key] = Sealer(lambda: _read_or_create(path), str(path))
+        if own_file:
+            try:
+                _check_probe(conn, _CACHE[cache_key])
+            except SealError:
+                del _CACHE[cache_key]
+                raise
     return _CACHE[cache_key]
 
 
 def _read_or_create(path: Path) -> bytes:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        for _ in range(50):  # another process may have created it a moment ago and be writing it
-            text = path.read_bytes().strip()
-            if text:
-                break
-            time.sleep(0.01)
-        try:
-            key = base64.urlsafe_b64decode(text)
-        except ValueError:
-            key = b""
-        if len(key) != 32:
-            raise SealError(f"state key file {path}: not a key written by audience-sync") from None
-        return key
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    # Written aside and linked into place: a crash or a full disk never leaves a half-written key,
+    # and of two processes creating it at once, one wins and both use its key.
     key = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(base64.urlsafe_b64encode(key) + b"\n")
+    aside = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(base64.urlsafe_b64encode(key) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            return _read_key(path)
+    except OSError as exc:
+        why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
+        raise StateFileError(f"state key file {path}: cannot create it ({why})") from None
+    finally:
+        aside.unlink(missing_ok=True)
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(path.read_bytes().strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise SealError(f"state key file {path}: not a key written by audience-sync")
     return key

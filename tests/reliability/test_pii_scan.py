@@ -219,3 +219,66 @@ def test_a_token_never_reaches_the_error_or_the_logs(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert token not in result.output
     assert "access_token_env" in result.stderr
+
+
+# --- the migration and the key -------------------------------------------------------------------
+
+
+def test_the_migration_seals_rows_written_in_plain_text(tmp_path: Path) -> None:
+    from audiencesync.state.db import connect
+    from audiencesync.state.sealed import sealer_for
+
+    path = tmp_path / "state.db"
+    db = connect(path)
+    plain = '{"country":"GB","email":"' + "a" * 64 + '","zip":"M1 1AE"}'
+    db.execute("DROP TABLE sealing")
+    db.execute("DELETE FROM schema_migrations WHERE version >= 4")
+    db.execute(
+        "INSERT INTO targets (id, key, audience, destination, platform, created_at) "
+        "VALUES (1, 'a@g', 'a', 'g', 'google', 0)"
+    )
+    for key in (b"k1", b"k2"):
+        db.execute(
+            "INSERT INTO members (target_id, member_key, raw_fp, payload_fp, payload, added_at, uploaded_at) "
+            "VALUES (1, ?, x'00', x'00', ?, 0, 0)",
+            [key, plain],
+        )
+    db.conn.close()
+    db = connect(path)
+    try:
+        stored = [json.loads(p) for (p,) in db.execute("SELECT payload FROM members")]
+        assert all(p["zip"].startswith(PREFIX) and p["country"].startswith(PREFIX) for p in stored)
+        sealer = sealer_for(db.conn)
+        assert {sealer.open(p["zip"]) for p in stored} == {"M1 1AE"}
+        assert {p["email"] for p in stored} == {"a" * 64}
+    finally:
+        db.conn.close()
+    # Closed, the WAL is checkpointed into the file; the plain rows were zeroed, not left behind.
+    assert "M1 1AE" not in path.read_bytes().decode("latin-1")
+
+
+def test_a_wrong_state_key_is_refused_before_anything_is_written(tmp_path: Path, demo_db: Path) -> None:
+    from sample_configs import SOURCE
+
+    destination = (
+        '\n[destinations.g]\nplatform = "file"\ndirectory = "out"\nformat = "google"\n'
+        '[[syncs]]\naudience = "vip"\ndestinations = ["g"]\n'
+    )
+    config = tmp_path / "c.toml"
+    config.write_text(SOURCE + destination, encoding="utf-8")
+    runner = CliRunner()
+    first = runner.invoke(
+        cli, ["sync", "--config", str(config)], env={"AUDIENCE_SYNC_STATE_KEY": "first key"}
+    )
+    assert first.exit_code == 0, first.output
+    from audiencesync.sync.demo import advance
+
+    advance(demo_db, share=0.05, seed=1)
+    before = (tmp_path / "state.db").read_bytes()
+    second = runner.invoke(
+        cli, ["sync", "--config", str(config)], env={"AUDIENCE_SYNC_STATE_KEY": "another key"}
+    )
+    assert second.exit_code == 2, second.output
+    assert "AUDIENCE_SYNC_STATE_KEY" in second.stderr and "does not open" in second.stderr
+    assert "Traceback" not in second.output and "another key" not in second.output
+    assert (tmp_path / "state.db").read_bytes() == before
