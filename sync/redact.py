@@ -15,8 +15,9 @@ import re
 REDACTED = "[redacted]"
 
 _PREFIXED = re.compile(r"(?:\bya29\.[\w.\-]+|\b1//[\w.\-/]+|\bBearer\s+\S+|\bEAA[A-Za-z0-9]{10,})")
-_RUN = re.compile(r"[A-Za-z0-9_\-+=]{20,}")
+_RUN = re.compile(r"[A-Za-z0-9_\-]{20,}")
 _HEX = re.compile(r"[0-9a-fA-F]{32,}")
+_HEX_RUN = re.compile(r"(?<![A-Za-z0-9])[0-9a-fA-F]{32,}(?![A-Za-z0-9])")
 
 
 def _looks_like_token(run: str) -> bool:
@@ -31,6 +32,7 @@ def _looks_like_token(run: str) -> bool:
 def redact(text: str) -> str:
     """``text`` with everything that looks like a token or a hash replaced by ``[redacted]``."""
     text = _PREFIXED.sub(REDACTED, text)
+    text = _HEX_RUN.sub(REDACTED, text)
     return _RUN.sub(lambda m: REDACTED if _looks_like_token(m.group(0)) else m.group(0), text)
 
 

@@ -282,3 +282,18 @@ def test_a_wrong_state_key_is_refused_before_anything_is_written(tmp_path: Path,
     assert "AUDIENCE_SYNC_STATE_KEY" in second.stderr and "does not open" in second.stderr
     assert "Traceback" not in second.output and "another key" not in second.output
     assert (tmp_path / "state.db").read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_lines_are_redacted(fmt: str) -> None:
+    import logging
+
+    from audiencesync.sync.logs import JsonFormatter, TextFormatter
+
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    record = logging.LogRecord(
+        "audiencesync.x", logging.WARNING, __file__, 1, "refused %s", (TOKENS[0],), None
+    )
+    record.detail = f"token={TOKENS[3]}"
+    line = formatter.format(record)
+    assert TOKENS[0] not in line and TOKENS[3] not in line and REDACTED in line
