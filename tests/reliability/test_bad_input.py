@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from audiencesync.sync.cli import cli
@@ -882,3 +883,70 @@ def test_as_a_subprocess(case: Case, damage: Callable[[Case], None]) -> None:
     assert "Traceback" not in done.stderr + done.stdout
     assert len(done.stderr.strip().splitlines()) == 1 and "state.db" in done.stderr
     assert case.state.read_bytes() == before
+
+
+# --- Google answers, through the emulator's fault switches -----------------------------------------
+
+GOOGLE_FAULTS = [
+    ("data_manager", {"internal_rate": 1.0}),
+    ("data_manager", {"unavailable_rate": 1.0}),
+    ("data_manager", {"resource_exhausted_rate": 1.0}),
+    ("google_ads", {"resource_temporarily_exhausted_rate": 1.0}),
+    ("google_ads", {"not_allowlisted": True}),
+    ("google_ads", {"internal_rate": 1.0}),
+    ("google_ads", {"unavailable_rate": 1.0}),
+    ("google_ads", {"expected_developer_token": "another-token"}),
+]
+
+
+def _google_config(case: Case, endpoint: str, backend: str, token_env: str | None = None) -> None:
+    text = case.config.read_text(encoding="utf-8").split("[[syncs]]")[0]
+    token = f'developer_token_env = "{token_env}"\n' if token_env else ""
+    case.write_config(
+        text + f'\n[destinations.g]\nplatform = "google"\nbackend = "{backend}"\ncustomer_id = "1234567890"\n'
+        f'endpoint = "{endpoint}"\nmax_wait_seconds = 1\n{token}'
+        '\n[[syncs]]\naudience = "vip"\ndestinations = ["g"]\n'
+    )
+
+
+@pytest.mark.parametrize(
+    "backend,faults", GOOGLE_FAULTS, ids=[f"{b}-{next(iter(f))}" for b, f in GOOGLE_FAULTS]
+)
+def test_google_answer_cases(
+    case: Case, google_emulator: Any, backend: str, faults: dict[str, object]
+) -> None:
+    google_emulator.faults.set(faults)
+    _google_config(case, google_emulator.endpoint, backend)
+    conn = sqlite3.connect(case.state)
+    members_before = conn.execute("SELECT count(*) FROM members").fetchone()[0]
+    conn.close()
+    result = run(case, "sync", "--config", str(case.config), "--json")
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    targets = json.loads(result.stdout)["targets"]
+    assert [t["status"] for t in targets] in (["error"], ["partial"])
+    assert targets[0]["push"]["confirmed"] == 0
+    conn = sqlite3.connect(case.state)
+    try:
+        assert conn.execute("SELECT count(*) FROM members").fetchone()[0] == members_before
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("backend", ["data_manager", "google_ads"])
+def test_a_google_developer_token_with_a_newline_is_trimmed_not_retried(
+    case: Case, google_emulator: Any, backend: str
+) -> None:
+    google_emulator.faults.set({"expected_developer_token": GOOGLE_DEV_TOKEN})
+    _google_config(case, google_emulator.endpoint, backend, token_env="GOOGLE_DEV_TOKEN_FILE")
+    result = run(
+        case,
+        "sync",
+        "--config",
+        str(case.config),
+        "--json",
+        env={"GOOGLE_DEV_TOKEN_FILE": GOOGLE_DEV_TOKEN + "\n"},
+    )
+    assert result.exit_code == 0, result.output
+    assert GOOGLE_DEV_TOKEN not in result.output
