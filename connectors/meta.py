@@ -287,10 +287,11 @@ class MetaConnector:
             if detect_too_small and isinstance(error, Mapping) and mp.is_too_small_refusal(error):
                 raise _TooSmall() from None
             raise mp.classify_error(exc.http_status(), body, exc.http_headers(), self._account) from None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError):
             # The SDK indexes a non-JSON error body as if it were a dict (TypeError) when an HTML page
-            # contains the word "error": that is Meta's HTML error page, a transient server fault.
-            raise TransientError("Meta answered with an HTML error page") from None
+            # contains the word "error": that is Meta's HTML error page, a transient server fault. An
+            # "error" that is not an object (AttributeError in the SDK) is no Graph API answer either.
+            raise TransientError("Meta answered with an HTML error page or a malformed error") from None
         except requests.RequestException as exc:
             raise TransientError(f"no answer from Meta ({type(exc).__name__})") from None
         self._note_version_warning(response.headers())

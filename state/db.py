@@ -7,6 +7,8 @@ so a crash (or SIGKILL) never leaves state half-written.
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -185,6 +187,29 @@ def _fingerprints(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX members_fingerprints ON members (target_id, member_key, raw_fp, payload_fp)")
 
 
+@migration(4, "seal unhashed identifiers at rest")
+def _seal_unhashed(conn: sqlite3.Connection) -> None:
+    # Rows written before sealing hold Google's postal and country codes (and Meta's MADID and
+    # EXTERN_ID) in plain text; seal them in place. Fingerprints are of the plain payload, so no
+    # diff changes. The probe, sealed with the state's key, lets a wrong key be refused before a
+    # single value is sealed with it. Imported here: the sealer needs this module's error type.
+    from audiencesync.state.sealed import PREFIX, SEALED_KEYS, sealer_for, write_probe
+
+    conn.execute("CREATE TABLE sealing (id INTEGER PRIMARY KEY CHECK (id = 1), probe TEXT NOT NULL)")
+    write_probe(conn)
+    for table, key_cols in (("members", "target_id, member_key"), ("outbox", "target_id, member_key, op")):
+        rows = conn.execute(f"SELECT {key_cols}, payload FROM {table}").fetchall()
+        updates = []
+        for *keys, payload in rows:
+            identifiers = json.loads(payload)
+            if not any(k in SEALED_KEYS and not str(v).startswith(PREFIX) for k, v in identifiers.items()):
+                continue
+            sealed = sealer_for(conn).seal_payload(identifiers)
+            updates.append((json.dumps(sealed, sort_keys=True, separators=(",", ":")), *keys))
+        where = " AND ".join(f"{c.strip()} = ?" for c in key_cols.split(","))
+        conn.executemany(f"UPDATE {table} SET payload = ? WHERE {where}", updates)
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT the migration's transaction first; run statement by statement.
     for statement in script.split(";"):
@@ -192,24 +217,118 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
+class StateFileError(Exception):
+    """The state file cannot be used as it is (corrupt, locked, read-only, a newer schema, a full
+    disk). The CLI prints it as one line naming the file, and exits 2; the file is left as it was."""
+
+    exit_code = 2
+
+
+def describe_sqlite_error(path: Path | None, exc: sqlite3.Error) -> StateFileError:
+    """One line naming the state file for what SQLite refused, without SQLite's internals."""
+    text = str(exc).lower()
+    if "full" in text:
+        why = "the disk is full (nothing was lost: free some space and run again)"
+    elif "locked" in text or "busy" in text:
+        why = "another process holds it locked; try again when it finishes"
+    elif "readonly" in text or "read-only" in text or "attempt to write" in text:
+        why = "it (or its directory) is read-only; the tool needs to write it and its -wal file"
+    elif "not a database" in text or "malformed" in text or "corrupt" in text:
+        why = "it is not a usable state database (corrupt or truncated); restore it from a backup"
+    elif "unable to open" in text and path is not None and not os.access(path.parent, os.W_OK):
+        why = "its directory is read-only; the tool needs to write the file and its -wal beside it"
+    elif "unable to open" in text:
+        why = "cannot open it (check that its directory exists and is writable)"
+    else:
+        why = f"SQLite refused it ({type(exc).__name__}: {exc})"
+    return StateFileError(f"state file {path if path is not None else ':memory:'}: {why}")
+
+
+def _check_path(path: Path) -> None:
+    if path.is_dir():
+        raise StateFileError(f"state file {path}: is a directory (state_path must name a file)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StateFileError(f"state file {path}: {parent} is a file, not a directory")
+            break
+    if path.exists() and path.stat().st_size and path.stat().st_size < 100:
+        # Shorter than SQLite's own header: a truncated file, which SQLite would otherwise overwrite.
+        raise StateFileError(
+            f"state file {path}: it is not a usable state database (corrupt or truncated); "
+            "restore it from a backup"
+        )
+
+
 def connect(path: Path | None) -> sqlite_utils.Database:
     """Open (creating if needed) the state file and bring its schema up to date; ``None`` opens an
-    in-memory database."""
+    in-memory database. Raises ``StateFileError`` when the file cannot be used, leaving it as it was."""
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateFileError(f"state file {path}: cannot create its directory ({exc.strerror})") from None
+    try:
+        return _connect(path)
+    except sqlite3.Error as exc:
+        raise describe_sqlite_error(path, exc) from None
+
+
+def _connect(path: Path | None) -> sqlite_utils.Database:
     target = ":memory:" if path is None else str(path)
-    conn = sqlite3.connect(target, isolation_level=None, timeout=30.0, check_same_thread=False)
+    # How long to wait for another process's lock before giving up with a clear message.
+    busy = float(os.environ.get("AUDIENCE_SYNC_STATE_BUSY_SECONDS") or 30.0)
+    conn = sqlite3.connect(target, isolation_level=None, timeout=busy, check_same_thread=False)
+    try:
+        # Read before anything writes: a corrupt file fails here, and a newer schema is refused
+        # before WAL mode or a migration touches it.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        _refuse_newer(conn, path)
+    except BaseException:
+        conn.close()
+        raise
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA temp_store=FILE")
+    # Deleted and overwritten rows are zeroed, not left in free pages: a payload replaced by its
+    # sealed form must not stay readable in the file.
+    conn.execute("PRAGMA secure_delete=ON")
     # A push commits once per batch; with the default 1,000-page threshold nearly every commit also
     # checkpointed the WAL. 10,000 pages (about 40 MB of WAL) makes checkpoints rare without letting
     # the WAL grow unbounded.
     conn.execute("PRAGMA wal_autocheckpoint=10000")
     db = sqlite_utils.Database(conn)
-    migrate(db)
+    try:
+        migrate(db)
+    except BaseException:
+        conn.close()
+        raise
     return db
+
+
+def _refuse_newer(conn: sqlite3.Connection, path: Path | None) -> None:
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if not has_table:
+        foreign = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' LIMIT 1"
+        ).fetchone()
+        if foreign:
+            raise StateFileError(
+                f"state file {path}: is an SQLite database that audience-sync did not create "
+                f"(it has a table {foreign[0]!r}); point state_path at a file of its own"
+            )
+        return
+    found = int(conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] or 0)
+    known = max(v for v, _, _ in MIGRATIONS)
+    if found > known:
+        raise StateFileError(
+            f"state file {path}: schema version {found} is newer than this version of audience-sync "
+            f"knows ({known}); upgrade audience-sync, the file was not changed"
+        )
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import sqlite_utils
 from audiencesync.connectors.contract import Change, HandleStatus, PushResult
 from audiencesync.state.db import atomic
+from audiencesync.state.sealed import PREFIX, sealer_for
 
 # A rejected change is tried again after 1 h, 2 h, 4 h ... capped at a day, and given up on once it
 # has been failing for a week (until the member's identifiers change, which makes it a new change).
@@ -112,6 +113,9 @@ class OutboxStore:
             # One json.loads for the whole batch: per row, the call's own overhead costs more than the
             # parsing of a ~150-byte object (profiled: a third of the outbox read at 10,000 rows).
             payloads = json.loads("[" + ",".join([r[1] for r in rows]) + "]")
+            if any(PREFIX in r[1] for r in rows):
+                sealer = sealer_for(self.db.conn)
+                payloads = [sealer.open_payload(p) for p in payloads]
             keys = [r[0] for r in rows]
             self._remember_served(target_id, op, keys)
             yield QueuedBatch(

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlite_utils
 from audiencesync.state.db import atomic, connect
+from audiencesync.state.sealed import bind_key_file
 
 RUN_COUNTS = (
     "source_members",
@@ -65,11 +66,15 @@ class StateStore:
         return cls(connect(path))
 
     @classmethod
-    def open_memory(cls) -> StateStore:
-        """An empty in-memory state, for dry runs before the first sync."""
-        return cls(connect(None))
+    def open_memory(cls, key_of: Path | None = None) -> StateStore:
+        """An empty in-memory state, for dry runs before the first sync. With ``key_of``, values it
+        seals use that state file's key, so a plan saved from it can be applied there."""
+        store = cls(connect(None))
+        bind_key_file(store.db.conn, key_of)
+        return store
 
     def close(self) -> None:
+        bind_key_file(self.db.conn, None)
         self.db.conn.close()
 
     # --- targets -------------------------------------------------------------------------------

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from audiencesync.state.db import StateFileError
 from audiencesync.sync.config import Config, load_config, resolve_config_path
 from audiencesync.sync.errors import InputError
+from audiencesync.sync.redact import redact
 from rich.console import Console
+from rich.markup import escape
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,15 +33,16 @@ config_option = click.option(
 
 
 def input_errors(fn: F) -> F:
-    """Turn ``InputError`` into its message on stderr and its exit code (2)."""
+    """Turn ``InputError`` (and an unusable state file) into its message on stderr, tokens redacted,
+    and its exit code (2)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except InputError as exc:
+        except (InputError, StateFileError) as exc:
             Console(stderr=True, highlight=False).print(
-                f"[red]error:[/red] {exc}", markup=True, soft_wrap=True
+                f"[red]error:[/red] {escape(redact(str(exc)))}", markup=True, soft_wrap=True
             )
             sys.exit(exc.exit_code)
 

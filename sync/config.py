@@ -22,6 +22,7 @@ from audiencesync.connectors.contract import IDENTIFIER_KINDS
 from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from audiencesync.sync.errors import ConfigError
 from audiencesync.sync.identity import ALPHA2, COUNTRY_NAMES
+from audiencesync.sync.redact import looks_like_secret
 
 STAGES = (
     "new_subscriber",
@@ -200,8 +201,12 @@ def check_country(value: Any) -> str | None:
 
 
 def _env_name(value: Any) -> str | None:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-        return "must name an environment variable (letters, digits, underscore), not hold a secret"
+    # The message never repeats the value: a token pasted here must not reach the terminal.
+    if not isinstance(value, str) or looks_like_secret(value):
+        return (
+            "must name an environment variable (letters, digits, underscore), not hold a secret; "
+            "the value looks like a token and is not shown"
+        )
     return None
 
 
@@ -564,8 +569,16 @@ def _parse_destinations(
             var = settings.get(env_key)
             if not isinstance(var, str):
                 continue
-            value = env.get(var)
-            if value:
+            # A token read from a file (``export X=$(cat token.txt)``) often ends in a newline: the
+            # ends are trimmed; whitespace inside is a pasting error, refused by name, never shown.
+            value = (env.get(var) or "").strip()
+            if value and secret_name != "credentials" and any(c.isspace() or ord(c) < 32 for c in value):
+                errors.add(
+                    f"{prefix}.{env_key}",
+                    f"environment variable {var} holds whitespace or control characters inside the "
+                    "token (the value is not shown); set it to the token alone",
+                )
+            elif value:
                 secrets[secret_name] = value
             elif not emulated and (platform, env_key) not in OPTIONAL_SECRETS:
                 if (

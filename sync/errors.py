@@ -18,6 +18,10 @@ class ConfigError(InputError):
     def __init__(self, file: Path, problems: Sequence[str]) -> None:
         self.file = file
         self.problems = list(problems)
+        if len(self.problems) == 1:
+            # One problem, one line: the file and the key path with what is wrong.
+            super().__init__(f"{file}: {self.problems[0]}")
+            return
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{file}: {len(self.problems)} problem(s)\n{lines}")
 

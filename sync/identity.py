@@ -391,6 +391,17 @@ _NORMALIZERS: dict[str, _Normalizer] = {
 }
 
 
+# C0 and C1 control characters and DEL. Inside a value they are never part of a real identifier (a
+# NUL from a C export, an escape from a terminal paste) and would otherwise be hashed as if they were:
+# the platform cannot match such a hash, so the value is invalid rather than silently unmatched.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _has_control(value: str) -> bool:
+    """True when ``value`` holds a control character other than surrounding whitespace."""
+    return _CONTROL.search(value) is not None and _CONTROL.search(value.strip()) is not None
+
+
 def normalize(platform: str, kind: str, value: str, default_country: str | None = None) -> str:
     """``value`` normalized by ``platform``'s published rules for identifier ``kind``.
 
@@ -405,6 +416,8 @@ def normalize(platform: str, kind: str, value: str, default_country: str | None 
         raise ValueError(f"unknown identifier kind {kind!r}")
     if kind not in takes:
         raise InvalidIdentifier("kind_not_taken")
+    if _has_control(value):
+        raise InvalidIdentifier(f"{kind}_control_character")
     return fn(platform, value, _region(default_country))
 
 
@@ -494,6 +507,9 @@ class ProfileHasher:
                     invalid.append((kind, "prehashed_dob_unsplittable"))
                 else:
                     out[kind] = text
+                continue
+            if _has_control(value):
+                invalid.append((kind, f"{kind}_control_character"))
                 continue
             try:
                 normalized = fn(platform, value, region)

@@ -23,6 +23,7 @@ from typing import Any
 import sqlite_utils
 from audiencesync.state.db import atomic
 from audiencesync.state.outbox import REJECTION_MAX_AGE_S
+from audiencesync.state.sealed import sealer_for
 from audiencesync.sync.config import SourceConfig, Target
 from audiencesync.sync.source_load import (
     SOURCE_COLUMNS,
@@ -63,6 +64,8 @@ class TargetPlan:
     held_back: int = 0
     """Changes not planned now: their member is in flight, or a rejection is backing off."""
     invalid: Counter[str] = field(default_factory=Counter)
+    identifier_drops: dict[str, int] = field(default_factory=dict)
+    """Identity changes that drop an identifier the member had, by identifier key."""
     breaker: str | None = None
 
     @property
@@ -260,13 +263,40 @@ class Planner:
         plan.removes = counts.get("gone:remove", 0)
         plan.identity_changes = max(counts.get("identity:add", 0), counts.get("identity:remove", 0))
         plan.refreshes = counts.get("refresh:add", 0)
+        if plan.identity_changes:
+            plan.identifier_drops = self._identifier_drops(desired, t)
         self._src_tables[plan.key] = src
+
+    def _identifier_drops(self, desired: str, target_id: int) -> dict[str, int]:
+        """Identity changes that drop an identifier key the member had, counted by key: an export
+        that blanks a column turns every member into such a change."""
+        rows = self.db.conn.execute(
+            f"SELECT j.key, count(*) FROM {desired} d JOIN members m ON m.target_id = ? "
+            "AND m.member_key = d.member_key CROSS JOIN json_each(m.payload) j "
+            "WHERE d.kind = 'identity' AND d.op = 'add' "
+            "AND json_type(d.payload, '$.\"' || j.key || '\"') IS NULL GROUP BY j.key",
+            [target_id],
+        ).fetchall()
+        return {str(k): int(n) for k, n in rows}
 
     @staticmethod
     def _check_breaker(plan: TargetPlan, allow_mass_remove: bool) -> None:
-        if allow_mass_remove or plan.target.sync.mode != "mirror":
+        if allow_mass_remove:
             return
         breaker = plan.target.sync.breaker
+        # In every mode: re-uploading members without an identifier they had lowers the match rate
+        # of the whole audience, and is what a source export with a blanked column looks like.
+        if plan.identifier_drops and plan.synced:
+            kind, dropped = max(plan.identifier_drops.items(), key=lambda kv: kv[1])
+            if dropped > breaker.max_remove_share * plan.synced:
+                plan.breaker = (
+                    f"{dropped} of {plan.synced} synced members would lose their {kind} "
+                    f"({dropped / plan.synced:.0%}, over max_remove_share {breaker.max_remove_share:.0%}); "
+                    "check the source export"
+                )
+                return
+        if plan.target.sync.mode != "mirror":
+            return
         if plan.source_members == 0 and plan.synced > 0:
             plan.breaker = (
                 f"the source returned no members; refusing to remove all {plan.synced} synced members"
@@ -285,6 +315,7 @@ class Planner:
         """A plan saved by ``sync --plan-out``, loaded back into a desired table."""
         _src, desired = self._new_tables()
         plan = TargetPlan(target, target_id, version, max_batch, desired)
+        sealer = sealer_for(self.db.conn)
         self.db.conn.executemany(
             f"INSERT OR REPLACE INTO {desired} VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'saved')",
             (
@@ -292,7 +323,7 @@ class Planner:
                     bytes.fromhex(op["k"]),
                     op["op"],
                     op["p"],
-                    payload_fingerprint(op["p"]),
+                    payload_fingerprint(sealer.open_json(op["p"])),
                     bytes.fromhex(op["raw"]) if op.get("raw") else None,
                     op.get("inv"),
                     op.get("c"),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from audiencesync.sync.redact import redact
 from audiencesync.sync.runner import TargetResult
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -58,7 +60,8 @@ def render_results(console: Console, results: Sequence[TargetResult], dry_run: b
     for r in results:
         if r.error:
             console.print(
-                f"[bold]{r.plan.key}[/bold]: {r.error}", style="red" if r.status == "error" else "yellow"
+                f"[bold]{r.plan.key}[/bold]: {escape(redact(r.error))}",
+                style="red" if r.status == "error" else "yellow",
             )
 
 

@@ -9,9 +9,9 @@ run sends what is left.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from audiencesync.connectors.contract import AudienceSpec, Capabilities, Connector, PushResult, SessionInfo
 from audiencesync.connectors.errors import ConnectorError, FatalError, TransientError
 from audiencesync.connectors.registry import build_connector
+from audiencesync.state.db import describe_sqlite_error
 from audiencesync.state.lease import LeaseBusy, acquire, default_wait
 from audiencesync.state.outbox import OutboxStore, QueuedBatch
 from audiencesync.state.store import StateStore
@@ -31,11 +32,11 @@ from audiencesync.sync.errors import InputError, StaleStateError
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.lag import record_read_back
 from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
+from audiencesync.sync.plan_file import PlanWriter, read_plan_file
 from audiencesync.sync.sources import read_audience
 
 log = logging.getLogger("audiencesync.runner")
 
-PLAN_FORMAT = "audience-sync-plan"
 T = TypeVar("T")
 
 
@@ -174,9 +175,12 @@ class SyncRunner:
                     if plan_file is not None:
                         self._write_plan(plan_file, plan)
                     plans.append(plan)
-        finally:
+        except BaseException:
             if plan_file is not None:
-                plan_file.close()
+                plan_file.abort()
+            raise
+        if plan_file is not None:
+            plan_file.close()
         results: list[TargetResult] = []
         for plan in plans:
             results.append(self._execute(plan))
@@ -184,7 +188,7 @@ class SyncRunner:
         return results
 
     def _apply_plan(self, path: Path) -> list[TargetResult]:
-        sections = _read_plan_file(path)
+        sections = read_plan_file(path, self.config.path)
         targets = {t.key: t for t in self.config.targets()}
         results: list[TargetResult] = []
         for header, ops in sections:
@@ -203,6 +207,7 @@ class SyncRunner:
                 key, target.audience.name, target.destination.name, target.destination.platform
             )
             plan = self.planner.load_plan(target, row.id, row.state_version, int(header["max_batch"]), ops)
+            self._refuse_foreign_removes(path, plan)
             results.append(self._leased_push(plan, from_source=False))
         return results
 
@@ -442,31 +447,43 @@ class SyncRunner:
         result.platform_size = (status.size_lower, status.size_upper)
 
     # --- plan files ----------------------------------------------------------------------------
-    def _open_plan_file(self) -> Any:
+    def _open_plan_file(self) -> PlanWriter | None:
         if self.options.plan_out is None:
             return None
-        handle = self.options.plan_out.open("w", encoding="utf-8")
-        handle.write(json.dumps({"format": PLAN_FORMAT, "version": 1, "created_at": time.time()}) + "\n")
-        return handle
+        return PlanWriter(self.options.plan_out, self.config.path)
 
-    def _write_plan(self, handle: Any, plan: TargetPlan) -> None:
+    def _write_plan(self, writer: PlanWriter, plan: TargetPlan) -> None:
         header = {"target": plan.key, "state_version": plan.state_version, "max_batch": plan.max_batch}
         header["summary"] = plan.as_dict()
-        handle.write(json.dumps(header) + "\n")
+        writer.write(header)
         for key, op, payload, raw_fp, invalid, source_at, consent in self.planner.desired_rows(plan):
-            handle.write(
-                json.dumps(
-                    {
-                        "k": key.hex(),
-                        "op": op,
-                        "p": payload,
-                        "raw": raw_fp.hex() if raw_fp else None,
-                        "inv": invalid,
-                        "s": source_at,
-                        "c": consent,
-                    }
-                )
-                + "\n"
+            writer.write(
+                {
+                    "k": key.hex(),
+                    "op": op,
+                    "p": payload,
+                    "raw": raw_fp.hex() if raw_fp else None,
+                    "inv": invalid,
+                    "s": source_at,
+                    "c": consent,
+                }
+            )
+
+    def _refuse_foreign_removes(self, path: Path, plan: TargetPlan) -> None:
+        """A saved plan may only remove what this tool added: each remove must match a member state
+        holds (or an add it may have sent), payload and all."""
+        foreign = self.store.db.execute(
+            f"SELECT count(*) FROM {plan.table} d WHERE d.op = 'remove' AND NOT EXISTS "
+            "(SELECT 1 FROM members m WHERE m.target_id = ? AND m.member_key = d.member_key "
+            "AND m.payload_fp = d.payload_fp) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE "
+            "o.target_id = ? AND o.member_key = d.member_key AND o.op = 'add' AND o.payload_fp = d.payload_fp)",
+            [plan.target_id, plan.target_id],
+        ).fetchone()[0]
+        if foreign:
+            self.planner.discard(plan)
+            raise InputError(
+                f"{path}: {foreign} remove(s) for {plan.key} are of members this tool never added; "
+                "the plan was not applied"
             )
 
 
@@ -496,29 +513,6 @@ def _plan_counts(plan: TargetPlan) -> dict[str, Any]:
     }
 
 
-def _read_plan_file(path: Path) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    if not path.is_file():
-        raise InputError(f"{path}: plan file not found")
-    sections: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                raise InputError(f"{path} line {number}: not a saved plan (bad JSON)") from None
-            if number == 1:
-                if item.get("format") != PLAN_FORMAT:
-                    raise InputError(f"{path}: not a plan written by sync --plan-out")
-                continue
-            if "target" in item:
-                sections.append((item, []))
-            elif sections and {"k", "op", "p"} <= set(item):
-                sections[-1][1].append(item)
-            else:
-                raise InputError(f"{path} line {number}: unexpected content in a plan file")
-    return sections
-
-
 def sync_once(
     config: Config,
     *,
@@ -533,7 +527,7 @@ def sync_once(
     """One run over the config's targets against its state file: what ``audience-sync sync`` does."""
     if dry_run and not config.state_path.exists():
         # A dry run writes nothing: plan against an empty in-memory state instead of creating the file.
-        store = StateStore.open_memory()
+        store = StateStore.open_memory(key_of=config.state_path if plan_out else None)
     else:
         store = StateStore.open(config.state_path)
     try:
@@ -547,5 +541,9 @@ def sync_once(
         )
         runner = SyncRunner(config, store, options)
         return runner.apply_plan(apply_plan) if apply_plan else runner.run()
+    except sqlite3.Error as exc:
+        # A full disk or a lock that outlasted the wait: every write is one transaction, so what
+        # was committed stands and the next run carries on from it.
+        raise describe_sqlite_error(config.state_path, exc) from None
     finally:
         store.close()

@@ -31,6 +31,7 @@ from json.encoder import encode_basestring_ascii as _quote
 
 import sqlite_utils
 from audiencesync.state.db import scratch_transaction
+from audiencesync.state.sealed import SEALED_KEYS, Sealer, sealer_for
 from audiencesync.sync.config import SourceConfig
 from audiencesync.sync.identity import NORMALIZATION_VERSION, ProfileHasher
 from audiencesync.sync.sources import SourceRow
@@ -120,6 +121,7 @@ class SourceLoader:
         self._all = [table for group in groups for table in group.tables]
         self._number = {id(table): n for n, table in enumerate(self._all)}
         self.consent_denied = 0
+        self.sealer = sealer_for(db.conn)
 
     def load(self, rows: Iterable[SourceRow]) -> None:
         """Load every row, then index each table by member key. Raises what the source raises.
@@ -196,7 +198,7 @@ class SourceLoader:
                     )
                     for t in group.tables
                 }
-                hashed, invalid = _hash(group, chunk.rows, sorted(set().union(*mine.values())))
+                hashed, invalid = _hash(group, chunk.rows, sorted(set().union(*mine.values())), self.sealer)
                 for table in group.tables:
                     # Only the rows hashed for this table: the others' invalid values are read
                     # back from state by the diff, and must not be counted twice.
@@ -247,7 +249,7 @@ def _consent(row: SourceRow) -> int | None:
 
 
 def _hash(
-    group: HashGroup, rows: list[SourceRow], indices: list[int]
+    group: HashGroup, rows: list[SourceRow], indices: list[int], sealer: Sealer
 ) -> tuple[dict[int, tuple[str, bytes, str | None] | None], dict[int, list[str]]]:
     """Normalize and hash ``rows[i]`` for each index: (payload, payload_fp, invalid) or None when
     the profile has no usable identifier; and each row's invalid values as ``kind:reason``."""
@@ -262,7 +264,11 @@ def _hash(
             continue
         payload = payload_json(profile.identifiers)
         invalid = ",".join(f"{k}:{r}" for k, r in profile.invalid) or None
-        hashed[i] = (payload, payload_fingerprint(payload), invalid)
+        # The fingerprint is of the plain payload; what is stored has its unhashed values sealed.
+        stored = payload
+        if not SEALED_KEYS.isdisjoint(profile.identifiers):
+            stored = payload_json(sealer.seal_payload(profile.identifiers))
+        hashed[i] = (stored, payload_fingerprint(payload), invalid)
     return hashed, invalid_by_row
 
 

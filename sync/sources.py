@@ -121,6 +121,8 @@ def read_audience(source: SourceConfig, audience: AudienceConfig) -> Iterator[So
     """Stream the members of ``audience``. Raises ``SourceError`` naming the file and row or query."""
     if not source.path.exists():
         raise SourceError(str(source.path), "source file not found (check [source] path)")
+    if source.path.is_dir():
+        raise SourceError(str(source.path), "is a directory; [source] path must name a file")
     if source.kind == "sqlite":
         return _read_sqlite(source, audience)
     if source.kind == "csv":

@@ -45,7 +45,7 @@ KNOWN_REASONS = {
     "gender_unknown",
     "maid_not_uuid",
     "external_id_empty",
-}
+} | {f"{kind}_control_character" for kind in IDENTIFIER_KINDS}
 
 
 def reason(platform: str, kind: str, value: str, default_country: str | None = None) -> str:
@@ -668,3 +668,35 @@ def test_north_american_fast_path_agrees_with_phonenumbers(
         assert got == phonenumbers.format_number(
             phonenumbers.parse("+" + digits), phonenumbers.PhoneNumberFormat.E164
         )
+
+
+# --- control characters --------------------------------------------------------------------------
+
+_CONTROLS = [chr(c) for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)]]
+
+
+@given(
+    platform=st.sampled_from(sorted(PLATFORMS)),
+    kind=st.sampled_from(["email", "phone", "first_name", "last_name", "zip", "external_id"]),
+    value=st.sampled_from(["jane.doe@example.com", "+1 415 555 0100", "Jane", "94107", "crm-123"]),
+    control=st.sampled_from(_CONTROLS),
+    at=st.integers(min_value=1, max_value=3),
+)
+def test_a_control_character_inside_any_value_makes_it_invalid_and_it_is_never_sent(
+    platform: str, kind: str, value: str, control: str, at: int
+) -> None:
+    assume(kind in platform_kinds(platform))
+    dirty = value[:at] + control + value[at:]
+    hashed = ProfileHasher(platform, [kind], "US")({kind: dirty})
+    assert kind not in hashed.identifiers
+    assert (kind, f"{kind}_control_character") in hashed.invalid
+    assert reason(platform, kind, dirty, "US") == f"{kind}_control_character"
+
+
+@given(
+    value=st.sampled_from(["jane.doe@example.com", "Jane"]), ends=st.sampled_from([" ", "\n", "\t", "\r\n"])
+)
+def test_surrounding_whitespace_is_not_a_control_character(value: str, ends: str) -> None:
+    kind = "email" if "@" in value else "first_name"
+    hashed = ProfileHasher("meta", [kind], "US")({kind: ends + value + ends})
+    assert hashed.invalid == [] and kind in hashed.identifiers
