@@ -24,10 +24,11 @@ from audiencesync.connectors.contract import IDENTIFIER_KINDS
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
 
 PLATFORMS = ("meta", "google", "tiktok")
-NORMALIZATION_VERSION = 2
+NORMALIZATION_VERSION = 3
 """Bump when any rule changes: state keeps a fingerprint per member, and a new version re-hashes all.
 2: phones possible only locally rejected; dob strictly ISO; names keep combining marks; profile
-country decides phone, zip and state; US state names matched without punctuation."""
+country decides phone, zip and state; US state names matched without punctuation.
+3: TikTok emails lose a ``+tag`` on every domain; control characters make any identifier invalid."""
 
 _PLATFORM_KINDS: dict[str, frozenset[str]] = {
     "meta": frozenset(IDENTIFIER_KINDS),
