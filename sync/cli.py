@@ -48,6 +48,8 @@ def validate(config_path: Path | None) -> None:
     """Check a config file and report every problem at once, each with its key path."""
     config = load(config_path)
     targets = config.targets()
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(
         f"{config.path}: ok ({len(config.audiences)} audiences, {len(config.destinations)} destinations, "
         f"{len(targets)} sync targets)"

@@ -221,10 +221,17 @@ def create_dm_list(
     )
 
 
+# Google's proto: "must be accepted when ingesting UserData" (datamanager_v1/types/terms_of_service.py).
+TERMS_ACCEPTED = dm.TermsOfService(customer_match_terms_of_service_status=dm.TermsOfServiceStatus.ACCEPTED)
+
+
 def ingest(ingestion: dm.IngestionServiceClient, list_id_: str, members: list[dm.AudienceMember]) -> str:
     response = ingestion.ingest_audience_members(
         request=dm.IngestAudienceMembersRequest(
-            destinations=[destination(list_id_)], audience_members=members, consent=GRANTED
+            destinations=[destination(list_id_)],
+            audience_members=members,
+            consent=GRANTED,
+            terms_of_service=TERMS_ACCEPTED,
         )
     )
     return str(response.request_id)
@@ -927,6 +934,7 @@ def test_consent_per_request_and_per_member(
                 member(EMAIL_C, consent=DENIED),
             ],
             consent=DENIED,
+            terms_of_service=TERMS_ACCEPTED,
         )
     )
     status = request_status(ingestion, response.request_id)

@@ -354,12 +354,19 @@ class _Abort(Exception):
         self.reason = reason
         """A Data Manager ``ErrorReason`` name; with it the status carries Google's error details."""
 
-    def status(self) -> Any:
-        """The ``google.rpc.Status`` to send: Data Manager errors carry an ``ErrorInfo`` (the reason) and,
-        when the message starts with a field path (``audience_members[3].user_data: ...``), a
-        ``BadRequest`` field violation naming that field, as Google's APIs do (AIP-193)."""
+    def status(self, request_id: str) -> Any:
+        """The ``google.rpc.Status`` to send: Data Manager errors carry an ``ErrorInfo`` (the reason), a
+        ``RequestInfo`` (the request id) and, when the message starts with a field path
+        (``audience_members[3].user_data: ...``), a ``BadRequest`` field violation naming that field.
+        Source: developers.google.com/data-manager/api/devguides/concepts/understand-errors (check
+        ErrorInfo, RequestInfo; BadRequest names the field) and AIP-193. Fast-fail: the first error
+        found fails the whole request, so one violation is named (which error Google names first
+        when several are present is an assumption, docs/setup-google.md)."""
         status = status_pb2.Status(code=self.code.value[0], message=self.message)
         if self.reason:
+            request_info = any_pb2.Any()
+            request_info.Pack(error_details_pb2.RequestInfo(request_id=request_id))
+            status.details.append(request_info)
             info = any_pb2.Any()
             info.Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain="datamanager.googleapis.com"))
             status.details.append(info)
@@ -719,7 +726,8 @@ class GoogleEmulator:
             if request_id:
                 context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
             if abort.reason:
-                context.abort_with_status(rpc_status.to_status(abort.status()))
+                dm_request_id = request_id or f"emu-dm-{uuid.uuid4().hex[:16]}"
+                context.abort_with_status(rpc_status.to_status(abort.status(dm_request_id)))
             context.abort(abort.code, abort.message)
         if request_id:
             context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
@@ -1112,11 +1120,16 @@ class GoogleEmulator:
     # --- Data Manager API: ingestion ---
 
     def _ingest(self, request: Any, call: _Call) -> Any:
+        # The Customer Match terms "must be accepted when ingesting UserData" (proto
+        # google/ads/datamanager_v1/types/terms_of_service.py): missing or REJECTED fails the request
+        # with ErrorReason TERMS_AND_CONDITIONS_NOT_SIGNED (reference/rest/v1/ErrorReason). The gRPC code
+        # for it is an assumption (docs/setup-google.md, "Assumptions").
         terms = request.terms_of_service.customer_match_terms_of_service_status
-        if getattr(terms, "name", "") == "REJECTED":
+        if getattr(terms, "name", "") != "ACCEPTED":
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "terms_of_service.customer_match_terms_of_service_status: the Customer Match terms were rejected.",
+                "terms_of_service.customer_match_terms_of_service_status: the Customer Match terms must be "
+                "ACCEPTED to ingest user data.",
                 reason="TERMS_AND_CONDITIONS_NOT_SIGNED",
             )
         request_id = self._accept_members("ingest", request)
