@@ -15,7 +15,7 @@ import pytest
 from audiencesync.connectors import google_payload as gp
 from audiencesync.connectors.contract import AudienceSpec, Change
 from audiencesync.connectors.emulators.google import GoogleEmulator
-from audiencesync.connectors.errors import AudienceGone
+from audiencesync.connectors.errors import AudienceGone, ConfigurationRejected
 from audiencesync.connectors.google import GoogleConnector
 from audiencesync.state.store import StateStore
 from audiencesync.sync.cli import cli
@@ -499,3 +499,28 @@ def test_data_manager_an_ingest_without_accepted_terms_is_refused_by_the_emulato
             assert error.reason == "TERMS_AND_CONDITIONS_NOT_SIGNED"
             assert error.members == {}  # request-level: no member is at fault
     assert google_emulator.members(list_id) == set()
+
+
+@pytest.mark.parametrize("version", ["v26", "v24"])
+def test_ads_backend_speaks_the_configured_api_version(google_emulator: GoogleEmulator, version: str) -> None:
+    """The Ads client, its types and its failure decoding follow api_version; the emulator serves each."""
+    settings = {
+        "platform": "google",
+        "backend": "google_ads",
+        "customer_id": "1234567890",
+        "endpoint": google_emulator.endpoint,
+        "max_wait_seconds": 5,
+        "api_version": version,
+    }
+    dest = DestinationConfig("google_main", "google", settings, {}, "audience-sync: ", Path("."))
+    with closing(GoogleConnector(dest, **FAST)) as google:
+        list_id = google.ensure_audience(VIP)
+        (job,) = google.add(list_id, email_changes(1, 2), None).pending
+        assert google.follow(list_id, [job])[job].state == "confirmed"
+        assert google_emulator.members(list_id) == {frozenset({f"email:{email_hash(i)}"}) for i in (1, 2)}
+        # A GoogleAdsFailure is read from the configured version's trailing metadata key.
+        google_emulator.faults.set({"not_allowlisted": True})
+        with pytest.raises(ConfigurationRejected, match="data_manager"):
+            google.add(list_id, email_changes(3), None)
+    backend: Any = google._backend
+    assert type(backend._jobs).__module__.startswith(f"google.ads.googleads.{version}.")

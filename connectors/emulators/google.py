@@ -1,15 +1,16 @@
 """A local stand-in for Google's Customer Match APIs: one plaintext gRPC server serving both the Google
-Ads API v24 and the Data Manager API v1, over one shared store of user lists, plus the HTTP admin
+Ads API (every version in ADS_VERSIONS, v23..v26, each under its own service names) and the Data
+Manager API v1, over one shared store of user lists, plus the HTTP admin
 surface every emulator has (on a second port, through ``emulators.http``).
 
 gRPC methods served on 127.0.0.1:``port`` (the real services' wire names and messages):
-    /google.ads.googleads.v24.services.UserListService/MutateUserLists
+    /google.ads.googleads.vNN.services.UserListService/MutateUserLists
         create (CRM-based, CONTACT_INFO, membership_life_span <= 540 days, default 540) and remove
-    /google.ads.googleads.v24.services.OfflineUserDataJobService/CreateOfflineUserDataJob
-    /google.ads.googleads.v24.services.OfflineUserDataJobService/AddOfflineUserDataJobOperations
-    /google.ads.googleads.v24.services.OfflineUserDataJobService/RunOfflineUserDataJob
-    /google.ads.googleads.v24.services.GoogleAdsService/Search
-    /google.ads.googleads.v24.services.GoogleAdsService/SearchStream
+    /google.ads.googleads.vNN.services.OfflineUserDataJobService/CreateOfflineUserDataJob
+    /google.ads.googleads.vNN.services.OfflineUserDataJobService/AddOfflineUserDataJobOperations
+    /google.ads.googleads.vNN.services.OfflineUserDataJobService/RunOfflineUserDataJob
+    /google.ads.googleads.vNN.services.GoogleAdsService/Search
+    /google.ads.googleads.vNN.services.GoogleAdsService/SearchStream
         a small GAQL subset: SELECT fields FROM user_list | offline_user_data_job
         [WHERE f = v AND f != v AND f IN (...) AND f LIKE '%x%'] [ORDER BY f [ASC|DESC]] [LIMIT n]
     /google.longrunning.Operations/GetOperation   the operation RunOfflineUserDataJob returns
@@ -37,7 +38,7 @@ of a successful Ads job (``offline_user_data_job.operation_metadata.match_rate_r
 before SUCCESS and for a job of removes only, LESS_THAN_20 for a job that applied no operation).
 
 Google Ads API errors come back as Google sends them: a gRPC status with trailing metadata
-``google.ads.googleads.v24.errors.googleadsfailure-bin`` (a serialized ``GoogleAdsFailure``) and
+``google.ads.googleads.<the called version>.errors.googleadsfailure-bin`` (a serialized ``GoogleAdsFailure``) and
 ``request-id``, so the google-ads client raises ``GoogleAdsException``. Status codes: INVALID_ARGUMENT
 for request errors, UNAUTHENTICATED for the developer token, PERMISSION_DENIED for not-allowlisted,
 ABORTED for CONCURRENT_MODIFICATION, RESOURCE_EXHAUSTED for quota errors (the client leaves
@@ -124,6 +125,7 @@ from typing import Any
 
 import grpc
 from audiencesync.connectors.emulators.http import EmulatorServer, FaultSwitches, Request, Response
+from audiencesync.connectors.versions import VERSIONS
 from google.ads.datamanager_v1.types import consent as dm_consent
 from google.ads.datamanager_v1.types import ingestion_service as dm_ingestion
 from google.ads.datamanager_v1.types import match_rate as dm_match_rate
@@ -143,8 +145,21 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 ADS_VERSION = "v24"
+"""The version whose generated types the emulator reads and writes with."""
+ADS_VERSIONS = tuple(VERSIONS["google_ads"])
+"""Every Google Ads API version served, on its own service names: those google-ads 34.x ships (v23..v26).
+Their messages used here keep the same field numbers (google/ads/googleads/vNN protos), so one
+version's types read and write them all."""
 FAILURE_METADATA_KEY = f"google.ads.googleads.{ADS_VERSION}.errors.googleadsfailure-bin"
-"""Trailing metadata key the google-ads client reads the ``GoogleAdsFailure`` from."""
+"""Trailing metadata key the google-ads client of ADS_VERSION reads the ``GoogleAdsFailure`` from."""
+
+
+def failure_metadata_key(version: str) -> str:
+    """Where the google-ads client of ``version`` reads a failure (google/ads/googleads/interceptors/
+    exception_interceptor.py builds the key from its version)."""
+    return f"google.ads.googleads.{version}.errors.googleadsfailure-bin"
+
+
 REQUEST_ID_METADATA_KEY = "request-id"
 
 MAX_LIFE_SPAN_DAYS = 540
@@ -182,7 +197,6 @@ _ADS_OPERATION_NAME = re.compile(r"customers/(\d+)/operations/(\d+)")
 _DM_ACCOUNT = re.compile(r"accountTypes/([A-Z_]+)/accounts/(\d+)")
 _DM_LIST_NAME = re.compile(r"accountTypes/([A-Z_]+)/accounts/(\d+)/userLists/(\d+)")
 
-_ADS_SERVICES = "google.ads.googleads.v24.services"
 _DM_SERVICES = "google.ads.datamanager.v1"
 
 # Ads RPCs the not_allowlisted switch refuses: Customer Match uploads and list mutates.
@@ -659,10 +673,15 @@ class GoogleEmulator:
         ]  # fmt: skip
         services: dict[str, dict[str, Any]] = {}
         for api, service, method, fn, deserialize, serialize, streaming in table:
-            full = {"ads": f"{_ADS_SERVICES}.{service}", "dm": f"{_DM_SERVICES}.{service}"}.get(api, service)
-            services.setdefault(full, {})[method] = self._method_handler(
-                "ads" if api == "lro" else api, method, fn, deserialize, serialize, streaming
-            )
+            versions = ADS_VERSIONS if api == "ads" else (ADS_VERSION,)
+            for version in versions:
+                full = {
+                    "ads": f"google.ads.googleads.{version}.services.{service}",
+                    "dm": f"{_DM_SERVICES}.{service}",
+                }.get(api, service)
+                services.setdefault(full, {})[method] = self._method_handler(
+                    "ads" if api == "lro" else api, method, fn, deserialize, serialize, streaming, version
+                )
         return [grpc.method_handlers_generic_handler(name, methods) for name, methods in services.items()]
 
     def _method_handler(
@@ -673,13 +692,14 @@ class GoogleEmulator:
         deserialize: Callable[[bytes], Any],
         serialize: Callable[[Any], bytes],
         streaming: bool,
+        version: str,
     ) -> Any:
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            return self._dispatch(api, method, fn, request, context)
+            return self._dispatch(api, method, fn, request, context, version)
 
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             # One batch, as the real service sends for a small result set.
-            yield self._dispatch(api, method, fn, request, context)
+            yield self._dispatch(api, method, fn, request, context, version)
 
         if streaming:
             return grpc.unary_stream_rpc_method_handler(
@@ -696,6 +716,7 @@ class GoogleEmulator:
         fn: Callable[[Any, _Call], Any],
         request: Any,
         context: grpc.ServicerContext,
+        version: str = ADS_VERSION,
     ) -> Any:
         with self._store.lock:
             self.calls[method] += 1
@@ -714,7 +735,7 @@ class GoogleEmulator:
                 ads_errors.GoogleAdsFailure(errors=failure.errors, request_id=request_id)
             )
             context.set_trailing_metadata(
-                ((FAILURE_METADATA_KEY, payload), (REQUEST_ID_METADATA_KEY, request_id))
+                ((failure_metadata_key(version), payload), (REQUEST_ID_METADATA_KEY, request_id))
             )
             message = (
                 "Request contains an invalid argument."
