@@ -1040,15 +1040,9 @@ class GoogleEmulator:
         try:
             accepted: list[tuple[str, frozenset[str]]] = []
             errors: list[Any] = []
-            # Raw protobuf, for speed (see _accept_members). A request whose every operation is
-            # valid passes in one column-wise sweep; otherwise each operation is checked on its own,
-            # and its error is recorded.
+            # Raw protobuf (see _accept_members); each operation is checked on its own, and its error
+            # recorded.
             raw_operations = type(request).pb(request).operations
-            fast = _ads_operations_fast(raw_operations, kind, rejected)
-            if fast is not None:
-                accepted = fast
-                kind = fast[0][0] if fast else kind
-                raw_operations = []
             for i, op in enumerate(raw_operations):
                 try:
                     entry = _ads_operation(
@@ -1171,12 +1165,9 @@ class GoogleEmulator:
         _dm_check_request_size(len(destinations), len(members))
         base64 = raw.encoding == dm_ingestion.Encoding.BASE64
         rejected = _rejected_values(self.faults["reject_identifiers"])
-        # Validate every member before touching the store: Data Manager requests fail whole. The
-        # column-wise check passes a valid request in one sweep; any doubt (or a fault switch) goes
-        # member by member, which raises the exact error.
-        persons = _dm_persons_fast(members, base64, rejected)
-        if persons is None:
-            persons = [_dm_person(i, m, base64, rejected) for i, m in enumerate(members)]
+        # Validate every member before touching the store: Data Manager requests fail whole, on the
+        # first error (fast-fail, devguides/concepts/understand-errors).
+        persons = [_dm_person(i, m, base64, rejected) for i, m in enumerate(members)]
         request_consent = raw.consent if kind == "ingest" and raw.HasField("consent") else None
         denied = _denied_members(request_consent, members) if kind == "ingest" else [False] * len(members)
         with self._store.lock:
@@ -1449,40 +1440,6 @@ def _ads_operation(
                 )
             entries.append(entry)
     return op_kind, frozenset(entries)
-
-
-def _ads_operations_fast(
-    operations: Any, kind: str | None, rejected: frozenset[str]
-) -> list[tuple[str, frozenset[str]]] | None:
-    """(kind, person) of each operation (raw protobufs), as ``_ads_operation`` makes them, when every
-    operation is a valid create or remove of the job's kind; None when any might not be (or
-    reject_identifiers is on), for the operation-by-operation check to find which and say why."""
-    if rejected:
-        return None
-    kinds: list[str] = []
-    identifier_lists: list[Any] = []
-    for op in operations:
-        op_kind = op.WhichOneof("operation")
-        if op_kind == "create":
-            data = op.create
-        elif op_kind == "remove":
-            data = op.remove
-        else:
-            return None
-        if kind != op_kind:
-            if kind is not None:
-                return None
-            kind = op_kind
-        if (
-            data.HasField("consent")
-            or data.HasField("transaction_attribute")
-            or data.HasField("user_attribute")
-        ):
-            return None
-        kinds.append(op_kind)
-        identifier_lists.append(data.user_identifiers)
-    persons = _persons_fast(identifier_lists, _ADS_FIELDS)
-    return None if persons is None else list(zip(kinds, persons, strict=True))
 
 
 def _ads_identifier(ident: Any, at: _Path) -> list[tuple[str, str]]:
@@ -1879,121 +1836,6 @@ def _dm_hash(value: str, base64: bool, at: str) -> str:
     return value
 
 
-_HEX_DIGITS = b"0123456789abcdef"
-_DM_REGION = re.compile(r"[A-Za-z]{2}")
-_ADS_COUNTRY = re.compile(r"[A-Z]{2}|[a-z]{2}")
-
-
-def _all_sha256_hex(values: list[str]) -> bool:
-    """Every value 64 lowercase hex characters, checked column-wise: one ``map`` for the lengths, one
-    ``translate`` over all values joined for the characters (as ``_HEX64`` checks each)."""
-    return not values or (
-        set(map(len, values)) == {64} and not "".join(values).encode().translate(None, _HEX_DIGITS)
-    )
-
-
-@dataclass(frozen=True)
-class _IdentifierFields:
-    """Where each API keeps a person's identifiers: the ``UserIdentifier`` fields, the address's, the
-    country check and the identifier cap."""
-
-    email: str
-    phone: str
-    address: str
-    first_name: str
-    last_name: str
-    region: str
-    postal: str
-    region_ok: Callable[[str], object]
-    max_identifiers: int
-
-
-_ADS_FIELDS = _IdentifierFields(
-    "hashed_email",
-    "hashed_phone_number",
-    "address_info",
-    "hashed_first_name",
-    "hashed_last_name",
-    "country_code",
-    "postal_code",
-    _ADS_COUNTRY.fullmatch,
-    MAX_ADS_IDENTIFIERS,
-)
-_DM_FIELDS = _IdentifierFields(
-    "email_address",
-    "phone_number",
-    "address",
-    "given_name",
-    "family_name",
-    "region_code",
-    "postal_code",
-    _DM_REGION.fullmatch,
-    MAX_DM_IDENTIFIERS,
-)
-
-
-# The fast sweeps (``_persons_fast`` and its two callers) and the per-member checks (``_ads_operation``,
-# ``_dm_person``) are not folded into one: the sweep only accepts, in bulk and without a path or an
-# error per field, and says None at the first doubt; the per-member check then names the exact error
-# and where it is. The emulator's tests hold the two to the same answers.
-def _persons_fast(identifier_lists: Iterable[Any], fields: _IdentifierFields) -> list[frozenset[str]] | None:
-    """Each person as a frozenset of "kind:value", from the raw ``UserIdentifier`` lists of one request
-    (Ads or Data Manager, as ``fields`` says), when every identifier is valid; None when any might not
-    be. The hashes are checked all at once at the end."""
-    email_field, phone_field, address_field = fields.email, fields.phone, fields.address
-    first_field, last_field = fields.first_name, fields.last_name
-    region_field, postal_field = fields.region, fields.postal
-    region_ok, max_identifiers = fields.region_ok, fields.max_identifiers
-    persons: list[frozenset[str]] = []
-    hashed: list[str] = []
-    keep = hashed.append
-    for identifiers in identifier_lists:
-        if not 0 < len(identifiers) <= max_identifiers:
-            return None
-        entries: list[str] = []
-        for ident in identifiers:
-            # A non-empty value is the oneof's one set field: no WhichOneof call for the common cases.
-            value = getattr(ident, email_field)
-            if value:
-                keep(value)
-                entries.append("email:" + value)
-            elif value := getattr(ident, phone_field):
-                keep(value)
-                entries.append("phone:" + value)
-            elif ident.WhichOneof("identifier") == address_field:
-                address = getattr(ident, address_field)
-                first, last = getattr(address, first_field), getattr(address, last_field)
-                region, postal = getattr(address, region_field), getattr(address, postal_field)
-                if region_ok(region) is None or not postal.strip():
-                    return None
-                keep(first)
-                keep(last)
-                entries += [
-                    f"first_name:{first}",
-                    f"last_name:{last}",
-                    f"country:{region.upper()}",
-                    f"zip:{postal}",
-                ]
-            else:
-                return None
-        persons.append(frozenset(entries))
-    return persons if _all_sha256_hex(hashed) else None
-
-
-def _dm_persons_fast(members: Any, base64: bool, rejected: frozenset[str]) -> list[frozenset[str]] | None:
-    """Each member's person, as ``_dm_person`` makes it, when every member of the request is valid;
-    None when any might not be (or base64 encoding or reject_identifiers is on), for the
-    member-by-member check to find which and raise its error."""
-    if base64 or rejected:
-        return None
-    identifier_lists: list[Any] = []
-    for member in members:
-        if member.WhichOneof("data") != "user_data":
-            return None
-        identifier_lists.append(member.user_data.user_identifiers)
-    return _persons_fast(identifier_lists, _DM_FIELDS)
-
-
 def _dm_person(i: int, member: Any, base64: bool, rejected: frozenset[str]) -> frozenset[str]:
     """Validate one ``AudienceMember`` (raw protobuf); its person as a frozenset of "kind:value"."""
     at = f"audience_members[{i}]"
@@ -2097,18 +1939,6 @@ def _distribute(
     """Give each member (raw protobufs) to the deliveries its ``destination_references`` name (all of
     them when it names none): counted there, and applied later unless its consent is ``denied``."""
     references = {d.destination.reference: d for d in deliveries if d.destination.reference}
-    if not any([member.destination_references for member in members]):
-        # No member names a destination: each goes to all of them, counted in one sweep.
-        identifiers = sum([len(member.user_data.user_identifiers) for member in members])
-        kept = list(itertools.compress(persons, [not d for d in denied]))
-        refused = len(members) - len(kept)
-        for delivery in deliveries:
-            delivery.records += len(members)
-            delivery.identifiers += identifiers
-            if refused:
-                delivery.errors["PROCESSING_ERROR_REASON_DENIED_CONSENT"] += refused
-            delivery.persons.extend(kept)
-        return
     for i, member in enumerate(members):
         refs = list(member.destination_references)
         if any(r not in references for r in refs):
