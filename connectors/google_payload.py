@@ -43,32 +43,46 @@ from google.api_core import exceptions as core
 from google.rpc import error_details_pb2
 
 API_VERSION = "v24"
+"""The version whose generated types the pure builders below use. The Ads backend sends the configured
+``api_version`` and carries these messages over by their wire bytes (google_ads._AdsApi.convert)."""
 MAX_BATCH = 10_000
-"""Data Manager's hard limit per request, and Google's recommended Ads AddOperations size."""
+"""Data Manager's hard limit per request (developers.google.com/data-manager/api/devguides/limits;
+ErrorReason TOO_MANY_AUDIENCE_MEMBERS), and the Ads AddOperations size Google recommends (Google Ads
+Customer Match upload guide; page not pinned: an assumption, docs/setup-google.md)."""
 MAX_IDENTIFIERS = 20
-"""At most 20 UserIdentifiers per person (Ads); Data Manager takes 10. We send at most 3."""
+"""At most 20 UserIdentifiers per person on Ads (same guide, an assumption); Data Manager takes 10
+(ErrorReason TOO_MANY_USER_IDENTIFIERS, reference/rest/v1/ErrorReason). We send at most 3."""
 IDENTIFIER_KINDS: frozenset[str] = platform_kinds("google")
 HASHED_KINDS = ("email", "phone", "first_name", "last_name")
 ADDRESS_KINDS = ("first_name", "last_name", "country", "zip")
 
 CONSENT_DENIED_REASON = "ads consent denied"
 NO_IDENTIFIER_REASON = "no usable identifier"
+# developers.google.com/ads/blog/posts/2026/03/changes-to-customer-match-support-in
 NOT_ALLOWLISTED = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"
 NOT_ALLOWLISTED_MESSAGE = (
     "Google Ads refused Customer Match uploads for this developer token "
     "(CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE: since April 2026 only tokens that already uploaded may "
     'use the Google Ads API path): set backend = "data_manager" in this destination'
 )
+# OAuth scopes: Data Manager get-started guide (developers.google.com/data-manager/api/get-started);
+# google-ads client (google/ads/googleads/oauth2.py, _SERVICE_ACCOUNT_SCOPES).
 DM_SCOPE = "https://www.googleapis.com/auth/datamanager"
 ADS_SCOPE = "https://www.googleapis.com/auth/adwords"
 
+# Hex-encoded SHA-256, lowercase: Data Manager formatting guide
+# (developers.google.com/data-manager/api/devguides/concepts/formatting; encoding HEX).
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _JOB_NAME = re.compile(r"customers/\d+/offlineUserDataJobs/\d+")
 
-# Error codes (oneof field of GoogleAdsError.error_code, enum name) the Ads backend retries.
+# Error codes (oneof field of GoogleAdsError.error_code, enum name) the Ads backend retries: the enum
+# docs in google-ads google/ads/googleads/v26/errors/types/database_error.py (CONCURRENT_MODIFICATION:
+# "retry the request") and quota_error.py (RESOURCE_TEMPORARILY_EXHAUSTED).
 ADS_RETRYABLE = frozenset(
     {("database_error", "CONCURRENT_MODIFICATION"), ("quota_error", "RESOURCE_TEMPORARILY_EXHAUSTED")}
 )
+# The list is missing or unusable: enums in google/ads/googleads/v26/errors/types/
+# {mutate,offline_user_data_job}_error.py.
 _GONE_CODES = frozenset(
     {
         ("mutate_error", "RESOURCE_NOT_FOUND"),
@@ -76,7 +90,9 @@ _GONE_CODES = frozenset(
         ("offline_user_data_job_error", "INVALID_USER_LIST_TYPE"),
     }
 )
-# gRPC answers (api_core classes) both backends retry: quota, overload, server faults, deadlines.
+# gRPC answers (api_core classes) both backends retry: quota (Data Manager limits page: over quota is
+# RESOURCE_EXHAUSTED, back off), UNAVAILABLE (AIP-194: retryable), server faults and deadlines (INTERNAL,
+# DEADLINE_EXCEEDED: an assumption, docs/setup-google.md; the requests are idempotent adds/removes).
 TRANSIENT_EXCEPTIONS: tuple[type[Exception], ...] = (
     core.ResourceExhausted,
     core.ServiceUnavailable,

@@ -94,6 +94,23 @@ Fault switches (``POST /_emulator/faults`` with a JSON object, or keyword argume
     expected_developer_token             the only developer token accepted (None: any non-empty one)
     match_rate_percentage                the match rate reported for non-empty lists (default 70)
 
+Sources of the rules enforced (rules with none are listed under "Assumptions" in docs/setup-google.md):
+- Data Manager limits (10 destinations, 10,000 members, 10 identifiers) and the ErrorReason names:
+  developers.google.com/data-manager/api/devguides/limits and .../reference/rest/v1/ErrorReason (the
+  same enum in google-ads-datamanager, google/ads/datamanager_v1/types/error.py).
+- Data Manager terms of service ACCEPTED on ingest: datamanager_v1/types/terms_of_service.py.
+- Data Manager error shape (fast-fail, ErrorInfo, RequestInfo, BadRequest paths):
+  developers.google.com/data-manager/api/devguides/concepts/understand-errors; consent, member wins:
+  .../reference/rest/v1/audienceMembers/ingest; quotas (300 a minute): .../devguides/limits.
+- Ads error codes, enum names and failure transport: google-ads google/ads/googleads/vNN/errors/types/
+  (e.g. offline_user_data_job_error.py: CONFLICTING_OPERATION, INVALID_OPERATION_ORDER,
+  JOB_ALREADY_STARTED) and google/ads/googleads/interceptors/exception_interceptor.py (the
+  googleadsfailure-bin key); NOT_ALLOWLISTED: the Ads blog post of March 2026 on Customer Match.
+- Ads limits (540-day life span, 20 identifiers, 100,000 operations): user_list.py (membership_life_span)
+  and Google's Customer Match guide (an assumption where no page is pinned).
+- Hash format (64 lowercase hex) and raw country/postal code: Data Manager formatting guide
+  (.../devguides/concepts/formatting).
+
 ``serve`` runs until Ctrl-C or SIGTERM.
 
 Admin surface (HTTP, ``admin_port``): ``GET /_emulator/state``, ``POST /_emulator/faults``,
