@@ -133,14 +133,41 @@ import signal
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import grpc
+from audiencesync.connectors.emulators.google_errors import (
+    _Abort,
+    _AdsFailure,
+    _concurrent_modification,
+    _fail,
+    _partial_failure_status,
+    _Path,
+)
+
+# Re-exported: the public names this module has always offered.
+from audiencesync.connectors.emulators.google_errors import ads_error as ads_error
+from audiencesync.connectors.emulators.google_gaql import (
+    _ads_job_fields,
+    _ads_list_fields,
+    _literal,
+    _match_bucket,
+    _nest,
+    _parse_gaql,
+)
+from audiencesync.connectors.emulators.google_store import MAX_KEPT as MAX_KEPT
+from audiencesync.connectors.emulators.google_store import (
+    _Delivery,
+    _DmRequest,
+    _Job,
+    _Store,
+    _UserList,
+)
 from audiencesync.connectors.emulators.http import EmulatorServer, FaultSwitches, Request, Response
 from audiencesync.connectors.versions import VERSIONS
 from google.ads.datamanager_v1.types import consent as dm_consent
@@ -151,14 +178,12 @@ from google.ads.datamanager_v1.types import request_status_per_destination as dm
 from google.ads.datamanager_v1.types import user_list as dm_user_list
 from google.ads.datamanager_v1.types import user_list_service as dm_user_list_service
 from google.ads.googleads.v24.errors.types import errors as ads_errors
-from google.ads.googleads.v24.resources.types import offline_user_data_job as ads_job
-from google.ads.googleads.v24.resources.types import user_list as ads_user_list
 from google.ads.googleads.v24.services.types import google_ads_service as ads_search
 from google.ads.googleads.v24.services.types import offline_user_data_job_service as ads_job_service
 from google.ads.googleads.v24.services.types import user_list_service as ads_user_list_service
 from google.longrunning import operations_pb2
-from google.protobuf import any_pb2, empty_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.protobuf import empty_pb2
+from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 ADS_VERSION = "v24"
@@ -185,8 +210,6 @@ MAX_ADS_OPERATIONS = 100_000
 MAX_DM_MEMBERS = 10_000
 MAX_DM_IDENTIFIERS = 10
 MAX_DM_DESTINATIONS = 10
-# Requests and jobs kept for the state view; the oldest settled ones go first.
-MAX_KEPT = 10_000
 
 DEFAULT_FAULTS: dict[str, Any] = {
     "not_allowlisted": False,
@@ -226,257 +249,6 @@ _ALLOWLISTED_METHODS = frozenset(
     }
 )
 _CONCURRENT_METHODS = frozenset({"AddOfflineUserDataJobOperations", "RunOfflineUserDataJob"})
-
-
-# --- the store ------------------------------------------------------------------------------------
-
-
-@dataclass
-class _UserList:
-    id: int
-    customer_id: str
-    name: str
-    description: str
-    life_span_days: int
-    members: set[frozenset[str]] = field(default_factory=set)
-
-    @property
-    def ads_name(self) -> str:
-        return f"customers/{self.customer_id}/userLists/{self.id}"
-
-    @property
-    def dm_name(self) -> str:
-        return f"accountTypes/GOOGLE_ADS/accounts/{self.customer_id}/userLists/{self.id}"
-
-
-@dataclass
-class _Job:
-    id: int
-    customer_id: str
-    user_list_id: int
-    consent: dict[str, str]
-    # ("create" | "remove", person) or ("remove_all", frozenset()), in the order received.
-    operations: list[tuple[str, frozenset[str]]] = field(default_factory=list)
-    kind: str | None = None
-    """``create`` or ``remove`` once the job holds one: the other kind is then a conflict."""
-    ran_at: float | None = None
-    processing_seconds: float = 0.0
-    fail: bool = False
-    status: str = "PENDING"
-    counts: Counter[str] = field(default_factory=Counter)
-    busy: bool = False
-    """True while an AddOfflineUserDataJobOperations request on this job is being validated."""
-
-    @property
-    def resource_name(self) -> str:
-        return f"customers/{self.customer_id}/offlineUserDataJobs/{self.id}"
-
-    @property
-    def settled(self) -> bool:
-        return self.status in ("SUCCESS", "FAILED")
-
-
-@dataclass
-class _Delivery:
-    """What one Data Manager request does to one destination list."""
-
-    destination: Any
-    """The request's ``Destination`` message, echoed in the request status."""
-    user_list_id: int
-    persons: list[frozenset[str]] = field(default_factory=list)
-    records: int = 0
-    identifiers: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass
-class _DmRequest:
-    request_id: str
-    kind: str
-    """``ingest`` or ``remove``."""
-    deliveries: list[_Delivery]
-    at: float
-    processing_seconds: float
-    members: int
-    settled: bool = False
-
-
-class _Store:
-    """Lists, jobs and requests of both APIs. Every method expects the caller to hold ``lock``."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.clear()
-
-    def clear(self) -> None:
-        self.lists: dict[int, _UserList] = {}
-        self.jobs: dict[int, _Job] = {}
-        self.requests: dict[str, _DmRequest] = {}
-        self.list_ids = itertools.count(9_000_000_001)
-        self.job_ids = itertools.count(7_000_000_001)
-        self.request_ids = itertools.count(1)
-        self.quota_window: deque[float] = deque()
-
-    def settle(self, now: float) -> None:
-        """Advance every job and request whose time has come; apply their membership changes."""
-        for job in self.jobs.values():
-            if job.ran_at is None or job.settled:
-                continue
-            elapsed = now - job.ran_at
-            if elapsed >= job.processing_seconds:
-                job.status = "FAILED" if job.fail else "SUCCESS"
-                if not job.fail and (target := self.lists.get(job.user_list_id)) is not None:
-                    _apply_job(target, job.operations)
-                job.operations = []  # applied or dropped: keep only the counts
-            elif elapsed >= job.processing_seconds / 2:
-                job.status = "RUNNING"
-            else:
-                job.status = "PENDING"
-        for req in self.requests.values():
-            if req.settled or now - req.at < req.processing_seconds:
-                continue
-            req.settled = True
-            for delivery in req.deliveries:
-                target = self.lists.get(delivery.user_list_id)
-                if target is None:
-                    continue
-                if req.kind == "ingest":
-                    target.members.update(delivery.persons)
-                else:
-                    target.members.difference_update(delivery.persons)
-                delivery.persons = []
-        self._trim()
-
-    def _trim(self) -> None:
-        # Bounded memory for long demo runs: drop the oldest settled jobs and requests.
-        if len(self.requests) > MAX_KEPT:
-            for rid in [r.request_id for r in self.requests.values() if r.settled][
-                : len(self.requests) - MAX_KEPT
-            ]:
-                del self.requests[rid]
-        if len(self.jobs) > MAX_KEPT:
-            for jid in [j.id for j in self.jobs.values() if j.settled][: len(self.jobs) - MAX_KEPT]:
-                del self.jobs[jid]
-
-    def list_named(self, customer_id: str, name: str) -> _UserList | None:
-        return next((x for x in self.lists.values() if x.customer_id == customer_id and x.name == name), None)
-
-
-def _apply_job(target: _UserList, operations: list[tuple[str, frozenset[str]]]) -> None:
-    for kind, person in operations:
-        if kind == "remove_all":
-            target.members.clear()
-        elif kind == "create":
-            target.members.add(person)
-        else:
-            target.members.discard(person)
-
-
-# --- errors -----------------------------------------------------------------------------------------
-
-
-class _Abort(Exception):
-    """A plain gRPC status (Data Manager errors, and the transport faults of both APIs)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.reason = reason
-        """A Data Manager ``ErrorReason`` name; with it the status carries Google's error details."""
-
-    def status(self, request_id: str) -> Any:
-        """The ``google.rpc.Status`` to send: Data Manager errors carry an ``ErrorInfo`` (the reason), a
-        ``RequestInfo`` (the request id) and, when the message starts with a field path
-        (``audience_members[3].user_data: ...``), a ``BadRequest`` field violation naming that field.
-        Source: developers.google.com/data-manager/api/devguides/concepts/understand-errors (check
-        ErrorInfo, RequestInfo; BadRequest names the field) and AIP-193. Fast-fail: the first error
-        found fails the whole request, so one violation is named (which error Google names first
-        when several are present is an assumption, docs/setup-google.md)."""
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
-        if self.reason:
-            request_info = any_pb2.Any()
-            request_info.Pack(error_details_pb2.RequestInfo(request_id=request_id))
-            status.details.append(request_info)
-            info = any_pb2.Any()
-            info.Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain="datamanager.googleapis.com"))
-            status.details.append(info)
-            match = re.match(r"([\w\[\].]+): (.+)", self.message)
-            if match is not None:
-                violation = error_details_pb2.BadRequest.FieldViolation(
-                    field=match.group(1), description=match.group(2), reason=self.reason
-                )
-                bad_request = any_pb2.Any()
-                bad_request.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
-                status.details.append(bad_request)
-        return status
-
-
-class _AdsFailure(Exception):
-    """A Google Ads API failure: one or more ``GoogleAdsError`` under one gRPC status."""
-
-    def __init__(self, errors: list[Any], code: grpc.StatusCode | None = None) -> None:
-        super().__init__("; ".join(str(e.message) for e in errors))
-        self.errors = errors
-        self.code = code if code is not None else _status_for(errors[0])
-
-
-_Path = list[tuple[str, int | None]]
-
-_CODE_STATUS = {
-    "authentication_error": grpc.StatusCode.UNAUTHENTICATED,
-    "authorization_error": grpc.StatusCode.PERMISSION_DENIED,
-    "not_allowlisted_error": grpc.StatusCode.PERMISSION_DENIED,
-    "quota_error": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "database_error": grpc.StatusCode.ABORTED,
-}
-
-
-def _status_for(error: Any) -> grpc.StatusCode:
-    kind = ads_errors.ErrorCode.pb(error.error_code).WhichOneof("error_code")
-    return _CODE_STATUS.get(str(kind), grpc.StatusCode.INVALID_ARGUMENT)
-
-
-def ads_error(kind: str, name: str, message: str, path: _Path | None = None) -> Any:
-    """A ``GoogleAdsError`` with ``error_code.<kind> = <name>`` and an optional field path, e.g.
-    ``[("operations", 3), ("create", None), ("user_identifiers", 0), ("hashed_email", None)]``."""
-    enum = ads_errors.ErrorCode.meta.fields[kind].enum
-    error = ads_errors.GoogleAdsError(
-        error_code=ads_errors.ErrorCode(**{kind: enum[name]}),
-        message=message,
-    )
-    if path:
-        elements = []
-        for field_name, index in path:
-            element = ads_errors.ErrorLocation.FieldPathElement(field_name=field_name)
-            if index is not None:
-                element.index = index
-            elements.append(element)
-        error.location = ads_errors.ErrorLocation(field_path_elements=elements)
-    return error
-
-
-def _fail(kind: str, name: str, message: str, path: _Path | None = None) -> _AdsFailure:
-    return _AdsFailure([ads_error(kind, name, message, path)])
-
-
-def _concurrent_modification() -> _AdsFailure:
-    return _fail(
-        "database_error",
-        "CONCURRENT_MODIFICATION",
-        "Multiple requests were attempting to modify the same resource at once. Retry the request.",
-    )
-
-
-def _partial_failure_status(errors: list[Any], request_id: str) -> Any:
-    """The ``google.rpc.Status`` of a partial failure: details hold one Any-packed GoogleAdsFailure."""
-    failure = ads_errors.GoogleAdsFailure(errors=errors, request_id=request_id)
-    packed = any_pb2.Any()
-    packed.Pack(ads_errors.GoogleAdsFailure.pb(failure))
-    message = "Multiple errors in 'details'." if len(errors) > 1 else str(errors[0].message)
-    return status_pb2.Status(
-        code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message, details=[packed]
-    )
 
 
 # --- the emulator -------------------------------------------------------------------------------------
@@ -1514,199 +1286,6 @@ def _check_hash(value: str, path: _Path) -> None:
         )
 
 
-def _ads_list_fields(x: _UserList, rate: int) -> dict[str, Any]:
-    size = len(x.members)
-    enums = ads_user_list.UserList.meta.fields
-    crm = ads_user_list.UserList.meta.fields["crm_based_user_list"].message.meta.fields
-    return {
-        "user_list.resource_name": x.ads_name,
-        "user_list.id": x.id,
-        "user_list.name": x.name,
-        "user_list.description": x.description,
-        "user_list.membership_life_span": x.life_span_days,
-        "user_list.membership_status": enums["membership_status"].enum["OPEN"],
-        "user_list.size_for_display": size,
-        "user_list.size_for_search": size,
-        "user_list.type": enums["type_"].enum["CRM_BASED"],
-        "user_list.read_only": False,
-        "user_list.eligible_for_search": size >= 1000,
-        "user_list.eligible_for_display": size >= 100,
-        "user_list.match_rate_percentage": rate if size else 0,
-        "user_list.access_reason": enums["access_reason"].enum["OWNED"],
-        "user_list.account_user_list_status": enums["account_user_list_status"].enum["ENABLED"],
-        "user_list.crm_based_user_list.upload_key_type": crm["upload_key_type"].enum["CONTACT_INFO"],
-        "user_list.crm_based_user_list.data_source_type": crm["data_source_type"].enum["FIRST_PARTY"],
-    }
-
-
-def _ads_job_fields(j: _Job, rate: int) -> dict[str, Any]:
-    fields = ads_job.OfflineUserDataJob.meta.fields
-    match_range = fields["operation_metadata"].message.meta.fields["match_rate_range"].enum
-    return {
-        "offline_user_data_job.resource_name": j.resource_name,
-        "offline_user_data_job.id": j.id,
-        "offline_user_data_job.type": fields["type_"].enum["CUSTOMER_MATCH_USER_LIST"],
-        "offline_user_data_job.status": fields["status"].enum[j.status],
-        "offline_user_data_job.failure_reason": fields["failure_reason"].enum[
-            "UNKNOWN" if j.status == "FAILED" else "UNSPECIFIED"
-        ],
-        "offline_user_data_job.customer_match_user_list_metadata.user_list": (
-            f"customers/{j.customer_id}/userLists/{j.user_list_id}"
-        ),
-        "offline_user_data_job.operation_metadata.match_rate_range": match_range[
-            _ads_job_match_range(j, rate)
-        ],
-    }
-
-
-def _ads_job_match_range(j: _Job, rate: int) -> str:
-    """UNKNOWN until the job succeeds, and for a job of removes only (nothing to match). A successful
-    job that applied no operation at all reads LESS_THAN_20: Google's "SUCCESS, but nothing was
-    uploaded". Otherwise the bucket of the ``match_rate_percentage`` switch."""
-    if j.status != "SUCCESS" or (j.counts["remove"] and not j.counts["create"]):
-        return "UNKNOWN"
-    if not j.counts["create"]:
-        return "MATCH_RANGE_LESS_THAN_20"
-    return f"MATCH_RANGE_{_match_bucket(rate)}"
-
-
-_PROTO_NAMES = {"type": "type_"}
-
-
-def _nest(row: dict[str, Any], selected: list[str]) -> dict[str, Any]:
-    """The GoogleAdsRow mapping holding only the selected fields, as the real API answers."""
-    out: dict[str, Any] = {}
-    for path in selected:
-        node = out
-        parts = [_PROTO_NAMES.get(p, p) for p in path.split(".")]
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = row[path]
-    return out
-
-
-# --- GAQL ---------------------------------------------------------------------------------------------
-
-_GAQL = re.compile(
-    r"^\s*SELECT\s+(?P<fields>.+?)\s+FROM\s+(?P<resource>\w+)"
-    r"(?:\s+WHERE\s+(?P<where>.+?))?(?:\s+ORDER\s+BY\s+(?P<order>.+?))?(?:\s+LIMIT\s+(?P<limit>\d+))?"
-    r"(?:\s+PARAMETERS\s+\S.*?)?\s*;?\s*$",
-    re.IGNORECASE | re.DOTALL,
-)
-_VALUE = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[\w.+-]+"
-_CONDITION = re.compile(
-    rf"\s*(?P<field>[\w.]+)\s*(?P<op>=|!=|NOT\s+IN|IN|NOT\s+LIKE|LIKE)\s*(?P<value>\((?:{_VALUE}|[\s,])*\)|{_VALUE})\s*(?:AND\b|$)",
-    re.IGNORECASE,
-)
-_RESOURCES = {
-    "user_list": frozenset(_ads_list_fields(_UserList(0, "", "", "", 0), 0)),
-    "offline_user_data_job": frozenset(_ads_job_fields(_Job(0, "", 0, {}), 0)),
-}
-
-
-def _gaql_error(name: str, message: str) -> _AdsFailure:
-    return _fail("query_error", name, message, [("query", None)])
-
-
-def _literal(token: str) -> str:
-    if token[:1] in ("'", '"'):
-        return re.sub(r"\\(.)", r"\1", token[1:-1])
-    return token
-
-
-def _as_text(value: Any) -> str:
-    if hasattr(value, "name") and not isinstance(value, str):
-        return str(value.name)
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    return str(value)
-
-
-@dataclass
-class _Query:
-    resource: str
-    fields: list[str]
-    conditions: list[tuple[str, str, list[str]]]
-    order: list[tuple[str, bool]]
-    limit: int | None
-
-    def run(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = [r for r in rows if all(_holds(r[f], op, values) for f, op, values in self.conditions)]
-        for name, descending in reversed(self.order):
-            out.sort(
-                key=lambda r: _as_text(r[name]) if not isinstance(r[name], int) else r[name],
-                reverse=descending,
-            )
-        return out[: self.limit] if self.limit is not None else out
-
-
-def _holds(value: Any, op: str, values: list[str]) -> bool:
-    text = _as_text(value)
-    if op == "=":
-        return text == values[0]
-    if op == "!=":
-        return text != values[0]
-    if op in ("IN", "NOT IN"):
-        return (text in values) == (op == "IN")
-    pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in values[0])
-    return bool(re.fullmatch(pattern, text, re.DOTALL)) == (op == "LIKE")
-
-
-def _parse_gaql(query: str) -> _Query:
-    match = _GAQL.match(query)
-    if match is None:
-        raise _gaql_error("UNEXPECTED_INPUT", "The emulator could not parse this GAQL query.")
-    resource = match.group("resource").lower()
-    if resource not in _RESOURCES:
-        raise _gaql_error("BAD_RESOURCE_TYPE_IN_FROM_CLAUSE", f"The emulator cannot query FROM {resource}.")
-    known = _RESOURCES[resource]
-    fields = [f.strip() for f in match.group("fields").split(",")]
-    for name in fields:
-        if name not in known:
-            raise _gaql_error("UNRECOGNIZED_FIELD", f"Unrecognized field in the SELECT clause: '{name}'.")
-    conditions: list[tuple[str, str, list[str]]] = []
-    where = (match.group("where") or "").strip()
-    pos = 0
-    while pos < len(where):
-        cond = _CONDITION.match(where, pos)
-        if cond is None:
-            raise _gaql_error("UNEXPECTED_INPUT", "The emulator could not parse the WHERE clause.")
-        name, op, raw = (
-            cond.group("field"),
-            re.sub(r"\s+", " ", cond.group("op").upper()),
-            cond.group("value"),
-        )
-        if name not in known:
-            raise _gaql_error("UNRECOGNIZED_FIELD", f"Unrecognized field in the WHERE clause: '{name}'.")
-        if op in ("IN", "NOT IN"):
-            if not raw.startswith("("):
-                raise _gaql_error("EXPECTED_LIST", "IN needs a parenthesized list.")
-            values = [_literal(v) for v in re.findall(_VALUE, raw[1:-1])]
-        else:
-            if raw.startswith("("):
-                raise _gaql_error("EXPECTED_SINGLE_VALUE", f"{op} needs a single value.")
-            values = [_literal(raw)]
-        conditions.append((name, op, values))
-        pos = cond.end()
-    order: list[tuple[str, bool]] = []
-    for part in (match.group("order") or "").split(","):
-        if not part.strip():
-            continue
-        words = part.split()
-        if (
-            words[0] not in known
-            or len(words) > 2
-            or (len(words) == 2 and words[1].upper() not in ("ASC", "DESC"))
-        ):
-            raise _gaql_error("UNRECOGNIZED_FIELD", "Unrecognized ORDER BY clause.")
-        order.append((words[0], len(words) == 2 and words[1].upper() == "DESC"))
-    limit = int(match.group("limit")) if match.group("limit") else None
-    return _Query(resource, fields, conditions, order, limit)
-
-
-# --- Data Manager helpers ------------------------------------------------------------------------------
-
-
 def _dm_account(parent: str, field_name: str) -> str:
     match = _DM_ACCOUNT.fullmatch(parent)
     if match is None or match.group(1) != "GOOGLE_ADS":
@@ -1989,19 +1568,6 @@ def _dm_request_status(req: _DmRequest, delivery: _Delivery) -> str:
     if failed and failed >= delivery.records:
         return "FAILED"
     return "PARTIAL_SUCCESS" if failed else "SUCCESS"
-
-
-def _match_bucket(rate: int) -> str:
-    """The match-rate bucket of a percentage, as both APIs' enums end (``LESS_THAN_20``, ``20_TO_30``,
-    ``31_TO_40``... ``91_TO_100``): Data Manager prefixes ``MATCH_RATE_RANGE_``, Ads ``MATCH_RANGE_``."""
-    if rate < 20:
-        return "LESS_THAN_20"
-    if rate <= 30:
-        return "20_TO_30"
-    if rate > 90:
-        return "91_TO_100"
-    low = (rate - 1) // 10 * 10 + 1
-    return f"{low}_TO_{low + 9}"
 
 
 def _match_range(rate: int) -> Any:
