@@ -128,6 +128,8 @@ def _google(backend: str) -> Emulated | str:
         lambda em: (
             f'platform = "google"\nbackend = "{backend}"\ncustomer_id = "1234567890"\n'
             f'endpoint = "{em.endpoint}"\n'
+            # The emulated advertiser declares the Customer Match terms accepted (data_manager needs it).
+            "accept_customer_match_terms = true\n"
         ),
         _google_member_calls,
     )

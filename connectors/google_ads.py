@@ -1,4 +1,7 @@
-"""The Google Ads API backend (``google-ads``, API v24): CRM-based user lists and OfflineUserDataJobs.
+"""The Google Ads API backend (``google-ads``): CRM-based user lists and OfflineUserDataJobs.
+
+The API version is the destination's ``api_version`` (default: the newest google-ads 34.x ships,
+``connectors/versions.py``); clients, request types and the exception interceptor all use it.
 
 Each ``add``/``remove`` call creates one job per consent group (removes: one job), adds the members in
 one ``AddOfflineUserDataJobOperations`` request with partial failure on, runs the job, and returns the
@@ -16,6 +19,7 @@ requests with their payload, hashed identifiers included.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -31,29 +35,44 @@ from audiencesync.connectors.contract import (
 )
 from audiencesync.connectors.errors import AudienceGone, ConnectorError, SchemaMismatch
 from audiencesync.connectors.google import Retrier, RpcLog, Tuning, make_channel, poll
+from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from audiencesync.sync.config import DestinationConfig
 from google.ads.googleads.errors import GoogleAdsException
 from google.ads.googleads.interceptors import ExceptionInterceptor, MetadataInterceptor
-from google.ads.googleads.v24.services.services.google_ads_service import GoogleAdsServiceClient
-from google.ads.googleads.v24.services.services.google_ads_service.transports import (
-    GoogleAdsServiceGrpcTransport,
-)
-from google.ads.googleads.v24.services.services.offline_user_data_job_service import (
-    OfflineUserDataJobServiceClient,
-)
-from google.ads.googleads.v24.services.services.offline_user_data_job_service.transports import (
-    OfflineUserDataJobServiceGrpcTransport,
-)
-from google.ads.googleads.v24.services.services.user_list_service import UserListServiceClient
-from google.ads.googleads.v24.services.services.user_list_service.transports import (
-    UserListServiceGrpcTransport,
-)
-from google.ads.googleads.v24.services.types import google_ads_service as search_types
-from google.ads.googleads.v24.services.types import offline_user_data_job_service as job_service
-from google.ads.googleads.v24.services.types import user_list_service as list_service
 from google.api_core import exceptions as core
 
 SERVICE = "the Google Ads API"
+
+
+class _AdsApi:
+    """The generated modules of one Google Ads API version (``google.ads.googleads.<version>``)."""
+
+    def __init__(self, version: str) -> None:
+        def load(name: str) -> Any:
+            return importlib.import_module(f"google.ads.googleads.{version}.{name}")
+
+        self.version = version
+        services = "services.services"
+        self.lists = load(f"{services}.user_list_service")
+        self.lists_transport = load(f"{services}.user_list_service.transports")
+        self.jobs = load(f"{services}.offline_user_data_job_service")
+        self.jobs_transport = load(f"{services}.offline_user_data_job_service.transports")
+        self.search = load(f"{services}.google_ads_service")
+        self.search_transport = load(f"{services}.google_ads_service.transports")
+        self.list_types = load("services.types.user_list_service")
+        self.job_types = load("services.types.offline_user_data_job_service")
+        self.search_types = load("services.types.google_ads_service")
+        self.jobs_resource = load("resources.types.offline_user_data_job")
+
+    def convert(self, message: Any, target: Any) -> Any:
+        """``message`` (built by google_payload on one version's types) as ``target``, this version's
+        type of the same message: Google Ads keeps field numbers stable across versions (protos in
+        google/ads/googleads/vNN), so the wire bytes carry over."""
+        if type(message) is target:
+            return message
+        return target.deserialize(type(message).serialize(message))
+
+
 DEFAULT_HOST = "googleads.googleapis.com"
 EMULATOR_DEVELOPER_TOKEN = "emulator-developer-token"
 
@@ -88,17 +107,23 @@ class GoogleAdsBackend:
         self.log = RpcLog()
         self._retrier = Retrier(tuning, self.log)
         token = dest.secrets.get("developer_token") or (EMULATOR_DEVELOPER_TOKEN if dest.is_emulated else "")
+        self._api = api = _AdsApi(str(settings.get("api_version") or DEFAULT_VERSIONS["google_ads"]))
         self._channel = make_channel(dest, DEFAULT_HOST, [gp.ADS_SCOPE])
         channel = grpc.intercept_channel(
             self._channel,
             MetadataInterceptor(token, str(login) if login else None, None),
-            ExceptionInterceptor(gp.API_VERSION, use_proto_plus=True),
+            # Reads the GoogleAdsFailure from google.ads.googleads.<version>.errors.googleadsfailure-bin.
+            ExceptionInterceptor(api.version, use_proto_plus=True),
         )
-        self._lists = UserListServiceClient(transport=UserListServiceGrpcTransport(channel=channel))
-        self._jobs = OfflineUserDataJobServiceClient(
-            transport=OfflineUserDataJobServiceGrpcTransport(channel=channel)
+        self._lists = api.lists.UserListServiceClient(
+            transport=api.lists_transport.UserListServiceGrpcTransport(channel=channel)
         )
-        self._search = GoogleAdsServiceClient(transport=GoogleAdsServiceGrpcTransport(channel=channel))
+        self._jobs = api.jobs.OfflineUserDataJobServiceClient(
+            transport=api.jobs_transport.OfflineUserDataJobServiceGrpcTransport(channel=channel)
+        )
+        self._search = api.search.GoogleAdsServiceClient(
+            transport=api.search_transport.GoogleAdsServiceGrpcTransport(channel=channel)
+        )
         # AddOperations must never run concurrently for one list (CONCURRENT_MODIFICATION).
         self._list_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -129,9 +154,10 @@ class GoogleAdsBackend:
             if row.user_list.name == spec.name:
                 self._check_kind(row.user_list)
                 return str(row.user_list.id)
-        request = list_service.MutateUserListsRequest(
+        operation = gp.ads_user_list_operation(spec.name, spec.description, self._life_span_days)
+        request = self._api.list_types.MutateUserListsRequest(
             customer_id=self._customer,
-            operations=[gp.ads_user_list_operation(spec.name, spec.description, self._life_span_days)],
+            operations=[self._api.convert(operation, self._api.list_types.UserListOperation)],
         )
         response = self._rpc(
             "MutateUserLists", lambda: self._lists.mutate_user_lists(request=request, **self._opts())
@@ -186,7 +212,10 @@ class GoogleAdsBackend:
         A crash before the run leaves the members queued (they are marked in flight only when the
         push returns), and a job that never runs does nothing."""
         job_name = self._create_job(audience_id, consent)
-        request = gp.ads_operations_request(job_name, members, remove=remove)
+        request = self._api.convert(
+            gp.ads_operations_request(job_name, members, remove=remove),
+            self._api.job_types.AddOfflineUserDataJobOperationsRequest,
+        )
         response = self._retrier.call(
             "AddOfflineUserDataJobOperations",
             lambda: self._jobs.add_offline_user_data_job_operations(request=request, **self._opts()),
@@ -214,9 +243,12 @@ class GoogleAdsBackend:
         return summary
 
     def _create_job(self, audience_id: str, consent: bool | None) -> str:
-        create = job_service.CreateOfflineUserDataJobRequest(
+        create = self._api.job_types.CreateOfflineUserDataJobRequest(
             customer_id=self._customer,
-            job=gp.ads_job(gp.ads_list_resource(self._customer, audience_id), consent),
+            job=self._api.convert(
+                gp.ads_job(gp.ads_list_resource(self._customer, audience_id), consent),
+                self._api.jobs_resource.OfflineUserDataJob,
+            ),
         )
         created = self._rpc(
             "CreateOfflineUserDataJob",
@@ -225,7 +257,7 @@ class GoogleAdsBackend:
         return str(created.resource_name)
 
     def _run_job(self, job_name: str) -> None:
-        run = job_service.RunOfflineUserDataJobRequest(resource_name=job_name)
+        run = self._api.job_types.RunOfflineUserDataJobRequest(resource_name=job_name)
         # JOB_ALREADY_STARTED (passed through by _classify_run): an earlier attempt ran the job and its
         # answer was lost (a deadline or an outage after the server acted). The job runs, which is all
         # this call wants.
@@ -297,7 +329,7 @@ class GoogleAdsBackend:
 
     def _query(self, query: str) -> list[Any]:
         """Every row of a GAQL search, each page fetched through the Retrier."""
-        request = search_types.SearchGoogleAdsRequest(customer_id=self._customer, query=query)
+        request = self._api.search_types.SearchGoogleAdsRequest(customer_id=self._customer, query=query)
         rows: list[Any] = []
         while True:
             page = self._rpc(

@@ -2,8 +2,14 @@
 
 No jobs and no developer token: each ingest or remove request carries up to 10,000 members and
 returns a request id, which ``follow`` resolves with ``retrieve_request_status``. Requests fail whole
-(no partial failure), so members are checked before sending and a request refused as invalid is
-bisected until the bad members are found; they are rejected and the rest sent.
+(fast-fail: developers.google.com/data-manager/api/devguides/concepts/understand-errors), so members are
+checked before sending. When Google's error names members (``BadRequest.field_violations`` inside
+``audience_members[i]``) those members are rejected with Google's reason and the rest resent; any other
+error concerns the request (``ErrorInfo`` reason such as INVALID_USER_LIST_ID or
+TERMS_AND_CONDITIONS_NOT_SIGNED) and stops the destination, rejecting no member.
+
+Ingests declare the Customer Match terms ACCEPTED, and only for a destination whose config says
+``accept_customer_match_terms = true``: the advertiser's attestation, never the tool's.
 
 Lists are found or created by display name with the Data Manager ``UserListService``, with a
 ``membership_duration`` of ``membership_life_span_days``: Data Manager lists expire members like the
@@ -23,7 +29,7 @@ from audiencesync.connectors.contract import (
     PlatformStatus,
     PushResult,
 )
-from audiencesync.connectors.errors import ConnectorError, SchemaMismatch
+from audiencesync.connectors.errors import ConfigurationRejected, ConnectorError, FatalError, SchemaMismatch
 from audiencesync.connectors.google import Retrier, RpcLog, Tuning, make_channel, poll
 from audiencesync.sync.config import DestinationConfig
 from google.ads import datamanager_v1 as dm
@@ -32,12 +38,16 @@ from google.ads.datamanager_v1.services.user_list_service.transports import User
 from google.api_core import exceptions as core
 
 SERVICE = "the Data Manager API"
+REJECTED_PREFIX = "Data Manager refused the member: "
 DEFAULT_HOST = "datamanager.googleapis.com"
-INVALID_REASON = "Data Manager refused the member as invalid (INVALID_ARGUMENT)"
 
 
-class _InvalidRequest(ConnectorError):
-    """Internal: the request failed validation as a whole; the caller bisects it."""
+class _MembersRefused(ConnectorError):
+    """Internal: Google named these members (request indices) as the reason the request failed."""
+
+    def __init__(self, members: Mapping[int, str], request_id: str | None) -> None:
+        super().__init__("members refused", request_id=request_id, code="INVALID_ARGUMENT")
+        self.members = members
 
 
 def _classify(exc: Exception) -> ConnectorError | None:
@@ -47,8 +57,11 @@ def _classify(exc: Exception) -> ConnectorError | None:
 
 
 def _classify_send(exc: Exception) -> ConnectorError | None:
-    if isinstance(exc, core.InvalidArgument):
-        return _InvalidRequest("invalid request", request_id=gp.grpc_request_id(exc), code="INVALID_ARGUMENT")
+    if isinstance(exc, core.GoogleAPICallError) and not isinstance(exc, gp.TRANSIENT_EXCEPTIONS):
+        found = gp.dm_error(exc)
+        if found.members:
+            return _MembersRefused(found.members, gp.grpc_request_id(exc))
+        return gp.classify_dm_request_error(exc, service=SERVICE)
     return _classify(exc)
 
 
@@ -69,6 +82,7 @@ class DataManagerBackend:
         login = settings.get("login_customer_id")
         self._login = str(login) if login else None
         self._life_span_days = int(settings.get("membership_life_span_days", 540))
+        self._terms_accepted = settings.get("accept_customer_match_terms") is True
         self._tuning = tuning
         self.log = RpcLog()
         self._retrier = Retrier(tuning, self.log)
@@ -146,36 +160,47 @@ class DataManagerBackend:
     def push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult:
         if not batch:
             return PushResult()
+        if not remove and not self._terms_accepted:
+            raise ConfigurationRejected(
+                "Data Manager takes Customer Match uploads only with the terms accepted: set "
+                "accept_customer_match_terms = true in this destination if the advertiser accepts them",
+                code="accept_customer_match_terms",
+            )
         mark = self.log.mark()
         sendable, refused = gp.screen(batch)
         result = PushResult(rejected=refused)
         destination = gp.dm_destination(self._customer, self._login, audience_id)
         for start in range(0, len(sendable), gp.MAX_BATCH):
-            self._send_bisecting(destination, sendable[start : start + gp.MAX_BATCH], remove, result)
+            self._send_rejecting(destination, sendable[start : start + gp.MAX_BATCH], remove, result)
         result.requests, others = self.log.since(mark)
         result.detail = {
             "rpcs": others,
-            "bisected_rejections": sum(1 for r in result.rejected.values() if r == INVALID_REASON),
+            "google_rejections": sum(1 for r in result.rejected.values() if r.startswith(REJECTED_PREFIX)),
         }
         return result
 
-    def _send_bisecting(
+    def _send_rejecting(
         self, destination: dm.Destination, changes: Sequence[Change], remove: bool, result: PushResult
     ) -> None:
-        """Send ``changes``; when the request is refused as invalid, split it in halves until each bad
-        member stands alone (about 2·k·log2(n) extra requests for k bad members among n)."""
-        try:
-            request_id = self._send(destination, changes, remove)
-        except _InvalidRequest:
-            if len(changes) == 1:
-                result.rejected[changes[0].member_key] = INVALID_REASON
-                return
-            middle = len(changes) // 2
-            self._send_bisecting(destination, changes[:middle], remove, result)
-            self._send_bisecting(destination, changes[middle:], remove, result)
+        """Send ``changes``; while Google names members as the reason a request failed, reject those and
+        resend the rest (one more request per refusal). Any other error propagates."""
+        remaining = list(changes)
+        while remaining:
+            try:
+                request_id = self._send(destination, remaining, remove)
+            except _MembersRefused as refused:
+                named = {i for i in refused.members if 0 <= i < len(remaining)}
+                if not named:
+                    raise FatalError(
+                        f"{SERVICE} named members outside the request", request_id=refused.request_id
+                    ) from None
+                for i in named:
+                    result.rejected[remaining[i].member_key] = f"{REJECTED_PREFIX}{refused.members[i]}"
+                remaining = [c for i, c in enumerate(remaining) if i not in named]
+                continue
+            result.pending.setdefault(request_id, []).extend(c.member_key for c in remaining)
+            self._sent_order.setdefault(request_id, len(self._sent_order))
             return
-        result.pending.setdefault(request_id, []).extend(c.member_key for c in changes)
-        self._sent_order.setdefault(request_id, len(self._sent_order))
 
     def _send(self, destination: dm.Destination, changes: Sequence[Change], remove: bool) -> str:
         method: str

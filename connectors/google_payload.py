@@ -40,34 +40,49 @@ from google.ads.googleads.v24.resources.types import user_list as ads_user_list
 from google.ads.googleads.v24.services.types import offline_user_data_job_service as job_service
 from google.ads.googleads.v24.services.types import user_list_service as list_service
 from google.api_core import exceptions as core
+from google.rpc import error_details_pb2
 
 API_VERSION = "v24"
+"""The version whose generated types the pure builders below use. The Ads backend sends the configured
+``api_version`` and carries these messages over by their wire bytes (google_ads._AdsApi.convert)."""
 MAX_BATCH = 10_000
-"""Data Manager's hard limit per request, and Google's recommended Ads AddOperations size."""
+"""Data Manager's hard limit per request (developers.google.com/data-manager/api/devguides/limits;
+ErrorReason TOO_MANY_AUDIENCE_MEMBERS), and the Ads AddOperations size Google recommends (Google Ads
+Customer Match upload guide; page not pinned: an assumption, docs/setup-google.md)."""
 MAX_IDENTIFIERS = 20
-"""At most 20 UserIdentifiers per person (Ads); Data Manager takes 10. We send at most 3."""
+"""At most 20 UserIdentifiers per person on Ads (same guide, an assumption); Data Manager takes 10
+(ErrorReason TOO_MANY_USER_IDENTIFIERS, reference/rest/v1/ErrorReason). We send at most 3."""
 IDENTIFIER_KINDS: frozenset[str] = platform_kinds("google")
 HASHED_KINDS = ("email", "phone", "first_name", "last_name")
 ADDRESS_KINDS = ("first_name", "last_name", "country", "zip")
 
 CONSENT_DENIED_REASON = "ads consent denied"
 NO_IDENTIFIER_REASON = "no usable identifier"
+# developers.google.com/ads/blog/posts/2026/03/changes-to-customer-match-support-in
 NOT_ALLOWLISTED = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"
 NOT_ALLOWLISTED_MESSAGE = (
     "Google Ads refused Customer Match uploads for this developer token "
     "(CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE: since April 2026 only tokens that already uploaded may "
     'use the Google Ads API path): set backend = "data_manager" in this destination'
 )
+# OAuth scopes: Data Manager get-started guide (developers.google.com/data-manager/api/get-started);
+# google-ads client (google/ads/googleads/oauth2.py, _SERVICE_ACCOUNT_SCOPES).
 DM_SCOPE = "https://www.googleapis.com/auth/datamanager"
 ADS_SCOPE = "https://www.googleapis.com/auth/adwords"
 
+# Hex-encoded SHA-256, lowercase: Data Manager formatting guide
+# (developers.google.com/data-manager/api/devguides/concepts/formatting; encoding HEX).
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _JOB_NAME = re.compile(r"customers/\d+/offlineUserDataJobs/\d+")
 
-# Error codes (oneof field of GoogleAdsError.error_code, enum name) the Ads backend retries.
+# Error codes (oneof field of GoogleAdsError.error_code, enum name) the Ads backend retries: the enum
+# docs in google-ads google/ads/googleads/v26/errors/types/database_error.py (CONCURRENT_MODIFICATION:
+# "retry the request") and quota_error.py (RESOURCE_TEMPORARILY_EXHAUSTED).
 ADS_RETRYABLE = frozenset(
     {("database_error", "CONCURRENT_MODIFICATION"), ("quota_error", "RESOURCE_TEMPORARILY_EXHAUSTED")}
 )
+# The list is missing or unusable: enums in google/ads/googleads/v26/errors/types/
+# {mutate,offline_user_data_job}_error.py.
 _GONE_CODES = frozenset(
     {
         ("mutate_error", "RESOURCE_NOT_FOUND"),
@@ -75,7 +90,9 @@ _GONE_CODES = frozenset(
         ("offline_user_data_job_error", "INVALID_USER_LIST_TYPE"),
     }
 )
-# gRPC answers (api_core classes) both backends retry: quota, overload, server faults, deadlines.
+# gRPC answers (api_core classes) both backends retry: quota (Data Manager limits page: over quota is
+# RESOURCE_EXHAUSTED, back off), UNAVAILABLE (AIP-194: retryable), server faults and deadlines (INTERNAL,
+# DEADLINE_EXCEEDED: an assumption, docs/setup-google.md; the requests are idempotent adds/removes).
 TRANSIENT_EXCEPTIONS: tuple[type[Exception], ...] = (
     core.ResourceExhausted,
     core.ServiceUnavailable,
@@ -194,6 +211,7 @@ _DM_ADDRESS_PB: Any = dm.AddressInfo.pb()
 _DM_GRANTED = int(dm.ConsentStatus.CONSENT_GRANTED)
 _DM_DENIED = int(dm.ConsentStatus.CONSENT_DENIED)
 _DM_HEX = int(dm.Encoding.HEX)
+_DM_TERMS_ACCEPTED = int(dm.TermsOfServiceStatus.ACCEPTED)
 
 
 def _dm_fill(members: Any, batch: Sequence[Change], *, with_consent: bool) -> None:
@@ -245,10 +263,15 @@ def _dm_members_request(
 def dm_ingest_request(
     destination: dm.Destination, batch: Sequence[Change]
 ) -> dm.IngestAudienceMembersRequest:
-    """Consent per member (both signals from the source's one consent column); none when unknown."""
-    request: dm.IngestAudienceMembersRequest = dm.IngestAudienceMembersRequest.wrap(
-        _dm_members_request(_DM_INGEST_PB, destination, batch, with_consent=True)
-    )
+    """Consent per member (both signals from the source's one consent column); none when unknown.
+
+    Terms of service ACCEPTED on every ingest: Data Manager requires it for UserData (proto
+    google/ads/datamanager_v1/types/terms_of_service.py; Google's sample
+    samples/audiences/ingest_audience_members.py sets it on every call). Callers build an ingest only
+    when the destination declared accept_customer_match_terms (the advertiser's attestation)."""
+    raw = _dm_members_request(_DM_INGEST_PB, destination, batch, with_consent=True)
+    raw.terms_of_service.customer_match_terms_of_service_status = _DM_TERMS_ACCEPTED
+    request: dm.IngestAudienceMembersRequest = dm.IngestAudienceMembersRequest.wrap(raw)
     return request
 
 
@@ -668,6 +691,73 @@ def classify_api_error(exc: core.GoogleAPICallError, *, service: str) -> Connect
     return FatalError(f"{service} refused the request", request_id=request_id, code=code)
 
 
+# Where a Data Manager field violation names a member: audience_members[i] (Google's error model,
+# developers.google.com/data-manager/api/devguides/concepts/understand-errors, BadRequest details).
+_DM_MEMBER_FIELD = re.compile(r"audience_members\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class DmError:
+    """What a failed Data Manager call said: the ErrorInfo ``reason`` (an ErrorReason name,
+    developers.google.com/data-manager/api/reference/rest/v1/ErrorReason) and, per member index named by
+    a ``BadRequest.field_violations`` path inside ``audience_members[i]``, that field and reason."""
+
+    reason: str
+    members: Mapping[int, str]
+
+
+def dm_error(exc: core.GoogleAPICallError) -> DmError:
+    """Read Google's error details. Data Manager fails fast: a request fails whole, and only a violation
+    inside audience_members[i] is a member's fault; anything else concerns the request (understand-errors
+    page above), so callers split out named members only and never bisect."""
+    reason = ""
+    members: dict[int, str] = {}
+    for detail in exc.details or ():
+        if isinstance(detail, error_details_pb2.ErrorInfo):
+            reason = reason or detail.reason
+        elif isinstance(detail, error_details_pb2.BadRequest):
+            for violation in detail.field_violations:
+                match = _DM_MEMBER_FIELD.match(violation.field)
+                if match is not None:
+                    # The path and reason only: the description may quote the value.
+                    why = violation.reason or reason or "INVALID_ARGUMENT"
+                    members.setdefault(int(match.group(1)), f"{why} at {violation.field}")
+    return DmError(reason or (exc.grpc_status_code.name if exc.grpc_status_code else ""), members)
+
+
+def classify_dm_request_error(exc: core.GoogleAPICallError, *, service: str) -> ConnectorError:
+    """A Data Manager error that concerns the whole request (no member path), with Google's reason as
+    its code and the request id: the destination stops, and no member is rejected for it."""
+    found = dm_error(exc)
+    request_id = grpc_request_id(exc)
+    reason = found.reason
+    if reason == "TERMS_AND_CONDITIONS_NOT_SIGNED":
+        return ConfigurationRejected(
+            f"{service} refused the upload: the Customer Match terms are not accepted (set "
+            "accept_customer_match_terms = true only if the advertiser accepts them, and accept them in "
+            "the Google Ads account)",
+            request_id=request_id,
+            code=reason,
+        )
+    if reason == "INVALID_USER_LIST_ID":
+        return AudienceGone(
+            f"{service} does not know the user list: remove its id from audience_ids (or state) so a new "
+            "one is created",
+            request_id=request_id,
+            code=reason,
+        )
+    if reason in ("INVALID_DESTINATION", "INVALID_USER_LIST_TYPE", "TOO_MANY_DESTINATIONS"):
+        return ConfigurationRejected(
+            f"{service} refused the destination: check customer_id and login_customer_id",
+            request_id=request_id,
+            code=reason,
+        )
+    mapped = classify_api_error(exc, service=service)
+    if reason and not isinstance(mapped, TransientError):
+        mapped.code = reason
+    return mapped
+
+
 def grpc_request_id(exc: core.GoogleAPICallError) -> str | None:
     """The platform's request id, from trailing metadata or an ErrorInfo detail, when it gave one."""
     response = getattr(exc, "response", None)
@@ -680,6 +770,9 @@ def grpc_request_id(exc: core.GoogleAPICallError) -> str | None:
         except Exception:  # the call object of a failed RPC may refuse; the id is only a nicety
             pass
     for detail in exc.details or ():
+        # RequestInfo carries it in Google's error model (Data Manager understand-errors page).
+        if isinstance(detail, error_details_pb2.RequestInfo) and detail.request_id:
+            return str(detail.request_id)
         metadata = getattr(detail, "metadata", None)
         if isinstance(metadata, Mapping):
             for key in ("requestId", "request_id"):

@@ -11,7 +11,6 @@ import json
 import shutil
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from audiencesync.sync.cli_input import config_option, input_errors, load
 from audiencesync.sync.config import check_country, load_config
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.logs import setup_logging
-from audiencesync.sync.version_policy import check_versions
 from rich.console import Console
 
 EXIT_FAILED, EXIT_BREAKER = 1, 3
@@ -49,9 +47,9 @@ def cli(log_format: str, verbose: bool) -> None:
 def validate(config_path: Path | None) -> None:
     """Check a config file and report every problem at once, each with its key path."""
     config = load(config_path)
-    for warning in check_versions(config, datetime.now(UTC).date()):
-        _stderr().print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     targets = config.targets()
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(
         f"{config.path}: ok ({len(config.audiences)} audiences, {len(config.destinations)} destinations, "
         f"{len(targets)} sync targets)"

@@ -14,12 +14,13 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
-from audiencesync.connectors.versions import DEFAULT_VERSIONS
+from audiencesync.connectors.versions import DEFAULT_VERSIONS, check_version
 from audiencesync.sync.errors import ConfigError
 from audiencesync.sync.identity import ALPHA2, COUNTRY_NAMES
 from audiencesync.sync.redact import looks_like_secret
@@ -140,6 +141,8 @@ class Config:
     syncs: tuple[SyncConfig, ...]
     lag_retention_days: int = 30
     alerts: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    """``key.path: message`` lines that do not stop a run (an API version near its end date)."""
 
     def targets(self, only: str | None = None) -> list[Target]:
         """Every audience x destination pair, in config order. ``only`` keeps those whose audience,
@@ -243,6 +246,10 @@ PLATFORM_KEYS: dict[str, dict[str, tuple[bool, Any, Validator]]] = {
         "developer_token_env": (False, "GOOGLE_ADS_DEVELOPER_TOKEN", _env_name),
         "membership_life_span_days": (False, 540, _int_range(1, 540)),
         "refresh_margin_days": (False, 30, _int_range(0, 539)),
+        # The advertiser's own attestation of Google's Customer Match terms, required for data_manager
+        # (checked in _check_google); the connector sends ACCEPTED only with it.
+        "accept_customer_match_terms": (False, None, _bool),
+        "api_version": (False, DEFAULT_VERSIONS["google_ads"], _pattern(r"v\d+", "must look like v26")),
     },
     "tiktok": {
         "advertiser_id": (True, None, _pattern(r"\d{1,25}", "must be the numeric advertiser id")),
@@ -353,6 +360,7 @@ class _Errors:
     def __init__(self, file: Path) -> None:
         self.file = file
         self.items: list[str] = []
+        self.warnings: list[str] = []
 
     def add(self, path: str, message: str) -> None:
         self.items.append(f"{path}: {message}")
@@ -375,8 +383,9 @@ def resolve_config_path(given: str | os.PathLike[str] | None) -> Path:
     return Path(from_env) if from_env else Path(DEFAULT_CONFIG_NAME)
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate ``path``; raise ``ConfigError`` listing every problem with its key path."""
+def load_config(path: Path, environ: Mapping[str, str] | None = None, today: date | None = None) -> Config:
+    """Read and validate ``path``; raise ``ConfigError`` listing every problem with its key path.
+    ``today`` (default: the UTC date) is the date API versions are checked against."""
     env = os.environ if environ is None else environ
     if not path.is_file():
         raise ConfigError(path, ["file not found (pass --config or set AUDIENCE_SYNC_CONFIG)"])
@@ -386,10 +395,12 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
     except UnicodeDecodeError:
         raise ConfigError(path, ["not UTF-8 text"]) from None
-    return parse_config(raw, path, env)
+    return parse_config(raw, path, env, today)
 
 
-def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> Config:
+def parse_config(
+    raw: Mapping[str, Any], path: Path, env: Mapping[str, str], today: date | None = None
+) -> Config:
     errors = _Errors(path)
     base = path.resolve().parent
     errors.unknown(raw, _TOP_KEYS, "")
@@ -401,7 +412,9 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
 
     source = _parse_source(raw.get("source"), base, errors)
     audiences = _parse_audiences(raw.get("audiences"), source, errors)
-    destinations = _parse_destinations(raw.get("destinations"), base, env, errors)
+    destinations = _parse_destinations(
+        raw.get("destinations"), base, env, errors, today or datetime.now(UTC).date()
+    )
     syncs = _parse_syncs(raw.get("syncs"), audiences, destinations, errors)
     _check_shared_audiences(syncs, destinations, errors)
 
@@ -428,6 +441,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
         syncs=tuple(syncs),
         lag_retention_days=int(retention),
         alerts=alerts,
+        warnings=tuple(errors.warnings),
     )
 
 
@@ -525,7 +539,7 @@ def _parse_audiences(raw: Any, source: SourceConfig | None, errors: _Errors) -> 
 
 
 def _parse_destinations(
-    raw: Any, base: Path, env: Mapping[str, str], errors: _Errors
+    raw: Any, base: Path, env: Mapping[str, str], errors: _Errors, today: date
 ) -> dict[str, DestinationConfig]:
     if not isinstance(raw, dict) or not raw:
         errors.add("destinations", "define at least one [destinations.NAME]")
@@ -588,6 +602,9 @@ def _parse_destinations(
                 ):
                     continue
                 errors.add(f"{prefix}.{env_key}", f"environment variable {var} is not set")
+        if platform == "google":
+            _check_google(prefix, settings, errors)
+        _check_api_version(prefix, platform, settings, today, errors)
         if platform == "file" and isinstance(settings.get("directory"), str):
             settings["directory"] = str(base / settings["directory"])
         out[name] = DestinationConfig(
@@ -599,6 +616,40 @@ def _parse_destinations(
             base_dir=base,
         )
     return out
+
+
+CUSTOMER_MATCH_POLICY = "https://support.google.com/adspolicy/answer/6299717"
+
+
+def _check_google(prefix: str, settings: Mapping[str, Any], errors: _Errors) -> None:
+    """The data_manager backend needs the advertiser's explicit acceptance of the Customer Match terms:
+    Data Manager takes UserData only with terms_of_service ACCEPTED (proto
+    google/ads/datamanager_v1/types/terms_of_service.py), and that status is the advertiser's legal
+    attestation, never ours to give."""
+    if settings.get("backend") != "google_ads" and settings.get("accept_customer_match_terms") is not True:
+        errors.add(
+            f"{prefix}.accept_customer_match_terms",
+            "required for the data_manager backend: set it to true only if the advertiser accepts "
+            f"Google's Customer Match policy ({CUSTOMER_MATCH_POLICY}); uploads declare that acceptance",
+        )
+
+
+def _check_api_version(
+    prefix: str, platform: str, settings: Mapping[str, Any], today: date, errors: _Errors
+) -> None:
+    """A version past its published end date is refused, one within 90 days of it is a warning
+    (the dates and their sources: connectors/versions.py). Only Meta and Google's google_ads backend
+    name a version; Data Manager and TikTok have none to choose."""
+    table = {"meta": "meta", "google": "google_ads" if settings.get("backend") == "google_ads" else None}
+    versioned = table.get(platform)
+    version = settings.get("api_version")
+    if versioned is None or not isinstance(version, str):
+        return
+    check = check_version(versioned, version, today)
+    if check.refused:
+        errors.add(f"{prefix}.api_version", check.message)
+    elif not check.ok:
+        errors.warnings.append(f"{prefix}.api_version: {check.message}")
 
 
 def _parse_syncs(

@@ -213,7 +213,7 @@ def two_destinations(platform: str, first: str, second: str, *, pins: str = "") 
     common = {
         "tiktok": 'platform = "tiktok"\naccess_token_env = "AS_TEST_TIKTOK_TOKEN"\n',
         "meta": 'platform = "meta"\naccess_token_env = "AS_TEST_META_TOKEN"\n',
-        "google": 'platform = "google"\n',
+        "google": 'platform = "google"\naccept_customer_match_terms = true\n',
     }[platform]
     loopback = 'endpoint = "http://127.0.0.1:8802"\n'
     return (

@@ -30,7 +30,7 @@ from google.ads.googleads.v24.resources.types.offline_user_data_job import Offli
 from google.api_core import exceptions as core
 from google.protobuf import any_pb2
 from google.protobuf.json_format import MessageToDict
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 CUSTOMER = "1234567890"
 LOGIN = "9876543210"
@@ -63,6 +63,7 @@ def destination(backend: str, **extra: object) -> DestinationConfig:
         "max_wait_seconds": 1,
         "membership_life_span_days": 540,
         "refresh_margin_days": 30,
+        "accept_customer_match_terms": True,
         **extra,
     }
     return DestinationConfig("google_main", "google", settings, {}, "audience-sync: ", Path("."))
@@ -114,6 +115,8 @@ def test_dm_ingest_request_sets_consent_per_member_and_hex_encoding() -> None:
             {"user_data": {"user_identifiers": _dm_ids(3)[:2]}},
         ],
         "encoding": "HEX",
+        # Google's proto: must be ACCEPTED when ingesting UserData (terms_of_service.py).
+        "terms_of_service": {"customer_match_terms_of_service_status": "ACCEPTED"},
     }
 
 
@@ -441,12 +444,28 @@ class _Response:
         self.__dict__.update(fields)
 
 
-class FakeIngestion:
-    """Refuses any request holding a member whose email is in ``bad`` (Data Manager fails whole)."""
+def _dm_invalid(reason: str, field: str | None = None) -> core.InvalidArgument:
+    """An INVALID_ARGUMENT as Google's error model sends it: ErrorInfo reason, RequestInfo, and a
+    BadRequest field violation when a field is at fault (Data Manager understand-errors page)."""
+    details: list[Any] = [
+        error_details_pb2.ErrorInfo(reason=reason, domain="datamanager.googleapis.com"),
+        error_details_pb2.RequestInfo(request_id="req-failed"),
+    ]
+    if field is not None:
+        violation = error_details_pb2.BadRequest.FieldViolation(field=field, reason=reason)
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    return core.InvalidArgument("invalid", details=details)
 
-    def __init__(self, bad: set[str], transient: int = 0) -> None:
+
+class FakeIngestion:
+    """Refuses any request holding a member whose email is in ``bad``, naming the first such member's
+    field path (Data Manager fails fast, whole request); ``request_error`` refuses every request with
+    that request-level reason."""
+
+    def __init__(self, bad: set[str], transient: int = 0, request_error: str | None = None) -> None:
         self.bad = bad
         self.transient = transient
+        self.request_error = request_error
         self.requests: list[Any] = []
 
     def _answer(self, request: Any) -> _Response:
@@ -454,9 +473,13 @@ class FakeIngestion:
         if self.transient:
             self.transient -= 1
             raise core.ResourceExhausted("quota")
-        emails = {i.email_address for m in request.audience_members for i in m.user_data.user_identifiers}
-        if emails & self.bad:
-            raise core.InvalidArgument("invalid")
+        if self.request_error:
+            raise _dm_invalid(self.request_error)
+        for i, m in enumerate(request.audience_members):
+            for j, ident in enumerate(m.user_data.user_identifiers):
+                if ident.email_address in self.bad:
+                    field = f"audience_members[{i}].user_data.user_identifiers[{j}].email_address"
+                    raise _dm_invalid("INVALID_SHA256_FORMAT", field)
         return _Response(request_id=f"req-{len(self.requests)}")
 
     def ingest_audience_members(self, request: Any, **_: Any) -> _Response:
@@ -466,7 +489,7 @@ class FakeIngestion:
         return self._answer(request)
 
 
-def test_data_manager_bisects_an_invalid_request_down_to_the_bad_members() -> None:
+def test_data_manager_rejects_exactly_the_members_google_names_and_resends_the_rest() -> None:
     google = connector("data_manager")
     backend: Any = google._backend
     batch = [change(i) for i in range(16)]
@@ -474,12 +497,48 @@ def test_data_manager_bisects_an_invalid_request_down_to_the_bad_members() -> No
     backend._ingest = fake
     result = google.add("555", batch, None)
     assert set(result.rejected) == {b"m5", b"m11"}
+    assert all("INVALID_SHA256_FORMAT" in r for r in result.rejected.values())
     assert all(h("") not in r and "@" not in r for r in result.rejected.values())
     pending = sorted(k for keys in result.pending.values() for k in keys)
     assert pending == sorted(c.member_key for c in batch if c.member_key not in (b"m5", b"m11"))
     assert result.requests == len(fake.requests)
-    # 1 whole + bisection of 16 with two bad members in different halves
-    assert len(fake.requests) <= 1 + 2 * 2 * 4
+    # One request per member Google names, then the clean rest: no bisection.
+    assert len(fake.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("reason", "error"),
+    [
+        ("INVALID_USER_LIST_ID", AudienceGone),
+        ("INVALID_DESTINATION", ConfigurationRejected),
+        ("TERMS_AND_CONDITIONS_NOT_SIGNED", ConfigurationRejected),
+        ("INVALID_ARGUMENT", FatalError),
+    ],
+)
+def test_a_request_level_error_stops_the_destination_in_one_request(
+    reason: str, error: type[Exception]
+) -> None:
+    google = connector("data_manager")
+    backend: Any = google._backend
+    fake = FakeIngestion(set(), request_error=reason)
+    backend._ingest = fake
+    with pytest.raises(error) as caught:
+        google.add("555", [change(i) for i in range(64)], None)
+    assert len(fake.requests) == 1
+    assert getattr(caught.value, "code", None) == reason
+    assert getattr(caught.value, "request_id", None) == "req-failed"
+
+
+def test_data_manager_refuses_to_ingest_without_the_declared_terms_acceptance() -> None:
+    google = connector("data_manager", accept_customer_match_terms=None)
+    backend: Any = google._backend
+    fake = FakeIngestion(set())
+    backend._ingest = fake
+    with pytest.raises(ConfigurationRejected, match="accept_customer_match_terms"):
+        google.add("555", [change(1)], None)
+    assert fake.requests == []
+    # Removes carry no terms (RemoveAudienceMembersRequest has no such field) and still go out.
+    assert google.remove("555", [change(1)], None).pending
 
 
 def test_data_manager_retries_quota_errors_and_counts_every_attempt() -> None:
@@ -831,6 +890,10 @@ def test_bulk_built_requests_equal_the_member_by_member_messages() -> None:
                 audience_members=[reference_dm_member(c, with_consent=with_consent) for c in batch],
                 encoding=dm.Encoding.HEX,
             )
+            if with_consent:  # ingests only: removes have no terms_of_service field
+                expected.terms_of_service = dm.TermsOfService(
+                    customer_match_terms_of_service_status=dm.TermsOfServiceStatus.ACCEPTED
+                )
             built = build(dest, batch)
             assert type(built) is request_type
             assert request_type.serialize(built) == request_type.serialize(expected)

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audiencesync.connectors import google_payload as gp
 from audiencesync.connectors.contract import AudienceSpec, Change
 from audiencesync.connectors.emulators.google import GoogleEmulator
+from audiencesync.connectors.errors import AudienceGone, ConfigurationRejected
 from audiencesync.connectors.google import GoogleConnector
 from audiencesync.state.store import StateStore
 from audiencesync.sync.cli import cli
@@ -22,6 +24,8 @@ from audiencesync.sync.demo import SCHEMA
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
 from click.testing import CliRunner
+from google.ads import datamanager_v1 as dm
+from google.api_core import exceptions as core
 from sample_configs import WriteConfig
 
 BACKENDS = ("data_manager", "google_ads")
@@ -39,6 +43,7 @@ customer_id = "1234567890"
 login_customer_id = "9876543210"
 endpoint = "{endpoint}"
 max_wait_seconds = {max_wait}
+accept_customer_match_terms = true  # the emulated advertiser accepts Google's Customer Match terms
 
 [[syncs]]
 audience = "vip"
@@ -382,6 +387,7 @@ def direct_connector(emulator: GoogleEmulator, backend: str) -> GoogleConnector:
         "customer_id": "1234567890",
         "endpoint": emulator.endpoint,
         "max_wait_seconds": 5,
+        "accept_customer_match_terms": True,
     }
     dest = DestinationConfig("google_main", "google", settings, {}, "audience-sync: ", Path("."))
     return GoogleConnector(dest, **FAST)
@@ -457,3 +463,64 @@ def test_data_manager_a_low_match_rate_shows_in_follow_and_read_back(google_emul
     )
     assert back.state == f"OPEN; last request {status.detail}"
     assert back.detail["last_request"] == {"state": "confirmed", "detail": status.detail, "rejected": 0}
+
+
+def test_data_manager_a_1000_member_add_to_a_missing_list_takes_one_request_and_rejects_no_one(
+    google_emulator: GoogleEmulator,
+) -> None:
+    """Data Manager fails fast on a request-level error (INVALID_USER_LIST_ID, understand-errors page):
+    the connector stops with Google's reason and request id instead of bisecting 1,000 members."""
+    with (
+        closing(direct_connector(google_emulator, "data_manager")) as google,
+        pytest.raises(AudienceGone) as caught,
+    ):
+        google.add("4242", email_changes(*range(1_000)), None)
+    assert caught.value.code == "INVALID_USER_LIST_ID"
+    assert caught.value.request_id
+    assert google_emulator.calls["IngestAudienceMembers"] == 1
+    assert google_emulator.snapshot()["requests"] == []
+
+
+def test_data_manager_an_ingest_without_accepted_terms_is_refused_by_the_emulator(
+    google_emulator: GoogleEmulator,
+) -> None:
+    with closing(direct_connector(google_emulator, "data_manager")) as google:
+        list_id = google.ensure_audience(VIP)
+        backend: Any = google._backend
+        request = gp.dm_ingest_request(gp.dm_destination("1234567890", None, list_id), email_changes(1))
+        for status in (
+            dm.TermsOfServiceStatus.TERMS_OF_SERVICE_STATUS_UNSPECIFIED,
+            dm.TermsOfServiceStatus.REJECTED,
+        ):
+            request.terms_of_service.customer_match_terms_of_service_status = status
+            with pytest.raises(core.InvalidArgument) as caught:
+                backend._ingest.ingest_audience_members(request=request)
+            error = gp.dm_error(caught.value)
+            assert error.reason == "TERMS_AND_CONDITIONS_NOT_SIGNED"
+            assert error.members == {}  # request-level: no member is at fault
+    assert google_emulator.members(list_id) == set()
+
+
+@pytest.mark.parametrize("version", ["v26", "v24"])
+def test_ads_backend_speaks_the_configured_api_version(google_emulator: GoogleEmulator, version: str) -> None:
+    """The Ads client, its types and its failure decoding follow api_version; the emulator serves each."""
+    settings = {
+        "platform": "google",
+        "backend": "google_ads",
+        "customer_id": "1234567890",
+        "endpoint": google_emulator.endpoint,
+        "max_wait_seconds": 5,
+        "api_version": version,
+    }
+    dest = DestinationConfig("google_main", "google", settings, {}, "audience-sync: ", Path("."))
+    with closing(GoogleConnector(dest, **FAST)) as google:
+        list_id = google.ensure_audience(VIP)
+        (job,) = google.add(list_id, email_changes(1, 2), None).pending
+        assert google.follow(list_id, [job])[job].state == "confirmed"
+        assert google_emulator.members(list_id) == {frozenset({f"email:{email_hash(i)}"}) for i in (1, 2)}
+        # A GoogleAdsFailure is read from the configured version's trailing metadata key.
+        google_emulator.faults.set({"not_allowlisted": True})
+        with pytest.raises(ConfigurationRejected, match="data_manager"):
+            google.add(list_id, email_changes(3), None)
+    backend: Any = google._backend
+    assert type(backend._jobs).__module__.startswith(f"google.ads.googleads.{version}.")

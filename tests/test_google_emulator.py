@@ -221,10 +221,17 @@ def create_dm_list(
     )
 
 
+# Google's proto: "must be accepted when ingesting UserData" (datamanager_v1/types/terms_of_service.py).
+TERMS_ACCEPTED = dm.TermsOfService(customer_match_terms_of_service_status=dm.TermsOfServiceStatus.ACCEPTED)
+
+
 def ingest(ingestion: dm.IngestionServiceClient, list_id_: str, members: list[dm.AudienceMember]) -> str:
     response = ingestion.ingest_audience_members(
         request=dm.IngestAudienceMembersRequest(
-            destinations=[destination(list_id_)], audience_members=members, consent=GRANTED
+            destinations=[destination(list_id_)],
+            audience_members=members,
+            consent=GRANTED,
+            terms_of_service=TERMS_ACCEPTED,
         )
     )
     return str(response.request_id)
@@ -927,6 +934,7 @@ def test_consent_per_request_and_per_member(
                 member(EMAIL_C, consent=DENIED),
             ],
             consent=DENIED,
+            terms_of_service=TERMS_ACCEPTED,
         )
     )
     status = request_status(ingestion, response.request_id)
@@ -1047,137 +1055,3 @@ def test_serve_listens_until_interrupted() -> None:
                 proc.kill()
             assert proc.stdout is not None
             proc.stdout.close()
-
-
-# --- the column-wise sweeps agree with the member-by-member checks ----------------------------------
-
-
-def _odd_value(rng: Any, i: int) -> str:
-    good = sha(str(i))
-    return str(rng.choice([good] * 8 + [good.upper(), good[:63], "", "é" * 64, good[:32] + "\n" + good[:31]]))
-
-
-def _odd_address(rng: Any) -> tuple[str, str, str, str]:
-    country = str(rng.choice(["US", "us", "Us", "", "USA", "u1"] + ["US"] * 6))
-    return _odd_value(rng, 1), _odd_value(rng, 2), country, str(rng.choice(["1", "", " ", "94107"]))
-
-
-def test_the_ads_operation_sweep_accepts_exactly_what_the_per_operation_check_accepts() -> None:
-    import random
-
-    from audiencesync.connectors.emulators import google as emulator
-    from google.ads.googleads.v24.services.types import offline_user_data_job_service as job_service
-
-    rng = random.Random(5)
-    swept = 0
-    for _ in range(1500):
-        request = job_service.AddOfflineUserDataJobOperationsRequest.pb()()
-        for _ in range(rng.randrange(1, 6)):
-            op = request.operations.add()
-            roll = rng.random()
-            if roll < 0.03:
-                op.remove_all = True
-                continue
-            if roll < 0.05:
-                continue
-            data = op.create if rng.random() < 0.85 else op.remove
-            if rng.random() < 0.03:
-                data.consent.ad_user_data = 2
-            if rng.random() < 0.02:
-                data.user_attribute.lifetime_value_micros = 1
-            for j in range(rng.choice([0, 1, 2, 3, 3, 3])):
-                ident = data.user_identifiers.add()
-                which = rng.choice(["e", "p", "a", "a", "m"] if rng.random() < 0.1 else ["e", "p", "a"])
-                if which == "e":
-                    ident.hashed_email = _odd_value(rng, j)
-                elif which == "p":
-                    ident.hashed_phone_number = _odd_value(rng, j)
-                elif which == "a":
-                    first, last, country, postal = _odd_address(rng)
-                    address = ident.address_info
-                    address.hashed_first_name, address.hashed_last_name = first, last
-                    address.country_code, address.postal_code = country, postal
-                else:
-                    ident.mobile_id = "x"
-            if rng.random() < 0.05:
-                for _ in range(21):
-                    data.user_identifiers.add(hashed_email=sha("z"))
-        for job_kind in (None, "create", "remove"):
-            rejected = frozenset() if rng.random() < 0.9 else frozenset({sha("0")})
-            fast = emulator._ads_operations_fast(request.operations, job_kind, rejected)
-            kind, accepted, errors = job_kind, [], 0
-            for i, op in enumerate(request.operations):
-                try:
-                    entry = emulator._ads_operation(i, op, kind, first=i == 0, rejected=rejected)
-                except emulator._AdsFailure:
-                    errors += 1
-                    continue
-                if entry[0] != "remove_all":
-                    kind = entry[0]
-                accepted.append(entry)
-            plain = not errors and not rejected and all(k != "remove_all" for k, _ in accepted)
-            assert (fast is not None) == plain
-            if fast is not None:
-                swept += 1
-                assert fast == accepted
-    assert swept > 50
-
-
-def test_the_data_manager_member_sweep_accepts_exactly_what_the_per_member_check_accepts() -> None:
-    import random
-
-    from audiencesync.connectors.emulators import google as emulator
-
-    rng = random.Random(6)
-    swept = 0
-    for _ in range(1500):
-        request = dm.IngestAudienceMembersRequest.pb()()
-        for _ in range(rng.randrange(1, 6)):
-            member = request.audience_members.add()
-            if rng.random() < 0.03:
-                member.pair_data.pair_ids.append(b"x")
-                continue
-            member.user_data.SetInParent()
-            identifiers = member.user_data.user_identifiers
-            for j in range(rng.choice([0, 1, 2, 3, 3, 3])):
-                ident = identifiers.add()
-                which = rng.choice(["e", "p", "a", "n"] if rng.random() < 0.1 else ["e", "p", "a"])
-                if which == "e":
-                    ident.email_address = _odd_value(rng, j)
-                elif which == "p":
-                    ident.phone_number = _odd_value(rng, j)
-                elif which == "a":
-                    first, last, region, postal = _odd_address(rng)
-                    address = ident.address
-                    address.given_name, address.family_name = first, last
-                    address.region_code, address.postal_code = region, postal
-            if rng.random() < 0.03:
-                for _ in range(11):
-                    identifiers.add(email_address=sha("q"))
-        rejected = frozenset() if rng.random() < 0.9 else frozenset({sha("0")})
-        base64 = rng.random() < 0.05
-        members = request.audience_members
-        fast = emulator._dm_persons_fast(members, base64, rejected)
-        try:
-            slow: list[frozenset[str]] | None = [
-                emulator._dm_person(i, m, base64, rejected) for i, m in enumerate(members)
-            ]
-        except emulator._Abort:
-            slow = None
-        if fast is not None:
-            swept += 1
-            assert fast == slow
-        else:
-            assert slow is None or base64 or rejected
-        consent = None
-        if rng.random() < 0.5:
-            consent = dm.Consent.pb()(ad_user_data=rng.randrange(3), ad_personalization=rng.randrange(3))
-        for member in members:
-            if rng.random() < 0.5:
-                member.consent.ad_user_data = rng.randrange(3)
-                member.consent.ad_personalization = rng.randrange(3)
-                member.consent.SetInParent()
-        assert emulator._denied_members(consent, members) == [
-            emulator._denied(consent, m.consent if m.HasField("consent") else None) for m in members
-        ]
-    assert swept > 20

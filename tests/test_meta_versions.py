@@ -11,7 +11,6 @@ from audiencesync.connectors.versions import DEFAULT_VERSIONS, VERSIONS, Version
 from audiencesync.sync.cli import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.errors import ConfigError
-from audiencesync.sync.version_policy import check_versions
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -82,22 +81,22 @@ def config_with(write_config: WriteConfig, version: str | None) -> Path:
 
 
 def test_check_versions_warns_then_refuses_naming_the_key(write_config: WriteConfig) -> None:
-    config = load_config(config_with(write_config, "v25.0"), {})
-    (warning,) = check_versions(config, date(2027, 1, 1))
+    path = config_with(write_config, "v25.0")
+    (warning,) = load_config(path, {}, today=date(2027, 1, 1)).warnings
     assert warning.startswith("destinations.meta_main.api_version: v25.0 stops working on 2027-02-23")
     assert warning.endswith("move to v26.0")
-    assert check_versions(config, date(2026, 10, 1)) == []
+    assert load_config(path, {}, today=date(2026, 10, 1)).warnings == ()
     with pytest.raises(ConfigError) as refused:
-        check_versions(config, V25_END)
+        load_config(path, {}, today=V25_END)
     (problem,) = refused.value.problems
     assert problem.startswith("destinations.meta_main.api_version: v25.0 stopped working on 2027-02-23")
     assert problem.endswith("use v26.0")
 
 
 def test_an_unset_api_version_is_the_default_and_passes(write_config: WriteConfig) -> None:
-    config = load_config(config_with(write_config, None), {})
+    config = load_config(config_with(write_config, None), {}, today=date(2026, 12, 2))
     assert config.destinations["meta_main"].settings["api_version"] == DEFAULT_VERSIONS["meta"]
-    assert check_versions(config, date(2026, 12, 2)) == []
+    assert config.warnings == ()
 
 
 def test_validate_refuses_an_ended_version_with_exit_2(write_config: WriteConfig) -> None:

@@ -1,15 +1,16 @@
 """A local stand-in for Google's Customer Match APIs: one plaintext gRPC server serving both the Google
-Ads API v24 and the Data Manager API v1, over one shared store of user lists, plus the HTTP admin
+Ads API (every version in ADS_VERSIONS, v23..v26, each under its own service names) and the Data
+Manager API v1, over one shared store of user lists, plus the HTTP admin
 surface every emulator has (on a second port, through ``emulators.http``).
 
 gRPC methods served on 127.0.0.1:``port`` (the real services' wire names and messages):
-    /google.ads.googleads.v24.services.UserListService/MutateUserLists
+    /google.ads.googleads.vNN.services.UserListService/MutateUserLists
         create (CRM-based, CONTACT_INFO, membership_life_span <= 540 days, default 540) and remove
-    /google.ads.googleads.v24.services.OfflineUserDataJobService/CreateOfflineUserDataJob
-    /google.ads.googleads.v24.services.OfflineUserDataJobService/AddOfflineUserDataJobOperations
-    /google.ads.googleads.v24.services.OfflineUserDataJobService/RunOfflineUserDataJob
-    /google.ads.googleads.v24.services.GoogleAdsService/Search
-    /google.ads.googleads.v24.services.GoogleAdsService/SearchStream
+    /google.ads.googleads.vNN.services.OfflineUserDataJobService/CreateOfflineUserDataJob
+    /google.ads.googleads.vNN.services.OfflineUserDataJobService/AddOfflineUserDataJobOperations
+    /google.ads.googleads.vNN.services.OfflineUserDataJobService/RunOfflineUserDataJob
+    /google.ads.googleads.vNN.services.GoogleAdsService/Search
+    /google.ads.googleads.vNN.services.GoogleAdsService/SearchStream
         a small GAQL subset: SELECT fields FROM user_list | offline_user_data_job
         [WHERE f = v AND f != v AND f IN (...) AND f LIKE '%x%'] [ORDER BY f [ASC|DESC]] [LIMIT n]
     /google.longrunning.Operations/GetOperation   the operation RunOfflineUserDataJob returns
@@ -37,7 +38,7 @@ of a successful Ads job (``offline_user_data_job.operation_metadata.match_rate_r
 before SUCCESS and for a job of removes only, LESS_THAN_20 for a job that applied no operation).
 
 Google Ads API errors come back as Google sends them: a gRPC status with trailing metadata
-``google.ads.googleads.v24.errors.googleadsfailure-bin`` (a serialized ``GoogleAdsFailure``) and
+``google.ads.googleads.<the called version>.errors.googleadsfailure-bin`` (a serialized ``GoogleAdsFailure``) and
 ``request-id``, so the google-ads client raises ``GoogleAdsException``. Status codes: INVALID_ARGUMENT
 for request errors, UNAUTHENTICATED for the developer token, PERMISSION_DENIED for not-allowlisted,
 ABORTED for CONCURRENT_MODIFICATION, RESOURCE_EXHAUSTED for quota errors (the client leaves
@@ -93,6 +94,23 @@ Fault switches (``POST /_emulator/faults`` with a JSON object, or keyword argume
     expected_developer_token             the only developer token accepted (None: any non-empty one)
     match_rate_percentage                the match rate reported for non-empty lists (default 70)
 
+Sources of the rules enforced (rules with none are listed under "Assumptions" in docs/setup-google.md):
+- Data Manager limits (10 destinations, 10,000 members, 10 identifiers) and the ErrorReason names:
+  developers.google.com/data-manager/api/devguides/limits and .../reference/rest/v1/ErrorReason (the
+  same enum in google-ads-datamanager, google/ads/datamanager_v1/types/error.py).
+- Data Manager terms of service ACCEPTED on ingest: datamanager_v1/types/terms_of_service.py.
+- Data Manager error shape (fast-fail, ErrorInfo, RequestInfo, BadRequest paths):
+  developers.google.com/data-manager/api/devguides/concepts/understand-errors; consent, member wins:
+  .../reference/rest/v1/audienceMembers/ingest; quotas (300 a minute): .../devguides/limits.
+- Ads error codes, enum names and failure transport: google-ads google/ads/googleads/vNN/errors/types/
+  (e.g. offline_user_data_job_error.py: CONFLICTING_OPERATION, INVALID_OPERATION_ORDER,
+  JOB_ALREADY_STARTED) and google/ads/googleads/interceptors/exception_interceptor.py (the
+  googleadsfailure-bin key); NOT_ALLOWLISTED: the Ads blog post of March 2026 on Customer Match.
+- Ads limits (540-day life span, 20 identifiers, 100,000 operations): user_list.py (membership_life_span)
+  and Google's Customer Match guide (an assumption where no page is pinned).
+- Hash format (64 lowercase hex) and raw country/postal code: Data Manager formatting guide
+  (.../devguides/concepts/formatting).
+
 ``serve`` runs until Ctrl-C or SIGTERM.
 
 Admin surface (HTTP, ``admin_port``): ``GET /_emulator/state``, ``POST /_emulator/faults``,
@@ -115,15 +133,43 @@ import signal
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import grpc
+from audiencesync.connectors.emulators.google_errors import (
+    _Abort,
+    _AdsFailure,
+    _concurrent_modification,
+    _fail,
+    _partial_failure_status,
+    _Path,
+)
+
+# Re-exported: the public names this module has always offered.
+from audiencesync.connectors.emulators.google_errors import ads_error as ads_error
+from audiencesync.connectors.emulators.google_gaql import (
+    _ads_job_fields,
+    _ads_list_fields,
+    _literal,
+    _match_bucket,
+    _nest,
+    _parse_gaql,
+)
+from audiencesync.connectors.emulators.google_store import MAX_KEPT as MAX_KEPT
+from audiencesync.connectors.emulators.google_store import (
+    _Delivery,
+    _DmRequest,
+    _Job,
+    _Store,
+    _UserList,
+)
 from audiencesync.connectors.emulators.http import EmulatorServer, FaultSwitches, Request, Response
+from audiencesync.connectors.versions import VERSIONS
 from google.ads.datamanager_v1.types import consent as dm_consent
 from google.ads.datamanager_v1.types import ingestion_service as dm_ingestion
 from google.ads.datamanager_v1.types import match_rate as dm_match_rate
@@ -132,19 +178,30 @@ from google.ads.datamanager_v1.types import request_status_per_destination as dm
 from google.ads.datamanager_v1.types import user_list as dm_user_list
 from google.ads.datamanager_v1.types import user_list_service as dm_user_list_service
 from google.ads.googleads.v24.errors.types import errors as ads_errors
-from google.ads.googleads.v24.resources.types import offline_user_data_job as ads_job
-from google.ads.googleads.v24.resources.types import user_list as ads_user_list
 from google.ads.googleads.v24.services.types import google_ads_service as ads_search
 from google.ads.googleads.v24.services.types import offline_user_data_job_service as ads_job_service
 from google.ads.googleads.v24.services.types import user_list_service as ads_user_list_service
 from google.longrunning import operations_pb2
-from google.protobuf import any_pb2, empty_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.protobuf import empty_pb2
+from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 ADS_VERSION = "v24"
+"""The version whose generated types the emulator reads and writes with."""
+ADS_VERSIONS = tuple(VERSIONS["google_ads"])
+"""Every Google Ads API version served, on its own service names: those google-ads 34.x ships (v23..v26).
+Their messages used here keep the same field numbers (google/ads/googleads/vNN protos), so one
+version's types read and write them all."""
 FAILURE_METADATA_KEY = f"google.ads.googleads.{ADS_VERSION}.errors.googleadsfailure-bin"
-"""Trailing metadata key the google-ads client reads the ``GoogleAdsFailure`` from."""
+"""Trailing metadata key the google-ads client of ADS_VERSION reads the ``GoogleAdsFailure`` from."""
+
+
+def failure_metadata_key(version: str) -> str:
+    """Where the google-ads client of ``version`` reads a failure (google/ads/googleads/interceptors/
+    exception_interceptor.py builds the key from its version)."""
+    return f"google.ads.googleads.{version}.errors.googleadsfailure-bin"
+
+
 REQUEST_ID_METADATA_KEY = "request-id"
 
 MAX_LIFE_SPAN_DAYS = 540
@@ -153,8 +210,6 @@ MAX_ADS_OPERATIONS = 100_000
 MAX_DM_MEMBERS = 10_000
 MAX_DM_IDENTIFIERS = 10
 MAX_DM_DESTINATIONS = 10
-# Requests and jobs kept for the state view; the oldest settled ones go first.
-MAX_KEPT = 10_000
 
 DEFAULT_FAULTS: dict[str, Any] = {
     "not_allowlisted": False,
@@ -182,7 +237,6 @@ _ADS_OPERATION_NAME = re.compile(r"customers/(\d+)/operations/(\d+)")
 _DM_ACCOUNT = re.compile(r"accountTypes/([A-Z_]+)/accounts/(\d+)")
 _DM_LIST_NAME = re.compile(r"accountTypes/([A-Z_]+)/accounts/(\d+)/userLists/(\d+)")
 
-_ADS_SERVICES = "google.ads.googleads.v24.services"
 _DM_SERVICES = "google.ads.datamanager.v1"
 
 # Ads RPCs the not_allowlisted switch refuses: Customer Match uploads and list mutates.
@@ -195,250 +249,6 @@ _ALLOWLISTED_METHODS = frozenset(
     }
 )
 _CONCURRENT_METHODS = frozenset({"AddOfflineUserDataJobOperations", "RunOfflineUserDataJob"})
-
-
-# --- the store ------------------------------------------------------------------------------------
-
-
-@dataclass
-class _UserList:
-    id: int
-    customer_id: str
-    name: str
-    description: str
-    life_span_days: int
-    members: set[frozenset[str]] = field(default_factory=set)
-
-    @property
-    def ads_name(self) -> str:
-        return f"customers/{self.customer_id}/userLists/{self.id}"
-
-    @property
-    def dm_name(self) -> str:
-        return f"accountTypes/GOOGLE_ADS/accounts/{self.customer_id}/userLists/{self.id}"
-
-
-@dataclass
-class _Job:
-    id: int
-    customer_id: str
-    user_list_id: int
-    consent: dict[str, str]
-    # ("create" | "remove", person) or ("remove_all", frozenset()), in the order received.
-    operations: list[tuple[str, frozenset[str]]] = field(default_factory=list)
-    kind: str | None = None
-    """``create`` or ``remove`` once the job holds one: the other kind is then a conflict."""
-    ran_at: float | None = None
-    processing_seconds: float = 0.0
-    fail: bool = False
-    status: str = "PENDING"
-    counts: Counter[str] = field(default_factory=Counter)
-    busy: bool = False
-    """True while an AddOfflineUserDataJobOperations request on this job is being validated."""
-
-    @property
-    def resource_name(self) -> str:
-        return f"customers/{self.customer_id}/offlineUserDataJobs/{self.id}"
-
-    @property
-    def settled(self) -> bool:
-        return self.status in ("SUCCESS", "FAILED")
-
-
-@dataclass
-class _Delivery:
-    """What one Data Manager request does to one destination list."""
-
-    destination: Any
-    """The request's ``Destination`` message, echoed in the request status."""
-    user_list_id: int
-    persons: list[frozenset[str]] = field(default_factory=list)
-    records: int = 0
-    identifiers: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass
-class _DmRequest:
-    request_id: str
-    kind: str
-    """``ingest`` or ``remove``."""
-    deliveries: list[_Delivery]
-    at: float
-    processing_seconds: float
-    members: int
-    settled: bool = False
-
-
-class _Store:
-    """Lists, jobs and requests of both APIs. Every method expects the caller to hold ``lock``."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.clear()
-
-    def clear(self) -> None:
-        self.lists: dict[int, _UserList] = {}
-        self.jobs: dict[int, _Job] = {}
-        self.requests: dict[str, _DmRequest] = {}
-        self.list_ids = itertools.count(9_000_000_001)
-        self.job_ids = itertools.count(7_000_000_001)
-        self.request_ids = itertools.count(1)
-        self.quota_window: deque[float] = deque()
-
-    def settle(self, now: float) -> None:
-        """Advance every job and request whose time has come; apply their membership changes."""
-        for job in self.jobs.values():
-            if job.ran_at is None or job.settled:
-                continue
-            elapsed = now - job.ran_at
-            if elapsed >= job.processing_seconds:
-                job.status = "FAILED" if job.fail else "SUCCESS"
-                if not job.fail and (target := self.lists.get(job.user_list_id)) is not None:
-                    _apply_job(target, job.operations)
-                job.operations = []  # applied or dropped: keep only the counts
-            elif elapsed >= job.processing_seconds / 2:
-                job.status = "RUNNING"
-            else:
-                job.status = "PENDING"
-        for req in self.requests.values():
-            if req.settled or now - req.at < req.processing_seconds:
-                continue
-            req.settled = True
-            for delivery in req.deliveries:
-                target = self.lists.get(delivery.user_list_id)
-                if target is None:
-                    continue
-                if req.kind == "ingest":
-                    target.members.update(delivery.persons)
-                else:
-                    target.members.difference_update(delivery.persons)
-                delivery.persons = []
-        self._trim()
-
-    def _trim(self) -> None:
-        # Bounded memory for long demo runs: drop the oldest settled jobs and requests.
-        if len(self.requests) > MAX_KEPT:
-            for rid in [r.request_id for r in self.requests.values() if r.settled][
-                : len(self.requests) - MAX_KEPT
-            ]:
-                del self.requests[rid]
-        if len(self.jobs) > MAX_KEPT:
-            for jid in [j.id for j in self.jobs.values() if j.settled][: len(self.jobs) - MAX_KEPT]:
-                del self.jobs[jid]
-
-    def list_named(self, customer_id: str, name: str) -> _UserList | None:
-        return next((x for x in self.lists.values() if x.customer_id == customer_id and x.name == name), None)
-
-
-def _apply_job(target: _UserList, operations: list[tuple[str, frozenset[str]]]) -> None:
-    for kind, person in operations:
-        if kind == "remove_all":
-            target.members.clear()
-        elif kind == "create":
-            target.members.add(person)
-        else:
-            target.members.discard(person)
-
-
-# --- errors -----------------------------------------------------------------------------------------
-
-
-class _Abort(Exception):
-    """A plain gRPC status (Data Manager errors, and the transport faults of both APIs)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.reason = reason
-        """A Data Manager ``ErrorReason`` name; with it the status carries Google's error details."""
-
-    def status(self) -> Any:
-        """The ``google.rpc.Status`` to send: Data Manager errors carry an ``ErrorInfo`` (the reason) and,
-        when the message starts with a field path (``audience_members[3].user_data: ...``), a
-        ``BadRequest`` field violation naming that field, as Google's APIs do (AIP-193)."""
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
-        if self.reason:
-            info = any_pb2.Any()
-            info.Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain="datamanager.googleapis.com"))
-            status.details.append(info)
-            match = re.match(r"([\w\[\].]+): (.+)", self.message)
-            if match is not None:
-                violation = error_details_pb2.BadRequest.FieldViolation(
-                    field=match.group(1), description=match.group(2), reason=self.reason
-                )
-                bad_request = any_pb2.Any()
-                bad_request.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
-                status.details.append(bad_request)
-        return status
-
-
-class _AdsFailure(Exception):
-    """A Google Ads API failure: one or more ``GoogleAdsError`` under one gRPC status."""
-
-    def __init__(self, errors: list[Any], code: grpc.StatusCode | None = None) -> None:
-        super().__init__("; ".join(str(e.message) for e in errors))
-        self.errors = errors
-        self.code = code if code is not None else _status_for(errors[0])
-
-
-_Path = list[tuple[str, int | None]]
-
-_CODE_STATUS = {
-    "authentication_error": grpc.StatusCode.UNAUTHENTICATED,
-    "authorization_error": grpc.StatusCode.PERMISSION_DENIED,
-    "not_allowlisted_error": grpc.StatusCode.PERMISSION_DENIED,
-    "quota_error": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "database_error": grpc.StatusCode.ABORTED,
-}
-
-
-def _status_for(error: Any) -> grpc.StatusCode:
-    kind = ads_errors.ErrorCode.pb(error.error_code).WhichOneof("error_code")
-    return _CODE_STATUS.get(str(kind), grpc.StatusCode.INVALID_ARGUMENT)
-
-
-def ads_error(kind: str, name: str, message: str, path: _Path | None = None) -> Any:
-    """A ``GoogleAdsError`` with ``error_code.<kind> = <name>`` and an optional field path, e.g.
-    ``[("operations", 3), ("create", None), ("user_identifiers", 0), ("hashed_email", None)]``."""
-    enum = ads_errors.ErrorCode.meta.fields[kind].enum
-    error = ads_errors.GoogleAdsError(
-        error_code=ads_errors.ErrorCode(**{kind: enum[name]}),
-        message=message,
-    )
-    if path:
-        elements = []
-        for field_name, index in path:
-            element = ads_errors.ErrorLocation.FieldPathElement(field_name=field_name)
-            if index is not None:
-                element.index = index
-            elements.append(element)
-        error.location = ads_errors.ErrorLocation(field_path_elements=elements)
-    return error
-
-
-def _fail(kind: str, name: str, message: str, path: _Path | None = None) -> _AdsFailure:
-    return _AdsFailure([ads_error(kind, name, message, path)])
-
-
-def _concurrent_modification() -> _AdsFailure:
-    return _fail(
-        "database_error",
-        "CONCURRENT_MODIFICATION",
-        "Multiple requests were attempting to modify the same resource at once. Retry the request.",
-    )
-
-
-def _partial_failure_status(errors: list[Any], request_id: str) -> Any:
-    """The ``google.rpc.Status`` of a partial failure: details hold one Any-packed GoogleAdsFailure."""
-    failure = ads_errors.GoogleAdsFailure(errors=errors, request_id=request_id)
-    packed = any_pb2.Any()
-    packed.Pack(ads_errors.GoogleAdsFailure.pb(failure))
-    message = "Multiple errors in 'details'." if len(errors) > 1 else str(errors[0].message)
-    return status_pb2.Status(
-        code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message, details=[packed]
-    )
 
 
 # --- the emulator -------------------------------------------------------------------------------------
@@ -652,10 +462,15 @@ class GoogleEmulator:
         ]  # fmt: skip
         services: dict[str, dict[str, Any]] = {}
         for api, service, method, fn, deserialize, serialize, streaming in table:
-            full = {"ads": f"{_ADS_SERVICES}.{service}", "dm": f"{_DM_SERVICES}.{service}"}.get(api, service)
-            services.setdefault(full, {})[method] = self._method_handler(
-                "ads" if api == "lro" else api, method, fn, deserialize, serialize, streaming
-            )
+            versions = ADS_VERSIONS if api == "ads" else (ADS_VERSION,)
+            for version in versions:
+                full = {
+                    "ads": f"google.ads.googleads.{version}.services.{service}",
+                    "dm": f"{_DM_SERVICES}.{service}",
+                }.get(api, service)
+                services.setdefault(full, {})[method] = self._method_handler(
+                    "ads" if api == "lro" else api, method, fn, deserialize, serialize, streaming, version
+                )
         return [grpc.method_handlers_generic_handler(name, methods) for name, methods in services.items()]
 
     def _method_handler(
@@ -666,13 +481,14 @@ class GoogleEmulator:
         deserialize: Callable[[bytes], Any],
         serialize: Callable[[Any], bytes],
         streaming: bool,
+        version: str,
     ) -> Any:
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            return self._dispatch(api, method, fn, request, context)
+            return self._dispatch(api, method, fn, request, context, version)
 
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             # One batch, as the real service sends for a small result set.
-            yield self._dispatch(api, method, fn, request, context)
+            yield self._dispatch(api, method, fn, request, context, version)
 
         if streaming:
             return grpc.unary_stream_rpc_method_handler(
@@ -689,6 +505,7 @@ class GoogleEmulator:
         fn: Callable[[Any, _Call], Any],
         request: Any,
         context: grpc.ServicerContext,
+        version: str = ADS_VERSION,
     ) -> Any:
         with self._store.lock:
             self.calls[method] += 1
@@ -707,7 +524,7 @@ class GoogleEmulator:
                 ads_errors.GoogleAdsFailure(errors=failure.errors, request_id=request_id)
             )
             context.set_trailing_metadata(
-                ((FAILURE_METADATA_KEY, payload), (REQUEST_ID_METADATA_KEY, request_id))
+                ((failure_metadata_key(version), payload), (REQUEST_ID_METADATA_KEY, request_id))
             )
             message = (
                 "Request contains an invalid argument."
@@ -719,7 +536,8 @@ class GoogleEmulator:
             if request_id:
                 context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
             if abort.reason:
-                context.abort_with_status(rpc_status.to_status(abort.status()))
+                dm_request_id = request_id or f"emu-dm-{uuid.uuid4().hex[:16]}"
+                context.abort_with_status(rpc_status.to_status(abort.status(dm_request_id)))
             context.abort(abort.code, abort.message)
         if request_id:
             context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
@@ -1011,15 +829,9 @@ class GoogleEmulator:
         try:
             accepted: list[tuple[str, frozenset[str]]] = []
             errors: list[Any] = []
-            # Raw protobuf, for speed (see _accept_members). A request whose every operation is
-            # valid passes in one column-wise sweep; otherwise each operation is checked on its own,
-            # and its error is recorded.
+            # Raw protobuf (see _accept_members); each operation is checked on its own, and its error
+            # recorded.
             raw_operations = type(request).pb(request).operations
-            fast = _ads_operations_fast(raw_operations, kind, rejected)
-            if fast is not None:
-                accepted = fast
-                kind = fast[0][0] if fast else kind
-                raw_operations = []
             for i, op in enumerate(raw_operations):
                 try:
                     entry = _ads_operation(
@@ -1112,11 +924,16 @@ class GoogleEmulator:
     # --- Data Manager API: ingestion ---
 
     def _ingest(self, request: Any, call: _Call) -> Any:
+        # The Customer Match terms "must be accepted when ingesting UserData" (proto
+        # google/ads/datamanager_v1/types/terms_of_service.py): missing or REJECTED fails the request
+        # with ErrorReason TERMS_AND_CONDITIONS_NOT_SIGNED (reference/rest/v1/ErrorReason). The gRPC code
+        # for it is an assumption (docs/setup-google.md, "Assumptions").
         terms = request.terms_of_service.customer_match_terms_of_service_status
-        if getattr(terms, "name", "") == "REJECTED":
+        if getattr(terms, "name", "") != "ACCEPTED":
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "terms_of_service.customer_match_terms_of_service_status: the Customer Match terms were rejected.",
+                "terms_of_service.customer_match_terms_of_service_status: the Customer Match terms must be "
+                "ACCEPTED to ingest user data.",
                 reason="TERMS_AND_CONDITIONS_NOT_SIGNED",
             )
         request_id = self._accept_members("ingest", request)
@@ -1137,12 +954,9 @@ class GoogleEmulator:
         _dm_check_request_size(len(destinations), len(members))
         base64 = raw.encoding == dm_ingestion.Encoding.BASE64
         rejected = _rejected_values(self.faults["reject_identifiers"])
-        # Validate every member before touching the store: Data Manager requests fail whole. The
-        # column-wise check passes a valid request in one sweep; any doubt (or a fault switch) goes
-        # member by member, which raises the exact error.
-        persons = _dm_persons_fast(members, base64, rejected)
-        if persons is None:
-            persons = [_dm_person(i, m, base64, rejected) for i, m in enumerate(members)]
+        # Validate every member before touching the store: Data Manager requests fail whole, on the
+        # first error (fast-fail, devguides/concepts/understand-errors).
+        persons = [_dm_person(i, m, base64, rejected) for i, m in enumerate(members)]
         request_consent = raw.consent if kind == "ingest" and raw.HasField("consent") else None
         denied = _denied_members(request_consent, members) if kind == "ingest" else [False] * len(members)
         with self._store.lock:
@@ -1417,40 +1231,6 @@ def _ads_operation(
     return op_kind, frozenset(entries)
 
 
-def _ads_operations_fast(
-    operations: Any, kind: str | None, rejected: frozenset[str]
-) -> list[tuple[str, frozenset[str]]] | None:
-    """(kind, person) of each operation (raw protobufs), as ``_ads_operation`` makes them, when every
-    operation is a valid create or remove of the job's kind; None when any might not be (or
-    reject_identifiers is on), for the operation-by-operation check to find which and say why."""
-    if rejected:
-        return None
-    kinds: list[str] = []
-    identifier_lists: list[Any] = []
-    for op in operations:
-        op_kind = op.WhichOneof("operation")
-        if op_kind == "create":
-            data = op.create
-        elif op_kind == "remove":
-            data = op.remove
-        else:
-            return None
-        if kind != op_kind:
-            if kind is not None:
-                return None
-            kind = op_kind
-        if (
-            data.HasField("consent")
-            or data.HasField("transaction_attribute")
-            or data.HasField("user_attribute")
-        ):
-            return None
-        kinds.append(op_kind)
-        identifier_lists.append(data.user_identifiers)
-    persons = _persons_fast(identifier_lists, _ADS_FIELDS)
-    return None if persons is None else list(zip(kinds, persons, strict=True))
-
-
 def _ads_identifier(ident: Any, at: _Path) -> list[tuple[str, str]]:
     """One ``UserIdentifier`` as ("kind:value", proto field) pairs, validated."""
     which = ident.WhichOneof("identifier")
@@ -1504,199 +1284,6 @@ def _check_hash(value: str, path: _Path) -> None:
             "The SHA256 encoded value is malformed (64 lowercase hex characters expected).",
             path,
         )
-
-
-def _ads_list_fields(x: _UserList, rate: int) -> dict[str, Any]:
-    size = len(x.members)
-    enums = ads_user_list.UserList.meta.fields
-    crm = ads_user_list.UserList.meta.fields["crm_based_user_list"].message.meta.fields
-    return {
-        "user_list.resource_name": x.ads_name,
-        "user_list.id": x.id,
-        "user_list.name": x.name,
-        "user_list.description": x.description,
-        "user_list.membership_life_span": x.life_span_days,
-        "user_list.membership_status": enums["membership_status"].enum["OPEN"],
-        "user_list.size_for_display": size,
-        "user_list.size_for_search": size,
-        "user_list.type": enums["type_"].enum["CRM_BASED"],
-        "user_list.read_only": False,
-        "user_list.eligible_for_search": size >= 1000,
-        "user_list.eligible_for_display": size >= 100,
-        "user_list.match_rate_percentage": rate if size else 0,
-        "user_list.access_reason": enums["access_reason"].enum["OWNED"],
-        "user_list.account_user_list_status": enums["account_user_list_status"].enum["ENABLED"],
-        "user_list.crm_based_user_list.upload_key_type": crm["upload_key_type"].enum["CONTACT_INFO"],
-        "user_list.crm_based_user_list.data_source_type": crm["data_source_type"].enum["FIRST_PARTY"],
-    }
-
-
-def _ads_job_fields(j: _Job, rate: int) -> dict[str, Any]:
-    fields = ads_job.OfflineUserDataJob.meta.fields
-    match_range = fields["operation_metadata"].message.meta.fields["match_rate_range"].enum
-    return {
-        "offline_user_data_job.resource_name": j.resource_name,
-        "offline_user_data_job.id": j.id,
-        "offline_user_data_job.type": fields["type_"].enum["CUSTOMER_MATCH_USER_LIST"],
-        "offline_user_data_job.status": fields["status"].enum[j.status],
-        "offline_user_data_job.failure_reason": fields["failure_reason"].enum[
-            "UNKNOWN" if j.status == "FAILED" else "UNSPECIFIED"
-        ],
-        "offline_user_data_job.customer_match_user_list_metadata.user_list": (
-            f"customers/{j.customer_id}/userLists/{j.user_list_id}"
-        ),
-        "offline_user_data_job.operation_metadata.match_rate_range": match_range[
-            _ads_job_match_range(j, rate)
-        ],
-    }
-
-
-def _ads_job_match_range(j: _Job, rate: int) -> str:
-    """UNKNOWN until the job succeeds, and for a job of removes only (nothing to match). A successful
-    job that applied no operation at all reads LESS_THAN_20: Google's "SUCCESS, but nothing was
-    uploaded". Otherwise the bucket of the ``match_rate_percentage`` switch."""
-    if j.status != "SUCCESS" or (j.counts["remove"] and not j.counts["create"]):
-        return "UNKNOWN"
-    if not j.counts["create"]:
-        return "MATCH_RANGE_LESS_THAN_20"
-    return f"MATCH_RANGE_{_match_bucket(rate)}"
-
-
-_PROTO_NAMES = {"type": "type_"}
-
-
-def _nest(row: dict[str, Any], selected: list[str]) -> dict[str, Any]:
-    """The GoogleAdsRow mapping holding only the selected fields, as the real API answers."""
-    out: dict[str, Any] = {}
-    for path in selected:
-        node = out
-        parts = [_PROTO_NAMES.get(p, p) for p in path.split(".")]
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = row[path]
-    return out
-
-
-# --- GAQL ---------------------------------------------------------------------------------------------
-
-_GAQL = re.compile(
-    r"^\s*SELECT\s+(?P<fields>.+?)\s+FROM\s+(?P<resource>\w+)"
-    r"(?:\s+WHERE\s+(?P<where>.+?))?(?:\s+ORDER\s+BY\s+(?P<order>.+?))?(?:\s+LIMIT\s+(?P<limit>\d+))?"
-    r"(?:\s+PARAMETERS\s+\S.*?)?\s*;?\s*$",
-    re.IGNORECASE | re.DOTALL,
-)
-_VALUE = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[\w.+-]+"
-_CONDITION = re.compile(
-    rf"\s*(?P<field>[\w.]+)\s*(?P<op>=|!=|NOT\s+IN|IN|NOT\s+LIKE|LIKE)\s*(?P<value>\((?:{_VALUE}|[\s,])*\)|{_VALUE})\s*(?:AND\b|$)",
-    re.IGNORECASE,
-)
-_RESOURCES = {
-    "user_list": frozenset(_ads_list_fields(_UserList(0, "", "", "", 0), 0)),
-    "offline_user_data_job": frozenset(_ads_job_fields(_Job(0, "", 0, {}), 0)),
-}
-
-
-def _gaql_error(name: str, message: str) -> _AdsFailure:
-    return _fail("query_error", name, message, [("query", None)])
-
-
-def _literal(token: str) -> str:
-    if token[:1] in ("'", '"'):
-        return re.sub(r"\\(.)", r"\1", token[1:-1])
-    return token
-
-
-def _as_text(value: Any) -> str:
-    if hasattr(value, "name") and not isinstance(value, str):
-        return str(value.name)
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    return str(value)
-
-
-@dataclass
-class _Query:
-    resource: str
-    fields: list[str]
-    conditions: list[tuple[str, str, list[str]]]
-    order: list[tuple[str, bool]]
-    limit: int | None
-
-    def run(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = [r for r in rows if all(_holds(r[f], op, values) for f, op, values in self.conditions)]
-        for name, descending in reversed(self.order):
-            out.sort(
-                key=lambda r: _as_text(r[name]) if not isinstance(r[name], int) else r[name],
-                reverse=descending,
-            )
-        return out[: self.limit] if self.limit is not None else out
-
-
-def _holds(value: Any, op: str, values: list[str]) -> bool:
-    text = _as_text(value)
-    if op == "=":
-        return text == values[0]
-    if op == "!=":
-        return text != values[0]
-    if op in ("IN", "NOT IN"):
-        return (text in values) == (op == "IN")
-    pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in values[0])
-    return bool(re.fullmatch(pattern, text, re.DOTALL)) == (op == "LIKE")
-
-
-def _parse_gaql(query: str) -> _Query:
-    match = _GAQL.match(query)
-    if match is None:
-        raise _gaql_error("UNEXPECTED_INPUT", "The emulator could not parse this GAQL query.")
-    resource = match.group("resource").lower()
-    if resource not in _RESOURCES:
-        raise _gaql_error("BAD_RESOURCE_TYPE_IN_FROM_CLAUSE", f"The emulator cannot query FROM {resource}.")
-    known = _RESOURCES[resource]
-    fields = [f.strip() for f in match.group("fields").split(",")]
-    for name in fields:
-        if name not in known:
-            raise _gaql_error("UNRECOGNIZED_FIELD", f"Unrecognized field in the SELECT clause: '{name}'.")
-    conditions: list[tuple[str, str, list[str]]] = []
-    where = (match.group("where") or "").strip()
-    pos = 0
-    while pos < len(where):
-        cond = _CONDITION.match(where, pos)
-        if cond is None:
-            raise _gaql_error("UNEXPECTED_INPUT", "The emulator could not parse the WHERE clause.")
-        name, op, raw = (
-            cond.group("field"),
-            re.sub(r"\s+", " ", cond.group("op").upper()),
-            cond.group("value"),
-        )
-        if name not in known:
-            raise _gaql_error("UNRECOGNIZED_FIELD", f"Unrecognized field in the WHERE clause: '{name}'.")
-        if op in ("IN", "NOT IN"):
-            if not raw.startswith("("):
-                raise _gaql_error("EXPECTED_LIST", "IN needs a parenthesized list.")
-            values = [_literal(v) for v in re.findall(_VALUE, raw[1:-1])]
-        else:
-            if raw.startswith("("):
-                raise _gaql_error("EXPECTED_SINGLE_VALUE", f"{op} needs a single value.")
-            values = [_literal(raw)]
-        conditions.append((name, op, values))
-        pos = cond.end()
-    order: list[tuple[str, bool]] = []
-    for part in (match.group("order") or "").split(","):
-        if not part.strip():
-            continue
-        words = part.split()
-        if (
-            words[0] not in known
-            or len(words) > 2
-            or (len(words) == 2 and words[1].upper() not in ("ASC", "DESC"))
-        ):
-            raise _gaql_error("UNRECOGNIZED_FIELD", "Unrecognized ORDER BY clause.")
-        order.append((words[0], len(words) == 2 and words[1].upper() == "DESC"))
-    limit = int(match.group("limit")) if match.group("limit") else None
-    return _Query(resource, fields, conditions, order, limit)
-
-
-# --- Data Manager helpers ------------------------------------------------------------------------------
 
 
 def _dm_account(parent: str, field_name: str) -> str:
@@ -1845,121 +1432,6 @@ def _dm_hash(value: str, base64: bool, at: str) -> str:
     return value
 
 
-_HEX_DIGITS = b"0123456789abcdef"
-_DM_REGION = re.compile(r"[A-Za-z]{2}")
-_ADS_COUNTRY = re.compile(r"[A-Z]{2}|[a-z]{2}")
-
-
-def _all_sha256_hex(values: list[str]) -> bool:
-    """Every value 64 lowercase hex characters, checked column-wise: one ``map`` for the lengths, one
-    ``translate`` over all values joined for the characters (as ``_HEX64`` checks each)."""
-    return not values or (
-        set(map(len, values)) == {64} and not "".join(values).encode().translate(None, _HEX_DIGITS)
-    )
-
-
-@dataclass(frozen=True)
-class _IdentifierFields:
-    """Where each API keeps a person's identifiers: the ``UserIdentifier`` fields, the address's, the
-    country check and the identifier cap."""
-
-    email: str
-    phone: str
-    address: str
-    first_name: str
-    last_name: str
-    region: str
-    postal: str
-    region_ok: Callable[[str], object]
-    max_identifiers: int
-
-
-_ADS_FIELDS = _IdentifierFields(
-    "hashed_email",
-    "hashed_phone_number",
-    "address_info",
-    "hashed_first_name",
-    "hashed_last_name",
-    "country_code",
-    "postal_code",
-    _ADS_COUNTRY.fullmatch,
-    MAX_ADS_IDENTIFIERS,
-)
-_DM_FIELDS = _IdentifierFields(
-    "email_address",
-    "phone_number",
-    "address",
-    "given_name",
-    "family_name",
-    "region_code",
-    "postal_code",
-    _DM_REGION.fullmatch,
-    MAX_DM_IDENTIFIERS,
-)
-
-
-# The fast sweeps (``_persons_fast`` and its two callers) and the per-member checks (``_ads_operation``,
-# ``_dm_person``) are not folded into one: the sweep only accepts, in bulk and without a path or an
-# error per field, and says None at the first doubt; the per-member check then names the exact error
-# and where it is. The emulator's tests hold the two to the same answers.
-def _persons_fast(identifier_lists: Iterable[Any], fields: _IdentifierFields) -> list[frozenset[str]] | None:
-    """Each person as a frozenset of "kind:value", from the raw ``UserIdentifier`` lists of one request
-    (Ads or Data Manager, as ``fields`` says), when every identifier is valid; None when any might not
-    be. The hashes are checked all at once at the end."""
-    email_field, phone_field, address_field = fields.email, fields.phone, fields.address
-    first_field, last_field = fields.first_name, fields.last_name
-    region_field, postal_field = fields.region, fields.postal
-    region_ok, max_identifiers = fields.region_ok, fields.max_identifiers
-    persons: list[frozenset[str]] = []
-    hashed: list[str] = []
-    keep = hashed.append
-    for identifiers in identifier_lists:
-        if not 0 < len(identifiers) <= max_identifiers:
-            return None
-        entries: list[str] = []
-        for ident in identifiers:
-            # A non-empty value is the oneof's one set field: no WhichOneof call for the common cases.
-            value = getattr(ident, email_field)
-            if value:
-                keep(value)
-                entries.append("email:" + value)
-            elif value := getattr(ident, phone_field):
-                keep(value)
-                entries.append("phone:" + value)
-            elif ident.WhichOneof("identifier") == address_field:
-                address = getattr(ident, address_field)
-                first, last = getattr(address, first_field), getattr(address, last_field)
-                region, postal = getattr(address, region_field), getattr(address, postal_field)
-                if region_ok(region) is None or not postal.strip():
-                    return None
-                keep(first)
-                keep(last)
-                entries += [
-                    f"first_name:{first}",
-                    f"last_name:{last}",
-                    f"country:{region.upper()}",
-                    f"zip:{postal}",
-                ]
-            else:
-                return None
-        persons.append(frozenset(entries))
-    return persons if _all_sha256_hex(hashed) else None
-
-
-def _dm_persons_fast(members: Any, base64: bool, rejected: frozenset[str]) -> list[frozenset[str]] | None:
-    """Each member's person, as ``_dm_person`` makes it, when every member of the request is valid;
-    None when any might not be (or base64 encoding or reject_identifiers is on), for the
-    member-by-member check to find which and raise its error."""
-    if base64 or rejected:
-        return None
-    identifier_lists: list[Any] = []
-    for member in members:
-        if member.WhichOneof("data") != "user_data":
-            return None
-        identifier_lists.append(member.user_data.user_identifiers)
-    return _persons_fast(identifier_lists, _DM_FIELDS)
-
-
 def _dm_person(i: int, member: Any, base64: bool, rejected: frozenset[str]) -> frozenset[str]:
     """Validate one ``AudienceMember`` (raw protobuf); its person as a frozenset of "kind:value"."""
     at = f"audience_members[{i}]"
@@ -2063,18 +1535,6 @@ def _distribute(
     """Give each member (raw protobufs) to the deliveries its ``destination_references`` name (all of
     them when it names none): counted there, and applied later unless its consent is ``denied``."""
     references = {d.destination.reference: d for d in deliveries if d.destination.reference}
-    if not any([member.destination_references for member in members]):
-        # No member names a destination: each goes to all of them, counted in one sweep.
-        identifiers = sum([len(member.user_data.user_identifiers) for member in members])
-        kept = list(itertools.compress(persons, [not d for d in denied]))
-        refused = len(members) - len(kept)
-        for delivery in deliveries:
-            delivery.records += len(members)
-            delivery.identifiers += identifiers
-            if refused:
-                delivery.errors["PROCESSING_ERROR_REASON_DENIED_CONSENT"] += refused
-            delivery.persons.extend(kept)
-        return
     for i, member in enumerate(members):
         refs = list(member.destination_references)
         if any(r not in references for r in refs):
@@ -2108,19 +1568,6 @@ def _dm_request_status(req: _DmRequest, delivery: _Delivery) -> str:
     if failed and failed >= delivery.records:
         return "FAILED"
     return "PARTIAL_SUCCESS" if failed else "SUCCESS"
-
-
-def _match_bucket(rate: int) -> str:
-    """The match-rate bucket of a percentage, as both APIs' enums end (``LESS_THAN_20``, ``20_TO_30``,
-    ``31_TO_40``... ``91_TO_100``): Data Manager prefixes ``MATCH_RATE_RANGE_``, Ads ``MATCH_RANGE_``."""
-    if rate < 20:
-        return "LESS_THAN_20"
-    if rate <= 30:
-        return "20_TO_30"
-    if rate > 90:
-        return "91_TO_100"
-    low = (rate - 1) // 10 * 10 + 1
-    return f"{low}_TO_{low + 9}"
 
 
 def _match_range(rate: int) -> Any:

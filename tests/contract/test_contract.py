@@ -31,11 +31,7 @@ _names = itertools.count()
 
 # Cases that fail today because of a bug another change fixes; strict, so they flip to a failure (and
 # the mark is removed) once that fix is in.
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("google-data-manager", "test_a_request_level_error_is_fatal_and_rejects_no_member"): (
-        "Data Manager bisects a request-level INVALID_ARGUMENT as if members were bad (issue 12, finding 2)"
-    ),
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
