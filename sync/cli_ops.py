@@ -125,7 +125,7 @@ def lag(
     """
     from audiencesync.state.store import StateStore
     from audiencesync.sync import alerts
-    from audiencesync.sync.lag import lag_report, lag_series, prune_lag
+    from audiencesync.sync.lag import lag_report, prune_lag
 
     try:
         window = parse_duration(since)
@@ -144,15 +144,16 @@ def lag(
         if send_alerts:
             alerts.evaluate(store.db, entries, alerts.drift_threshold(config), alerts.sender_for(config), now)
         if html_path is not None:
-            from audiencesync.sync.lag_html import render_html
+            from audiencesync.sync.lag_html import render_page
+            from audiencesync.sync.status import build_status
 
-            ids = {key: tid for tid, key in store.db.execute("SELECT id, key FROM targets").fetchall()}
-            series = lag_series(store.db, now - window, now)
-            by_target = {e.target: series.get(ids.get(e.target, -1), []) for e in entries}
-            html_path.parent.mkdir(parents=True, exist_ok=True)
-            html_path.write_text(
-                render_html(entries, by_target, since=now - window, now=now), encoding="utf-8"
+            # The coverage read above is reused: the page shows the same entries as the table.
+            page = build_status(
+                config, store, since=now - window, now=now, targets=targets, with_coverage=False
             )
+            page.entries = entries
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            html_path.write_text(render_page(page), encoding="utf-8")
     finally:
         store.close()
     breached = any(e.slo == SLO_BREACH for e in entries)
