@@ -40,6 +40,7 @@ from audiencesync.sync.errors import InputError
 from audiencesync.sync.lag import lag_report, prune_lag, record_read_back
 from audiencesync.sync.lag_html import render_page
 from audiencesync.sync.metrics import Metrics, MetricsServer
+from audiencesync.sync.progress import ProgressLog
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult, close_connectors
 from audiencesync.sync.status import StatusPage, build_status
 
@@ -224,7 +225,11 @@ class Daemon:
         store = StateStore.open(self.config.state_path)
         try:
             options = RunOptions(
-                targets=(key,), trigger="daemon", should_stop=self.stopping.is_set, lease_wait=0.0
+                targets=(key,),
+                trigger="daemon",
+                should_stop=self.stopping.is_set,
+                lease_wait=0.0,
+                progress=ProgressLog(),
             )
             results = SyncRunner(self.config, store, options).run()
             for result in results:
