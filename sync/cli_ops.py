@@ -278,8 +278,8 @@ def runs(
         click.echo(json.dumps({"runs": rows}, indent=2))
         return
     columns = [
-        Column("run", True),
         Column("target"),
+        Column("run", True),
         Column("status"),
         Column("trigger"),
         Column("started"),
@@ -296,8 +296,8 @@ def runs(
         colour = colours.get(str(r["status"]), "white")
         table_rows.append(
             [
-                str(r["id"]),
                 str(r["target"]),
+                str(r["id"]),
                 f"[{colour}]{r['status']}[/{colour}]",
                 str(r["trigger"]),
                 _when(r["started_at"]),

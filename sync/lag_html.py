@@ -55,6 +55,7 @@ svg text { font: 11px system-ui, sans-serif; fill: #444; }
   #lag-table, #lag-table tbody, #lag-table tr, #lag-table td { display: block; width: 100%; }
   #lag-table tr { border: 1px solid #ccc; border-radius: 4px; margin-bottom: 10px; padding: 4px; }
   #lag-table td { text-align: left; border: none; padding: 2px 4px; }
+  #lag-table td.blank { display: none; }
   #lag-table td[data-label]::before { content: attr(data-label) ": "; color: var(--muted); }
   table.runs th:nth-child(n+4), table.runs td:nth-child(n+4) { display: none; }
 }
@@ -191,7 +192,7 @@ def _table(page: StatusPage) -> str:
         rows.append(
             "<tr>"
             + "".join(
-                f'<td class="{cls}" data-label="{_e(label)}">{cell}</td>'
+                f'<td class="{cls}{" blank" if not cell else ""}" data-label="{_e(label)}">{cell}</td>'
                 for (cell, cls), label in zip(cells, labels, strict=True)
             )
             + "</tr>"
