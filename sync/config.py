@@ -324,18 +324,14 @@ def parse_duration(text: str) -> float:
     return total
 
 
-_CRON_FIELD = re.compile(r"[\d*/,\-A-Za-z?]+")
-
-
 def _cron(value: Any) -> str | None:
+    # The daemon's own parser, so validate accepts exactly what the daemon schedules.
     if not isinstance(value, str) or len(value.split()) != 5:
         return "must be a 5-field cron expression such as '*/15 * * * *'"
-    if not all(_CRON_FIELD.fullmatch(part) for part in value.split()):
-        return "must be a 5-field cron expression such as '*/15 * * * *'"
-    try:
-        from apscheduler.triggers.cron import CronTrigger
+    from audiencesync.sync.cron import crontab_trigger
 
-        CronTrigger.from_crontab(value)
+    try:
+        crontab_trigger(value)
     except ValueError as exc:
         return f"is not a valid cron expression: {exc}"
     return None

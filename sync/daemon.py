@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -27,7 +26,6 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from audiencesync.connectors.contract import Connector
 from audiencesync.connectors.registry import build_connector
@@ -36,6 +34,7 @@ from audiencesync.state.outbox import OutboxStore
 from audiencesync.state.store import StateStore
 from audiencesync.sync import alerts
 from audiencesync.sync.config import Config, Target
+from audiencesync.sync.cron import crontab_trigger
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.lag import lag_report, prune_lag, record_read_back
 from audiencesync.sync.metrics import Metrics, MetricsServer
@@ -46,7 +45,6 @@ log = logging.getLogger("audiencesync.daemon")
 TICK_ENV = "AUDIENCE_SYNC_TICK_SECONDS"
 ALERT_WINDOW_S = 86_400.0
 """Alerts judge the SLO on the last day of lag records, so a breach resolves once lag recovers."""
-_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass(frozen=True)
@@ -73,14 +71,6 @@ def tick_from_env(environ: Mapping[str, str] | None = None) -> float | None:
     if seconds <= 0:
         raise InputError(f"${TICK_ENV}: must be more than 0 seconds")
     return seconds
-
-
-def crontab_trigger(expr: str, jitter: int | None) -> CronTrigger:
-    """A CronTrigger for a standard 5-field crontab. Day-of-week numbers follow crontab (0 and 7 are
-    Sunday), not APScheduler 3's own numbering (0 is Monday), so they are spelled out as names."""
-    minute, hour, day, month, dow = expr.split()
-    dow = re.sub(r"(?<![/\d])\d+", lambda m: _CRON_DAYS[int(m.group()) % 8], dow)
-    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow, jitter=jitter or None)
 
 
 class Daemon:
