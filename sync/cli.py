@@ -1,8 +1,9 @@
 """The ``audience-sync`` command: a thin layer over the library that turns domain errors into short
 messages naming the file, key or row, and exit codes cron can act on.
 
-Exit codes: 0 done; 1 a destination failed (the outbox keeps what was not sent); 2 bad input
-(config, source, plan file), state untouched; 3 a circuit breaker refused a plan.
+Exit codes are ``sync.status.ExitCode`` (0 done, 1 a destination failed, 2 bad input, 3 breaker,
+4 lag SLO breach, 5 an invalid ``hash`` value, 6 a busy port, 130/143 stopped by SIGINT/SIGTERM),
+documented in the README.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from audiencesync.sync.cli_input import config_option, input_errors, load
 from audiencesync.sync.config import check_country, load_config
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.logs import setup_logging
+from audiencesync.sync.status import FAILED, ExitCode, RunStatus
 from rich.console import Console
-
-EXIT_FAILED, EXIT_BREAKER = 1, 3
 
 
 def _stderr() -> Console:
@@ -87,17 +87,21 @@ def sync(
         raise InputError(
             "--apply-plan pushes a saved plan as it is: it takes no --dry-run, --plan-out or --only"
         )
+    from audiencesync.sync.stop_signals import stop_on_signals
+
     config = load(config_path)
-    results = sync_once(
-        config,
-        dry_run=dry_run,
-        only=only,
-        allow_mass_remove=allow_mass_remove,
-        plan_out=plan_out,
-        apply_plan=apply_plan,
-    )
+    with stop_on_signals() as stop:
+        results = sync_once(
+            config,
+            dry_run=dry_run,
+            only=only,
+            allow_mass_remove=allow_mass_remove,
+            plan_out=plan_out,
+            apply_plan=apply_plan,
+            should_stop=stop.requested,
+        )
     _print_results(results, dry_run, as_json)
-    sys.exit(_exit_code(results))
+    sys.exit(stop.exit_code if stop.exit_code is not None else _exit_code(results))
 
 
 def _print_results(results: Sequence[Any], dry_run: bool, as_json: bool) -> None:
@@ -110,11 +114,11 @@ def _print_results(results: Sequence[Any], dry_run: bool, as_json: bool) -> None
 
 
 def _exit_code(results: Sequence[Any]) -> int:
-    if any(r.status in ("error", "partial") for r in results):
-        return EXIT_FAILED
-    if any(r.status == "breaker" for r in results):
-        return EXIT_BREAKER
-    return 0
+    if any(r.status in FAILED for r in results):
+        return ExitCode.FAILED
+    if any(r.status == RunStatus.BREAKER for r in results):
+        return ExitCode.BREAKER
+    return ExitCode.OK
 
 
 def _country_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

@@ -32,6 +32,7 @@ from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.lag import record_read_back
 from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
 from audiencesync.sync.sources import read_audience
+from audiencesync.sync.status import RunStatus
 
 log = logging.getLogger("audiencesync.runner")
 
@@ -56,8 +57,7 @@ class TargetResult:
     """What happened to one target in one run: the plan's figures and the push's outcome."""
 
     plan: TargetPlan
-    status: str = "planned"
-    """planned (dry run), ok, partial (transient errors left work queued), error, breaker."""
+    status: RunStatus = RunStatus.PLANNED
     push: PushOutcome = field(default_factory=PushOutcome)
     error: str | None = None
     audience_id: str | None = None
@@ -179,7 +179,11 @@ class SyncRunner:
                 plan_file.close()
         results: list[TargetResult] = []
         for plan in plans:
-            results.append(self._execute(plan))
+            if self.options.should_stop() and not self.options.dry_run:
+                # Stop requested before this target began: nothing of it is written.
+                results.append(TargetResult(plan, RunStatus.STOPPED, error="stopped before it began"))
+            else:
+                results.append(self._execute(plan))
             self.planner.discard(plan)
         return results
 
@@ -243,7 +247,7 @@ class SyncRunner:
 
     def _execute(self, plan: TargetPlan) -> TargetResult:
         if self.options.dry_run:
-            return TargetResult(plan, status="breaker" if plan.breaker else "planned")
+            return TargetResult(plan, status=RunStatus.BREAKER if plan.breaker else RunStatus.PLANNED)
         if plan.target_id is None:
             t = plan.target
             plan.target_id = self.store.ensure_target(
@@ -262,7 +266,7 @@ class SyncRunner:
             lease = acquire(self.store.db, plan.target_id, wait=wait)
         except LeaseBusy as exc:
             log.warning("target busy", extra={"target": plan.key, "holder_pid": exc.pid})
-            return TargetResult(plan, status="busy", error=str(exc))
+            return TargetResult(plan, status=RunStatus.BUSY, error=str(exc))
         try:
             row = self.store.find_target(plan.key)
             if row is not None and row.state_version != plan.state_version:
@@ -274,7 +278,7 @@ class SyncRunner:
                 log.info("target synced elsewhere meanwhile", extra={"target": plan.key})
                 return TargetResult(
                     plan,
-                    status="busy",
+                    status=RunStatus.BUSY,
                     error="another process synced this target while this run was planning; "
                     "nothing pushed (the next run plans afresh)",
                 )
@@ -286,9 +290,11 @@ class SyncRunner:
     def _refuse(self, plan: TargetPlan) -> TargetResult:
         assert plan.target_id is not None
         run_id = self.store.start_run(plan.target_id, self.options.trigger)
-        self.store.finish_run(run_id, "breaker", _plan_counts(plan), f"circuit breaker: {plan.breaker}")
+        self.store.finish_run(
+            run_id, RunStatus.BREAKER, _plan_counts(plan), f"circuit breaker: {plan.breaker}"
+        )
         log.warning("breaker tripped", extra={"target": plan.key, "reason": plan.breaker})
-        return TargetResult(plan, status="breaker", error=plan.breaker)
+        return TargetResult(plan, status=RunStatus.BREAKER, error=plan.breaker)
 
     # --- pushing -------------------------------------------------------------------------------
     def _push_target(self, plan: TargetPlan) -> TargetResult:
@@ -309,13 +315,16 @@ class SyncRunner:
                 self._push_op(tid, op, audience_id, connector, caps, result, run_id)
             self._follow(tid, audience_id, connector, result, run_id)
             self._read_back(tid, audience_id, connector, result)
-            result.status = "ok"
+            result.status = RunStatus.STOPPED if self.options.should_stop() else RunStatus.OK
+            if result.status is RunStatus.STOPPED:
+                result.error = "stopped on request after the batch in flight was saved; the rest stays queued"
         except TransientError as exc:
-            result.status, result.error = "partial", f"{exc}; what was not sent stays queued for the next run"
+            result.status = RunStatus.PARTIAL
+            result.error = f"{exc}; what was not sent stays queued for the next run"
         except FatalError as exc:
-            result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+            result.status, result.error = RunStatus.ERROR, f"{type(exc).__name__}: {exc}"
         except ConnectorError as exc:
-            result.status, result.error = "error", str(exc)
+            result.status, result.error = RunStatus.ERROR, str(exc)
         counts = _plan_counts(plan)
         counts.update(
             confirmed=result.push.confirmed,
@@ -323,8 +332,7 @@ class SyncRunner:
             rejected=result.push.rejected,
             requests=result.push.requests,
         )
-        run_status = result.status if result.status != "ok" or not self.options.should_stop() else "stopped"
-        self.store.finish_run(run_id, run_status, counts, result.error)
+        self.store.finish_run(run_id, result.status, counts, result.error)
         log.info(
             "target synced",
             extra={
