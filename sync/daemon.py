@@ -234,7 +234,9 @@ class Daemon:
                 dest = target.destination.name
                 if dest not in connectors:
                     connectors[dest] = build_connector(target.destination)
-                follow_and_read_back(store, row.id, row.platform_audience_id, connectors[dest])
+                settled = follow_and_read_back(store, row.id, row.platform_audience_id, connectors[dest])
+            # Settled between runs: still confirmed changes, counted as a run counts them.
+            self.metrics.inc("audience_sync_changes_confirmed_total", settled, target=target.key)
         except LeaseBusy:
             return
         except Exception as exc:  # a platform outage between runs is the next run's business
@@ -258,14 +260,15 @@ class Daemon:
 
 def follow_and_read_back(store: StateStore, target_id: int, audience_id: str, connector: Connector) -> int:
     """Settle what the platform finished since the last run, and record its status. Returns how many
-    in-flight changes were settled. Call it under the target's lease."""
+    in-flight changes the platform confirmed. Call it under the target's lease."""
     outbox = OutboxStore(store.db)
     settled = 0
     handles = outbox.in_flight_handles(target_id)
     if handles:
         last_run = store.db.execute("SELECT max(id) FROM runs WHERE target_id = ?", [target_id]).fetchone()[0]
         for handle, status in connector.follow(audience_id, handles).items():
-            settled += outbox.apply_handle(target_id, handle, status, int(last_run or 0))
+            done = outbox.apply_handle(target_id, handle, status, int(last_run or 0))
+            settled += done if status.state == "confirmed" else 0
     record_read_back(store, target_id, connector.read_back(audience_id))
     return settled
 

@@ -66,11 +66,13 @@ def _outcome(r: TargetResult) -> str:
     push = r.push
     parts = []
     if push.confirmed:
-        parts.append(f"{push.confirmed:,} confirmed")
+        # Settled changes are part of confirmed (or rejected), not more of them.
+        via = f" ({push.settled:,} settled by followed jobs)" if push.settled else ""
+        parts.append(f"{push.confirmed:,} confirmed{via}")
+    elif push.settled:
+        parts.append(f"{push.settled:,} settled")
     if push.pending:
         parts.append(f"{push.pending:,} pending")
-    if push.settled:
-        parts.append(f"{push.settled:,} settled")
     if push.rejected:
         parts.append(f"{push.rejected:,} rejected")
     text = ", ".join(parts) or "nothing to send"

@@ -24,7 +24,7 @@ from audiencesync.connectors.contract import AudienceSpec, Capabilities, Connect
 from audiencesync.connectors.errors import ConnectorError, FatalError, TransientError
 from audiencesync.connectors.registry import build_connector
 from audiencesync.state.lease import LeaseBusy, acquire, default_wait
-from audiencesync.state.outbox import OutboxStore, QueuedBatch
+from audiencesync.state.outbox import OutboxStore, QueuedBatch, handle_members, paired_member_keys
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
 from audiencesync.sync.errors import InputError, StaleStateError
@@ -42,13 +42,20 @@ T = TypeVar("T")
 
 @dataclass
 class PushOutcome:
+    """One run's counts, the one definition that logs, ``runs``, ``/metrics`` and the report show.
+
+    ``confirmed`` is every change the platform confirmed in this run, whether at once (Meta, TikTok)
+    or by a followed job or request that succeeded (Google); an identity change (old identifiers
+    out, new ones in) counts once, when its add is confirmed."""
+
     confirmed: int = 0
     pending: int = 0
     rejected: int = 0
     retry: int = 0
     requests: int = 0
     settled: int = 0
-    """In-flight changes from earlier runs that the platform settled during this run."""
+    """Of ``confirmed`` and rejected: in-flight changes (this run's or earlier ones') that a followed
+    job settled during this run."""
     rejection_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -130,6 +137,8 @@ class SyncRunner:
         self.options = options
         self.planner = Planner(store.db)
         self._connectors: dict[str, Connector] = {}
+        self._identity_keys: set[bytes] = set()
+        """Members of the target being pushed whose change is an identity change (see PushOutcome)."""
 
     # --- public -------------------------------------------------------------------------------
     def run(self) -> list[TargetResult]:
@@ -302,6 +311,7 @@ class SyncRunner:
         assert plan.target_id is not None
         tid = plan.target_id
         result = TargetResult(plan)
+        self._identity_keys = paired_member_keys(self.store.db, tid)
         run_id = self.store.start_run(tid, self.options.trigger)
         try:
             connector = self._connector(target)
@@ -409,7 +419,7 @@ class SyncRunner:
         self, tid: int, op: str, sent: _SentBatch, outcome: PushResult, result: TargetResult, run_id: int
     ) -> None:
         self.outbox.apply_result(tid, op, outcome, run_id, sent.sent_at)
-        self._count(result, sent.batch, outcome)
+        self._count(result, op, outcome)
         if sent.last and sent.session is not None:
             self.store.end_session(tid, op)
 
@@ -417,9 +427,14 @@ class SyncRunner:
         session_id, seq = self.store.reserve_batch_seq(tid, op, fresh=False)
         return SessionInfo(session_id=session_id, batch_seq=seq, last_batch=last, estimated_total=total)
 
-    @staticmethod
-    def _count(result: TargetResult, batch: QueuedBatch, outcome: Any) -> None:
-        result.push.confirmed += len(outcome.confirmed)
+    def _count_confirmed(self, result: TargetResult, op: str, keys: Iterable[bytes]) -> None:
+        if op == "add":
+            result.push.confirmed += sum(1 for _ in keys)
+        else:
+            result.push.confirmed += sum(1 for k in keys if k not in self._identity_keys)
+
+    def _count(self, result: TargetResult, op: str, outcome: PushResult) -> None:
+        self._count_confirmed(result, op, outcome.confirmed)
         result.push.pending += sum(len(v) for v in outcome.pending.values())
         result.push.rejected += len(outcome.rejected)
         result.push.retry += len(outcome.retry)
@@ -435,9 +450,12 @@ class SyncRunner:
             return
         statuses = connector.follow(audience_id, handles)
         for handle, status in statuses.items():
+            members = handle_members(self.store.db, tid, handle) if status.state == "confirmed" else []
             settled = self.outbox.apply_handle(tid, handle, status, run_id)
             if status.state == "confirmed":
                 result.push.settled += settled
+                for op in ("remove", "add"):
+                    self._count_confirmed(result, op, (k for o, k in members if o == op))
 
     def _read_back(self, tid: int, audience_id: str, connector: Connector, result: TargetResult) -> None:
         try:
