@@ -6,7 +6,8 @@
   from pushing one target together: a daemon job that finds its target busy skips the tick.
 - One interval job follows the platforms between runs: pending handles (Google jobs) are polled,
   each audience's status is read back (which stamps ``ready_at`` on lag records), old lag records
-  are pruned and alerts are evaluated.
+  are pruned and alerts are evaluated. A scheduled push that lands while its target is being
+  followed waits for that step and then runs: the daemon never skips its own schedule for it.
 - SIGTERM or SIGINT: the batch in flight finishes and is saved, nothing new starts, exit 0.
 
 Test and operations hook: ``AUDIENCE_SYNC_TICK_SECONDS=N`` runs every target every N seconds
@@ -90,6 +91,10 @@ class Daemon:
         )
         self._metrics_server: MetricsServer | None = None
         self._last_follow: float | None = None
+        # One lock per target, within this process: a scheduled push waits for the follow step of its
+        # target to finish (a follow takes seconds) instead of finding the lease taken and skipping,
+        # and the follow step skips a target whose push is under way (the push follows it itself).
+        self._target_locks: dict[str, threading.Lock] = {t.key: threading.Lock() for t in config.targets()}
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -167,6 +172,10 @@ class Daemon:
         if self.stopping.is_set():
             return
         started = time.monotonic()
+        with self._target_locks.setdefault(key, threading.Lock()):
+            self._run_target(key, started)
+
+    def _run_target(self, key: str, started: float) -> None:
         store = StateStore.open(self.config.state_path)
         try:
             options = RunOptions(
@@ -228,13 +237,29 @@ class Daemon:
         row = store.find_target(target.key)
         if row is None or row.platform_audience_id is None:
             return
+        lock = self._target_locks.setdefault(target.key, threading.Lock())
+        if not lock.acquire(blocking=False):
+            return  # its push is under way and follows it itself
+        try:
+            self._follow_leased(store, target, row.id, row.platform_audience_id, connectors)
+        finally:
+            lock.release()
+
+    def _follow_leased(
+        self,
+        store: StateStore,
+        target: Target,
+        target_id: int,
+        audience_id: str,
+        connectors: dict[str, Connector],
+    ) -> None:
         try:
             # No wait: a target being pushed is followed by its own run.
-            with held(store.db, row.id, wait=0.0):
+            with held(store.db, target_id, wait=0.0):
                 dest = target.destination.name
                 if dest not in connectors:
                     connectors[dest] = build_connector(target.destination)
-                settled = follow_and_read_back(store, row.id, row.platform_audience_id, connectors[dest])
+                settled = follow_and_read_back(store, target_id, audience_id, connectors[dest])
             # Settled between runs: still confirmed changes, counted as a run counts them.
             self.metrics.inc("audience_sync_changes_confirmed_total", settled, target=target.key)
         except LeaseBusy:
