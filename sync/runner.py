@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from audiencesync.connectors.contract import AudienceSpec, Capabilities, Connector, PushResult, SessionInfo
 from audiencesync.connectors.errors import ConnectorError, FatalError, TransientError
 from audiencesync.connectors.registry import build_connector
-from audiencesync.state.lease import LeaseBusy, acquire, default_wait
+from audiencesync.state.lease import Lease, LeaseBusy, acquire, default_wait
 from audiencesync.state.outbox import OutboxStore, QueuedBatch, handle_members, paired_member_keys
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
@@ -137,6 +137,7 @@ class SyncRunner:
         self.options = options
         self.planner = Planner(store.db)
         self._connectors: dict[str, Connector] = {}
+        self._lease: Lease | None = None
         self._identity_keys: set[bytes] = set()
         """Members of the target being pushed whose change is an identity change (see PushOutcome)."""
 
@@ -292,9 +293,16 @@ class SyncRunner:
                     "nothing pushed (the next run plans afresh)",
                 )
             self.planner.commit_plan(plan, from_source=from_source)
+            self._lease = lease
             return self._push_target(plan)
         finally:
+            self._lease = None
             lease.release()
+
+    def _should_stop(self) -> bool:
+        """A stop was requested, or this process lost the target's lease (it stalled past its expiry
+        and another process took over): either way nothing new is sent."""
+        return self.options.should_stop() or (self._lease is not None and self._lease.lost)
 
     def _refuse(self, plan: TargetPlan) -> TargetResult:
         assert plan.target_id is not None
@@ -320,13 +328,18 @@ class SyncRunner:
             result.audience_id = audience_id
             self._follow(tid, audience_id, connector, result, run_id)
             for op in ("remove", "add"):
-                if self.options.should_stop():
+                if self._should_stop():
                     break
                 self._push_op(tid, op, audience_id, connector, caps, result, run_id)
             self._follow(tid, audience_id, connector, result, run_id)
             self._read_back(tid, audience_id, connector, result)
-            result.status = RunStatus.STOPPED if self.options.should_stop() else RunStatus.OK
-            if result.status is RunStatus.STOPPED:
+            result.status = RunStatus.STOPPED if self._should_stop() else RunStatus.OK
+            if self._lease is not None and self._lease.lost:
+                result.error = (
+                    "the target's lease was lost (this process stalled past it and another took over): "
+                    "stopped after the batch in flight was saved; the rest stays queued"
+                )
+            elif result.status is RunStatus.STOPPED:
                 result.error = "stopped on request after the batch in flight was saved; the rest stays queued"
         except TransientError as exc:
             result.status = RunStatus.PARTIAL
@@ -391,7 +404,7 @@ class SyncRunner:
             sent: _SentBatch | None = None
             for batch, last in _with_lookahead(self.outbox.batches(tid, op, caps.max_batch)):
                 previous = self._outcome(sent, caps, result) if sent is not None else None
-                if sent is not None and previous is not None and self.options.should_stop():
+                if sent is not None and previous is not None and self._should_stop():
                     # Stop requested while the last batch was on the wire: save it, send nothing new.
                     self._settle(tid, op, sent, previous, result, run_id)
                     sent = None
@@ -404,8 +417,8 @@ class SyncRunner:
                 sent = _SentBatch(batch, session, last, sent_at, future)
             if sent is not None:
                 self._settle(tid, op, sent, self._outcome(sent, caps, result), result, run_id)
-        if self.options.should_stop():
-            log.info("stop requested: the batch in flight was saved", extra={"target": result.plan.key})
+        if self._should_stop():
+            log.info("stopping: the batch in flight was saved", extra={"target": result.plan.key})
 
     @staticmethod
     def _outcome(sent: _SentBatch, caps: Capabilities, result: TargetResult) -> PushResult:
