@@ -238,24 +238,60 @@ def _ensure_demo_config(path: Path) -> None:
 
 
 @cli.command()
-@click.argument("platform", type=click.Choice(["meta", "google", "tiktok"]))
+@click.argument("platform", type=click.Choice(["all", "meta", "google", "tiktok"]))
 @click.option(
     "--port", type=int, default=None, help="Port on 127.0.0.1 (default: meta 8801, tiktok 8802, google 8803)."
 )
 @click.option("--admin-port", type=int, default=None, help="Google only: the HTTP admin port (default 8804).")
-def emulator(platform: str, port: int | None, admin_port: int | None) -> None:
-    """Run a local emulator of PLATFORM's audience API on 127.0.0.1, until interrupted."""
-    from audiencesync.sync.emulation import emulator_module
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("config.example.toml"),
+    show_default=True,
+    help="all: start one emulator per loopback endpoint this config names.",
+)
+@input_errors
+def emulator(platform: str, port: int | None, admin_port: int | None, config_path: Path) -> None:
+    """Run a local emulator of PLATFORM's audience API on 127.0.0.1, until interrupted. ``all`` runs
+    every emulator the config's loopback endpoints name (what the demo and its walkthrough use)."""
+    from audiencesync.sync.emulation import PortBusy, emulator_module, listening
 
+    if platform == "all":
+        _serve_all(config_path)
+        return
     defaults = {"meta": 8801, "tiktok": 8802, "google": 8803}
+    chosen = port or defaults[platform]
+    if listening(chosen):
+        raise PortBusy(f"port {chosen} is in use: stop what runs there or pass --port N")
     module = emulator_module(platform)
     try:
         if platform == "google":
-            module.serve(port or defaults[platform], admin_port or 8804)
+            module.serve(chosen, admin_port or 8804)
         else:
-            module.serve(port or defaults[platform])
+            module.serve(chosen)
     except KeyboardInterrupt:
         pass
+
+
+def _serve_all(config_path: Path) -> None:
+    import signal
+    import threading
+
+    from audiencesync.sync.emulation import emulators_for
+
+    config = load(config_path)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: stop.set())
+    with emulators_for(config) as emulators:
+        if not emulators:
+            raise InputError(f"{config.path}: no destination has a loopback emulator endpoint")
+        for name, em in emulators.items():
+            click.echo(f"{name}: {type(em).__name__} on 127.0.0.1:{em.port}")
+        click.echo("emulators running; Ctrl-C or SIGTERM stops them", err=True)
+        while not stop.wait(0.5):
+            pass
 
 
 def main() -> None:
