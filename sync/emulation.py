@@ -141,3 +141,23 @@ def emulators_for(config: Config, *, reuse: bool = False) -> Iterator[dict[str, 
     finally:
         for emulator in started.values():
             emulator.stop()
+
+
+def unreachable_emulator(dest: DestinationConfig) -> str | None:
+    """For a loopback endpoint that refuses connections: what to say (the endpoint, and how to start
+    its emulator), so the destination fails at once instead of retrying for minutes. None when the
+    endpoint is not a loopback emulator or something listens there."""
+    if dest.platform not in EMULATED_PLATFORMS or not dest.is_emulated or dest.endpoint is None:
+        return None
+    port = endpoint_port(dest.endpoint)
+    host = urlsplit(dest.endpoint if "//" in dest.endpoint else f"//{dest.endpoint}").hostname or "127.0.0.1"
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return None
+    except OSError as exc:
+        why = "connection refused" if isinstance(exc, ConnectionRefusedError) else type(exc).__name__
+    return (
+        f"destinations.{dest.name}: nothing answers at {dest.endpoint} ({why}); it is a loopback "
+        f"endpoint, so start its emulator: `audience-sync emulator {dest.platform} --port {port}` "
+        "(or `audience-sync emulator all --config FILE` for every one the config names)"
+    )

@@ -27,6 +27,7 @@ from audiencesync.state.lease import Lease, LeaseBusy, acquire, default_wait
 from audiencesync.state.outbox import OutboxStore, QueuedBatch, handle_members, paired_member_keys
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
+from audiencesync.sync.emulation import unreachable_emulator
 from audiencesync.sync.errors import InputError, StaleStateError
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.lag import record_read_back
@@ -322,6 +323,8 @@ class SyncRunner:
         self._identity_keys = paired_member_keys(self.store.db, tid)
         run_id = self.store.start_run(tid, self.options.trigger)
         try:
+            if (unreachable := unreachable_emulator(target.destination)) is not None:
+                raise ConnectorError(unreachable)
             connector = self._connector(target)
             caps = connector.capabilities()
             audience_id = self._ensure_audience(target, tid, connector, caps)
