@@ -301,5 +301,5 @@ def main() -> None:
 # Operations commands (daemon, lag, runs) live in their own module.
 from audiencesync.sync import cli_ops  # noqa: E402
 
-for _command in (cli_ops.daemon, cli_ops.lag, cli_ops.runs):
+for _command in (cli_ops.daemon, cli_ops.lag, cli_ops.runs, cli_ops.state):
     cli.add_command(_command)

@@ -1,4 +1,4 @@
-"""Operations commands: ``daemon``, ``lag`` and ``runs``. Registered on the ``cli`` group in
+"""Operations commands: ``daemon``, ``lag``, ``runs`` and ``state``. Registered on the ``cli`` group in
 ``sync/cli.py``.
 
 Exit codes beyond the ones in ``sync/cli.py``: ``lag`` exits 4 when any target breaches its SLO,
@@ -297,3 +297,89 @@ def runs(config_path: Path | None, as_json: bool, limit: int, only: str | None) 
     for r in rows:
         if r["error"]:
             console.print(f"run {r['id']} ({r['target']}): {r['error']}", style="red")
+
+
+@click.group("state")
+def state() -> None:
+    """What the state file knows per target, and clearing a target so its next sync starts afresh."""
+
+
+@state.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the targets as JSON.")
+@input_errors
+def state_list(config_path: Path | None, as_json: bool) -> None:
+    """Every target in the state file: platform audience, members, pending changes, last run."""
+    from audiencesync.state.store import StateStore
+
+    config = load(config_path)
+    _require_state(config)
+    configured = {t.key for t in config.targets()}
+    store = StateStore.open(config.state_path)
+    try:
+        rows = store.target_summaries()
+    finally:
+        store.close()
+    for row in rows:
+        row["in_config"] = row["key"] in configured
+    if as_json:
+        click.echo(json.dumps({"targets": rows}, indent=2))
+        return
+    table = Table(title=f"Targets in {config.state_path}", title_justify="left")
+    for column in (
+        "target",
+        "platform audience",
+        "members",
+        "queued",
+        "in flight",
+        "last run",
+        "last success",
+    ):
+        table.add_column(column, justify="right" if column in ("members", "queued", "in flight") else "left")
+    for row in rows:
+        table.add_row(
+            str(row["key"]) + ("" if row["in_config"] else " (not in config)"),
+            str(row["audience_id"] or "-"),
+            f"{row['members']:,}",
+            f"{row['queued']:,}",
+            f"{row['in_flight']:,}",
+            str(row["last_status"] or "-"),
+            _when(row["last_success_at"]),
+        )
+    Console(highlight=False).print(table)
+
+
+@state.command("forget")
+@config_option
+@click.argument("target")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@input_errors
+def state_forget(config_path: Path | None, target: str, yes: bool) -> None:
+    """Clear everything state knows about TARGET (audience@destination): its platform audience id,
+    members, outbox, lag, sessions, runs and alerts. The next sync finds or creates the audience and
+    uploads every member again. For an audience deleted on the platform, or an emulator restarted."""
+    from audiencesync.state.lease import LeaseBusy, held
+    from audiencesync.state.store import StateStore
+
+    config = load(config_path)
+    _require_state(config)
+    store = StateStore.open(config.state_path)
+    try:
+        row = store.find_target(target)
+        if row is None:
+            known = ", ".join(r["key"] for r in store.target_summaries()) or "none"
+            raise InputError(f"{target}: no such target in {config.state_path} (targets there: {known})")
+        if not yes:
+            click.confirm(
+                f"Forget {target} (platform audience {row.platform_audience_id or '-'}) and everything state "
+                "holds for it?",
+                abort=True,
+            )
+        try:
+            with held(store.db, row.id, wait=0.0):
+                store.forget_target(target)
+        except LeaseBusy as exc:
+            raise InputError(f"{target}: {exc}; try again once it is done") from None
+    finally:
+        store.close()
+    click.echo(f"forgot {target}: the next sync finds or creates its audience and uploads every member")

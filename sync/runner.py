@@ -349,6 +349,8 @@ class SyncRunner:
             result.error = f"{exc}; what was not sent stays queued for the next run"
         except FatalError as exc:
             result.status, result.error = RunStatus.ERROR, f"{type(exc).__name__}: {exc}"
+            if type(exc).__name__ == "AudienceGone":
+                result.error += f" (`audience-sync state forget {plan.key}` clears what state holds for it)"
         except ConnectorError as exc:
             result.status, result.error = RunStatus.ERROR, str(exc)
         counts = _plan_counts(plan)
