@@ -166,7 +166,7 @@ def hash_command(
         else:
             sent = out["sha256"] or "(sent unhashed, as the platform requires)"
             click.echo(f"{value!r} -> {out['normalized']!r} -> {sent}")
-    sys.exit(1 if failed else 0)
+    sys.exit(ExitCode.INVALID_VALUE if failed else ExitCode.OK)
 
 
 @cli.group(invoke_without_command=True)

@@ -135,7 +135,7 @@ def lag(
     _require_state(config)
     targets = config.targets(only)
     if not targets:
-        raise InputError(f"--only {only}: no sync target matches")
+        raise InputError(f"--only {only}: no sync target matches (check audience or destination names)")
     now = time.time()
     store = StateStore.open(config.state_path)
     try:
@@ -253,6 +253,8 @@ def runs(config_path: Path | None, as_json: bool, limit: int, only: str | None) 
     config = load(config_path)
     _require_state(config)
     keys = [t.key for t in config.targets(only)] if only else None
+    if only and not keys:
+        raise InputError(f"--only {only}: no sync target matches (check audience or destination names)")
     store = StateStore.open(config.state_path)
     try:
         rows = store.run_history(limit, keys)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from audiencesync.sync.runner import TargetResult
+from audiencesync.sync.runner import TargetResult, breaker_check
 from rich.console import Console
 from rich.table import Table
 
@@ -45,7 +45,7 @@ def render_results(console: Console, results: Sequence[TargetResult], dry_run: b
             f"{p.identity_changes:,}",
             f"{p.requests:,}",
             _invalid_summary(dict(p.invalid)),
-            "[red]TRIPPED[/red]" if p.breaker else "ok",
+            _breaker_cell(r),
         ]
         if not dry_run:
             row.append(_outcome(r))
@@ -56,10 +56,29 @@ def render_results(console: Console, results: Sequence[TargetResult], dry_run: b
         counts = ", ".join(f"{audience} {count:,}" for audience, count in denied.items())
         console.print(f"Left out for denied ads consent: {counts}")
     for r in results:
-        if r.error:
+        if r.plan.breaker:
+            # Why, with the figures and thresholds it compared, in a dry run too.
+            console.print(
+                f"[bold]{r.plan.key}[/bold]: circuit breaker tripped: {r.plan.breaker}; nothing sent "
+                "(--allow-mass-remove lets it through if the removes are intended)",
+                style="red",
+            )
+        elif r.error:
             console.print(
                 f"[bold]{r.plan.key}[/bold]: {r.error}", style="red" if r.status == "error" else "yellow"
             )
+
+
+def _breaker_cell(r: TargetResult) -> str:
+    check = breaker_check(r.plan)
+    if not check["tripped"]:
+        return "ok"
+    if check["source_members"] == 0:
+        return "[red]TRIPPED[/red] source empty"
+    share, limit = check["remove_share"], check["max_remove_share"]
+    if share is not None and share > limit:
+        return f"[red]TRIPPED[/red] {check['removes']:,} removes = {share:.0%} > {limit:.0%}"
+    return f"[red]TRIPPED[/red] {check['removes']:,} removes > {check['max_remove_count']:,}"
 
 
 def _outcome(r: TargetResult) -> str:

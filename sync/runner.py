@@ -74,6 +74,7 @@ class TargetResult:
     def as_dict(self) -> dict[str, Any]:
         out = self.plan.as_dict()
         out.update(
+            breaker_check=breaker_check(self.plan),
             status=self.status,
             error=self.error,
             audience_id=self.audience_id,
@@ -182,6 +183,18 @@ class SyncRunner:
         try:
             for audience_targets in by_audience.values():
                 for plan in self._plan_audience(audience_targets):
+                    log.debug(
+                        "planned",
+                        extra={
+                            "target": plan.key,
+                            "source_members": plan.source_members,
+                            "synced": plan.synced,
+                            "adds": plan.adds,
+                            "removes": plan.removes,
+                            "identity_changes": plan.identity_changes,
+                            "breaker": plan.breaker or "ok",
+                        },
+                    )
                     if plan_file is not None:
                         self._write_plan(plan_file, plan)
                     plans.append(plan)
@@ -437,6 +450,18 @@ class SyncRunner:
         self, tid: int, op: str, sent: _SentBatch, outcome: PushResult, result: TargetResult, run_id: int
     ) -> None:
         self.outbox.apply_result(tid, op, outcome, run_id, sent.sent_at)
+        log.debug(
+            "batch saved",
+            extra={
+                "target": result.plan.key,
+                "op": op,
+                "size": len(sent.batch.changes),
+                "confirmed": len(outcome.confirmed),
+                "pending": sum(len(v) for v in outcome.pending.values()),
+                "rejected": len(outcome.rejected),
+                "seconds": round(time.time() - sent.sent_at, 3),
+            },
+        )
         self._count(result, op, outcome)
         if sent.last and sent.session is not None:
             self.store.end_session(tid, op)
@@ -467,6 +492,14 @@ class SyncRunner:
         if not handles:
             return
         statuses = connector.follow(audience_id, handles)
+        log.debug(
+            "followed",
+            extra={
+                "target": result.plan.key,
+                "handles": len(handles),
+                "states": [s.state for s in statuses.values()],
+            },
+        )
         for handle, status in statuses.items():
             members = handle_members(self.store.db, tid, handle) if status.state == "confirmed" else []
             settled = self.outbox.apply_handle(tid, handle, status, run_id)
@@ -528,6 +561,21 @@ def close_connectors(connectors: Iterable[object]) -> None:
                 "closing a connector failed",
                 extra={"connector": type(connector).__name__, "error": type(exc).__name__},
             )
+
+
+def breaker_check(plan: TargetPlan) -> dict[str, Any]:
+    """The circuit breaker's figures for a plan: what it compared and against which thresholds."""
+    breaker = plan.target.sync.breaker
+    return {
+        "tripped": plan.breaker is not None,
+        "reason": plan.breaker,
+        "removes": plan.removes,
+        "synced": plan.synced,
+        "source_members": plan.source_members,
+        "remove_share": round(plan.removes / plan.synced, 4) if plan.synced else None,
+        "max_remove_share": breaker.max_remove_share,
+        "max_remove_count": breaker.max_remove_count,
+    }
 
 
 def _plan_counts(plan: TargetPlan) -> dict[str, Any]:
