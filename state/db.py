@@ -185,6 +185,15 @@ def _fingerprints(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX members_fingerprints ON members (target_id, member_key, raw_fp, payload_fp)")
 
 
+@migration(4, "alert hysteresis: a pending change of state and how long it has held")
+def _alert_pending(conn: sqlite3.Connection) -> None:
+    # pending: the state the condition now shows, different from ``firing``; it is sent once it held
+    # for [alerts] hold_evaluations evaluations and hold_seconds seconds.
+    conn.execute("ALTER TABLE alert_state ADD COLUMN pending INTEGER")
+    conn.execute("ALTER TABLE alert_state ADD COLUMN pending_since REAL")
+    conn.execute("ALTER TABLE alert_state ADD COLUMN pending_count INTEGER NOT NULL DEFAULT 0")
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT the migration's transaction first; run statement by statement.
     for statement in script.split(";"):

@@ -142,7 +142,14 @@ def lag(
         prune_lag(store.db, config.lag_retention_days, now)
         entries = lag_report(config, store, since=now - window, now=now, targets=targets)
         if send_alerts:
-            alerts.evaluate(store.db, entries, alerts.drift_threshold(config), alerts.sender_for(config), now)
+            alerts.evaluate(
+                store.db,
+                entries,
+                alerts.drift_threshold(config),
+                alerts.sender_for(config),
+                now,
+                alerts.hold_for(config),
+            )
         if html_path is not None:
             from audiencesync.sync.lag_html import render_html
 

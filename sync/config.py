@@ -292,7 +292,7 @@ _SYNC_KEYS = {
     "audience_ids",
 }
 _TOP_KEYS = {"state_path", "source", "audiences", "destinations", "syncs", "lag_retention_days", "alerts"}
-_ALERT_KEYS = {"webhook_url_env", "drift_threshold"}
+_ALERT_KEYS = {"webhook_url_env", "drift_threshold", "hold_evaluations", "hold_seconds"}
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -406,6 +406,12 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
         errors.unknown(alerts, _ALERT_KEYS, "alerts.")
         if "webhook_url_env" in alerts and (msg := _env_name(alerts["webhook_url_env"])):
             errors.add("alerts.webhook_url_env", msg)
+        hold = alerts.get("hold_evaluations", 1)
+        if isinstance(hold, bool) or not isinstance(hold, int) or hold < 1:
+            errors.add("alerts.hold_evaluations", "must be a whole number of evaluations, 1 or more")
+        hold_s = alerts.get("hold_seconds", 0)
+        if isinstance(hold_s, bool) or not isinstance(hold_s, int | float) or hold_s < 0:
+            errors.add("alerts.hold_seconds", "must be a number of seconds, 0 or more")
 
     errors.raise_if_any()
     assert source is not None

@@ -275,7 +275,11 @@ class Daemon:
             self.config, store, since=time.time() - ALERT_WINDOW_S, with_coverage=False, targets=targets
         )
         sent = alerts.evaluate(
-            store.db, entries, alerts.drift_threshold(self.config), alerts.sender_for(self.config)
+            store.db,
+            entries,
+            alerts.drift_threshold(self.config),
+            alerts.sender_for(self.config),
+            hold=alerts.hold_for(self.config),
         )
         for alert in sent:
             self.metrics.inc(
