@@ -51,6 +51,8 @@ class PushOutcome:
 
     confirmed: int = 0
     pending: int = 0
+    """Sent in this run and still awaiting the platform at its end (a Google job or request not yet
+    settled): confirmed + pending + rejected is what this run had accepted or refused."""
     rejected: int = 0
     retry: int = 0
     requests: int = 0
@@ -141,6 +143,8 @@ class SyncRunner:
         self._connectors: dict[str, Connector] = {}
         self._lease: Lease | None = None
         self._identity_keys: set[bytes] = set()
+        self._run_pending: dict[str, int] = {}
+        """Handles this push left pending, with how many changes each carries."""
         """Members of the target being pushed whose change is an identity change (see PushOutcome)."""
 
     # --- public -------------------------------------------------------------------------------
@@ -334,6 +338,7 @@ class SyncRunner:
         tid = plan.target_id
         result = TargetResult(plan)
         self._identity_keys = paired_member_keys(self.store.db, tid)
+        self._run_pending = {}
         run_id = self.store.start_run(tid, self.options.trigger)
         try:
             if (unreachable := unreachable_emulator(target.destination)) is not None:
@@ -478,6 +483,8 @@ class SyncRunner:
 
     def _count(self, result: TargetResult, op: str, outcome: PushResult) -> None:
         self._count_confirmed(result, op, outcome.confirmed)
+        for handle, keys in outcome.pending.items():
+            self._run_pending[handle] = self._run_pending.get(handle, 0) + len(keys)
         result.push.pending += sum(len(v) for v in outcome.pending.values())
         result.push.rejected += len(outcome.rejected)
         result.push.retry += len(outcome.retry)
@@ -503,6 +510,9 @@ class SyncRunner:
         for handle, status in statuses.items():
             members = handle_members(self.store.db, tid, handle) if status.state == "confirmed" else []
             settled = self.outbox.apply_handle(tid, handle, status, run_id)
+            if status.state != "pending":
+                # Settled within the run that sent it: no longer pending, but confirmed (or re-queued).
+                result.push.pending -= self._run_pending.pop(handle, 0)
             if status.state == "confirmed":
                 result.push.settled += settled
                 for op in ("remove", "add"):
