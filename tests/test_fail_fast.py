@@ -69,7 +69,7 @@ def test_each_retry_logs_what_why_and_the_next_try(
     finally:
         retry_log.removeHandler(caplog.handler)
         emulator.stop()
-    assert result.status == "partial"
+    assert result.status == "partial", result.error
     retries = [r.getMessage() for r in caplog.records if r.name == "audiencesync.connectors.retry"]
     assert retries, "no retry was logged"
     assert all(m.startswith("meta: ") and "failed (" in m and "; try " in m and "s" in m for m in retries)
