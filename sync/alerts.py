@@ -26,6 +26,7 @@ import sqlite_utils
 from audiencesync.state.db import atomic
 from audiencesync.sync.config import Config
 from audiencesync.sync.lag import SLO_BREACH, TargetLag
+from audiencesync.sync.status import FAILED, RunStatus
 
 log = logging.getLogger("audiencesync.alerts")
 
@@ -142,10 +143,10 @@ def conditions(db: sqlite_utils.Database, entry: TargetLag, threshold: float) ->
         Condition("slo", entry.slo == SLO_BREACH, "; ".join(entry.slo_reasons) or "within max_lag"),
         Condition(
             "run_failed",
-            status in ("error", "partial"),
-            f"last run {status}: {error}" if status in ("error", "partial") else f"last run {status}",
+            status in FAILED,
+            f"last run {status}: {error}" if status in FAILED else f"last run {status}",
         ),
-        Condition("breaker", status == "breaker", error or f"last run {status}"),
+        Condition("breaker", status == RunStatus.BREAKER, error or f"last run {status}"),
         Condition(
             "audience_gone",
             error.startswith("AudienceGone"),
