@@ -217,7 +217,7 @@ def _chunks(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
 
 def coverage(db: sqlite_utils.Database, config: Config, target: Target, target_id: int | None) -> Coverage:
     """Read the in-flow audience from the source now and count how many of its profiles are confirmed
-    members on the platform (their exclusion is in place)."""
+    members on the platform (their exclusion is in place); members not settled as 'synced' are at risk."""
     conn = db.conn
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS coverage_keys (member_key BLOB PRIMARY KEY) WITHOUT ROWID")
     conn.execute("DELETE FROM coverage_keys")
@@ -226,7 +226,10 @@ def coverage(db: sqlite_utils.Database, config: Config, target: Target, target_i
         conn.executemany("INSERT OR IGNORE INTO coverage_keys VALUES (?)", [(k,) for k in chunk])
     in_flow = conn.execute("SELECT count(*) FROM coverage_keys").fetchone()[0]
     confirmed = conn.execute(
-        "SELECT count(*) FROM coverage_keys c JOIN members m ON m.target_id = ? AND m.member_key = c.member_key",
+        # A member the platform reported failures for only as a count, or whose request went unanswered,
+        # is at risk until a resend or a read-back settles it.
+        "SELECT count(*) FROM coverage_keys c JOIN members m ON m.target_id = ? AND m.member_key = c.member_key "
+        "AND m.confirmation = 'synced'",
         [-1 if target_id is None else target_id],
     ).fetchone()[0]
     conn.execute("DELETE FROM coverage_keys")

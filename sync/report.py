@@ -56,6 +56,8 @@ def render_results(console: Console, results: Sequence[TargetResult], dry_run: b
         counts = ", ".join(f"{audience} {count:,}" for audience, count in denied.items())
         console.print(f"Left out for denied ads consent: {counts}")
     for r in results:
+        if r.notice:
+            console.print(f"[bold]{r.plan.key}[/bold]: {r.notice}", style="yellow")
         if r.error:
             console.print(
                 f"[bold]{r.plan.key}[/bold]: {r.error}", style="red" if r.status == "error" else "yellow"

@@ -49,6 +49,8 @@ class PushOutcome:
     settled: int = 0
     """In-flight changes from earlier runs that the platform settled during this run."""
     rejection_reasons: dict[str, int] = field(default_factory=dict)
+    unverified: int = 0
+    """Members sent in batches the platform reported failures for only as counts: at risk, not synced."""
 
 
 @dataclass
@@ -62,12 +64,18 @@ class TargetResult:
     error: str | None = None
     audience_id: str | None = None
     platform_size: tuple[int | None, int | None] | None = None
+    at_risk: dict[str, int] = field(default_factory=dict)
+    """After the push: members not settled as synced, by state (``unverified``: the platform reported
+    failures in their batch only as a count; ``maybe``: sent, answer never recorded)."""
+    notice: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = self.plan.as_dict()
         out.update(
             status=self.status,
             error=self.error,
+            at_risk=self.at_risk,
+            notice=self.notice,
             audience_id=self.audience_id,
             push={
                 "confirmed": self.push.confirmed,
@@ -77,6 +85,7 @@ class TargetResult:
                 "requests": self.push.requests,
                 "settled": self.push.settled,
                 "rejection_reasons": self.push.rejection_reasons,
+                "unverified": self.push.unverified,
             },
         )
         return out
@@ -278,6 +287,16 @@ class SyncRunner:
                     error="another process synced this target while this run was planning; "
                     "nothing pushed (the next run plans afresh)",
                 )
+            recovered = self.outbox.recover_unanswered(plan.target_id)
+            if recovered:
+                # An earlier push sent these and never recorded an answer (killed, or the answer was
+                # lost): they are maybe applied, and the plan is made again against that.
+                log.warning("unanswered changes recovered", extra={"target": plan.key, "maybe_applied": recovered})
+                row = self.store.find_target(plan.key)
+                if from_source and row is not None:
+                    self.planner.rediff(plan, row.state_version, self._refresh_after(plan.target))
+                    if plan.breaker:
+                        return self._refuse(plan)
             self.planner.commit_plan(plan, from_source=from_source)
             return self._push_target(plan)
         finally:
@@ -306,7 +325,13 @@ class SyncRunner:
             for op in ("remove", "add"):
                 if self.options.should_stop():
                     break
-                self._push_op(tid, op, audience_id, connector, caps, result, run_id)
+                if self._push_op(tid, op, audience_id, connector, caps, result, run_id):
+                    # A session Meta refused is abandoned; its batches go again in a new one, once.
+                    if self._push_op(tid, op, audience_id, connector, caps, result, run_id):
+                        raise FatalError(
+                            "Meta refused a batch even at the start of a new upload session: check the "
+                            "destination settings"
+                        )
             self._follow(tid, audience_id, connector, result, run_id)
             self._read_back(tid, audience_id, connector, result)
             result.status = "ok"
@@ -316,6 +341,14 @@ class SyncRunner:
             result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
         except ConnectorError as exc:
             result.status, result.error = "error", str(exc)
+        result.at_risk = self.outbox.unsettled_members(tid)
+        if result.at_risk:
+            result.notice = (
+                f"{sum(result.at_risk.values()):,} members are not confirmed synced "
+                f"({', '.join(f'{n:,} {k}' for k, n in sorted(result.at_risk.items()))}): the platform "
+                "reported failures in their batches only as counts, or never answered; the next run "
+                "resends them"
+            )
         counts = _plan_counts(plan)
         counts.update(
             confirmed=result.push.confirmed,
@@ -361,11 +394,17 @@ class SyncRunner:
         caps: Capabilities,
         result: TargetResult,
         run_id: int,
-    ) -> None:
+    ) -> bool:
+        """Push the queued changes of ``op``; True when the platform refused an upload session (those
+        batches stay queued for a push in a new session)."""
         total = self.outbox.queued_count(tid, op)
         if total == 0:
-            return
+            return False
         send = connector.add if op == "add" else connector.remove
+        # Every push starts a new session: one left by an earlier run (killed, or stopped when
+        # throttling outlasted max_wait_seconds) may hold a batch_seq Meta never saw, or be closed.
+        fresh = True
+        refused = False
         # One batch is on the wire at a time, sent from a worker thread, so that this thread reads the
         # next batch and commits the previous one's outcome meanwhile (the state connection is only
         # ever used here). A batch is sent only once the one before it succeeded.
@@ -378,16 +417,30 @@ class SyncRunner:
                     self._settle(tid, op, sent, previous, result, run_id)
                     sent = None
                     break
-                session = self._session(tid, op, last, total) if caps.uses_sessions else None
+                if previous is not None and previous.detail.get("session_refused"):
+                    refused = fresh = True
+                session = self._session(tid, op, last, total, fresh) if caps.uses_sessions else None
+                fresh = False
+                # Write-ahead: the batch is recorded as on the wire, and committed, before it is sent.
+                self.outbox.mark_on_wire(
+                    tid,
+                    op,
+                    [c.member_key for c in batch.changes],
+                    session.session_id if session else None,
+                    session.batch_seq if session else None,
+                )
                 sent_at = time.time()
                 future = sender.submit(send, audience_id, batch.changes, session)
                 if sent is not None and previous is not None:
                     self._settle(tid, op, sent, previous, result, run_id)
                 sent = _SentBatch(batch, session, last, sent_at, future)
             if sent is not None:
-                self._settle(tid, op, sent, self._outcome(sent, caps, result), result, run_id)
+                outcome = self._outcome(sent, caps, result)
+                refused = refused or bool(outcome.detail.get("session_refused"))
+                self._settle(tid, op, sent, outcome, result, run_id)
         if self.options.should_stop():
             log.info("stop requested: the batch in flight was saved", extra={"target": result.plan.key})
+        return refused and not self.options.should_stop()
 
     @staticmethod
     def _outcome(sent: _SentBatch, caps: Capabilities, result: TargetResult) -> PushResult:
@@ -405,8 +458,8 @@ class SyncRunner:
         if sent.last and sent.session is not None:
             self.store.end_session(tid, op)
 
-    def _session(self, tid: int, op: str, last: bool, total: int) -> SessionInfo:
-        session_id, seq = self.store.reserve_batch_seq(tid, op, fresh=False)
+    def _session(self, tid: int, op: str, last: bool, total: int, fresh: bool) -> SessionInfo:
+        session_id, seq = self.store.reserve_batch_seq(tid, op, fresh=fresh)
         return SessionInfo(session_id=session_id, batch_seq=seq, last_batch=last, estimated_total=total)
 
     @staticmethod
@@ -415,6 +468,7 @@ class SyncRunner:
         result.push.pending += sum(len(v) for v in outcome.pending.values())
         result.push.rejected += len(outcome.rejected)
         result.push.retry += len(outcome.retry)
+        result.push.unverified += len(outcome.unverified)
         result.push.requests += outcome.requests
         for reason in outcome.rejected.values():
             result.push.rejection_reasons[reason] = result.push.rejection_reasons.get(reason, 0) + 1
@@ -428,7 +482,9 @@ class SyncRunner:
         statuses = connector.follow(audience_id, handles)
         for handle, status in statuses.items():
             settled = self.outbox.apply_handle(tid, handle, status, run_id)
-            if status.state == "confirmed":
+            if status.state == "confirmed" and status.rejected_count:
+                result.push.unverified += settled
+            elif status.state == "confirmed":
                 result.push.settled += settled
 
     def _read_back(self, tid: int, audience_id: str, connector: Connector, result: TargetResult) -> None:
