@@ -193,7 +193,11 @@ class MetaConnector:
                 detail={"refused": mp.TOO_SMALL_REASON},
             )
         except FatalError as exc:
-            if session is None or type(exc) not in (FatalError, SchemaMismatch) or not mp.is_session_refusal(exc.code):
+            if (
+                session is None
+                or type(exc) not in (FatalError, SchemaMismatch)
+                or not mp.is_session_refusal(exc.code)
+            ):
                 raise
             # Meta would not take this batch in this session (closed, expired, or a batch_seq it
             # never saw): nothing was applied; the runner abandons the session and resends the batch

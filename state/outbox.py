@@ -223,7 +223,8 @@ class OutboxStore:
                 [target_id],
             )
             conn.execute(
-                "DELETE FROM outbox WHERE target_id = ? AND status = 'queued' AND wire_at IS NOT NULL", [target_id]
+                "DELETE FROM outbox WHERE target_id = ? AND status = 'queued' AND wire_at IS NOT NULL",
+                [target_id],
             )
             conn.execute("UPDATE targets SET state_version = state_version + 1 WHERE id = ?", [target_id])
         return int(count)

@@ -291,7 +291,9 @@ class SyncRunner:
             if recovered:
                 # An earlier push sent these and never recorded an answer (killed, or the answer was
                 # lost): they are maybe applied, and the plan is made again against that.
-                log.warning("unanswered changes recovered", extra={"target": plan.key, "maybe_applied": recovered})
+                log.warning(
+                    "unanswered changes recovered", extra={"target": plan.key, "maybe_applied": recovered}
+                )
                 row = self.store.find_target(plan.key)
                 if from_source and row is not None:
                     self.planner.rediff(plan, row.state_version, self._refresh_after(plan.target))
@@ -325,13 +327,13 @@ class SyncRunner:
             for op in ("remove", "add"):
                 if self.options.should_stop():
                     break
-                if self._push_op(tid, op, audience_id, connector, caps, result, run_id):
-                    # A session Meta refused is abandoned; its batches go again in a new one, once.
-                    if self._push_op(tid, op, audience_id, connector, caps, result, run_id):
-                        raise FatalError(
-                            "Meta refused a batch even at the start of a new upload session: check the "
-                            "destination settings"
-                        )
+                # A session Meta refused is abandoned; its batches go again in a new one, once.
+                refused = self._push_op(tid, op, audience_id, connector, caps, result, run_id)
+                if refused and self._push_op(tid, op, audience_id, connector, caps, result, run_id):
+                    raise FatalError(
+                        "Meta refused a batch even at the start of a new upload session: check the "
+                        "destination settings"
+                    )
             self._follow(tid, audience_id, connector, result, run_id)
             self._read_back(tid, audience_id, connector, result)
             result.status = "ok"

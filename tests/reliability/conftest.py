@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from scenarios import Emulators, Figures  # noqa: E402
+from scenarios import Emulators, Figures
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

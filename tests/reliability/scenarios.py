@@ -177,7 +177,8 @@ def destination_toml(platform: str, emulator: Any, name: str, prefix: str) -> st
 
 def audience_members(emulator: Any, name: str) -> set[str]:
     """The members of the emulator's audience called ``name``, each as comparable JSON."""
-    for audience in emulator.snapshot()["audiences"]:
+    snapshot = emulator.state.snapshot() if hasattr(emulator, "state") else emulator.snapshot()
+    for audience in snapshot["audiences"]:
         if audience["name"] == name:
             return {json.dumps(m, sort_keys=True) for m in audience["members"]}
     return set()
@@ -193,9 +194,11 @@ def _store(config_path: Path) -> Iterator[tuple[Any, StateStore]]:
         store.close()
 
 
-def sync_in_process(config_path: Path, targets: tuple[str, ...]) -> list[TargetResult]:
+def sync_in_process(
+    config_path: Path, targets: tuple[str, ...], max_batch: int = MAX_BATCH
+) -> list[TargetResult]:
     def build(target: Target) -> Connector:
-        return KillingConnector(fast_connector(target.destination), "none", 0, MAX_BATCH)
+        return KillingConnector(fast_connector(target.destination), "none", 0, max_batch)
 
     with _store(config_path) as (config, store):
         return SyncRunner(config, store, RunOptions(targets=targets, connector_factory=build)).run()
@@ -219,13 +222,15 @@ def sync_killed(config_path: Path, point: str, at: int, targets: tuple[str, ...]
 class Scenario:
     """One platform, one seed, in its own directory."""
 
-    def __init__(self, root: Path, emulators: Emulators, platform: str, seed: int) -> None:
+    def __init__(
+        self, root: Path, emulators: Emulators, platform: str, seed: int, profiles: int = PROFILES
+    ) -> None:
         self.platform = platform
         self.seed = seed
         self.emulator = emulators.get(platform)
         self.dir = root / f"{platform}-{seed}"
         self.dir.mkdir(parents=True)
-        build_profiles(self.dir / "profiles.db", PROFILES, seed=seed)
+        build_profiles(self.dir / "profiles.db", profiles, seed=seed)
         self.main_prefix, self.ref_prefix = f"m{seed}-{platform} ", f"r{seed}-{platform} "
         self.config = self.dir / "audience-sync.toml"
         self.config.write_text(
@@ -262,7 +267,9 @@ class Scenario:
                     continue
                 row = store.find_target(r.plan.key)
                 assert row is not None
-                left = store.db.execute("SELECT count(*) FROM outbox WHERE target_id = ?", [row.id]).fetchone()[0]
+                left = store.db.execute(
+                    "SELECT count(*) FROM outbox WHERE target_id = ?", [row.id]
+                ).fetchone()[0]
                 unsettled = store.db.execute(
                     "SELECT count(*) FROM members WHERE target_id = ? AND confirmation != 'synced'", [row.id]
                 ).fetchone()[0]

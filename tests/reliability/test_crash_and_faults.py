@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from scenarios import FAULT_MIXES, PLATFORMS, Emulators, Figures, crash_schedule, run_crash_point, run_fault_mix
+from scenarios import (
+    FAULT_MIXES,
+    PLATFORMS,
+    Emulators,
+    Figures,
+    crash_schedule,
+    run_crash_point,
+    run_fault_mix,
+)
 
 CRASH_SEED = 17
 FULL_CRASH_POINTS = 56
@@ -40,5 +47,3 @@ def test_every_fault_mix_converges_after_one_clean_run(
         run_fault_mix(tmp_path, emulators, figures, index, platform, dict(mix))
     after = (figures.lost, figures.stale, figures.unintended_removes, figures.stuck)
     assert after == before[:4], figures.failures[before[4] :]
-
-
