@@ -3,13 +3,17 @@ remove, no stuck target, on every platform emulator (Meta, TikTok, Google on bot
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from scenarios import (
+    DRIVER,
     FAULT_MIXES,
     PLATFORMS,
     Emulators,
     Figures,
+    Scenario,
     crash_schedule,
     run_crash_point,
     run_fault_mix,
@@ -47,3 +51,27 @@ def test_every_fault_mix_converges_after_one_clean_run(
         run_fault_mix(tmp_path, emulators, figures, index, platform, dict(mix))
     after = (figures.lost, figures.stale, figures.unintended_removes, figures.stuck)
     assert after == before[:4], figures.failures[before[4] :]
+
+
+def test_two_syncs_at_once_on_one_state_file_lose_nothing(
+    tmp_path: Path, emulators: Emulators, figures: Figures, full: bool
+) -> None:
+    """Two ``sync`` processes started together on one state file (cron overlapping a manual run):
+    the target lease lets one push at a time; the other waits or skips, and a clean run then finds
+    nothing lost or stale."""
+    rounds = 4 if full else 1
+    mark = (figures.lost, figures.stale, figures.stuck, len(figures.failures))
+    for index in range(rounds):
+        platform = PLATFORMS[index % len(PLATFORMS)]
+        scenario = Scenario(tmp_path, emulators, platform, seed=9000 + index)
+        command = [sys.executable, str(DRIVER), str(scenario.config), "none", "0", "40", *scenario.main]
+        children = [
+            subprocess.Popen(command, cwd=scenario.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        for child in children:
+            _out, err = child.communicate(timeout=120)
+            assert child.returncode in (0, 1), err.decode()[-2000:]
+        scenario.change_source(1)
+        scenario.check(figures, {}, f"concurrent {platform}")
+    assert (figures.lost, figures.stale, figures.stuck) == mark[:3], figures.failures[mark[3] :]
