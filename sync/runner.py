@@ -294,6 +294,10 @@ class SyncRunner:
                 log.warning(
                     "unanswered changes recovered", extra={"target": plan.key, "maybe_applied": recovered}
                 )
+            # Work an earlier run left in flight is settled first, so the plan need not hold its
+            # members back until yet another run (one clean run converges).
+            settled = self._settle_in_flight(plan) if plan.held_back else 0
+            if recovered or settled:
                 row = self.store.find_target(plan.key)
                 if from_source and row is not None:
                     self.planner.rediff(plan, row.state_version, self._refresh_after(plan.target))
@@ -303,6 +307,27 @@ class SyncRunner:
             return self._push_target(plan)
         finally:
             lease.release()
+
+    def _settle_in_flight(self, plan: TargetPlan) -> int:
+        """Follow the handles an earlier run left in flight and apply what the platform says; how many
+        changes settled. A platform that does not answer now is followed again by the push."""
+        assert plan.target_id is not None
+        row = self.store.find_target(plan.key)
+        handles = self.outbox.in_flight_handles(plan.target_id)
+        if row is None or row.platform_audience_id is None or not handles:
+            return 0
+        try:
+            statuses = self._connector(plan.target).follow(row.platform_audience_id, handles)
+        except ConnectorError as exc:
+            log.warning("following in-flight work failed", extra={"target": plan.key, "error": str(exc)})
+            return 0
+        run_id = self.store.start_run(plan.target_id, self.options.trigger)
+        settled = sum(
+            self.outbox.apply_handle(plan.target_id, handle, status, run_id)
+            for handle, status in statuses.items()
+        )
+        self.store.finish_run(run_id, "ok", {"confirmed": settled}, None)
+        return settled
 
     def _refuse(self, plan: TargetPlan) -> TargetResult:
         assert plan.target_id is not None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from audiencesync.state.store import StateStore
-from scenarios import AUDIENCES, PLATFORMS, Emulators, Figures, Scenario, sync_in_process
+from scenarios import AUDIENCES, PLATFORMS, Emulators, Figures, Scenario, clear_faults, sync_in_process
 
 
 def _move(scenario: Scenario, count: int, *, into: bool) -> list[tuple[str, str]]:
@@ -45,7 +45,7 @@ def _lost_answers(scenario: Scenario) -> None:
     try:
         results = sync_in_process(scenario.config, scenario.main[:1])
     finally:
-        scenario.emulator.faults.reset()
+        clear_faults(scenario.emulator)
     assert results[0].status == "partial"
 
 
@@ -113,7 +113,7 @@ def test_meta_failures_reported_only_as_counts_are_not_called_synced_until_a_cle
     try:
         [result] = sync_in_process(scenario.config, scenario.main[:1], max_batch=10_000)
     finally:
-        scenario.emulator.faults.reset()
+        clear_faults(scenario.emulator)
     assert result.plan.total_adds > 400
     # The rows the <= 100 samples name (a sampled value may be shared by several rows) are rejected;
     # the rest are unverified, none confirmed.
