@@ -39,6 +39,12 @@ def _restore(scenario: Scenario, moved: list[tuple[str, str]]) -> None:
         conn.close()
 
 
+def _sample_or_full(platform: str, full: bool) -> None:
+    # The CI sample keeps the two platforms where this was seen to fail (Meta, Google Data Manager).
+    if not full and platform not in ("meta", "google_dm"):
+        pytest.skip("in the full reliability suite only (--reliability-full)")
+
+
 def _lost_answers(scenario: Scenario) -> None:
     """One run during which every member upload is applied and its answer lost."""
     scenario.emulator.faults.set({"lost_answer_rate": 1.0})
@@ -51,8 +57,9 @@ def _lost_answers(scenario: Scenario) -> None:
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_an_applied_add_whose_answer_was_lost_is_removed_once_the_profile_leaves(
-    tmp_path: Path, emulators: Emulators, figures: Figures, platform: str
+    tmp_path: Path, emulators: Emulators, figures: Figures, platform: str, full: bool
 ) -> None:
+    _sample_or_full(platform, full)
     scenario = Scenario(tmp_path, emulators, platform, seed=77)
     sync_in_process(scenario.config, scenario.main)
     joined = _move(scenario, 3, into=True)
@@ -66,8 +73,9 @@ def test_an_applied_add_whose_answer_was_lost_is_removed_once_the_profile_leaves
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_an_applied_remove_whose_answer_was_lost_is_reversed_when_the_profile_returns(
-    tmp_path: Path, emulators: Emulators, figures: Figures, platform: str
+    tmp_path: Path, emulators: Emulators, figures: Figures, platform: str, full: bool
 ) -> None:
+    _sample_or_full(platform, full)
     scenario = Scenario(tmp_path, emulators, platform, seed=78)
     sync_in_process(scenario.config, scenario.main)
     left = _move(scenario, 3, into=False)
