@@ -118,7 +118,6 @@ class Planner:
         self.db = db
         self._tables = 0
         self._src_tables: dict[str, str] = {}
-        self._allow_mass_remove = False
 
     def _new_tables(self) -> tuple[str, str]:
         self._tables += 1
@@ -148,7 +147,6 @@ class Planner:
         membership lifespan) or None.
         """
         now = time.time() if now is None else now
-        self._allow_mass_remove = allow_mass_remove
         plans: list[TargetPlan] = []
         srcs: dict[str, str] = {}
         refresh: dict[str, float | None] = {}
@@ -278,16 +276,6 @@ class Planner:
         plan.refreshes = counts.get("refresh:add", 0)
         plan.resends = counts.get("resend:add", 0)
         self._src_tables[plan.key] = src
-
-    def rediff(self, plan: TargetPlan, state_version: int, refresh_after: float | None) -> None:
-        """Diff ``plan`` again from the source rows it loaded, after state changed under it (changes
-        recovered as maybe applied); the breaker is checked again."""
-        src = self._src_tables[plan.key]
-        self.db.conn.execute(f"DELETE FROM {plan.table}")
-        plan.state_version = state_version
-        plan.breaker = None
-        self._diff(plan, src, refresh_after, time.time())
-        self._check_breaker(plan, self._allow_mass_remove)
 
     @staticmethod
     def _check_breaker(plan: TargetPlan, allow_mass_remove: bool) -> None:

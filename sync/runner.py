@@ -294,17 +294,24 @@ class SyncRunner:
                 log.warning(
                     "unanswered changes recovered", extra={"target": plan.key, "maybe_applied": recovered}
                 )
-            # Work an earlier run left in flight is settled first, so the plan need not hold its
-            # members back until yet another run (one clean run converges).
-            settled = self._settle_in_flight(plan) if plan.held_back else 0
-            if recovered or settled:
-                row = self.store.find_target(plan.key)
-                if from_source and row is not None:
-                    self.planner.rediff(plan, row.state_version, self._refresh_after(plan.target))
-                    if plan.breaker:
-                        return self._refuse(plan)
-            self.planner.commit_plan(plan, from_source=from_source)
-            return self._push_target(plan)
+            # Work an earlier run left in flight is settled first and the plan made again, so one
+            # clean run converges: the plan neither holds such members back nor misses that a remove
+            # in flight must be reversed (the profile came back) or an add in flight undone (it left).
+            settled = self._settle_in_flight(plan)
+            if (recovered or settled) and from_source:
+                # The plan was made against state that has changed since: plan this target again,
+                # from a fresh read of the source (its loaded rows assumed the old membership).
+                self.planner.discard(plan)
+                [fresh] = self._plan_audience([plan.target])
+                fresh.target_id = plan.target_id
+                plan = fresh
+                if plan.breaker:
+                    return self._refuse(plan)
+            try:
+                self.planner.commit_plan(plan, from_source=from_source)
+                return self._push_target(plan)
+            finally:
+                self.planner.discard(plan)
         finally:
             lease.release()
 

@@ -217,10 +217,14 @@ def sync_in_process(
         return SyncRunner(config, store, RunOptions(targets=targets, connector_factory=build)).run()
 
 
+CRASH_MAX_BATCH = 4
+"""Batches of a killed run: small, so a run has many moments between batches to be killed at."""
+
+
 def sync_killed(config_path: Path, point: str, at: int, targets: tuple[str, ...]) -> bool:
     """A sync in a child process, SIGKILLed at the ``at``-th ``point``; True when the kill landed."""
     done = subprocess.run(
-        [sys.executable, str(DRIVER), str(config_path), point, str(at), str(MAX_BATCH), *targets],
+        [sys.executable, str(DRIVER), str(config_path), point, str(at), str(CRASH_MAX_BATCH), *targets],
         cwd=config_path.parent,
         capture_output=True,
         text=True,
@@ -302,7 +306,7 @@ def crash_schedule(seed: int, count: int) -> list[tuple[str, str, int]]:
     while len(out) < count:
         rng.shuffle(cells)
         for platform, point in cells[: count - len(out)]:
-            at = 1 if point in ("plan", "poll") else rng.randint(1, 12)
+            at = 1 if point in ("plan", "poll") else rng.randint(1, 6)
             out.append((platform, point, at))
     return out
 
