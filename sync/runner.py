@@ -139,6 +139,8 @@ class SyncRunner:
         self.options = options
         self.planner = Planner(store.db)
         self._connectors: dict[str, Connector] = {}
+        self._settled_early: dict[str, int] = {}
+        """In-flight changes of earlier runs settled before a target's plan was committed."""
 
     # --- public -------------------------------------------------------------------------------
     def run(self) -> list[TargetResult]:
@@ -334,6 +336,7 @@ class SyncRunner:
             for handle, status in statuses.items()
         )
         self.store.finish_run(run_id, "ok", {"confirmed": settled}, None)
+        self._settled_early[plan.key] = settled
         return settled
 
     def _refuse(self, plan: TargetPlan) -> TargetResult:
@@ -349,6 +352,7 @@ class SyncRunner:
         assert plan.target_id is not None
         tid = plan.target_id
         result = TargetResult(plan)
+        result.push.settled = self._settled_early.pop(plan.key, 0)
         run_id = self.store.start_run(tid, self.options.trigger)
         try:
             connector = self._connector(target)
