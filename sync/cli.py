@@ -43,15 +43,57 @@ def cli(log_format: str, verbose: bool) -> None:
 
 @cli.command()
 @config_option
+@click.option("--offline", is_flag=True, help="Check the config file only; do not open the source.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @input_errors
-def validate(config_path: Path | None) -> None:
-    """Check a config file and report every problem at once, each with its key path."""
+def validate(config_path: Path | None, offline: bool, as_json: bool) -> None:
+    """Check a config file and its source, and report every problem at once, each with its key path."""
     config = load(config_path)
     targets = config.targets()
-    click.echo(
+    summary = (
         f"{config.path}: ok ({len(config.audiences)} audiences, {len(config.destinations)} destinations, "
         f"{len(targets)} sync targets)"
     )
+    if offline:
+        click.echo(json.dumps({"config": str(config.path), "ok": True}) if as_json else summary)
+        return
+    from audiencesync.sync.source_check import check_source
+
+    report = check_source(config)
+    if as_json:
+        click.echo(json.dumps({"config": str(config.path), **report.as_dict()}, indent=2))
+    else:
+        _render_source_report(report, summary)
+    if not report.ok:
+        sys.exit(InputError.exit_code)
+
+
+def _render_source_report(report: Any, summary: str) -> None:
+    out = Console(highlight=False, soft_wrap=True)
+    if report.ok:
+        out.print(summary)
+    out.print(f"source {report.source} ({report.kind}): {report.rows} rows")
+
+    def counts(values: dict[str, int]) -> str:
+        return ", ".join(f"{v or '(empty)'}={n}" for v, n in values.items()) or "none"
+
+    if report.stage_values:
+        out.print(f"  stage values: {counts(report.stage_values)}")
+    if report.in_flow_values:
+        out.print(f"  in-flow values: {counts(report.in_flow_values)}")
+    if report.consent:
+        out.print(f"  consent: {counts(report.consent)}")
+    if report.duplicate_ids or report.unparseable_changed_at:
+        out.print(
+            f"  duplicate ids: {report.duplicate_ids}, unparseable changed_at: {report.unparseable_changed_at}"
+        )
+    for name, n in report.audience_members.items():
+        out.print(f"  audience {name}: {n} profiles")
+    for line in report.warnings:
+        out.print(f"[yellow]warning:[/yellow] {line}", markup=True)
+    err = _stderr()
+    for line in report.errors:
+        err.print(f"[red]error:[/red] {line}", markup=True, soft_wrap=True)
 
 
 @cli.command()

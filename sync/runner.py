@@ -27,10 +27,11 @@ from audiencesync.state.lease import LeaseBusy, acquire, default_wait
 from audiencesync.state.outbox import OutboxStore, QueuedBatch
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
-from audiencesync.sync.errors import InputError, StaleStateError
+from audiencesync.sync.errors import InputError, SourceError, StaleStateError
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.lag import record_read_back
 from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
+from audiencesync.sync.source_check import check_source
 from audiencesync.sync.sources import read_audience
 
 log = logging.getLogger("audiencesync.runner")
@@ -236,6 +237,13 @@ class SyncRunner:
                     self._refresh_after(target),
                 )
             )
+        # Never plan blind: a misnamed column or a consent value of unknown meaning stops the run
+        # before anything is read into a plan.
+        report = check_source(self.config, [targets[0].audience])
+        if not report.ok:
+            raise SourceError(str(self.config.source.path), "the source check failed:\n  " + "\n  ".join(report.errors))
+        for warning in report.warnings:
+            log.warning("source check", extra={"target": targets[0].key, "warning": warning})
         rows = read_audience(self.config.source, targets[0].audience)
         return self.planner.plan_audience(
             self.config.source, rows, specs, allow_mass_remove=self.options.allow_mass_remove
