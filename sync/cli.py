@@ -22,6 +22,7 @@ from audiencesync.sync.config import check_country, load_config
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.logs import setup_logging
 from rich.console import Console
+from rich.markup import escape
 
 EXIT_FAILED, EXIT_BREAKER = 1, 3
 
@@ -71,29 +72,29 @@ def validate(config_path: Path | None, offline: bool, as_json: bool) -> None:
 def _render_source_report(report: Any, summary: str) -> None:
     out = Console(highlight=False, soft_wrap=True)
     if report.ok:
-        out.print(summary)
-    out.print(f"source {report.source} ({report.kind}): {report.rows} rows")
+        out.print(escape(summary))
+    out.print(escape(f"source {report.source} ({report.kind}): {report.rows} rows"))
 
     def counts(values: dict[str, int]) -> str:
         return ", ".join(f"{v or '(empty)'}={n}" for v, n in values.items()) or "none"
 
     if report.stage_values:
-        out.print(f"  stage values: {counts(report.stage_values)}")
+        out.print(escape(f"  stage values: {counts(report.stage_values)}"))
     if report.in_flow_values:
-        out.print(f"  in-flow values: {counts(report.in_flow_values)}")
+        out.print(escape(f"  in-flow values: {counts(report.in_flow_values)}"))
     if report.consent:
-        out.print(f"  consent: {counts(report.consent)}")
+        out.print(escape(f"  consent: {counts(report.consent)}"))
     if report.duplicate_ids or report.unparseable_changed_at:
         out.print(
             f"  duplicate ids: {report.duplicate_ids}, unparseable changed_at: {report.unparseable_changed_at}"
         )
     for name, n in report.audience_members.items():
-        out.print(f"  audience {name}: {n} profiles")
+        out.print(escape(f"  audience {name}: {n} profiles"))
     for line in report.warnings:
-        out.print(f"[yellow]warning:[/yellow] {line}", markup=True)
+        out.print(f"[yellow]warning:[/yellow] {escape(line)}", markup=True)
     err = _stderr()
     for line in report.errors:
-        err.print(f"[red]error:[/red] {line}", markup=True, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(line)}", markup=True, soft_wrap=True)
 
 
 @cli.command()

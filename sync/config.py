@@ -482,7 +482,7 @@ def _parse_source(raw: Any, base: Path, errors: _Errors) -> SourceConfig | None:
     for key in ("consent_granted_values", "consent_denied_values"):
         values = raw.get(key, [])
         if not isinstance(values, list) or not all(isinstance(v, str | int) for v in values):
-            errors.add(f"source.{key}", "must list the consent values, such as [\"opted_out\"]")
+            errors.add(f"source.{key}", 'must list the consent values, such as ["opted_out"]')
             values = []
         vocab[key] = frozenset(str(v).strip().lower() for v in values)
     if both := vocab["consent_granted_values"] & vocab["consent_denied_values"]:
@@ -531,7 +531,9 @@ def _parse_audiences(raw: Any, source: SourceConfig | None, errors: _Errors) -> 
                 errors.add(f"{prefix}.{key}", msg)
             elif column and source is not None and getattr(source, column) is None:
                 errors.add(f"{prefix}.{key}", f"needs source.{column} to say which column holds it")
-        filters = [k for k, v in (("stage", stage), ("in_flow", in_flow), ("flag", flag), ("where", where)) if v]
+        filters = [
+            k for k, v in (("stage", stage), ("in_flow", in_flow), ("flag", flag), ("where", where)) if v
+        ]
         if query is not None:
             if not isinstance(query, str) or not query.strip():
                 errors.add(f"{prefix}.query", "must be a SQL SELECT")

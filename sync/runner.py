@@ -241,7 +241,9 @@ class SyncRunner:
         # before anything is read into a plan.
         report = check_source(self.config, [targets[0].audience])
         if not report.ok:
-            raise SourceError(str(self.config.source.path), "the source check failed:\n  " + "\n  ".join(report.errors))
+            raise SourceError(
+                str(self.config.source.path), "the source check failed:\n  " + "\n  ".join(report.errors)
+            )
         for warning in report.warnings:
             log.warning("source check", extra={"target": targets[0].key, "warning": warning})
         rows = read_audience(self.config.source, targets[0].audience)

@@ -152,7 +152,9 @@ def _count_consent(engine: SourceEngine, source: SourceConfig, report: SourceRep
         )
 
 
-def _scan_tags_and_times(engine: SourceEngine, source: SourceConfig, report: SourceReport, where: str) -> None:
+def _scan_tags_and_times(
+    engine: SourceEngine, source: SourceConfig, report: SourceReport, where: str
+) -> None:
     cols = [c for c in (source.in_flow_column, source.changed_at_column) if c]
     sql = f"SELECT {', '.join(quote(c) for c in cols)} FROM {engine.relation}"
     tags: Counter[str] = Counter()

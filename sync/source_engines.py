@@ -111,7 +111,11 @@ class DuckFileEngine:
             for c in sorted(text_columns)
             if c not in names and source.kind == "jsonl"
         )
-        select = f"SELECT *{absent} FROM {reader.replace('{{columns}}', '{' + spec + '}')}" if names else "SELECT 1 WHERE false"
+        select = (
+            f"SELECT *{absent} FROM {reader.replace('{{columns}}', '{' + spec + '}')}"
+            if names
+            else "SELECT 1 WHERE false"
+        )
         try:
             self.conn.execute(f"CREATE VIEW {self.relation} AS {select}")
         except duckdb.Error as exc:
@@ -119,7 +123,10 @@ class DuckFileEngine:
 
     def _detect(self, reader: str) -> list[tuple[str, str]]:
         try:
-            return [(str(r[0]), str(r[1])) for r in self.conn.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
+            return [
+                (str(r[0]), str(r[1]))
+                for r in self.conn.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
+            ]
         except duckdb.Error as exc:
             if self.source.kind == "jsonl":
                 raise self._error(exc) from None

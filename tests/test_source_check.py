@@ -93,7 +93,11 @@ def _targets(state: Path) -> int:
 
 
 def test_an_unknown_consent_value_is_counted_and_refused_until_listed(tmp_path: Path) -> None:
-    rows = [*ROWS, "5,e@example.com,lapsed,,opted_out,false,10,", "6,f@example.com,lapsed,,opted_out,false,10,"]
+    rows = [
+        *ROWS,
+        "5,e@example.com,lapsed,,opted_out,false,10,",
+        "6,f@example.com,lapsed,,opted_out,false,10,",
+    ]
     write_csv(tmp_path, rows)
     config = write_config(tmp_path)
     report = check_source(load_config(config, {}))
@@ -160,7 +164,14 @@ def test_a_where_expression_compares_numbers_in_csv_and_sqlite(tmp_path: Path) -
 
 def test_a_query_runs_on_jsonl_with_a_bom(tmp_path: Path) -> None:
     lines = [
-        {"id": 1, "email": "a@example.com", "lifecycle": "lapsed", "flows": ["welcome"], "ads_ok": True, "changed": 1},
+        {
+            "id": 1,
+            "email": "a@example.com",
+            "lifecycle": "lapsed",
+            "flows": ["welcome"],
+            "ads_ok": True,
+            "changed": 1,
+        },
         {"id": 2, "email": "b@example.com", "lifecycle": "vip", "flows": "abandoned_checkout", "ads_ok": 0},
     ]
     path = tmp_path / "profiles.jsonl"
