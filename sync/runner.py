@@ -165,6 +165,15 @@ class SyncRunner:
         by_audience: dict[str, list[Target]] = defaultdict(list)
         for target in targets:
             by_audience[target.audience.name].append(target)
+        # Never plan blind: a misnamed column or a consent value of unknown meaning stops the run
+        # before anything is planned. One check for every audience of the run.
+        report = check_source(self.config, [t[0].audience for t in by_audience.values()])
+        if not report.ok:
+            raise SourceError(
+                str(self.config.source.path), "the source check failed:\n  " + "\n  ".join(report.errors)
+            )
+        for warning in report.warnings:
+            log.warning("source check", extra={"warning": warning})
         # Plan everything before pushing anything: bad input in any audience (a SQL error, an
         # unreadable row) stops the run before a single request is sent or a row of state written.
         plans: list[TargetPlan] = []
@@ -237,15 +246,6 @@ class SyncRunner:
                     self._refresh_after(target),
                 )
             )
-        # Never plan blind: a misnamed column or a consent value of unknown meaning stops the run
-        # before anything is read into a plan.
-        report = check_source(self.config, [targets[0].audience])
-        if not report.ok:
-            raise SourceError(
-                str(self.config.source.path), "the source check failed:\n  " + "\n  ".join(report.errors)
-            )
-        for warning in report.warnings:
-            log.warning("source check", extra={"target": targets[0].key, "warning": warning})
         rows = read_audience(self.config.source, targets[0].audience)
         return self.planner.plan_audience(
             self.config.source, rows, specs, allow_mass_remove=self.options.allow_mass_remove

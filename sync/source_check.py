@@ -61,6 +61,9 @@ def check_source(config: Config, audiences: Iterable[AudienceConfig] | None = No
         return report
     try:
         report.columns = engine.columns()
+        if not report.columns and source.kind == "jsonl":
+            report.warnings.append(f"{source.path}: no rows, so no columns to check")
+            return report
         if _check_columns(source, chosen, report):
             _count_values(engine, source, report)
             for audience in chosen:

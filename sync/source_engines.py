@@ -95,7 +95,8 @@ class DuckFileEngine:
             reader = f"read_csv({dialect}, auto_detect=false, strict_mode=true, columns={{{{columns}}}})"
         else:
             reader_opts = f"'{path}', format='newline_delimited', records=true"
-            detected = self._detect(f"read_json({reader_opts})")
+            # An export with no lines is an empty audience (the breaker's concern), not an error.
+            detected = self._detect(f"read_json({reader_opts})") if _has_content(source) else []
             names = [n for n, _ in detected]
             types = dict(detected)
             reader = f"read_json({reader_opts}, columns={{{{columns}}}})"
@@ -111,11 +112,11 @@ class DuckFileEngine:
             for c in sorted(text_columns)
             if c not in names and source.kind == "jsonl"
         )
-        select = (
-            f"SELECT *{absent} FROM {reader.replace('{{columns}}', '{' + spec + '}')}"
-            if names
-            else "SELECT 1 WHERE false"
-        )
+        if names:
+            select = f"SELECT *{absent} FROM {reader.replace('{{columns}}', '{' + spec + '}')}"
+        else:
+            nulls = ", ".join(f"NULL::VARCHAR AS {quote(c)}" for c in sorted(text_columns))
+            select = f"SELECT {nulls} WHERE false"
         try:
             self.conn.execute(f"CREATE VIEW {self.relation} AS {select}")
         except duckdb.Error as exc:
@@ -165,6 +166,15 @@ def _configured_columns(source: SourceConfig) -> set[str]:
     named = [source.id_column, source.stage_column, source.in_flow_column, source.consent_column]
     named += [source.changed_at_column, *source.identifiers.values()]
     return {c for c in named if c}
+
+
+def _has_content(source: SourceConfig) -> bool:
+    """True when the file holds anything but whitespace (and a BOM); reads only as far as needed."""
+    with source.path.open("rb") as handle:
+        while chunk := handle.read(65536):
+            if chunk.replace(b"\xef\xbb\xbf", b"").strip():
+                return True
+    return False
 
 
 def _csv_header(source: SourceConfig) -> list[str]:
