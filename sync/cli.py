@@ -25,6 +25,7 @@ from audiencesync.sync.logs import setup_logging
 from audiencesync.sync.run_status import FAILED, ExitCode, RunStatus
 from audiencesync.sync.table_output import choose_format, format_option
 from rich.console import Console
+from rich.markup import escape
 
 
 def _stderr() -> Console:
@@ -44,17 +45,59 @@ def cli(log_format: str, verbose: bool) -> None:
 
 @cli.command()
 @config_option
+@click.option("--offline", is_flag=True, help="Check the config file only; do not open the source.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @input_errors
-def validate(config_path: Path | None) -> None:
-    """Check a config file and report every problem at once, each with its key path."""
+def validate(config_path: Path | None, offline: bool, as_json: bool) -> None:
+    """Check a config file and its source, and report every problem at once, each with its key path."""
     config = load(config_path)
     targets = config.targets()
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(
+    summary = (
         f"{config.path}: ok ({len(config.audiences)} audiences, {len(config.destinations)} destinations, "
         f"{len(targets)} sync targets)"
     )
+    if offline:
+        click.echo(json.dumps({"config": str(config.path), "ok": True}) if as_json else summary)
+        return
+    from audiencesync.sync.source_check import check_source
+
+    report = check_source(config)
+    if as_json:
+        click.echo(json.dumps({"config": str(config.path), **report.as_dict()}, indent=2))
+    else:
+        _render_source_report(report, summary)
+    if not report.ok:
+        sys.exit(InputError.exit_code)
+
+
+def _render_source_report(report: Any, summary: str) -> None:
+    out = Console(highlight=False, soft_wrap=True)
+    if report.ok:
+        out.print(escape(summary))
+    out.print(escape(f"source {report.source} ({report.kind}): {report.rows} rows"))
+
+    def counts(values: dict[str, int]) -> str:
+        return ", ".join(f"{v or '(empty)'}={n}" for v, n in values.items()) or "none"
+
+    if report.stage_values:
+        out.print(escape(f"  stage values: {counts(report.stage_values)}"))
+    if report.in_flow_values:
+        out.print(escape(f"  in-flow values: {counts(report.in_flow_values)}"))
+    if report.consent:
+        out.print(escape(f"  consent: {counts(report.consent)}"))
+    if report.duplicate_ids or report.unparseable_changed_at:
+        out.print(
+            f"  duplicate ids: {report.duplicate_ids}, unparseable changed_at: {report.unparseable_changed_at}"
+        )
+    for name, n in report.audience_members.items():
+        out.print(escape(f"  audience {name}: {n} profiles"))
+    for line in report.warnings:
+        out.print(f"[yellow]warning:[/yellow] {escape(line)}", markup=True)
+    err = _stderr()
+    for line in report.errors:
+        err.print(f"[red]error:[/red] {escape(line)}", markup=True, soft_wrap=True)
 
 
 @cli.command()

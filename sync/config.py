@@ -55,15 +55,24 @@ class SourceConfig:
     identifiers: Mapping[str, str]
     """Identifier kind -> source column."""
     prehashed: frozenset[str]
+    consent_granted_values: frozenset[str] = frozenset()
+    """Extra consent values (lower case) that mean granted, beyond 1/true/yes/granted..."""
+    consent_denied_values: frozenset[str] = frozenset()
+    """Extra consent values (lower case) that mean denied, beyond 0/false/no/denied..."""
 
 
 @dataclass(frozen=True)
 class AudienceConfig:
+    """Who is in an audience: a SQL ``query``, or any of ``stage``, ``in_flow``, ``flag`` (a boolean
+    column) and ``where`` (a SQL expression over the source's columns), all of which must hold."""
+
     name: str
     stage: str | None = None
     in_flow: str | None = None
     query: str | None = None
     description: str = ""
+    flag: str | None = None
+    where: str | None = None
 
     @property
     def is_in_flow(self) -> bool:
@@ -292,8 +301,10 @@ _SOURCE_KEYS = {
     "default_country",
     "identifiers",
     "prehashed",
+    "consent_granted_values",
+    "consent_denied_values",
 }
-_AUDIENCE_KEYS = {"stage", "in_flow", "query", "description"}
+_AUDIENCE_KEYS = {"stage", "in_flow", "flag", "where", "query", "description"}
 _SYNC_KEYS = {
     "audience",
     "destinations",
@@ -489,6 +500,15 @@ def _parse_source(raw: Any, base: Path, errors: _Errors) -> SourceConfig | None:
     if not isinstance(prehashed, list) or any(p not in identifiers for p in prehashed):
         errors.add("source.prehashed", "must list identifier kinds configured under [source.identifiers]")
         prehashed = []
+    vocab: dict[str, frozenset[str]] = {}
+    for key in ("consent_granted_values", "consent_denied_values"):
+        values = raw.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, str | int) for v in values):
+            errors.add(f"source.{key}", 'must list the consent values, such as ["opted_out"]')
+            values = []
+        vocab[key] = frozenset(str(v).strip().lower() for v in values)
+    if both := vocab["consent_granted_values"] & vocab["consent_denied_values"]:
+        errors.add("source.consent_denied_values", f"also listed as granted: {', '.join(sorted(both))}")
     return SourceConfig(
         kind=str(kind),
         path=base / path_value,
@@ -501,6 +521,8 @@ def _parse_source(raw: Any, base: Path, errors: _Errors) -> SourceConfig | None:
         default_country=country.upper() if isinstance(country, str) else None,
         identifiers={k: str(v) for k, v in identifiers.items() if k in IDENTIFIER_KINDS},
         prehashed=frozenset(prehashed),
+        consent_granted_values=vocab["consent_granted_values"],
+        consent_denied_values=vocab["consent_denied_values"],
     )
 
 
@@ -516,19 +538,31 @@ def _parse_audiences(raw: Any, source: SourceConfig | None, errors: _Errors) -> 
             continue
         errors.unknown(spec, _AUDIENCE_KEYS, prefix + ".")
         stage, in_flow, query = spec.get("stage"), spec.get("in_flow"), spec.get("query")
-        if stage is not None and stage not in STAGES:
-            errors.add(f"{prefix}.stage", f"unknown stage (one of {', '.join(STAGES)})")
-        if in_flow is not None and in_flow not in IN_FLOW_TAGS:
-            errors.add(f"{prefix}.in_flow", f"unknown in-flow tag (one of {', '.join(IN_FLOW_TAGS)})")
+        flag, where = spec.get("flag"), spec.get("where")
+        # Stages and in-flow tags are whatever the source holds: `validate` checks the values
+        # against the source itself, not against a built-in list.
+        for key, value, column in (
+            ("stage", stage, "stage_column"),
+            ("in_flow", in_flow, "in_flow_column"),
+            ("flag", flag, None),
+            ("where", where, None),
+        ):
+            if value is None:
+                continue
+            if (msg := _str(value)) is not None:
+                errors.add(f"{prefix}.{key}", msg)
+            elif column and source is not None and getattr(source, column) is None:
+                errors.add(f"{prefix}.{key}", f"needs source.{column} to say which column holds it")
+        filters = [
+            k for k, v in (("stage", stage), ("in_flow", in_flow), ("flag", flag), ("where", where)) if v
+        ]
         if query is not None:
             if not isinstance(query, str) or not query.strip():
                 errors.add(f"{prefix}.query", "must be a SQL SELECT")
-            elif stage is not None or in_flow is not None:
-                errors.add(f"{prefix}.query", "use either query or stage/in_flow, not both")
-            elif source is not None and source.kind != "sqlite":
-                errors.add(f"{prefix}.query", "SQL queries need a sqlite source")
-        elif stage is None and in_flow is None:
-            errors.add(prefix, "needs stage, in_flow (or both), or query")
+            elif filters:
+                errors.add(f"{prefix}.query", f"use either query or {'/'.join(filters)}, not both")
+        elif not filters:
+            errors.add(prefix, "needs stage, in_flow, flag or where (any together), or query")
         description = spec.get("description", "")
         out[name] = AudienceConfig(
             name=name,
@@ -536,6 +570,8 @@ def _parse_audiences(raw: Any, source: SourceConfig | None, errors: _Errors) -> 
             in_flow=in_flow if isinstance(in_flow, str) else None,
             query=query if isinstance(query, str) else None,
             description=description if isinstance(description, str) else "",
+            flag=flag if isinstance(flag, str) else None,
+            where=where if isinstance(where, str) else None,
         )
     return out
 

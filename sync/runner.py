@@ -29,13 +29,14 @@ from audiencesync.state.outbox import OutboxStore, QueuedBatch, handle_members, 
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
 from audiencesync.sync.emulation import unreachable_emulator
-from audiencesync.sync.errors import InputError, StaleStateError
+from audiencesync.sync.errors import InputError, SourceError, StaleStateError
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.lag import record_read_back
 from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
 from audiencesync.sync.plan_file import PlanWriter, read_plan_file
 from audiencesync.sync.progress import ProgressEvent, ProgressSink, counting_rows, no_progress
 from audiencesync.sync.run_status import RunStatus
+from audiencesync.sync.source_check import check_source
 from audiencesync.sync.sources import read_audience
 
 log = logging.getLogger("audiencesync.runner")
@@ -195,6 +196,19 @@ class SyncRunner:
         by_audience: dict[str, list[Target]] = defaultdict(list)
         for target in targets:
             by_audience[target.audience.name].append(target)
+        # Never plan blind: a misnamed column or a consent value of unknown meaning stops the run
+        # before anything is planned. One check for every audience of the run.
+        report = check_source(self.config, [t[0].audience for t in by_audience.values()])
+        if not report.ok:
+            if len(report.errors) == 1:
+                # Each problem already names its place (file, key path or column): one line.
+                raise InputError(report.errors[0])
+            raise SourceError(
+                str(self.config.source.path),
+                f"the source check found {len(report.errors)} problems:\n  " + "\n  ".join(report.errors),
+            )
+        for warning in report.warnings:
+            log.warning("source check", extra={"warning": warning})
         # Plan everything before pushing anything: bad input in any audience (a SQL error, an
         # unreadable row) stops the run before a single request is sent or a row of state written.
         plans: list[TargetPlan] = []

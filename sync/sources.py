@@ -1,24 +1,25 @@
 """Sources: stream an audience's members out of the profile store, row by row, never loaded whole.
 
-Three kinds: a SQLite profile database (the embedded default, which also runs an audience's own SQL
-``query``), a CSV export and a JSONL export. Every row becomes a ``SourceRow`` carrying the raw
+Three kinds: a SQLite profile database (the embedded default), a CSV export and a JSONL export, each
+queried by SQL (``audiencesync.sync.source_engines``), so an audience is defined the same way for all. Every row becomes a ``SourceRow`` carrying the raw
 identifier values; only ``audiencesync.sync.identity`` ever looks at them, and they are dropped as
 soon as they are hashed.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from audiencesync.sync.config import AudienceConfig, SourceConfig
 from audiencesync.sync.errors import SourceError
+from audiencesync.sync.source_engines import SourceEngine, open_engine, quote
 
 _TRUE = {"1", "true", "yes", "y", "granted", "t"}
 _FALSE = {"0", "false", "no", "n", "denied", "f"}
@@ -49,16 +50,9 @@ def parse_tags(value: Any) -> set[str]:
 
 
 def parse_consent(value: Any) -> bool | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    return None
+    """True granted, False denied, None for empty or a value of no built-in meaning (see
+    ``classify_consent``, which the reader uses, for the source's own vocabulary)."""
+    return {ConsentValue.GRANTED: True, ConsentValue.DENIED: False}.get(classify_consent(value))
 
 
 def parse_timestamp(value: Any) -> float | None:
@@ -81,22 +75,85 @@ def parse_timestamp(value: Any) -> float | None:
     return parsed.timestamp()
 
 
-class _RowMapper:
-    """Turns a mapping of column -> value into a SourceRow, applying the audience's filter."""
+class ConsentValue(Enum):
+    GRANTED = "granted"
+    DENIED = "denied"
+    UNKNOWN = "unknown"
+    """Empty or missing: the source does not say."""
+    UNRECOGNISED = "unrecognised"
+    """A value that is neither known-granted nor known-denied."""
+
+
+def classify_consent(value: Any, source: SourceConfig | None = None) -> ConsentValue:
+    """What a consent value means, with the source's own ``consent_granted_values`` and
+    ``consent_denied_values`` on top of the built-in ones."""
+    if value is None or value == "":
+        return ConsentValue.UNKNOWN
+    if isinstance(value, bool):
+        return ConsentValue.GRANTED if value else ConsentValue.DENIED
+    text = str(value).strip().lower()
+    if text == "":
+        return ConsentValue.UNKNOWN
+    if source is not None and text in source.consent_denied_values:
+        return ConsentValue.DENIED
+    if source is not None and text in source.consent_granted_values:
+        return ConsentValue.GRANTED
+    if text in _TRUE:
+        return ConsentValue.GRANTED
+    if text in _FALSE:
+        return ConsentValue.DENIED
+    return ConsentValue.UNRECOGNISED
+
+
+# An unrecognised value is never taken as granted: `validate` and `sync` refuse a source holding
+# one, and should one appear between that check and the read, the profile is left out as denied.
+_CONSENT_FLAG = {
+    ConsentValue.GRANTED: True,
+    ConsentValue.DENIED: False,
+    ConsentValue.UNKNOWN: None,
+    ConsentValue.UNRECOGNISED: False,
+}
+
+
+def audience_sql(source: SourceConfig, audience: AudienceConfig, relation: str) -> tuple[str, list[Any]]:
+    """The SELECT for an audience's candidate rows, in SQL that SQLite and DuckDB both run. An
+    in-flow tag is pre-filtered here and matched exactly by ``RowMapper`` (tags may be JSON or
+    comma-separated text)."""
+    if audience.query is not None:
+        return audience.query, []
+    clauses: list[str] = []
+    params: list[Any] = []
+    if audience.stage is not None and source.stage_column:
+        clauses.append(f"{quote(source.stage_column)} = ?")
+        params.append(audience.stage)
+    if audience.in_flow is not None and source.in_flow_column:
+        clauses.append(f"CAST({quote(source.in_flow_column)} AS TEXT) LIKE ?")
+        params.append(f"%{audience.in_flow}%")
+    if audience.flag is not None:
+        # True in the column's own terms: 1, true, or text such as 'yes'.
+        column = f"lower(trim(CAST({quote(audience.flag)} AS TEXT)))"
+        clauses.append(f"{column} IN ({', '.join('?' for _ in _FLAG_TRUE)})")
+        params.extend(_FLAG_TRUE)
+    if audience.where is not None:
+        clauses.append(f"({audience.where})")
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return f"SELECT * FROM {relation}{where}", params
+
+
+_FLAG_TRUE = ("1", "true", "t", "yes", "y")
+
+
+class RowMapper:
+    """Turns a mapping of column -> value into a SourceRow, applying the exact in-flow match."""
 
     def __init__(self, source: SourceConfig, audience: AudienceConfig, where: str) -> None:
         self.source = source
         self.audience = audience
         self.where = where
-        self.filter_in_python = audience.query is None
 
     def matches(self, row: Mapping[str, Any]) -> bool:
-        if not self.filter_in_python:
-            return True
-        stage, tag = self.audience.stage, self.audience.in_flow
-        if stage is not None and self.source.stage_column and row.get(self.source.stage_column) != stage:
-            return False
-        if tag is not None and self.source.in_flow_column:
+        tag = self.audience.in_flow
+        if self.audience.query is None and tag is not None and self.source.in_flow_column:
             return tag in parse_tags(row.get(self.source.in_flow_column))
         return True
 
@@ -110,7 +167,11 @@ class _RowMapper:
         for kind, column in self.source.identifiers.items():
             value = row.get(column)
             raw[kind] = None if value is None or value == "" else str(value)
-        consent = parse_consent(row.get(self.source.consent_column)) if self.source.consent_column else None
+        consent = (
+            _CONSENT_FLAG[classify_consent(row.get(self.source.consent_column), self.source)]
+            if self.source.consent_column
+            else None
+        )
         changed = (
             parse_timestamp(row.get(self.source.changed_at_column)) if self.source.changed_at_column else None
         )
@@ -119,107 +180,39 @@ class _RowMapper:
 
 def read_audience(source: SourceConfig, audience: AudienceConfig) -> Iterator[SourceRow]:
     """Stream the members of ``audience``. Raises ``SourceError`` naming the file and row or query."""
-    if not source.path.exists():
-        raise SourceError(str(source.path), "source file not found (check [source] path)")
-    if source.path.is_dir():
-        raise SourceError(str(source.path), "is a directory; [source] path must name a file")
-    if source.kind == "sqlite":
-        return _read_sqlite(source, audience)
-    if source.kind == "csv":
-        return _read_csv(source, audience)
-    return _read_jsonl(source, audience)
+    engine = open_engine(source)
+    return _read(engine, source, audience)
 
 
-def _sqlite_sql(source: SourceConfig, audience: AudienceConfig) -> tuple[str, list[Any]]:
-    if audience.query is not None:
-        return audience.query, []
-    clauses: list[str] = []
-    params: list[Any] = []
-    if audience.stage is not None and source.stage_column:
-        clauses.append(f'"{source.stage_column}" = ?')
-        params.append(audience.stage)
-    if audience.in_flow is not None and source.in_flow_column:
-        # A cheap pre-filter; the exact tag match happens in Python (tags may be JSON or CSV).
-        clauses.append(f'"{source.in_flow_column}" LIKE ?')
-        params.append(f"%{audience.in_flow}%")
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    return f'SELECT * FROM "{source.table}"{where}', params
-
-
-def _read_sqlite(source: SourceConfig, audience: AudienceConfig) -> Iterator[SourceRow]:
+def _read(engine: SourceEngine, source: SourceConfig, audience: AudienceConfig) -> Iterator[SourceRow]:
     where = f"{source.path}" if audience.query is None else f"{source.path} (audiences.{audience.name}.query)"
-    sql, params = _sqlite_sql(source, audience)
+    if audience.where is not None:
+        where = f"{source.path} (audiences.{audience.name}.where)"
+    sql, params = audience_sql(source, audience, engine.relation)
+    mapper = RowMapper(source, audience, where)
+    needed = [source.id_column, *source.identifiers.values()]
     try:
-        conn = sqlite3.connect(f"file:{source.path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise SourceError(where, f"cannot open the profile database: {exc}") from None
-    conn.row_factory = sqlite3.Row
-    mapper = _RowMapper(source, audience, where)
-    try:
-        try:
-            cursor = conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise SourceError(where, f"SQL error: {exc}") from None
-        columns = {d[0] for d in cursor.description or ()}
-        missing = [c for c in [source.id_column, *source.identifiers.values()] if c not in columns]
-        if missing:
-            raise SourceError(where, f"the result has no column(s) {', '.join(missing)}")
+        # A JSONL key that no line holds reads as null in every line: the row check names it.
+        if audience.query is None and source.kind != "jsonl":
+            _require(needed, engine.columns(), source, where)
         line = 0
-        while True:
-            try:
-                rows = cursor.fetchmany(5000)
-            except sqlite3.Error as exc:
-                raise SourceError(where, f"SQL error while reading: {exc}") from None
-            if not rows:
-                break
-            for row in rows:
+        for batch in engine.batches(sql, params, where):
+            if line == 0 and batch:
+                _require(needed, list(batch[0]), source, where)
+            for row in batch:
                 line += 1
-                as_map = dict(zip(row.keys(), tuple(row), strict=True))
-                if mapper.matches(as_map):
-                    yield mapper.to_row(as_map, line)
+                if mapper.matches(row):
+                    yield mapper.to_row(row, line)
     finally:
-        conn.close()
+        engine.close()
 
 
-def _read_csv(source: SourceConfig, audience: AudienceConfig) -> Iterator[SourceRow]:
-    where = str(source.path)
-    mapper = _RowMapper(source, audience, where)
-    try:
-        with source.path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, strict=True)
-            header = reader.fieldnames or []
-            missing = [c for c in [source.id_column, *source.identifiers.values()] if c not in header]
-            if missing:
-                raise SourceError(f"{where} header", f"no column(s) {', '.join(missing)}")
-            for row in reader:
-                if None in row:
-                    raise SourceError(f"{where} line {reader.line_num}", "more fields than the header has")
-                if mapper.matches(row):
-                    yield mapper.to_row(row, reader.line_num)
-    except csv.Error as exc:
-        raise SourceError(f"{where} line {getattr(exc, 'line_num', '?')}", f"unreadable CSV: {exc}") from None
-    except UnicodeDecodeError:
-        raise SourceError(where, "not UTF-8 text") from None
-
-
-def _read_jsonl(source: SourceConfig, audience: AudienceConfig) -> Iterator[SourceRow]:
-    where = str(source.path)
-    mapper = _RowMapper(source, audience, where)
-    try:
-        with source.path.open(encoding="utf-8") as handle:
-            for number, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise SourceError(f"{where} line {number}", f"not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise SourceError(f"{where} line {number}", "each line must be a JSON object")
-                if mapper.matches(row):
-                    yield mapper.to_row(row, number)
-    except UnicodeDecodeError:
-        raise SourceError(where, "not UTF-8 text") from None
+def _require(needed: list[str], columns: list[str], source: SourceConfig, where: str) -> None:
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        label = f"{where} header" if source.kind == "csv" else where
+        what = "no column(s)" if source.kind == "csv" else "the result has no column(s)"
+        raise SourceError(label, f"{what} {', '.join(missing)}")
 
 
 def count_profiles(source: SourceConfig) -> int | None:

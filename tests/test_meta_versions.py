@@ -99,7 +99,7 @@ def test_an_unset_api_version_is_the_default_and_passes(write_config: WriteConfi
     assert config.warnings == ()
 
 
-def test_validate_refuses_an_ended_version_with_exit_2(write_config: WriteConfig) -> None:
+def test_validate_refuses_an_ended_version_with_exit_2(write_config: WriteConfig, demo_db: Path) -> None:
     # v24.0's Marketing API end date (2026-11-10) has passed for good.
     result = CliRunner().invoke(cli, ["validate", "--config", str(config_with(write_config, "v24.0"))])
     assert result.exit_code == 2

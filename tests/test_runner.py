@@ -4,6 +4,7 @@ does with the connectors it built."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -153,9 +154,15 @@ def test_a_destination_error_still_closes_the_connectors(
 
 
 def test_an_exception_out_of_the_run_still_closes_the_connectors(
-    write_config: WriteConfig, tmp_path: Path
+    write_config: WriteConfig, demo_db: Path, tmp_path: Path
 ) -> None:
-    # No profiles.db: planning fails after the connector was built for its capabilities.
+    # A lapsed profile without an id: the source check passes (the columns are all there), and
+    # planning fails on that row after the connector was built for its capabilities.
+    with sqlite3.connect(demo_db) as conn:
+        conn.execute(
+            "UPDATE profiles SET profile_id = '' WHERE rowid = "
+            "(SELECT min(rowid) FROM profiles WHERE stage = 'lapsed_customer')"
+        )
     closed: list[str] = []
     store = StateStore.open(tmp_path / "state.db")
     try:

@@ -25,7 +25,7 @@ def invoke(*args: str) -> Result:
 def dry_run(config: Path) -> dict[str, dict[str, object]]:
     result = invoke("sync", "--config", str(config), "--dry-run", "--json")
     assert result.exit_code in (0, 3), result.output
-    return {t["target"]: t for t in json.loads(result.output)["targets"]}
+    return {t["target"]: t for t in json.loads(result.stdout)["targets"]}
 
 
 def hashed_members(config_path: Path, audience: str) -> dict[bytes, str]:

@@ -356,12 +356,15 @@ def test_sqlite_source_cases(case: Case, name: str, old: str, new: str, names: t
     assert state_digest(case.state) == before
 
 
-def test_a_stage_column_that_matches_nothing_is_stopped_by_the_breaker(case: Case) -> None:
-    # A stage column that does not exist reads as "no member is at that stage": the breaker (exit 3)
-    # refuses to empty the audiences, and nothing is removed.
+def test_a_stage_column_that_does_not_exist_is_refused_before_planning(case: Case) -> None:
+    # The source check runs before any plan: a misnamed stage column is bad input (exit 2), named by
+    # its key path with the columns that do exist, and state is left as it was.
     case.replace_in_config('stage_column = "stage"', 'stage_column = "stagez"')
+    before = state_digest(case.state)
     result = run(case, "sync", "--config", str(case.config), "--json")
-    assert result.exit_code == 3, result.output
+    assert_one_line(assert_refused(result, "source.stage_column", "stagez"))
+    assert "did you mean 'stage'" in result.output
+    assert state_digest(case.state) == before
     conn = sqlite3.connect(case.state)
     try:
         assert conn.execute("SELECT count(*) FROM outbox WHERE op = 'remove'").fetchone()[0] == 0
