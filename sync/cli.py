@@ -72,6 +72,11 @@ def validate(config_path: Path | None) -> None:
 @click.option(
     "--allow-mass-remove", is_flag=True, help="Let a plan through that the circuit breaker refuses."
 )
+@click.option(
+    "--after-dbt",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sync only audiences whose dbt models succeeded in this run_results.json.",
+)
 @input_errors
 def sync(
     config_path: Path | None,
@@ -81,6 +86,7 @@ def sync(
     plan_out: Path | None,
     apply_plan: Path | None,
     allow_mass_remove: bool,
+    after_dbt: Path | None = None,
 ) -> None:
     """Plan each audience against its last-synced state and push the adds and removes."""
     from audiencesync.sync.runner import sync_once
@@ -90,6 +96,10 @@ def sync(
             "--apply-plan pushes a saved plan as it is: it takes no --dry-run, --plan-out or --only"
         )
     config = load(config_path)
+    if after_dbt is not None:
+        from audiencesync.sync.cli_dbt import restrict_after_dbt
+
+        config = restrict_after_dbt(config, after_dbt)
     results = sync_once(
         config,
         dry_run=dry_run,
@@ -260,8 +270,8 @@ def main() -> None:
     cli()
 
 
-# Operations commands (daemon, lag, runs) live in their own module.
-from audiencesync.sync import cli_ops  # noqa: E402
+# Operations commands (daemon, lag, runs) and the dbt commands live in their own modules.
+from audiencesync.sync import cli_dbt, cli_ops  # noqa: E402
 
-for _command in (cli_ops.daemon, cli_ops.lag, cli_ops.runs):
+for _command in (cli_ops.daemon, cli_ops.lag, cli_ops.runs, cli_dbt.dbt):
     cli.add_command(_command)

@@ -24,6 +24,7 @@ from audiencesync.connectors.versions import DEFAULT_VERSIONS, check_version
 from audiencesync.sync.errors import ConfigError
 from audiencesync.sync.identity import ALPHA2, COUNTRY_NAMES
 from audiencesync.sync.redact import looks_like_secret
+from audiencesync.sync.sql_config import SQL_SOURCE_KEYS, SqlSettings, check_sql_audience, parse_sql_source
 
 STAGES = (
     "new_subscriber",
@@ -55,6 +56,8 @@ class SourceConfig:
     identifiers: Mapping[str, str]
     """Identifier kind -> source column."""
     prehashed: frozenset[str]
+    sql: SqlSettings | None = None
+    """For ``kind = "sql"``: where the database is and how to read it (audiencesync.sync.sql_source)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,11 @@ class AudienceConfig:
     in_flow: str | None = None
     query: str | None = None
     description: str = ""
+    flag: str | None = None
+    model: str | None = None
+    """A dbt model whose relation (from the manifest) replaces ``[source] table`` for this audience."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Bound parameters of ``query`` (``:name`` in the SQL), for a ``sql`` source."""
 
     @property
     def is_in_flow(self) -> bool:
@@ -292,8 +300,9 @@ _SOURCE_KEYS = {
     "default_country",
     "identifiers",
     "prehashed",
+    *SQL_SOURCE_KEYS,
 }
-_AUDIENCE_KEYS = {"stage", "in_flow", "query", "description"}
+_AUDIENCE_KEYS = {"stage", "in_flow", "query", "description", "flag", "model", "params"}
 _SYNC_KEYS = {
     "audience",
     "destinations",
@@ -410,7 +419,7 @@ def parse_config(
         errors.add("state_path", "must be a file path")
         state_path = "audience-sync.db"
 
-    source = _parse_source(raw.get("source"), base, errors)
+    source = _parse_source(raw.get("source"), base, env, errors)
     audiences = _parse_audiences(raw.get("audiences"), source, errors)
     destinations = _parse_destinations(
         raw.get("destinations"), base, env, errors, today or datetime.now(UTC).date()
@@ -445,16 +454,19 @@ def parse_config(
     )
 
 
-def _parse_source(raw: Any, base: Path, errors: _Errors) -> SourceConfig | None:
+def _parse_source(raw: Any, base: Path, env: Mapping[str, str], errors: _Errors) -> SourceConfig | None:
     if not isinstance(raw, dict):
         errors.add("source", "missing table [source]")
         return None
     errors.unknown(raw, _SOURCE_KEYS, "source.")
     kind = raw.get("kind", "sqlite")
-    if (msg := _choice("sqlite", "csv", "jsonl")(kind)) is not None:
+    if (msg := _choice("sqlite", "csv", "jsonl", "sql")(kind)) is not None:
         errors.add("source.kind", msg)
     path_value = raw.get("path")
-    if not isinstance(path_value, str) or not path_value:
+    sql = parse_sql_source(raw, base, env, errors.add) if kind == "sql" else None
+    if kind == "sql":
+        path_value = path_value if isinstance(path_value, str) else ""
+    elif not isinstance(path_value, str) or not path_value:
         errors.add("source.path", "required: the profile database or export file")
         path_value = ""
     for key in (
@@ -499,6 +511,7 @@ def _parse_source(raw: Any, base: Path, errors: _Errors) -> SourceConfig | None:
         default_country=country.upper() if isinstance(country, str) else None,
         identifiers={k: str(v) for k, v in identifiers.items() if k in IDENTIFIER_KINDS},
         prehashed=frozenset(prehashed),
+        sql=sql,
     )
 
 
@@ -523,10 +536,12 @@ def _parse_audiences(raw: Any, source: SourceConfig | None, errors: _Errors) -> 
                 errors.add(f"{prefix}.query", "must be a SQL SELECT")
             elif stage is not None or in_flow is not None:
                 errors.add(f"{prefix}.query", "use either query or stage/in_flow, not both")
-            elif source is not None and source.kind != "sqlite":
-                errors.add(f"{prefix}.query", "SQL queries need a sqlite source")
-        elif stage is None and in_flow is None:
+            elif source is not None and source.kind not in ("sqlite", "sql"):
+                errors.add(f"{prefix}.query", "SQL queries need a sqlite or sql source")
+        elif stage is None and in_flow is None and spec.get("flag") is None and spec.get("model") is None:
             errors.add(prefix, "needs stage, in_flow (or both), or query")
+        for key, msg in check_sql_audience(spec, source.kind if source else None):
+            errors.add(f"{prefix}.{key}", msg)
         description = spec.get("description", "")
         out[name] = AudienceConfig(
             name=name,
@@ -534,6 +549,9 @@ def _parse_audiences(raw: Any, source: SourceConfig | None, errors: _Errors) -> 
             in_flow=in_flow if isinstance(in_flow, str) else None,
             query=query if isinstance(query, str) else None,
             description=description if isinstance(description, str) else "",
+            flag=spec["flag"] if isinstance(spec.get("flag"), str) else None,
+            model=spec["model"] if isinstance(spec.get("model"), str) else None,
+            params=spec["params"] if isinstance(spec.get("params"), dict) else {},
         )
     return out
 

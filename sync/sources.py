@@ -119,6 +119,10 @@ class _RowMapper:
 
 def read_audience(source: SourceConfig, audience: AudienceConfig) -> Iterator[SourceRow]:
     """Stream the members of ``audience``. Raises ``SourceError`` naming the file and row or query."""
+    if source.kind == "sql":
+        from audiencesync.sync.sql_source import read_sql_audience
+
+        return read_sql_audience(source, audience)
     if not source.path.exists():
         raise SourceError(str(source.path), "source file not found (check [source] path)")
     if source.path.is_dir():
