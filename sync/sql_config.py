@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 SQL_SOURCE_KEYS = ("url_env", "url", "yield_per", "dbt_project_dir", "dbt_manifest")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -26,10 +25,15 @@ class SqlSettings:
 
 
 def url_has_password(url: str) -> bool:
-    try:
-        return bool(urlsplit(url).password)
-    except ValueError:
-        return True  # unparseable: never echo it, and never accept it from the file
+    """True when ``dialect+driver://user:password@host/...`` carries a password. Parsed by hand:
+    ``urlsplit`` does not split the authority of schemes holding an underscore
+    (``redshift+redshift_connector``), which SQLAlchemy URLs may."""
+    _, sep, rest = url.partition("://")
+    if not sep:
+        return False
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    userinfo, at, _ = authority.rpartition("@")
+    return bool(at) and ":" in userinfo and bool(userinfo.split(":", 1)[1])
 
 
 def parse_sql_source(

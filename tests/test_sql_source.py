@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import string
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from audiencesync.sync.source_load import member_key
 from audiencesync.sync.sources import SourceRow, read_audience
 from audiencesync.sync.sql_source import read_sql_audience
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 sqlalchemy = pytest.importorskip("sqlalchemy")
 
@@ -377,3 +380,18 @@ def test_a_sql_error_names_the_audience_and_not_the_url(postgres_url: str, tmp_p
 def test_sql_audience_keys_are_checked(tmp_path: Path, audience: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(sql_config(tmp_path, 'url = "duckdb:///w.duckdb"', audience), {})
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    password=st.text(alphabet=string.ascii_letters + string.digits + "-._~", min_size=6, max_size=40),
+    backend=st.sampled_from(["postgresql", "mysql+pymysql", "snowflake", "redshift+redshift_connector"]),
+)
+def test_no_password_in_a_literal_url_ever_reaches_the_message(
+    tmp_path: Path, password: str, backend: str
+) -> None:
+    path = sql_config(tmp_path, f'url = "{backend}://app:{password}@db.internal:5432/crm"')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert "source.url: holds a password" in str(caught.value)
+    assert password not in str(caught.value)
