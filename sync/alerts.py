@@ -121,7 +121,11 @@ def conditions(db: sqlite_utils.Database, entry: TargetLag, threshold: float) ->
     error = error or ""
     gap = drift(entry)
     return [
-        Condition("slo", entry.slo == SLO_BREACH, "; ".join(entry.slo_reasons) or "within max_lag"),
+        Condition(
+            "slo",
+            entry.slo == SLO_BREACH,
+            "; ".join(entry.slo_reasons) if entry.slo == SLO_BREACH else "within max_lag",
+        ),
         Condition(
             "run_failed",
             status in ("error", "partial"),

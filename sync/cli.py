@@ -21,6 +21,7 @@ from audiencesync.sync.cli_input import config_option, input_errors, load
 from audiencesync.sync.config import check_country, load_config
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.logs import setup_logging
+from audiencesync.sync.table_output import choose_format, format_option
 from rich.console import Console
 
 EXIT_FAILED, EXIT_BREAKER = 1, 3
@@ -62,7 +63,9 @@ def validate(config_path: Path | None) -> None:
 @click.option(
     "--only", metavar="NAME", help="Only this audience, destination, or audience@destination target."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the plan or result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan or result as JSON (--format json).")
+@format_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
 @click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan to FILE.")
 @click.option(
     "--apply-plan",
@@ -86,6 +89,8 @@ def sync(
     plan_out: Path | None,
     apply_plan: Path | None,
     allow_mass_remove: bool,
+    output_format: str | None,
+    quiet: bool,
     after_dbt: Path | None = None,
 ) -> None:
     """Plan each audience against its last-synced state and push the adds and removes."""
@@ -100,25 +105,46 @@ def sync(
         from audiencesync.sync.cli_dbt import restrict_after_dbt
 
         config = restrict_after_dbt(config, after_dbt)
-    results = sync_once(
-        config,
-        dry_run=dry_run,
-        only=only,
-        allow_mass_remove=allow_mass_remove,
-        plan_out=plan_out,
-        apply_plan=apply_plan,
-    )
-    _print_results(results, dry_run, as_json)
+    progress = _progress_sink(quiet or as_json or output_format == "json")
+    try:
+        results = sync_once(
+            config,
+            dry_run=dry_run,
+            only=only,
+            allow_mass_remove=allow_mass_remove,
+            plan_out=plan_out,
+            apply_plan=apply_plan,
+            progress=progress,
+        )
+    finally:
+        getattr(progress, "close", lambda: None)()
+    _print_results(results, dry_run, as_json, output_format)
     sys.exit(_exit_code(results))
 
 
-def _print_results(results: Sequence[Any], dry_run: bool, as_json: bool) -> None:
-    if as_json:
+def _progress_sink(quiet: bool) -> Any:
+    """A progress bar on a terminal, periodic progress log lines elsewhere, nothing when quiet."""
+    from audiencesync.sync.progress import ProgressLog, no_progress
+
+    if quiet:
+        return no_progress
+    console = _stderr()
+    if console.is_terminal:
+        from audiencesync.sync.cli_progress import ProgressBar
+
+        return ProgressBar(console)
+    return ProgressLog()
+
+
+def _print_results(results: Sequence[Any], dry_run: bool, as_json: bool, output_format: str | None) -> None:
+    console = Console(highlight=False)
+    fmt = choose_format(console, output_format, as_json)
+    if fmt == "json":
         click.echo(json.dumps({"dry_run": dry_run, "targets": [r.as_dict() for r in results]}, indent=2))
         return
     from audiencesync.sync.report import render_results
 
-    render_results(Console(highlight=False), results, dry_run)
+    render_results(console, results, dry_run, fmt)
 
 
 def _exit_code(results: Sequence[Any]) -> int:

@@ -19,8 +19,8 @@ from audiencesync.sync.cli_input import config_option, input_errors, load
 from audiencesync.sync.config import Config, parse_duration
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.lag import SLO_BREACH, TargetLag, format_seconds
+from audiencesync.sync.table_output import Column, TableData, choose_format, emit, format_option
 from rich.console import Console
-from rich.table import Table
 
 EXIT_SLO_BREACH = 4
 
@@ -92,7 +92,8 @@ def daemon(
 
 @click.command()
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (--format json).")
+@format_option
 @click.option(
     "--since",
     default="7d",
@@ -118,6 +119,7 @@ def lag(
     html_path: Path | None,
     only: str | None,
     send_alerts: bool,
+    output_format: str | None,
 ) -> None:
     """Sync lag, pending work and coverage per audience and destination, with the SLO verdict.
 
@@ -125,7 +127,7 @@ def lag(
     """
     from audiencesync.state.store import StateStore
     from audiencesync.sync import alerts
-    from audiencesync.sync.lag import lag_report, lag_series, prune_lag
+    from audiencesync.sync.lag import lag_report, prune_lag
 
     try:
         window = parse_duration(since)
@@ -144,19 +146,21 @@ def lag(
         if send_alerts:
             alerts.evaluate(store.db, entries, alerts.drift_threshold(config), alerts.sender_for(config), now)
         if html_path is not None:
-            from audiencesync.sync.lag_html import render_html
+            from audiencesync.sync.lag_html import render_page
+            from audiencesync.sync.status import build_status
 
-            ids = {key: tid for tid, key in store.db.execute("SELECT id, key FROM targets").fetchall()}
-            series = lag_series(store.db, now - window, now)
-            by_target = {e.target: series.get(ids.get(e.target, -1), []) for e in entries}
-            html_path.parent.mkdir(parents=True, exist_ok=True)
-            html_path.write_text(
-                render_html(entries, by_target, since=now - window, now=now), encoding="utf-8"
+            # The coverage read above is reused: the page shows the same entries as the table.
+            page = build_status(
+                config, store, since=now - window, now=now, targets=targets, with_coverage=False
             )
+            page.entries = entries
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            html_path.write_text(render_page(page), encoding="utf-8")
     finally:
         store.close()
     breached = any(e.slo == SLO_BREACH for e in entries)
-    if as_json:
+    console = Console(highlight=False)
+    if choose_format(console, output_format, as_json) == "json":
         body = {
             "generated_at": now,
             "since": now - window,
@@ -165,7 +169,7 @@ def lag(
         }
         click.echo(json.dumps(body, indent=2))
     else:
-        render_lag(Console(highlight=False), entries, since)
+        render_lag(console, entries, since, choose_format(console, output_format))
         if html_path is not None:
             click.echo(f"wrote {html_path}")
     sys.exit(EXIT_SLO_BREACH if breached else 0)
@@ -189,56 +193,64 @@ def _size(e: TargetLag) -> str:
 
 
 def _coverage(e: TargetLag) -> str:
-    c = e.coverage
-    if c is None:
-        return ""
-    share = "-" if c.share is None else f"{c.share:.1%}"
-    return f"{share} of {c.in_flow:,} ({c.at_risk:,} at risk)"
+    from audiencesync.sync.lag_html import coverage_text
+
+    return coverage_text(e)
 
 
-def render_lag(console: Console, entries: Sequence[TargetLag], since: str) -> None:
-    table = Table(title=f"Sync lag (records of the last {since})", title_justify="left")
-    for column, justify in [
-        ("audience → destination", "left"),
-        ("members", "right"),
-        ("pending", "right"),
-        ("oldest", "right"),
-        ("to confirmed p50/p95/max", "right"),
-        ("to ready p50/p95/max", "right"),
-        ("last success", "left"),
-        ("platform size", "left"),
-        ("coverage", "left"),
-        ("SLO", "left"),
-    ]:
-        table.add_column(column, justify=justify, no_wrap=column.startswith("to "))  # type: ignore[arg-type]
+def lag_table(entries: Sequence[TargetLag], since: str) -> TableData:
+    columns = [
+        Column("audience → destination"),
+        Column("SLO"),
+        Column("members", True),
+        Column("pending", True),
+        Column("oldest", True),
+        Column("to confirmed p50/p95/max", True),
+        Column("to ready p50/p95/max", True),
+        Column("last success"),
+        Column("platform size"),
+        Column("coverage"),
+    ]
+    labels = {"ok": "[green]ok[/green]", "at_risk": "[yellow]at risk[/yellow]", "breach": "[red]BREACH[/red]"}
+    rows = []
+    notes: list[tuple[str, str]] = []
     for e in entries:
         c, r = e.to_confirmed, e.to_ready
-        slo = {"ok": "[green]ok[/green]", "breach": "[red]BREACH[/red]"}.get(e.slo, "-")
+        slo = labels.get(e.slo, "-")
         if e.max_lag is not None:
             slo += f" ≤{format_seconds(e.max_lag)}"
-        table.add_row(
-            f"{e.audience} → {e.destination} ({e.platform})",
-            f"{e.members:,}",
-            _pending(e),
-            format_seconds(e.oldest_pending_age),
-            "/".join(format_seconds(v) for v in (c.p50, c.p95, c.max)),
-            "/".join(format_seconds(v) for v in (r.p50, r.p95, r.max)),
-            _when(e.last_success_at),
-            _size(e),
-            _coverage(e),
-            slo,
+        rows.append(
+            [
+                f"{e.audience} → {e.destination} ({e.platform})",
+                slo,
+                f"{e.members:,}",
+                _pending(e),
+                format_seconds(e.oldest_pending_age),
+                "/".join(format_seconds(v) for v in (c.p50, c.p95, c.max)),
+                "/".join(format_seconds(v) for v in (r.p50, r.p95, r.max)),
+                _when(e.last_success_at),
+                _size(e),
+                _coverage(e),
+            ]
         )
-    console.print(table)
-    for e in entries:
+        what = "SLO breach" if e.slo == SLO_BREACH else "SLO at risk"
         for reason in e.slo_reasons:
-            console.print(f"[bold]{e.target}[/bold]: SLO breach: {reason}", style="red")
+            notes.append(
+                (f"[bold]{e.target}[/bold]: {what}: {reason}", "red" if e.slo == SLO_BREACH else "yellow")
+            )
         if e.last_error:
-            console.print(f"[bold]{e.target}[/bold]: last error: {e.last_error}", style="yellow")
+            notes.append((f"[bold]{e.target}[/bold]: last error: {e.last_error}", "yellow"))
+    return TableData(f"Sync lag (records of the last {since})", columns, rows, None, notes)
+
+
+def render_lag(console: Console, entries: Sequence[TargetLag], since: str, fmt: str = "table") -> None:
+    emit(console, lag_table(entries, since), fmt)
 
 
 @click.command()
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (--format json).")
+@format_option
 @click.option(
     "--limit", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Most recent N runs."
 )
@@ -246,7 +258,9 @@ def render_lag(console: Console, entries: Sequence[TargetLag], since: str) -> No
     "--only", metavar="NAME", help="Only this audience, destination, or audience@destination target."
 )
 @input_errors
-def runs(config_path: Path | None, as_json: bool, limit: int, only: str | None) -> None:
+def runs(
+    config_path: Path | None, as_json: bool, output_format: str | None, limit: int, only: str | None
+) -> None:
     """Run history, newest first: trigger, status, duration, counts and errors."""
     from audiencesync.state.store import StateStore
 
@@ -258,42 +272,42 @@ def runs(config_path: Path | None, as_json: bool, limit: int, only: str | None) 
         rows = store.run_history(limit, keys)
     finally:
         store.close()
-    if as_json:
+    console = Console(highlight=False)
+    fmt = choose_format(console, output_format, as_json)
+    if fmt == "json":
         click.echo(json.dumps({"runs": rows}, indent=2))
         return
-    table = Table(title="Runs (newest first)", title_justify="left")
-    for column, justify in [
-        ("run", "right"),
-        ("target", "left"),
-        ("trigger", "left"),
-        ("started", "left"),
-        ("took", "right"),
-        ("status", "left"),
-        ("adds", "right"),
-        ("removes", "right"),
-        ("confirmed", "right"),
-        ("rejected", "right"),
-        ("requests", "right"),
-    ]:
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    columns = [
+        Column("target"),
+        Column("run", True),
+        Column("status"),
+        Column("trigger"),
+        Column("started"),
+        Column("took", True),
+        Column("adds", True),
+        Column("removes", True),
+        Column("confirmed", True),
+        Column("rejected", True),
+        Column("requests", True),
+    ]
     colours = {"ok": "green", "partial": "yellow", "stopped": "yellow", "error": "red", "breaker": "red"}
+    table_rows = []
     for r in rows:
         colour = colours.get(str(r["status"]), "white")
-        table.add_row(
-            str(r["id"]),
-            str(r["target"]),
-            str(r["trigger"]),
-            _when(r["started_at"]),
-            format_seconds(r["duration"]),
-            f"[{colour}]{r['status']}[/{colour}]",
-            f"{r['adds']:,}",
-            f"{r['removes']:,}",
-            f"{r['confirmed']:,}",
-            f"{r['rejected']:,}",
-            f"{r['requests']:,}",
+        table_rows.append(
+            [
+                str(r["target"]),
+                str(r["id"]),
+                f"[{colour}]{r['status']}[/{colour}]",
+                str(r["trigger"]),
+                _when(r["started_at"]),
+                format_seconds(r["duration"]),
+                f"{r['adds']:,}",
+                f"{r['removes']:,}",
+                f"{r['confirmed']:,}",
+                f"{r['rejected']:,}",
+                f"{r['requests']:,}",
+            ]
         )
-    console = Console(highlight=False)
-    console.print(table)
-    for r in rows:
-        if r["error"]:
-            console.print(f"run {r['id']} ({r['target']}): {r['error']}", style="red")
+    notes = [(f"run {r['id']} ({r['target']}): {r['error']}", "red") for r in rows if r["error"]]
+    emit(console, TableData("Runs (newest first)", columns, table_rows, None, notes), fmt)

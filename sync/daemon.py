@@ -38,8 +38,11 @@ from audiencesync.sync import alerts
 from audiencesync.sync.config import Config, Target
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.lag import lag_report, prune_lag, record_read_back
+from audiencesync.sync.lag_html import render_page
 from audiencesync.sync.metrics import Metrics, MetricsServer
+from audiencesync.sync.progress import ProgressLog
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult, close_connectors
+from audiencesync.sync.status import StatusPage, build_status
 
 log = logging.getLogger("audiencesync.daemon")
 
@@ -89,7 +92,9 @@ class Daemon:
     def __init__(self, config: Config, options: DaemonOptions, metrics: Metrics | None = None) -> None:
         self.config = config
         self.options = options
-        self.metrics = metrics or Metrics()
+        self._page: StatusPage | None = None
+        self._page_problem: str | None = None
+        self.metrics = metrics or Metrics(config.targets(), page=lambda: self._page)
         self.stopping = threading.Event()
         self.scheduler = BackgroundScheduler(
             job_defaults={
@@ -119,7 +124,10 @@ class Daemon:
             name="follow and read back",
         )
         if self.options.metrics_port is not None:
-            self._metrics_server = MetricsServer(self.metrics, self.options.metrics_port, self.health).start()
+            self.refresh_status()
+            self._metrics_server = MetricsServer(
+                self.metrics, self.options.metrics_port, self.health, self.status_html
+            ).start()
         self.scheduler.start()
         log.info(
             "daemon started",
@@ -165,11 +173,48 @@ class Daemon:
         return 0
 
     def health(self) -> dict[str, Any]:
+        """``/healthz``: the daemon's state and the problems worth restarting or paging for."""
+        running = self.scheduler.running
+        state = "stopping" if self.stopping.is_set() else "running" if running else "starting"
+        problems = []
+        if self.stopping.is_set():
+            problems.append("stop requested")
+        elif not running:
+            problems.append("scheduler not running")
+        if self._page_problem:
+            problems.append(self._page_problem)
         return {
-            "ok": self.scheduler.running and not self.stopping.is_set(),
-            "jobs": len(self.scheduler.get_jobs()) if self.scheduler.running else 0,
+            "ok": not problems,
+            "state": state,
+            "problems": problems,
+            "jobs": len(self.scheduler.get_jobs()) if running else 0,
+            "targets": len(self.config.targets()),
             "last_follow": self._last_follow,
+            "status_at": self._page.generated_at if self._page else None,
         }
+
+    def refresh_status(self) -> None:
+        """Re-read the status page's model (the state file, and the source for in-flow coverage); the
+        status page and the state-file metrics show the latest one."""
+        if self.options.metrics_port is None:
+            return
+        try:
+            store = StateStore.open(self.config.state_path)
+            try:
+                self._page = build_status(self.config, store, since=time.time() - ALERT_WINDOW_S)
+            finally:
+                store.close()
+            self._page_problem = None
+        except Exception as exc:  # the state or source being unreadable is shown, not fatal
+            self._page_problem = f"status unreadable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            log.warning("status refresh failed", extra={"error": self._page_problem})
+
+    def status_html(self) -> str:
+        page = self._page
+        if page is None:
+            return "<!DOCTYPE html><title>audience-sync status</title><p>No status yet.</p>\n"
+        page.daemon = self.health()
+        return render_page(page, refresh_seconds=30)
 
     # --- jobs ----------------------------------------------------------------------------------
     def run_target(self, key: str) -> None:
@@ -180,7 +225,11 @@ class Daemon:
         store = StateStore.open(self.config.state_path)
         try:
             options = RunOptions(
-                targets=(key,), trigger="daemon", should_stop=self.stopping.is_set, lease_wait=0.0
+                targets=(key,),
+                trigger="daemon",
+                should_stop=self.stopping.is_set,
+                lease_wait=0.0,
+                progress=ProgressLog(),
             )
             results = SyncRunner(self.config, store, options).run()
             for result in results:
@@ -197,6 +246,7 @@ class Daemon:
             log.exception("run crashed", extra={"target": key, "error": type(exc).__name__})
         finally:
             store.close()
+            self.refresh_status()
 
     def _count(self, result: TargetResult, duration: float) -> None:
         key, status = result.plan.key, result.status
@@ -207,13 +257,9 @@ class Daemon:
         self.metrics.inc("audience_sync_runs_total", target=key, status=status)
         if status in ("error", "partial", "breaker"):
             self.metrics.inc("audience_sync_run_errors_total", target=key)
-        self.metrics.inc("audience_sync_changes_confirmed_total", result.push.confirmed, target=key)
-        self.metrics.inc("audience_sync_changes_rejected_total", result.push.rejected, target=key)
         now = time.time()
         self.metrics.set("audience_sync_last_run_timestamp_seconds", now, target=key)
         self.metrics.set("audience_sync_run_duration_seconds", duration, target=key)
-        if status == "ok":
-            self.metrics.set("audience_sync_last_success_timestamp_seconds", now, target=key)
 
     def follow_tick(self) -> None:
         """Between runs: poll pending handles, read back each audience, prune lag, evaluate alerts."""
@@ -233,6 +279,7 @@ class Daemon:
         finally:
             close_connectors(connectors.values())
             store.close()
+            self.refresh_status()
 
     def _follow_target(self, store: StateStore, target: Target, connectors: dict[str, Connector]) -> None:
         row = store.find_target(target.key)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 from audiencesync.connectors.contract import PlatformStatus
@@ -33,6 +33,12 @@ MEASURES = {
     "processing": ("l.ready_at - l.confirmed_at", "l.ready_at IS NOT NULL"),
 }
 SLO_OK, SLO_BREACH, SLO_NONE = "ok", "breach", "no_slo"
+T = TypeVar("T")
+SLO_AT_RISK = "at_risk"
+"""Within max_lag, but the p95 lag, oldest pending change or time since the last success has used more
+than ``AT_RISK_SHARE`` of it."""
+AT_RISK_SHARE = 0.8
+AT_RISK_REASONS = ("no valid identifier", "consent denied", "pending", "rejected")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,10 @@ class Coverage:
 
     in_flow: int
     confirmed: int
+    at_risk_reasons: dict[str, int] = field(default_factory=dict)
+    """The at-risk profiles by why they are not excluded yet: ``consent denied`` (never uploaded),
+    ``pending`` (in the outbox), ``rejected`` (the platform refused it), ``no valid identifier`` (the
+    rest: nothing of the profile could be matched, or the target was never synced)."""
 
     @property
     def at_risk(self) -> int:
@@ -101,6 +111,7 @@ class TargetLag:
                 "confirmed": self.coverage.confirmed,
                 "at_risk": self.coverage.at_risk,
                 "share": self.coverage.share,
+                "at_risk_reasons": dict(self.coverage.at_risk_reasons),
             }
         return out
 
@@ -143,6 +154,36 @@ def lag_stats(db: sqlite_utils.Database, measure: str, since: float) -> dict[int
     expr, where = MEASURES[measure]
     rows = db.execute(_percentile_sql(expr, where), {"since": since}).fetchall()
     return {r[0]: LagStats(int(r[1]), r[2], r[3], r[4]) for r in rows}
+
+
+LAG_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21_600.0, 86_400.0)
+"""Histogram bucket bounds in seconds: from a second (a quick platform) to a day (a stuck target)."""
+
+
+@dataclass(frozen=True)
+class LagHistogram:
+    """Cumulative counts of lag records at or under each bound of ``LAG_BUCKETS``, their count and sum."""
+
+    cumulative: tuple[int, ...]
+    count: int
+    total: float
+
+
+def lag_histograms(db: sqlite_utils.Database, measure: str) -> dict[int, LagHistogram]:
+    """``measure`` per target id over every retained lag record, bucketed for a Prometheus histogram."""
+    expr, where = MEASURES[measure]
+    le = ", ".join(f"coalesce(sum(lag <= {b!r}), 0)" for b in LAG_BUCKETS)
+    sql = f"""
+        WITH v AS (
+            SELECT l.target_id AS target_id, max(0.0, {expr}) AS lag
+            FROM lag l JOIN targets t ON t.id = l.target_id WHERE {where}
+        )
+        SELECT target_id, count(*), coalesce(sum(lag), 0.0), {le} FROM v GROUP BY target_id
+    """
+    return {
+        int(r[0]): LagHistogram(tuple(int(v) for v in r[3:]), int(r[1]), float(r[2]))
+        for r in db.execute(sql).fetchall()
+    }
 
 
 def lag_series(
@@ -210,7 +251,7 @@ def record_read_back(
         )
 
 
-def _chunks(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
+def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
     while chunk := list(islice(items, size)):
         yield chunk
 
@@ -219,18 +260,39 @@ def coverage(db: sqlite_utils.Database, config: Config, target: Target, target_i
     """Read the in-flow audience from the source now and count how many of its profiles are confirmed
     members on the platform (their exclusion is in place)."""
     conn = db.conn
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS coverage_keys (member_key BLOB PRIMARY KEY) WITHOUT ROWID")
-    conn.execute("DELETE FROM coverage_keys")
-    keys = (member_key(r.profile_id) for r in read_audience(config.source, target.audience))
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS coverage_keys2 (member_key BLOB PRIMARY KEY, denied INTEGER) WITHOUT ROWID"
+    )
+    conn.execute("DELETE FROM coverage_keys2")
+    keys = (
+        (member_key(r.profile_id), int(r.consent is False))
+        for r in read_audience(config.source, target.audience)
+    )
     for chunk in _chunks(keys, 10_000):
-        conn.executemany("INSERT OR IGNORE INTO coverage_keys VALUES (?)", [(k,) for k in chunk])
-    in_flow = conn.execute("SELECT count(*) FROM coverage_keys").fetchone()[0]
-    confirmed = conn.execute(
-        "SELECT count(*) FROM coverage_keys c JOIN members m ON m.target_id = ? AND m.member_key = c.member_key",
-        [-1 if target_id is None else target_id],
-    ).fetchone()[0]
-    conn.execute("DELETE FROM coverage_keys")
-    return Coverage(int(in_flow), int(confirmed))
+        conn.executemany("INSERT OR IGNORE INTO coverage_keys2 VALUES (?, ?)", chunk)
+    tid = -1 if target_id is None else target_id
+    # One pass: each in-flow profile lands in exactly one bucket, checked in this order.
+    rows = conn.execute(
+        """
+        SELECT CASE
+                 WHEN EXISTS (SELECT 1 FROM members m WHERE m.target_id = :t AND m.member_key = c.member_key)
+                   THEN 'confirmed'
+                 WHEN c.denied THEN 'consent denied'
+                 WHEN EXISTS (SELECT 1 FROM outbox o WHERE o.target_id = :t AND o.member_key = c.member_key
+                              AND o.op = 'add') THEN 'pending'
+                 WHEN EXISTS (SELECT 1 FROM rejections r WHERE r.target_id = :t
+                              AND r.member_key = c.member_key) THEN 'rejected'
+                 ELSE 'no valid identifier'
+               END AS bucket, count(*)
+        FROM coverage_keys2 c GROUP BY bucket
+        """,
+        {"t": tid},
+    ).fetchall()
+    conn.execute("DELETE FROM coverage_keys2")
+    buckets = {str(b): int(n) for b, n in rows}
+    confirmed = buckets.pop("confirmed", 0)
+    reasons = {r: buckets[r] for r in AT_RISK_REASONS if buckets.get(r)}
+    return Coverage(confirmed + sum(buckets.values()), confirmed, reasons)
 
 
 _TARGET_SQL = """
@@ -303,7 +365,8 @@ def lag_report(
 
 def judge_slo(entry: TargetLag, now: float) -> None:
     """The SLO verdict against ``max_lag``: breached when the p95 lag to confirmation, the oldest
-    pending change, or the time since the last successful run exceeds it."""
+    pending change, or the time since the last successful run exceeds it; at risk when one of them is
+    above ``AT_RISK_SHARE`` of it. ``slo_reasons`` says why, for either."""
     limit = entry.max_lag
     if limit is None:
         entry.slo, entry.slo_reasons = SLO_NONE, []
@@ -324,7 +387,26 @@ def judge_slo(entry: TargetLag, now: float) -> None:
             "never" if entry.last_success_at is None else f"{format_seconds(now - entry.last_success_at)} ago"
         )
         reasons.append(f"last successful run {ago} (max_lag {format_seconds(limit)})")
-    entry.slo, entry.slo_reasons = (SLO_BREACH if reasons else SLO_OK), reasons
+    if reasons:
+        entry.slo, entry.slo_reasons = SLO_BREACH, reasons
+        return
+    near = [
+        (what, value)
+        for what, value in (
+            ("p95 lag to confirmation", p95),
+            ("oldest pending change", entry.oldest_pending_age),
+            (
+                "time since the last successful run",
+                None if entry.last_success_at is None else now - entry.last_success_at,
+            ),
+        )
+        if value is not None and value > AT_RISK_SHARE * limit
+    ]
+    entry.slo = SLO_AT_RISK if near else SLO_OK
+    entry.slo_reasons = [
+        f"{what} {format_seconds(value)} is {value / limit:.0%} of max_lag {format_seconds(limit)}"
+        for what, value in near
+    ]
 
 
 def format_seconds(value: float | None) -> str:

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from audiencesync.sync.redact import redact
 from audiencesync.sync.runner import TargetResult
+from audiencesync.sync.table_output import Column, TableData, emit
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 
 def _invalid_summary(invalid: dict[str, int]) -> str:
@@ -19,23 +19,23 @@ def _invalid_summary(invalid: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in top) + more
 
 
-def render_results(console: Console, results: Sequence[TargetResult], dry_run: bool) -> None:
+def results_table(results: Sequence[TargetResult], dry_run: bool) -> TableData:
+    """The plan (dry run) or sync outcome of each target, for ``table_output.emit``."""
     title = "Plan (dry run: nothing sent, state untouched)" if dry_run else "Sync"
-    table = Table(title=title, title_justify="left", show_lines=False)
-    for column, justify in [
-        ("audience → destination", "left"),
-        ("in source", "right"),
-        ("synced", "right"),
-        ("adds", "right"),
-        ("removes", "right"),
-        ("id changes", "right"),
-        ("requests", "right"),
-        ("invalid ids", "left"),
-        ("breaker", "left"),
-    ]:
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    columns = [
+        Column("audience → destination"),
+        Column("in source", True),
+        Column("synced", True),
+        Column("adds", True),
+        Column("removes", True),
+        Column("id changes", True),
+        Column("requests", True),
+        Column("invalid ids"),
+        Column("breaker"),
+    ]
     if not dry_run:
-        table.add_column("result", justify="left")
+        columns.append(Column("result"))
+    rows = []
     for r in results:
         p = r.plan
         row = [
@@ -51,18 +51,28 @@ def render_results(console: Console, results: Sequence[TargetResult], dry_run: b
         ]
         if not dry_run:
             row.append(_outcome(r))
-        table.add_row(*row)
-    console.print(table)
+        rows.append(row)
+    notes: list[tuple[str, str]] = []
     denied = {r.plan.target.audience.name: r.plan.consent_denied for r in results if r.plan.consent_denied}
     if denied:
         counts = ", ".join(f"{audience} {count:,}" for audience, count in denied.items())
-        console.print(f"Left out for denied ads consent: {counts}")
+        notes.append((f"Left out for denied ads consent: {counts}", ""))
     for r in results:
         if r.error:
-            console.print(
-                f"[bold]{r.plan.key}[/bold]: {escape(redact(r.error))}",
-                style="red" if r.status == "error" else "yellow",
+            notes.append(
+                (
+                    f"[bold]{r.plan.key}[/bold]: {escape(redact(r.error))}",
+                    "red" if r.status == "error" else "yellow",
+                )
             )
+    records = {"dry_run": dry_run, "targets": [r.as_dict() for r in results]}
+    return TableData(title, columns, rows, records, notes)
+
+
+def render_results(
+    console: Console, results: Sequence[TargetResult], dry_run: bool, fmt: str = "table"
+) -> None:
+    emit(console, results_table(results, dry_run), fmt)
 
 
 def _outcome(r: TargetResult) -> str:

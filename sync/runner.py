@@ -33,6 +33,7 @@ from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.lag import record_read_back
 from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
 from audiencesync.sync.plan_file import PlanWriter, read_plan_file
+from audiencesync.sync.progress import ProgressEvent, ProgressSink, counting_rows, no_progress
 from audiencesync.sync.sources import read_audience
 
 log = logging.getLogger("audiencesync.runner")
@@ -104,6 +105,8 @@ class RunOptions:
     should_stop: Callable[[], bool] = lambda: False
     """Checked between batches: SIGTERM sets it, and the runner stops after the batch in flight."""
     connector_factory: Callable[[Target], Connector] | None = None
+    progress: ProgressSink = no_progress
+    """Told how planning and pushing go (rows read, changes planned, members sent, requests)."""
     lease_wait: float | None = None
     """Seconds to wait for a target another process is pushing (None: $AUDIENCE_SYNC_LEASE_WAIT_SECONDS
     or 60); then the target is skipped with status ``busy``."""
@@ -241,10 +244,24 @@ class SyncRunner:
                     self._refresh_after(target),
                 )
             )
-        rows = read_audience(self.config.source, targets[0].audience)
-        return self.planner.plan_audience(
+        name = targets[0].audience.name
+        rows = counting_rows(
+            read_audience(self.config.source, targets[0].audience), name, self.options.progress
+        )
+        plans = self.planner.plan_audience(
             self.config.source, rows, specs, allow_mass_remove=self.options.allow_mass_remove
         )
+        for plan in plans:
+            self.options.progress(
+                ProgressEvent(
+                    "plan",
+                    plan.key,
+                    rows_read=plan.source_members,
+                    changes_planned=plan.total_adds + plan.total_removes,
+                    done=True,
+                )
+            )
+        return plans
 
     def _execute(self, plan: TargetPlan) -> TargetResult:
         if self.options.dry_run:
@@ -330,6 +347,16 @@ class SyncRunner:
         )
         run_status = result.status if result.status != "ok" or not self.options.should_stop() else "stopped"
         self.store.finish_run(run_id, run_status, counts, result.error)
+        self.options.progress(
+            ProgressEvent(
+                "push",
+                plan.key,
+                members_sent=result.push.confirmed + result.push.pending + result.push.rejected,
+                to_send=plan.total_adds + plan.total_removes,
+                requests=result.push.requests,
+                done=True,
+            )
+        )
         log.info(
             "target synced",
             extra={
@@ -407,6 +434,16 @@ class SyncRunner:
     ) -> None:
         self.outbox.apply_result(tid, op, outcome, run_id, sent.sent_at)
         self._count(result, sent.batch, outcome)
+        plan = result.plan
+        self.options.progress(
+            ProgressEvent(
+                "push",
+                plan.key,
+                members_sent=result.push.confirmed + result.push.pending + result.push.rejected,
+                to_send=plan.total_adds + plan.total_removes,
+                requests=result.push.requests,
+            )
+        )
         if sent.last and sent.session is not None:
             self.store.end_session(tid, op)
 
@@ -523,6 +560,7 @@ def sync_once(
     apply_plan: Path | None = None,
     trigger: str = "cli",
     should_stop: Callable[[], bool] | None = None,
+    progress: ProgressSink = no_progress,
 ) -> list[TargetResult]:
     """One run over the config's targets against its state file: what ``audience-sync sync`` does."""
     if dry_run and not config.state_path.exists():
@@ -538,6 +576,7 @@ def sync_once(
             trigger=trigger,
             plan_out=plan_out,
             should_stop=should_stop or (lambda: False),
+            progress=progress,
         )
         runner = SyncRunner(config, store, options)
         return runner.apply_plan(apply_plan) if apply_plan else runner.run()

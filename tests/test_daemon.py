@@ -271,7 +271,10 @@ def test_the_daemon_converges_while_the_source_changes_and_reports_the_platforms
 
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
             metrics = response.read().decode()
-        assert 'audience_sync_runs_total{status="ok",target="lapsed@meta_main"}' in metrics
+        assert (
+            'audience_sync_runs_total{audience="lapsed",destination="meta_main",platform="meta",status="ok"}'
+            in metrics
+        )
         assert "# TYPE audience_sync_runs_total counter" in metrics
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5) as response:
             assert response.status == 200

@@ -189,9 +189,9 @@ def test_the_html_report_is_self_contained_with_the_table_and_a_chart_per_destin
     assert table.group(0).count("<tr>") == 3  # header and two targets
     assert "lapsed → files (file)" in table.group(0) and "in_checkout → files (file)" in table.group(0)
     charts = re.findall(r"<svg .*?</svg>", html, re.S)
-    assert len(charts) == 1  # one destination
-    assert charts[0].count('class="series"') == 2
-    assert 'data-audience="lapsed"' in charts[0]
+    assert len(charts) == 2  # one per target
+    assert all(chart.count('class="series"') == 1 for chart in charts)
+    assert 'data-target="lapsed@files"' in charts[0] and 'data-target="in_checkout@files"' in charts[1]
     # Nothing is fetched: no scripts, no external references.
     assert "<script" not in html and "src=" not in html and "<link" not in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")

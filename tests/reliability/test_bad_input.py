@@ -904,7 +904,7 @@ def _google_config(case: Case, endpoint: str, backend: str, token_env: str | Non
     token = f'developer_token_env = "{token_env}"\n' if token_env else ""
     case.write_config(
         text + f'\n[destinations.g]\nplatform = "google"\nbackend = "{backend}"\ncustomer_id = "1234567890"\n'
-        f'endpoint = "{endpoint}"\nmax_wait_seconds = 1\n{token}'
+        f'endpoint = "{endpoint}"\nmax_wait_seconds = 1\naccept_customer_match_terms = true\n{token}'
         '\n[[syncs]]\naudience = "vip"\ndestinations = ["g"]\n'
     )
 
