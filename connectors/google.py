@@ -32,6 +32,7 @@ from audiencesync.connectors.contract import (
     SessionInfo,
 )
 from audiencesync.connectors.errors import AuthError, ConnectorError, TransientError
+from audiencesync.connectors.retry_log import retry_logger
 from audiencesync.sync.config import DestinationConfig
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
@@ -105,6 +106,7 @@ class Retrier:
             wait=self._wait,
             stop=self._stop,
             sleep=self.tuning.sleep,
+            before_sleep=retry_logger("google", method),
             reraise=True,
         )
         for attempt in retrying:

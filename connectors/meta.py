@@ -31,6 +31,7 @@ from audiencesync.connectors.contract import (
     SessionInfo,
 )
 from audiencesync.connectors.errors import AudienceGone, PermissionDenied, SchemaMismatch, TransientError
+from audiencesync.connectors.retry_log import retry_logger
 from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from audiencesync.sync.config import DestinationConfig
 from facebook_business.api import FacebookAdsApi, FacebookResponse
@@ -259,6 +260,7 @@ class MetaConnector:
             wait=self._wait,
             stop=self._stop,
             sleep=self._sleep,
+            before_sleep=retry_logger("meta", f"{method} {path[-1] if path else ''}"),
             reraise=True,
         )
         result: Mapping[str, Any] = {}

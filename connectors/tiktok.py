@@ -52,6 +52,7 @@ from audiencesync.connectors.errors import (
     SchemaMismatch,
     TransientError,
 )
+from audiencesync.connectors.retry_log import retry_logger
 from audiencesync.sync.config import DestinationConfig
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
@@ -476,7 +477,7 @@ class TikTokConnector:
             retry=retry_if_exception_type(TransientError),
             wait=self._wait,
             stop=self._budget_spent,
-            before_sleep=self._count_wait,
+            before_sleep=self._before_sleep(operation),
             retry_error_callback=_give_up,
             sleep=self._sleep,
         )
@@ -503,6 +504,15 @@ class TikTokConnector:
 
     def _count_wait(self, state: RetryCallState) -> None:
         self._waited += state.upcoming_sleep
+
+    def _before_sleep(self, operation: str) -> Callable[[RetryCallState], None]:
+        log_retry = retry_logger("tiktok", operation)
+
+        def before_sleep(state: RetryCallState) -> None:
+            self._count_wait(state)
+            log_retry(state)
+
+        return before_sleep
 
 
 def _give_up(state: RetryCallState) -> tp.Envelope:

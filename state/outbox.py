@@ -305,3 +305,23 @@ class OutboxStore:
             "AND member_key IN (SELECT member_key FROM batch_rejects)",
             [target_id, op],
         )
+
+
+def paired_member_keys(db: sqlite_utils.Database, target_id: int) -> set[bytes]:
+    """Members with both a remove and an add in the outbox: identity changes (old identifiers out, new
+    ones in). Counts treat each as one change, counted when its add is confirmed."""
+    rows = db.execute(
+        "SELECT a.member_key FROM outbox a JOIN outbox r ON r.target_id = a.target_id "
+        "AND r.member_key = a.member_key AND r.op = 'remove' WHERE a.target_id = ? AND a.op = 'add'",
+        [target_id],
+    ).fetchall()
+    return {bytes(r[0]) for r in rows}
+
+
+def handle_members(db: sqlite_utils.Database, target_id: int, handle: str) -> list[tuple[str, bytes]]:
+    """(op, member_key) of every change in flight under ``handle``."""
+    rows = db.execute(
+        "SELECT op, member_key FROM outbox WHERE target_id = ? AND handle = ? AND status = 'in_flight'",
+        [target_id, handle],
+    ).fetchall()
+    return [(str(r[0]), bytes(r[1])) for r in rows]

@@ -121,6 +121,28 @@ class StateStore:
                 conn.execute(f"DELETE FROM {table} WHERE target_id = ?", [row.id])
             conn.execute("DELETE FROM targets WHERE id = ?", [row.id])
 
+    def target_summaries(self) -> list[dict[str, Any]]:
+        """Every target state knows, by key: its platform audience, members, pending changes and last run."""
+        rows = self.db.execute(
+            "SELECT t.key, t.platform, t.platform_audience_id, "
+            "(SELECT count(*) FROM members m WHERE m.target_id = t.id), "
+            "(SELECT count(*) FROM outbox o WHERE o.target_id = t.id AND o.status = 'queued'), "
+            "(SELECT count(*) FROM outbox o WHERE o.target_id = t.id AND o.status = 'in_flight'), "
+            "(SELECT r.status FROM runs r WHERE r.target_id = t.id ORDER BY r.id DESC LIMIT 1), "
+            "t.last_success_at FROM targets t ORDER BY t.key"
+        ).fetchall()
+        names = (
+            "key",
+            "platform",
+            "audience_id",
+            "members",
+            "queued",
+            "in_flight",
+            "last_status",
+            "last_success_at",
+        )
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
     def record_audience(self, target_id: int, audience_id: str, schema: tuple[str, ...]) -> None:
         with atomic(self.db) as conn:
             conn.execute(

@@ -6,7 +6,10 @@ breaker), ``audience_gone`` (the platform audience was deleted or flagged) and `
 platform's size differs from the members state holds by more than ``[alerts] drift_threshold``).
 
 An alert goes out once per change of state, firing and resolved, never on every tick: the last
-state sent is kept in the ``alert_state`` table. A webhook that fails is tried again on the next
+state sent is kept in the ``alert_state`` table. Hysteresis: a change is sent only once the new state
+held for ``[alerts] hold_evaluations`` evaluations in a row (default 2) and ``hold_seconds`` seconds
+(default 0), so a condition that flickers (a drift seen between a push and its read-back) sends
+nothing. A webhook that fails is tried again on the next
 evaluation, since its state change is only recorded once delivered.
 """
 
@@ -23,10 +26,12 @@ import sqlite_utils
 from audiencesync.state.db import atomic
 from audiencesync.sync.config import Config
 from audiencesync.sync.lag import SLO_BREACH, TargetLag
+from audiencesync.sync.run_status import FAILED, RunStatus
 
 log = logging.getLogger("audiencesync.alerts")
 
 DEFAULT_DRIFT_THRESHOLD = 0.1
+DEFAULT_HOLD_EVALUATIONS = 2
 KINDS = ("slo", "run_failed", "breaker", "audience_gone", "drift")
 
 
@@ -90,6 +95,20 @@ def drift_threshold(config: Config) -> float:
     )
 
 
+@dataclass(frozen=True)
+class Hold:
+    """How long a change of state must hold before it is sent (``[alerts] hold_*``)."""
+
+    evaluations: int = DEFAULT_HOLD_EVALUATIONS
+    seconds: float = 0.0
+
+
+def hold_for(config: Config) -> Hold:
+    evaluations = config.alerts.get("hold_evaluations", DEFAULT_HOLD_EVALUATIONS)
+    seconds = config.alerts.get("hold_seconds", 0.0)
+    return Hold(int(evaluations), float(seconds))
+
+
 def drift(entry: TargetLag) -> float | None:
     """How far the platform's size is from state's member count, as a fraction of the members; None
     when the platform gives no size or is still processing (sizes lag changes then)."""
@@ -128,10 +147,10 @@ def conditions(db: sqlite_utils.Database, entry: TargetLag, threshold: float) ->
         ),
         Condition(
             "run_failed",
-            status in ("error", "partial"),
-            f"last run {status}: {error}" if status in ("error", "partial") else f"last run {status}",
+            status in FAILED,
+            f"last run {status}: {error}" if status in FAILED else f"last run {status}",
         ),
-        Condition("breaker", status == "breaker", error or f"last run {status}"),
+        Condition("breaker", status == RunStatus.BREAKER, error or f"last run {status}"),
         Condition(
             "audience_gone",
             error.startswith("AudienceGone"),
@@ -152,10 +171,12 @@ def evaluate(
     threshold: float,
     send: Sender,
     now: float | None = None,
+    hold: Hold | None = None,
 ) -> list[Alert]:
-    """Compare each target's conditions with the state last sent; send and record every change.
-    Returns the alerts that were delivered."""
+    """Compare each target's conditions with the state last sent; send and record every change that
+    held long enough (``hold``). Returns the alerts that were delivered."""
     now = time.time() if now is None else now
+    hold = hold or Hold()
     delivered: list[Alert] = []
     for entry in entries:
         row = db.execute("SELECT id FROM targets WHERE key = ?", [entry.target]).fetchone()
@@ -163,22 +184,56 @@ def evaluate(
             continue
         tid = int(row[0])
         known = {
-            kind: bool(firing)
-            for kind, firing in db.execute("SELECT kind, firing FROM alert_state WHERE target_id = ?", [tid])
+            kind: (bool(firing), pending, since, int(count or 0))
+            for kind, firing, pending, since, count in db.execute(
+                "SELECT kind, firing, pending, pending_since, pending_count FROM alert_state WHERE target_id = ?",
+                [tid],
+            )
         }
         for cond in conditions(db, entry, threshold):
             # A kind never seen before counts as not firing: a healthy start sends nothing.
-            if known.get(cond.kind, False) == cond.firing:
+            firing, pending, since, count = known.get(cond.kind, (False, None, None, 0))
+            if firing == cond.firing:
+                if pending is not None:  # it flickered back before it held: forget the change
+                    _save_pending(db, tid, cond.kind, firing, None, None, 0, now)
+                continue
+            if pending is None or bool(pending) != cond.firing:
+                since, count = now, 0
+            count += 1
+            assert since is not None
+            if count < hold.evaluations or now - since < hold.seconds:
+                _save_pending(db, tid, cond.kind, firing, cond.firing, since, count, now)
                 continue
             alert = Alert(entry.target, cond.kind, cond.firing, cond.detail)
             if not send(alert.text):
+                _save_pending(db, tid, cond.kind, firing, cond.firing, since, count, now)
                 continue
             log.log(logging.WARNING if cond.firing else logging.INFO, alert.text)
             with atomic(db) as conn:
                 conn.execute(
-                    "INSERT OR REPLACE INTO alert_state (target_id, kind, firing, detail, changed_at, notified_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO alert_state (target_id, kind, firing, detail, changed_at, notified_at, "
+                    "pending, pending_since, pending_count) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, 0)",
                     [tid, cond.kind, int(cond.firing), cond.detail[:500], now, now],
                 )
             delivered.append(alert)
     return delivered
+
+
+def _save_pending(
+    db: sqlite_utils.Database,
+    tid: int,
+    kind: str,
+    firing: bool,
+    pending: bool | None,
+    since: float | None,
+    count: int,
+    now: float,
+) -> None:
+    with atomic(db) as conn:
+        conn.execute(
+            "INSERT INTO alert_state (target_id, kind, firing, changed_at, pending, pending_since, pending_count) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target_id, kind) DO UPDATE SET "
+            "pending = excluded.pending, pending_since = excluded.pending_since, "
+            "pending_count = excluded.pending_count",
+            [tid, kind, int(firing), now, None if pending is None else int(pending), since, count],
+        )

@@ -1,8 +1,9 @@
 """The ``audience-sync`` command: a thin layer over the library that turns domain errors into short
 messages naming the file, key or row, and exit codes cron can act on.
 
-Exit codes: 0 done; 1 a destination failed (the outbox keeps what was not sent); 2 bad input
-(config, source, plan file), state untouched; 3 a circuit breaker refused a plan.
+Exit codes are ``sync.status.ExitCode`` (0 done, 1 a destination failed, 2 bad input, 3 breaker,
+4 lag SLO breach, 5 an invalid ``hash`` value, 6 a busy port, 130/143 stopped by SIGINT/SIGTERM),
+documented in the README.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from audiencesync.sync.cli_input import config_option, input_errors, load
 from audiencesync.sync.config import check_country, load_config
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.logs import setup_logging
+from audiencesync.sync.run_status import FAILED, ExitCode, RunStatus
 from audiencesync.sync.table_output import choose_format, format_option
 from rich.console import Console
-
-EXIT_FAILED, EXIT_BREAKER = 1, 3
 
 
 def _stderr() -> Console:
@@ -100,6 +100,8 @@ def sync(
         raise InputError(
             "--apply-plan pushes a saved plan as it is: it takes no --dry-run, --plan-out or --only"
         )
+    from audiencesync.sync.stop_signals import stop_on_signals
+
     config = load(config_path)
     if after_dbt is not None:
         from audiencesync.sync.cli_dbt import restrict_after_dbt
@@ -107,19 +109,21 @@ def sync(
         config = restrict_after_dbt(config, after_dbt)
     progress = _progress_sink(quiet or as_json or output_format == "json")
     try:
-        results = sync_once(
-            config,
-            dry_run=dry_run,
-            only=only,
-            allow_mass_remove=allow_mass_remove,
-            plan_out=plan_out,
-            apply_plan=apply_plan,
-            progress=progress,
-        )
+        with stop_on_signals() as stop:
+            results = sync_once(
+                config,
+                dry_run=dry_run,
+                only=only,
+                allow_mass_remove=allow_mass_remove,
+                plan_out=plan_out,
+                apply_plan=apply_plan,
+                progress=progress,
+                should_stop=stop.requested,
+            )
     finally:
         getattr(progress, "close", lambda: None)()
     _print_results(results, dry_run, as_json, output_format)
-    sys.exit(_exit_code(results))
+    sys.exit(stop.exit_code if stop.exit_code is not None else _exit_code(results))
 
 
 def _progress_sink(quiet: bool) -> Any:
@@ -148,11 +152,11 @@ def _print_results(results: Sequence[Any], dry_run: bool, as_json: bool, output_
 
 
 def _exit_code(results: Sequence[Any]) -> int:
-    if any(r.status in ("error", "partial") for r in results):
-        return EXIT_FAILED
-    if any(r.status == "breaker" for r in results):
-        return EXIT_BREAKER
-    return 0
+    if any(r.status in FAILED for r in results):
+        return ExitCode.FAILED
+    if any(r.status == RunStatus.BREAKER for r in results):
+        return ExitCode.BREAKER
+    return ExitCode.OK
 
 
 def _country_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -200,7 +204,7 @@ def hash_command(
         else:
             sent = out["sha256"] or "(sent unhashed, as the platform requires)"
             click.echo(f"{value!r} -> {out['normalized']!r} -> {sent}")
-    sys.exit(1 if failed else 0)
+    sys.exit(ExitCode.INVALID_VALUE if failed else ExitCode.OK)
 
 
 @cli.group(invoke_without_command=True)
@@ -272,24 +276,60 @@ def _ensure_demo_config(path: Path) -> None:
 
 
 @cli.command()
-@click.argument("platform", type=click.Choice(["meta", "google", "tiktok"]))
+@click.argument("platform", type=click.Choice(["all", "meta", "google", "tiktok"]))
 @click.option(
     "--port", type=int, default=None, help="Port on 127.0.0.1 (default: meta 8801, tiktok 8802, google 8803)."
 )
 @click.option("--admin-port", type=int, default=None, help="Google only: the HTTP admin port (default 8804).")
-def emulator(platform: str, port: int | None, admin_port: int | None) -> None:
-    """Run a local emulator of PLATFORM's audience API on 127.0.0.1, until interrupted."""
-    from audiencesync.sync.emulation import emulator_module
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("config.example.toml"),
+    show_default=True,
+    help="all: start one emulator per loopback endpoint this config names.",
+)
+@input_errors
+def emulator(platform: str, port: int | None, admin_port: int | None, config_path: Path) -> None:
+    """Run a local emulator of PLATFORM's audience API on 127.0.0.1, until interrupted. ``all`` runs
+    every emulator the config's loopback endpoints name (what the demo and its walkthrough use)."""
+    from audiencesync.sync.emulation import PortBusy, emulator_module, listening
 
+    if platform == "all":
+        _serve_all(config_path)
+        return
     defaults = {"meta": 8801, "tiktok": 8802, "google": 8803}
+    chosen = port or defaults[platform]
+    if listening(chosen):
+        raise PortBusy(f"port {chosen} is in use: stop what runs there or pass --port N")
     module = emulator_module(platform)
     try:
         if platform == "google":
-            module.serve(port or defaults[platform], admin_port or 8804)
+            module.serve(chosen, admin_port or 8804)
         else:
-            module.serve(port or defaults[platform])
+            module.serve(chosen)
     except KeyboardInterrupt:
         pass
+
+
+def _serve_all(config_path: Path) -> None:
+    import signal
+    import threading
+
+    from audiencesync.sync.emulation import emulators_for
+
+    config = load(config_path)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: stop.set())
+    with emulators_for(config) as emulators:
+        if not emulators:
+            raise InputError(f"{config.path}: no destination has a loopback emulator endpoint")
+        for name, em in emulators.items():
+            click.echo(f"{name}: {type(em).__name__} on 127.0.0.1:{em.port}")
+        click.echo("emulators running; Ctrl-C or SIGTERM stops them", err=True)
+        while not stop.wait(0.5):
+            pass
 
 
 def main() -> None:
@@ -299,5 +339,5 @@ def main() -> None:
 # Operations commands (daemon, lag, runs) and the dbt commands live in their own modules.
 from audiencesync.sync import cli_dbt, cli_ops  # noqa: E402
 
-for _command in (cli_ops.daemon, cli_ops.lag, cli_ops.runs, cli_dbt.dbt):
+for _command in (cli_ops.daemon, cli_ops.lag, cli_ops.runs, cli_ops.state, cli_dbt.dbt):
     cli.add_command(_command)

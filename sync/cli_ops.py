@@ -1,4 +1,4 @@
-"""Operations commands: ``daemon``, ``lag`` and ``runs``. Registered on the ``cli`` group in
+"""Operations commands: ``daemon``, ``lag``, ``runs`` and ``state``. Registered on the ``cli`` group in
 ``sync/cli.py``.
 
 Exit codes beyond the ones in ``sync/cli.py``: ``lag`` exits 4 when any target breaches its SLO,
@@ -137,14 +137,21 @@ def lag(
     _require_state(config)
     targets = config.targets(only)
     if not targets:
-        raise InputError(f"--only {only}: no sync target matches")
+        raise InputError(f"--only {only}: no sync target matches (check audience or destination names)")
     now = time.time()
     store = StateStore.open(config.state_path)
     try:
         prune_lag(store.db, config.lag_retention_days, now)
         entries = lag_report(config, store, since=now - window, now=now, targets=targets)
         if send_alerts:
-            alerts.evaluate(store.db, entries, alerts.drift_threshold(config), alerts.sender_for(config), now)
+            alerts.evaluate(
+                store.db,
+                entries,
+                alerts.drift_threshold(config),
+                alerts.sender_for(config),
+                now,
+                alerts.hold_for(config),
+            )
         if html_path is not None:
             from audiencesync.sync.lag_html import render_page
             from audiencesync.sync.status import build_status
@@ -267,6 +274,8 @@ def runs(
     config = load(config_path)
     _require_state(config)
     keys = [t.key for t in config.targets(only)] if only else None
+    if only and not keys:
+        raise InputError(f"--only {only}: no sync target matches (check audience or destination names)")
     store = StateStore.open(config.state_path)
     try:
         rows = store.run_history(limit, keys)
@@ -311,3 +320,89 @@ def runs(
         )
     notes = [(f"run {r['id']} ({r['target']}): {r['error']}", "red") for r in rows if r["error"]]
     emit(console, TableData("Runs (newest first)", columns, table_rows, None, notes), fmt)
+
+
+@click.group("state")
+def state() -> None:
+    """What the state file knows per target, and clearing a target so its next sync starts afresh."""
+
+
+@state.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the targets as JSON.")
+@format_option
+@input_errors
+def state_list(config_path: Path | None, as_json: bool, output_format: str | None) -> None:
+    """Every target in the state file: platform audience, members, pending changes, last run."""
+    from audiencesync.state.store import StateStore
+
+    config = load(config_path)
+    _require_state(config)
+    configured = {t.key for t in config.targets()}
+    store = StateStore.open(config.state_path)
+    try:
+        rows = store.target_summaries()
+    finally:
+        store.close()
+    for row in rows:
+        row["in_config"] = row["key"] in configured
+    columns = [
+        Column("target"),
+        Column("platform audience"),
+        Column("members", True),
+        Column("queued", True),
+        Column("in flight", True),
+        Column("last run"),
+        Column("last success"),
+    ]
+    table_rows = [
+        [
+            str(row["key"]) + ("" if row["in_config"] else " (not in config)"),
+            str(row["audience_id"] or "-"),
+            f"{row['members']:,}",
+            f"{row['queued']:,}",
+            f"{row['in_flight']:,}",
+            str(row["last_status"] or "-"),
+            _when(row["last_success_at"]),
+        ]
+        for row in rows
+    ]
+    console = Console(highlight=False)
+    fmt = choose_format(console, output_format, as_json)
+    emit(console, TableData(f"Targets in {config.state_path}", columns, table_rows, {"targets": rows}), fmt)
+
+
+@state.command("forget")
+@config_option
+@click.argument("target")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@input_errors
+def state_forget(config_path: Path | None, target: str, yes: bool) -> None:
+    """Clear everything state knows about TARGET (audience@destination): its platform audience id,
+    members, outbox, lag, sessions, runs and alerts. The next sync finds or creates the audience and
+    uploads every member again. For an audience deleted on the platform, or an emulator restarted."""
+    from audiencesync.state.lease import LeaseBusy, held
+    from audiencesync.state.store import StateStore
+
+    config = load(config_path)
+    _require_state(config)
+    store = StateStore.open(config.state_path)
+    try:
+        row = store.find_target(target)
+        if row is None:
+            known = ", ".join(r["key"] for r in store.target_summaries()) or "none"
+            raise InputError(f"{target}: no such target in {config.state_path} (targets there: {known})")
+        if not yes:
+            click.confirm(
+                f"Forget {target} (platform audience {row.platform_audience_id or '-'}) and everything state "
+                "holds for it?",
+                abort=True,
+            )
+        try:
+            with held(store.db, row.id, wait=0.0):
+                store.forget_target(target)
+        except LeaseBusy as exc:
+            raise InputError(f"{target}: {exc}; try again once it is done") from None
+    finally:
+        store.close()
+    click.echo(f"forgot {target}: the next sync finds or creates its audience and uploads every member")

@@ -314,7 +314,7 @@ _SYNC_KEYS = {
     "audience_ids",
 }
 _TOP_KEYS = {"state_path", "source", "audiences", "destinations", "syncs", "lag_retention_days", "alerts"}
-_ALERT_KEYS = {"webhook_url_env", "drift_threshold"}
+_ALERT_KEYS = {"webhook_url_env", "drift_threshold", "hold_evaluations", "hold_seconds"}
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -346,18 +346,14 @@ def parse_duration(text: str) -> float:
     return total
 
 
-_CRON_FIELD = re.compile(r"[\d*/,\-A-Za-z?]+")
-
-
 def _cron(value: Any) -> str | None:
+    # The daemon's own parser, so validate accepts exactly what the daemon schedules.
     if not isinstance(value, str) or len(value.split()) != 5:
         return "must be a 5-field cron expression such as '*/15 * * * *'"
-    if not all(_CRON_FIELD.fullmatch(part) for part in value.split()):
-        return "must be a 5-field cron expression such as '*/15 * * * *'"
-    try:
-        from apscheduler.triggers.cron import CronTrigger
+    from audiencesync.sync.cron import crontab_trigger
 
-        CronTrigger.from_crontab(value)
+    try:
+        crontab_trigger(value)
     except ValueError as exc:
         return f"is not a valid cron expression: {exc}"
     return None
@@ -438,6 +434,12 @@ def parse_config(
         errors.unknown(alerts, _ALERT_KEYS, "alerts.")
         if "webhook_url_env" in alerts and (msg := _env_name(alerts["webhook_url_env"])):
             errors.add("alerts.webhook_url_env", msg)
+        hold = alerts.get("hold_evaluations", 1)
+        if isinstance(hold, bool) or not isinstance(hold, int) or hold < 1:
+            errors.add("alerts.hold_evaluations", "must be a whole number of evaluations, 1 or more")
+        hold_s = alerts.get("hold_seconds", 0)
+        if isinstance(hold_s, bool) or not isinstance(hold_s, int | float) or hold_s < 0:
+            errors.add("alerts.hold_seconds", "must be a number of seconds, 0 or more")
 
     errors.raise_if_any()
     assert source is not None

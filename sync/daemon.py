@@ -6,7 +6,8 @@
   from pushing one target together: a daemon job that finds its target busy skips the tick.
 - One interval job follows the platforms between runs: pending handles (Google jobs) are polled,
   each audience's status is read back (which stamps ``ready_at`` on lag records), old lag records
-  are pruned and alerts are evaluated.
+  are pruned and alerts are evaluated. A scheduled push that lands while its target is being
+  followed waits for that step and then runs: the daemon never skips its own schedule for it.
 - SIGTERM or SIGINT: the batch in flight finishes and is saved, nothing new starts, exit 0.
 
 Test and operations hook: ``AUDIENCE_SYNC_TICK_SECONDS=N`` runs every target every N seconds
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -27,7 +27,6 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from audiencesync.connectors.contract import Connector
 from audiencesync.connectors.registry import build_connector
@@ -36,6 +35,7 @@ from audiencesync.state.outbox import OutboxStore
 from audiencesync.state.store import StateStore
 from audiencesync.sync import alerts
 from audiencesync.sync.config import Config, Target
+from audiencesync.sync.cron import crontab_trigger
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.lag import lag_report, prune_lag, record_read_back
 from audiencesync.sync.lag_html import render_page
@@ -49,7 +49,6 @@ log = logging.getLogger("audiencesync.daemon")
 TICK_ENV = "AUDIENCE_SYNC_TICK_SECONDS"
 ALERT_WINDOW_S = 86_400.0
 """Alerts judge the SLO on the last day of lag records, so a breach resolves once lag recovers."""
-_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass(frozen=True)
@@ -78,14 +77,6 @@ def tick_from_env(environ: Mapping[str, str] | None = None) -> float | None:
     return seconds
 
 
-def crontab_trigger(expr: str, jitter: int | None) -> CronTrigger:
-    """A CronTrigger for a standard 5-field crontab. Day-of-week numbers follow crontab (0 and 7 are
-    Sunday), not APScheduler 3's own numbering (0 is Monday), so they are spelled out as names."""
-    minute, hour, day, month, dow = expr.split()
-    dow = re.sub(r"(?<![/\d])\d+", lambda m: _CRON_DAYS[int(m.group()) % 8], dow)
-    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow, jitter=jitter or None)
-
-
 class Daemon:
     """Schedules every target of a config and follows the platforms between runs."""
 
@@ -105,6 +96,10 @@ class Daemon:
         )
         self._metrics_server: MetricsServer | None = None
         self._last_follow: float | None = None
+        # One lock per target, within this process: a scheduled push waits for the follow step of its
+        # target to finish (a follow takes seconds) instead of finding the lease taken and skipping,
+        # and the follow step skips a target whose push is under way (the push follows it itself).
+        self._target_locks: dict[str, threading.Lock] = {t.key: threading.Lock() for t in config.targets()}
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -222,6 +217,10 @@ class Daemon:
         if self.stopping.is_set():
             return
         started = time.monotonic()
+        with self._target_locks.setdefault(key, threading.Lock()):
+            self._run_target(key, started)
+
+    def _run_target(self, key: str, started: float) -> None:
         store = StateStore.open(self.config.state_path)
         try:
             options = RunOptions(
@@ -285,13 +284,31 @@ class Daemon:
         row = store.find_target(target.key)
         if row is None or row.platform_audience_id is None:
             return
+        lock = self._target_locks.setdefault(target.key, threading.Lock())
+        if not lock.acquire(blocking=False):
+            return  # its push is under way and follows it itself
+        try:
+            self._follow_leased(store, target, row.id, row.platform_audience_id, connectors)
+        finally:
+            lock.release()
+
+    def _follow_leased(
+        self,
+        store: StateStore,
+        target: Target,
+        target_id: int,
+        audience_id: str,
+        connectors: dict[str, Connector],
+    ) -> None:
         try:
             # No wait: a target being pushed is followed by its own run.
-            with held(store.db, row.id, wait=0.0):
+            with held(store.db, target_id, wait=0.0):
                 dest = target.destination.name
                 if dest not in connectors:
                     connectors[dest] = build_connector(target.destination)
-                follow_and_read_back(store, row.id, row.platform_audience_id, connectors[dest])
+                settled = follow_and_read_back(store, target_id, audience_id, connectors[dest])
+            # Settled between runs: still confirmed changes, counted as a run counts them.
+            self.metrics.inc("audience_sync_changes_confirmed_total", settled, target=target.key)
         except LeaseBusy:
             return
         except Exception as exc:  # a platform outage between runs is the next run's business
@@ -305,7 +322,11 @@ class Daemon:
             self.config, store, since=time.time() - ALERT_WINDOW_S, with_coverage=False, targets=targets
         )
         sent = alerts.evaluate(
-            store.db, entries, alerts.drift_threshold(self.config), alerts.sender_for(self.config)
+            store.db,
+            entries,
+            alerts.drift_threshold(self.config),
+            alerts.sender_for(self.config),
+            hold=alerts.hold_for(self.config),
         )
         for alert in sent:
             self.metrics.inc(
@@ -315,14 +336,15 @@ class Daemon:
 
 def follow_and_read_back(store: StateStore, target_id: int, audience_id: str, connector: Connector) -> int:
     """Settle what the platform finished since the last run, and record its status. Returns how many
-    in-flight changes were settled. Call it under the target's lease."""
+    in-flight changes the platform confirmed. Call it under the target's lease."""
     outbox = OutboxStore(store.db)
     settled = 0
     handles = outbox.in_flight_handles(target_id)
     if handles:
         last_run = store.db.execute("SELECT max(id) FROM runs WHERE target_id = ?", [target_id]).fetchone()[0]
         for handle, status in connector.follow(audience_id, handles).items():
-            settled += outbox.apply_handle(target_id, handle, status, int(last_run or 0))
+            done = outbox.apply_handle(target_id, handle, status, int(last_run or 0))
+            settled += done if status.state == "confirmed" else 0
     record_read_back(store, target_id, connector.read_back(audience_id))
     return settled
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from audiencesync.sync.redact import redact
-from audiencesync.sync.runner import TargetResult
+from audiencesync.sync.runner import TargetResult, breaker_check
 from audiencesync.sync.table_output import Column, TableData, emit
 from rich.console import Console
 from rich.markup import escape
@@ -47,7 +47,7 @@ def results_table(results: Sequence[TargetResult], dry_run: bool) -> TableData:
             f"{p.identity_changes:,}",
             f"{p.requests:,}",
             _invalid_summary(dict(p.invalid)),
-            "[red]TRIPPED[/red]" if p.breaker else "ok",
+            _breaker_cell(r),
         ]
         if not dry_run:
             row.append(_outcome(r))
@@ -58,7 +58,16 @@ def results_table(results: Sequence[TargetResult], dry_run: bool) -> TableData:
         counts = ", ".join(f"{audience} {count:,}" for audience, count in denied.items())
         notes.append((f"Left out for denied ads consent: {counts}", ""))
     for r in results:
-        if r.error:
+        if r.plan.breaker:
+            # Why, with the figures and thresholds it compared, in a dry run too.
+            notes.append(
+                (
+                    f"[bold]{r.plan.key}[/bold]: circuit breaker tripped: {escape(r.plan.breaker)}; nothing "
+                    "sent (--allow-mass-remove lets it through if the removes are intended)",
+                    "red",
+                )
+            )
+        elif r.error:
             notes.append(
                 (
                     f"[bold]{r.plan.key}[/bold]: {escape(redact(r.error))}",
@@ -75,15 +84,29 @@ def render_results(
     emit(console, results_table(results, dry_run), fmt)
 
 
+def _breaker_cell(r: TargetResult) -> str:
+    check = breaker_check(r.plan)
+    if not check["tripped"]:
+        return "ok"
+    if check["source_members"] == 0:
+        return "[red]TRIPPED[/red] source empty"
+    share, limit = check["remove_share"], check["max_remove_share"]
+    if share is not None and share > limit:
+        return f"[red]TRIPPED[/red] {check['removes']:,} removes = {share:.0%} > {limit:.0%}"
+    return f"[red]TRIPPED[/red] {check['removes']:,} removes > {check['max_remove_count']:,}"
+
+
 def _outcome(r: TargetResult) -> str:
     push = r.push
     parts = []
     if push.confirmed:
-        parts.append(f"{push.confirmed:,} confirmed")
+        # Settled changes are part of confirmed (or rejected), not more of them.
+        via = f" ({push.settled:,} settled by followed jobs)" if push.settled else ""
+        parts.append(f"{push.confirmed:,} confirmed{via}")
+    elif push.settled:
+        parts.append(f"{push.settled:,} settled")
     if push.pending:
         parts.append(f"{push.pending:,} pending")
-    if push.settled:
-        parts.append(f"{push.settled:,} settled")
     if push.rejected:
         parts.append(f"{push.rejected:,} rejected")
     text = ", ".join(parts) or "nothing to send"

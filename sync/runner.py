@@ -24,16 +24,18 @@ from audiencesync.connectors.contract import AudienceSpec, Capabilities, Connect
 from audiencesync.connectors.errors import ConnectorError, FatalError, TransientError
 from audiencesync.connectors.registry import build_connector
 from audiencesync.state.db import describe_sqlite_error
-from audiencesync.state.lease import LeaseBusy, acquire, default_wait
-from audiencesync.state.outbox import OutboxStore, QueuedBatch
+from audiencesync.state.lease import Lease, LeaseBusy, acquire, default_wait
+from audiencesync.state.outbox import OutboxStore, QueuedBatch, handle_members, paired_member_keys
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
+from audiencesync.sync.emulation import unreachable_emulator
 from audiencesync.sync.errors import InputError, StaleStateError
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.lag import record_read_back
 from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
 from audiencesync.sync.plan_file import PlanWriter, read_plan_file
 from audiencesync.sync.progress import ProgressEvent, ProgressSink, counting_rows, no_progress
+from audiencesync.sync.run_status import RunStatus
 from audiencesync.sync.sources import read_audience
 
 log = logging.getLogger("audiencesync.runner")
@@ -43,13 +45,22 @@ T = TypeVar("T")
 
 @dataclass
 class PushOutcome:
+    """One run's counts, the one definition that logs, ``runs``, ``/metrics`` and the report show.
+
+    ``confirmed`` is every change the platform confirmed in this run, whether at once (Meta, TikTok)
+    or by a followed job or request that succeeded (Google); an identity change (old identifiers
+    out, new ones in) counts once, when its add is confirmed."""
+
     confirmed: int = 0
     pending: int = 0
+    """Sent in this run and still awaiting the platform at its end (a Google job or request not yet
+    settled): confirmed + pending + rejected is what this run had accepted or refused."""
     rejected: int = 0
     retry: int = 0
     requests: int = 0
     settled: int = 0
-    """In-flight changes from earlier runs that the platform settled during this run."""
+    """Of ``confirmed`` and rejected: in-flight changes (this run's or earlier ones') that a followed
+    job settled during this run."""
     rejection_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -58,8 +69,7 @@ class TargetResult:
     """What happened to one target in one run: the plan's figures and the push's outcome."""
 
     plan: TargetPlan
-    status: str = "planned"
-    """planned (dry run), ok, partial (transient errors left work queued), error, breaker."""
+    status: RunStatus = RunStatus.PLANNED
     push: PushOutcome = field(default_factory=PushOutcome)
     error: str | None = None
     audience_id: str | None = None
@@ -68,6 +78,7 @@ class TargetResult:
     def as_dict(self) -> dict[str, Any]:
         out = self.plan.as_dict()
         out.update(
+            breaker_check=breaker_check(self.plan),
             status=self.status,
             error=self.error,
             audience_id=self.audience_id,
@@ -134,6 +145,11 @@ class SyncRunner:
         self.options = options
         self.planner = Planner(store.db)
         self._connectors: dict[str, Connector] = {}
+        self._lease: Lease | None = None
+        self._identity_keys: set[bytes] = set()
+        self._run_pending: dict[str, int] = {}
+        """Handles this push left pending, with how many changes each carries."""
+        """Members of the target being pushed whose change is an identity change (see PushOutcome)."""
 
     # --- public -------------------------------------------------------------------------------
     def run(self) -> list[TargetResult]:
@@ -175,6 +191,18 @@ class SyncRunner:
         try:
             for audience_targets in by_audience.values():
                 for plan in self._plan_audience(audience_targets):
+                    log.debug(
+                        "planned",
+                        extra={
+                            "target": plan.key,
+                            "source_members": plan.source_members,
+                            "synced": plan.synced,
+                            "adds": plan.adds,
+                            "removes": plan.removes,
+                            "identity_changes": plan.identity_changes,
+                            "breaker": plan.breaker or "ok",
+                        },
+                    )
                     if plan_file is not None:
                         self._write_plan(plan_file, plan)
                     plans.append(plan)
@@ -186,7 +214,11 @@ class SyncRunner:
             plan_file.close()
         results: list[TargetResult] = []
         for plan in plans:
-            results.append(self._execute(plan))
+            if self.options.should_stop() and not self.options.dry_run:
+                # Stop requested before this target began: nothing of it is written.
+                results.append(TargetResult(plan, RunStatus.STOPPED, error="stopped before it began"))
+            else:
+                results.append(self._execute(plan))
             self.planner.discard(plan)
         return results
 
@@ -265,7 +297,7 @@ class SyncRunner:
 
     def _execute(self, plan: TargetPlan) -> TargetResult:
         if self.options.dry_run:
-            return TargetResult(plan, status="breaker" if plan.breaker else "planned")
+            return TargetResult(plan, status=RunStatus.BREAKER if plan.breaker else RunStatus.PLANNED)
         if plan.target_id is None:
             t = plan.target
             plan.target_id = self.store.ensure_target(
@@ -284,7 +316,7 @@ class SyncRunner:
             lease = acquire(self.store.db, plan.target_id, wait=wait)
         except LeaseBusy as exc:
             log.warning("target busy", extra={"target": plan.key, "holder_pid": exc.pid})
-            return TargetResult(plan, status="busy", error=str(exc))
+            return TargetResult(plan, status=RunStatus.BUSY, error=str(exc))
         try:
             row = self.store.find_target(plan.key)
             if row is not None and row.state_version != plan.state_version:
@@ -296,21 +328,30 @@ class SyncRunner:
                 log.info("target synced elsewhere meanwhile", extra={"target": plan.key})
                 return TargetResult(
                     plan,
-                    status="busy",
+                    status=RunStatus.BUSY,
                     error="another process synced this target while this run was planning; "
                     "nothing pushed (the next run plans afresh)",
                 )
             self.planner.commit_plan(plan, from_source=from_source)
+            self._lease = lease
             return self._push_target(plan)
         finally:
+            self._lease = None
             lease.release()
+
+    def _should_stop(self) -> bool:
+        """A stop was requested, or this process lost the target's lease (it stalled past its expiry
+        and another process took over): either way nothing new is sent."""
+        return self.options.should_stop() or (self._lease is not None and self._lease.lost)
 
     def _refuse(self, plan: TargetPlan) -> TargetResult:
         assert plan.target_id is not None
         run_id = self.store.start_run(plan.target_id, self.options.trigger)
-        self.store.finish_run(run_id, "breaker", _plan_counts(plan), f"circuit breaker: {plan.breaker}")
+        self.store.finish_run(
+            run_id, RunStatus.BREAKER, _plan_counts(plan), f"circuit breaker: {plan.breaker}"
+        )
         log.warning("breaker tripped", extra={"target": plan.key, "reason": plan.breaker})
-        return TargetResult(plan, status="breaker", error=plan.breaker)
+        return TargetResult(plan, status=RunStatus.BREAKER, error=plan.breaker)
 
     # --- pushing -------------------------------------------------------------------------------
     def _push_target(self, plan: TargetPlan) -> TargetResult:
@@ -318,26 +359,40 @@ class SyncRunner:
         assert plan.target_id is not None
         tid = plan.target_id
         result = TargetResult(plan)
+        self._identity_keys = paired_member_keys(self.store.db, tid)
+        self._run_pending = {}
         run_id = self.store.start_run(tid, self.options.trigger)
         try:
+            if (unreachable := unreachable_emulator(target.destination)) is not None:
+                raise ConnectorError(unreachable)
             connector = self._connector(target)
             caps = connector.capabilities()
             audience_id = self._ensure_audience(target, tid, connector, caps)
             result.audience_id = audience_id
             self._follow(tid, audience_id, connector, result, run_id)
             for op in ("remove", "add"):
-                if self.options.should_stop():
+                if self._should_stop():
                     break
                 self._push_op(tid, op, audience_id, connector, caps, result, run_id)
             self._follow(tid, audience_id, connector, result, run_id)
             self._read_back(tid, audience_id, connector, result)
-            result.status = "ok"
+            result.status = RunStatus.STOPPED if self._should_stop() else RunStatus.OK
+            if self._lease is not None and self._lease.lost:
+                result.error = (
+                    "the target's lease was lost (this process stalled past it and another took over): "
+                    "stopped after the batch in flight was saved; the rest stays queued"
+                )
+            elif result.status is RunStatus.STOPPED:
+                result.error = "stopped on request after the batch in flight was saved; the rest stays queued"
         except TransientError as exc:
-            result.status, result.error = "partial", f"{exc}; what was not sent stays queued for the next run"
+            result.status = RunStatus.PARTIAL
+            result.error = f"{exc}; what was not sent stays queued for the next run"
         except FatalError as exc:
-            result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+            result.status, result.error = RunStatus.ERROR, f"{type(exc).__name__}: {exc}"
+            if type(exc).__name__ == "AudienceGone":
+                result.error += f" (`audience-sync state forget {plan.key}` clears what state holds for it)"
         except ConnectorError as exc:
-            result.status, result.error = "error", str(exc)
+            result.status, result.error = RunStatus.ERROR, str(exc)
         counts = _plan_counts(plan)
         counts.update(
             confirmed=result.push.confirmed,
@@ -345,8 +400,7 @@ class SyncRunner:
             rejected=result.push.rejected,
             requests=result.push.requests,
         )
-        run_status = result.status if result.status != "ok" or not self.options.should_stop() else "stopped"
-        self.store.finish_run(run_id, run_status, counts, result.error)
+        self.store.finish_run(run_id, result.status, counts, result.error)
         self.options.progress(
             ProgressEvent(
                 "push",
@@ -405,7 +459,7 @@ class SyncRunner:
             sent: _SentBatch | None = None
             for batch, last in _with_lookahead(self.outbox.batches(tid, op, caps.max_batch)):
                 previous = self._outcome(sent, caps, result) if sent is not None else None
-                if sent is not None and previous is not None and self.options.should_stop():
+                if sent is not None and previous is not None and self._should_stop():
                     # Stop requested while the last batch was on the wire: save it, send nothing new.
                     self._settle(tid, op, sent, previous, result, run_id)
                     sent = None
@@ -418,8 +472,8 @@ class SyncRunner:
                 sent = _SentBatch(batch, session, last, sent_at, future)
             if sent is not None:
                 self._settle(tid, op, sent, self._outcome(sent, caps, result), result, run_id)
-        if self.options.should_stop():
-            log.info("stop requested: the batch in flight was saved", extra={"target": result.plan.key})
+        if self._should_stop():
+            log.info("stopping: the batch in flight was saved", extra={"target": result.plan.key})
 
     @staticmethod
     def _outcome(sent: _SentBatch, caps: Capabilities, result: TargetResult) -> PushResult:
@@ -433,7 +487,19 @@ class SyncRunner:
         self, tid: int, op: str, sent: _SentBatch, outcome: PushResult, result: TargetResult, run_id: int
     ) -> None:
         self.outbox.apply_result(tid, op, outcome, run_id, sent.sent_at)
-        self._count(result, sent.batch, outcome)
+        log.debug(
+            "batch saved",
+            extra={
+                "target": result.plan.key,
+                "op": op,
+                "size": len(sent.batch.changes),
+                "confirmed": len(outcome.confirmed),
+                "pending": sum(len(v) for v in outcome.pending.values()),
+                "rejected": len(outcome.rejected),
+                "seconds": round(time.time() - sent.sent_at, 3),
+            },
+        )
+        self._count(result, op, outcome)
         plan = result.plan
         self.options.progress(
             ProgressEvent(
@@ -451,9 +517,16 @@ class SyncRunner:
         session_id, seq = self.store.reserve_batch_seq(tid, op, fresh=False)
         return SessionInfo(session_id=session_id, batch_seq=seq, last_batch=last, estimated_total=total)
 
-    @staticmethod
-    def _count(result: TargetResult, batch: QueuedBatch, outcome: Any) -> None:
-        result.push.confirmed += len(outcome.confirmed)
+    def _count_confirmed(self, result: TargetResult, op: str, keys: Iterable[bytes]) -> None:
+        if op == "add":
+            result.push.confirmed += sum(1 for _ in keys)
+        else:
+            result.push.confirmed += sum(1 for k in keys if k not in self._identity_keys)
+
+    def _count(self, result: TargetResult, op: str, outcome: PushResult) -> None:
+        self._count_confirmed(result, op, outcome.confirmed)
+        for handle, keys in outcome.pending.items():
+            self._run_pending[handle] = self._run_pending.get(handle, 0) + len(keys)
         result.push.pending += sum(len(v) for v in outcome.pending.values())
         result.push.rejected += len(outcome.rejected)
         result.push.retry += len(outcome.retry)
@@ -468,10 +541,24 @@ class SyncRunner:
         if not handles:
             return
         statuses = connector.follow(audience_id, handles)
+        log.debug(
+            "followed",
+            extra={
+                "target": result.plan.key,
+                "handles": len(handles),
+                "states": [s.state for s in statuses.values()],
+            },
+        )
         for handle, status in statuses.items():
+            members = handle_members(self.store.db, tid, handle) if status.state == "confirmed" else []
             settled = self.outbox.apply_handle(tid, handle, status, run_id)
+            if status.state != "pending":
+                # Settled within the run that sent it: no longer pending, but confirmed (or re-queued).
+                result.push.pending -= self._run_pending.pop(handle, 0)
             if status.state == "confirmed":
                 result.push.settled += settled
+                for op in ("remove", "add"):
+                    self._count_confirmed(result, op, (k for o, k in members if o == op))
 
     def _read_back(self, tid: int, audience_id: str, connector: Connector, result: TargetResult) -> None:
         try:
@@ -538,6 +625,21 @@ def close_connectors(connectors: Iterable[object]) -> None:
                 "closing a connector failed",
                 extra={"connector": type(connector).__name__, "error": type(exc).__name__},
             )
+
+
+def breaker_check(plan: TargetPlan) -> dict[str, Any]:
+    """The circuit breaker's figures for a plan: what it compared and against which thresholds."""
+    breaker = plan.target.sync.breaker
+    return {
+        "tripped": plan.breaker is not None,
+        "reason": plan.breaker,
+        "removes": plan.removes,
+        "synced": plan.synced,
+        "source_members": plan.source_members,
+        "remove_share": round(plan.removes / plan.synced, 4) if plan.synced else None,
+        "max_remove_share": breaker.max_remove_share,
+        "max_remove_count": breaker.max_remove_count,
+    }
 
 
 def _plan_counts(plan: TargetPlan) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import requests
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, load_config
 from audiencesync.sync.demo import build_profiles
-from audiencesync.sync.emulation import emulators_for
+from audiencesync.sync.emulation import emulators_for, running_emulators
 from audiencesync.sync.report import render_results
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
 from rich.console import Console
@@ -33,6 +33,8 @@ def run_demo(config_path: Path, *, profiles: int | None, seed: int, push: bool, 
     if config.source.kind != "sqlite":
         console.print("[red]the demo needs a sqlite source[/red]")
         return 2
+    # Before anything is built or written: a port taken by another program ends the demo here.
+    running = running_emulators(config) if push else {}
     if profiles is not None or not db.exists():
         started = time.perf_counter()
         count = build_profiles(db, profiles or 10_000, seed)
@@ -48,25 +50,46 @@ def run_demo(config_path: Path, *, profiles: int | None, seed: int, push: bool, 
         render_results(console, dry, dry_run=True)
         if not push:
             return 0
-        # The emulators start empty, so what state remembers about their audiences is stale.
-        for key in keys:
-            if config.targets(key)[0].destination.is_emulated:
-                store.forget_target(key)
-        with emulators_for(config) as emulators:
+        # Emulators the demo starts begin empty, so what state remembers about their audiences is
+        # stale; ones already running (`audience-sync emulator all`) hold what state says.
+        own = [k for k in keys if _emulated_by_demo(config, k, running)]
+        for key in own:
+            store.forget_target(key)
+        with emulators_for(config, reuse=True) as emulators:
             console.print(
-                "started emulators: "
-                + ", ".join(f"{name} on 127.0.0.1:{em.port}" for name, em in emulators.items())
+                "emulators: "
+                + ", ".join(
+                    f"{name} on 127.0.0.1:{em.port}" + (" (already running)" if name in running else "")
+                    for name, em in emulators.items()
+                )
             )
             results = _run(config, store, keys, dry_run=False)
             render_results(console, results, dry_run=False)
             _show_emulators(console, emulators)
+        # The demo's own emulators are gone now, and their audiences with them: state must not point
+        # at them, or the next sync would find every audience gone.
+        for key in own:
+            store.forget_target(key)
     finally:
         store.close()
+    if push and any(_emulated_by_demo(config, k, running) for k in keys):
+        console.print(
+            f"\nThe demo's emulators stopped with it. To go on, run [bold]audience-sync emulator all "
+            f"--config {config_path}[/bold] in another terminal, then [bold]audience-sync demo[/bold] "
+            "again: it uses the running emulators, and the next steps find them."
+        )
     console.print(
         "\nNext: [bold]audience-sync demo advance[/bold] moves some profiles between stages and flows; "
-        "then [bold]audience-sync sync --dry-run --config config.example.toml[/bold] shows exactly those changes."
+        f"then [bold]audience-sync sync --dry-run --config {config_path}[/bold] shows exactly those changes, "
+        f"[bold]audience-sync sync --config {config_path}[/bold] pushes them and "
+        f"[bold]audience-sync lag --config {config_path}[/bold] shows how long they took."
     )
     return 0 if all(r.status in ("ok", "planned") for r in results) else 1
+
+
+def _emulated_by_demo(config: Config, key: str, running: dict[str, Any]) -> bool:
+    dest = config.targets(key)[0].destination
+    return dest.is_emulated and dest.platform != "file" and dest.name not in running
 
 
 def _run(config: Config, store: StateStore, keys: list[str], dry_run: bool) -> list[TargetResult]:
@@ -84,6 +107,8 @@ def _show_emulators(console: Console, emulators: dict[str, Any]) -> None:
         if id(emulator) in seen:
             continue
         seen.add(id(emulator))
+        if emulator.admin_url is None:
+            continue  # a Google emulator started elsewhere: its admin port is its own
         try:
             state = requests.get(f"{emulator.admin_url}/_emulator/state", timeout=10).json()
         except (requests.RequestException, ValueError):

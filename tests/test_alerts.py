@@ -153,5 +153,7 @@ def test_drift_beyond_the_threshold_alerts_once(
     assert f"vs {members} members in state" in hook.texts()[0]
     platform_says(members)
     check(config)
+    assert len(hook.texts()) == 1  # a resolve must hold too ([alerts] hold_evaluations, default 2)
+    check(config)
     assert len(hook.texts()) == 2 and "resolved: drift" in hook.texts()[1]
     store.close()

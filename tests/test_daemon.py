@@ -316,6 +316,14 @@ def test_sigterm_during_a_push_leaves_state_consistent_and_the_next_run_finishes
     assert time.monotonic() - started < 15
     assert state_rows(workdir, "SELECT count(*) FROM leases") == [(0,)]
     assert state_rows(workdir, "SELECT count(*) FROM runs WHERE status = 'running'") == [(0,)]
+    # The daemon's log says the status `runs` shows, for every run (the stopped one included).
+    logged = sorted(
+        (line["target"], line["status"]) for line in daemon.logs() if line["msg"] == "target synced"
+    )
+    recorded = sorted(
+        state_rows(workdir, "SELECT t.key, r.status FROM runs r JOIN targets t ON t.id = r.target_id")
+    )
+    assert logged == recorded
     # State holds exactly what Meta holds: nothing confirmed that was not sent, nothing sent and lost.
     on_meta = emulator_state(meta)
     for audience in ("lapsed", "in_checkout"):

@@ -1,0 +1,76 @@
+"""Failing loudly and fast: a loopback endpoint that refuses connections fails its destination at
+once, naming the endpoint and how to start the emulator; a retry logs a line as it happens."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from audiencesync.connectors.emulators.meta import start_emulator
+from sample_configs import WriteConfig
+
+CLI = Path(sys.executable).parent / "audience-sync"
+
+META = """
+[destinations.meta_main]
+platform = "meta"
+ad_account_id = "act_1234567890"
+access_token_env = "META_TEST_TOKEN"
+endpoint = "http://127.0.0.1:{port}"
+max_wait_seconds = 600
+
+[[syncs]]
+audience = "vip"
+destinations = ["meta_main"]
+"""
+
+
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_refused_loopback_endpoint_fails_at_once_saying_how_to_start_the_emulator(
+    tmp_path: Path, demo_db: Path, write_config: WriteConfig
+) -> None:
+    port = unused_port()
+    config = write_config(META.format(port=port))
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(CLI), "sync", "--config", str(config)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert time.monotonic() - started < 20  # not ten minutes of silent retries
+    assert proc.returncode == 1
+    out = proc.stdout + proc.stderr
+    assert f"127.0.0.1:{port}" in out
+    assert f"audience-sync emulator meta --port {port}" in out.replace("\n", " ")
+    assert "Traceback" not in out
+
+
+def test_each_retry_logs_what_why_and_the_next_try(
+    tmp_path: Path, demo_db: Path, write_config: WriteConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    from audiencesync.sync.config import load_config
+    from audiencesync.sync.runner import sync_once
+
+    emulator = start_emulator(port=0, server_error_rate=1.0)
+    # Attached to the logger itself: the CLI's log set-up (run by other tests) stops propagation.
+    retry_log = logging.getLogger("audiencesync.connectors.retry")
+    retry_log.addHandler(caplog.handler)
+    try:
+        config = load_config(write_config(META.format(port=emulator.port).replace("600", "2")), {})
+        [result] = sync_once(config)
+    finally:
+        retry_log.removeHandler(caplog.handler)
+        emulator.stop()
+    assert result.status == "partial", result.error
+    retries = [r.getMessage() for r in caplog.records if r.name == "audiencesync.connectors.retry"]
+    assert retries, "no retry was logged"
+    assert all(m.startswith("meta: ") and "failed (" in m and "; try " in m and "s" in m for m in retries)
+    assert any("try 2 in" in m for m in retries)
