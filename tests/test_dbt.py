@@ -15,9 +15,10 @@ from audiencesync.sync.dbt import after_dbt, exposures_yaml, model_relation
 from audiencesync.sync.errors import SourceError
 from audiencesync.sync.sources import read_audience
 from click.testing import CliRunner
+from real_parts import need
 
-duckdb = pytest.importorskip("duckdb")
-pytest.importorskip("duckdb_engine")
+duckdb = need("duckdb")
+need("duckdb_engine")
 
 TINY = Path(__file__).parent / "fixtures" / "dbt_tiny"
 PROFILES = {  # seeds/profiles.csv, by stage

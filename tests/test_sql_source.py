@@ -26,8 +26,9 @@ from audiencesync.sync.sql_source import read_sql_audience
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from real_parts import need
 
-sqlalchemy = pytest.importorskip("sqlalchemy")
+sqlalchemy = need("sqlalchemy")
 
 SQL_SOURCE = """
 state_path = "state.db"
@@ -305,7 +306,7 @@ def test_postgres_streams_from_a_server_side_cursor(
 def test_a_duckdb_file_syncs_end_to_end_with_stage_flag_and_query_audiences(
     demo_db: Path, meta: MetaEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("duckdb_engine")
+    need("duckdb_engine")
     table = load_duckdb(tmp_path / "warehouse.duckdb", demo_db)
     monkeypatch.setenv("AUDIENCE_SYNC_SOURCE_URL", f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
     monkeypatch.setenv("META_TEST_TOKEN", "test-token")
