@@ -13,6 +13,10 @@ Life of a change, as the runner drives it::
         rejected   -> leaves the outbox into the rejection log with its reason; retried on later runs
                       with backoff, up to a maximum age
         retry      -> stays queued for the next run (the platform asked us to resend)
+        unverified -> the platform reported failures only as a count: kept as possibly on the
+                      platform, at risk, and resent by the next run until a resend settles it
+    A batch is recorded as on the wire before it is sent; one with no recorded answer (a crash, a
+    lost answer) is maybe applied: possibly on the platform, resent or removed as the source says.
 
 Re-sending is always safe: every platform's add and remove are idempotent, so a crash between a
 platform's answer and the state commit costs one duplicate request, never a lost or doubled member.
@@ -101,7 +105,7 @@ class SessionInfo:
 @dataclass
 class PushResult:
     """Per-member outcome of one add or remove batch. Every member of the batch appears in exactly
-    one of ``confirmed``, ``pending``, ``rejected`` or ``retry``."""
+    one of ``confirmed``, ``pending``, ``rejected``, ``retry`` or ``unverified``."""
 
     confirmed: list[bytes] = field(default_factory=list)
     pending: dict[str, list[bytes]] = field(default_factory=dict)
@@ -109,6 +113,11 @@ class PushResult:
     rejected: dict[bytes, str] = field(default_factory=dict)
     """Member to the platform's reason (no PII in it)."""
     retry: list[bytes] = field(default_factory=list)
+    unverified: list[bytes] = field(default_factory=list)
+    """Members of a batch the platform took while reporting ``reported_failures`` failures only as a
+    count (Meta's ``num_invalid_entries`` beyond its <= 100 samples): which of them failed is unknown,
+    so none of them may be called synced."""
+    reported_failures: int = 0
     requests: int = 0
     """HTTP or RPC requests this batch took, retries included; for the benchmarks and the report."""
     detail: dict[str, object] = field(default_factory=dict)

@@ -30,7 +30,13 @@ from audiencesync.connectors.contract import (
     PushResult,
     SessionInfo,
 )
-from audiencesync.connectors.errors import AudienceGone, PermissionDenied, SchemaMismatch, TransientError
+from audiencesync.connectors.errors import (
+    AudienceGone,
+    FatalError,
+    PermissionDenied,
+    SchemaMismatch,
+    TransientError,
+)
 from audiencesync.connectors.retry_log import retry_logger
 from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from audiencesync.sync.config import DestinationConfig
@@ -199,10 +205,27 @@ class MetaConnector:
                 requests=self._requests - before,
                 detail={"refused": mp.TOO_SMALL_REASON},
             )
+        except FatalError as exc:
+            if (
+                session is None
+                or type(exc) not in (FatalError, SchemaMismatch)
+                or not mp.is_session_refusal(exc.code)
+            ):
+                raise
+            # Meta would not take this batch in this session (closed, expired, or a batch_seq it
+            # never saw): nothing was applied; the runner abandons the session and resends the batch
+            # in a new one, where a real refusal of the batch shows again.
+            return PushResult(
+                retry=[c.member_key for c in batch],
+                requests=self._requests - before,
+                detail={"session_refused": exc.code or "refused"},
+            )
         outcomes = mp.row_outcomes(body, batch, kinds)
         return PushResult(
             confirmed=outcomes.confirmed,
             rejected=outcomes.rejected,
+            unverified=outcomes.unverified,
+            reported_failures=outcomes.unnamed_failures,
             requests=self._requests - before,
             detail=outcomes.detail,
         )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from audiencesync.connectors.contract import Change, SessionInfo
@@ -178,6 +178,9 @@ class RowOutcomes:
     confirmed: list[bytes]
     rejected: dict[bytes, str]
     detail: dict[str, object]
+    unverified: list[bytes] = field(default_factory=list)
+    """Rows of a batch with more invalid entries than samples: which of them failed is unknown."""
+    unnamed_failures: int = 0
 
 
 def row_outcomes(
@@ -204,13 +207,20 @@ def row_outcomes(
             confirmed.append(change.member_key)
         else:
             rejected[change.member_key] = f"invalid_entry: {_safe_reason(reasons[hit])}"
+    # Meta counts invalid rows in num_invalid_entries but samples at most 100 of them (meta.md,
+    # Payload: success body): failures beyond the samples cannot be mapped to rows, so no row left
+    # unnamed may be called confirmed.
+    unverified: list[bytes] = []
+    unnamed = max(0, (_int(body.get("num_invalid_entries")) or 0) - len(rejected))
+    if unnamed:
+        unverified, confirmed = confirmed, []
     detail: dict[str, object] = {
         "num_received": body.get("num_received"),
         "num_invalid_entries": body.get("num_invalid_entries"),
         "invalid_entry_samples": len(reasons),
         "session_id": body.get("session_id"),
     }
-    return RowOutcomes(confirmed, rejected, detail)
+    return RowOutcomes(confirmed, rejected, detail, unverified, unnamed)
 
 
 def _safe_reason(reason: str) -> str:
@@ -249,6 +259,29 @@ def _regain_values(node: Any) -> list[float]:
         for item in node:
             found.extend(_regain_values(item))
     return found
+
+
+# Session rules (meta.md, Payload and Endpoints): session_id is an int64 unique per ad account;
+# batch_seq counts 1.. within a session; last_batch_flag closes it; without it a session ends 90
+# minutes after its first batch and later batches are dropped. Session errors documented for
+# /usersreplace are 2650 with subcodes 1870158 (timed out), 1870147 (first batch_seq missing), 1870159
+# (session finished) and 1870148 (generic).
+# Assumptions, no primary source: (1) /users answers a session it will not take with those same
+# subcodes or with a bare code 100 "Invalid parameter"; (2) a refused session can simply be abandoned
+# and its batches resent in a new session, because adds and removes of the same rows are idempotent;
+# (3) a new session per push (never resuming one from an earlier run) costs nothing but the new id.
+SESSION_REFUSED_SUBCODES = frozenset({1870158, 1870147, 1870159, 1870148})
+
+
+def is_session_refusal(code: str | None) -> bool:
+    """True when an error ``code`` ("code" or "code/subcode") on a request carrying a session may be
+    Meta refusing the session rather than the batch (see the assumptions above)."""
+    if code is None:
+        return False
+    main, _, sub = code.partition("/")
+    if main == str(SCHEMA_MISMATCH_CODE) and sub.isdigit() and int(sub) in SESSION_REFUSED_SUBCODES:
+        return True
+    return main == "100" and not sub
 
 
 def is_too_small_refusal(error: Mapping[str, Any]) -> bool:

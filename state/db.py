@@ -219,6 +219,28 @@ def _alert_pending(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE alert_state ADD COLUMN pending_count INTEGER NOT NULL DEFAULT 0")
 
 
+@migration(6, "write-ahead of requests on the wire; confirmation state of members")
+def _write_ahead(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        -- Set in the transaction committed just before a batch goes on the wire, cleared when the
+        -- platform's answer is recorded: a queued row with wire_at set after a crash (or a run that
+        -- lost the answer) is maybe applied. wire_session and wire_seq are Meta's session id and
+        -- batch_seq of that request.
+        ALTER TABLE outbox ADD COLUMN wire_at REAL;
+        ALTER TABLE outbox ADD COLUMN wire_session INTEGER;
+        ALTER TABLE outbox ADD COLUMN wire_seq INTEGER;
+        -- synced: the platform accepted it. maybe: a request carrying it went out and no answer was
+        -- recorded. unverified: the platform reported failures in its batch only as a count
+        -- (reported_failures), so which members failed is unknown. Members not 'synced' are possibly
+        -- on the platform (a leave sends the remove) and are resent while the source wants them.
+        ALTER TABLE members ADD COLUMN confirmation TEXT NOT NULL DEFAULT 'synced';
+        ALTER TABLE members ADD COLUMN reported_failures INTEGER
+        """,
+    )
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT the migration's transaction first; run statement by statement.
     for statement in script.split(";"):

@@ -20,8 +20,11 @@ from audiencesync.connectors.contract import Change, HandleStatus, PushResult
 from audiencesync.state.db import atomic
 from audiencesync.state.sealed import PREFIX, sealer_for
 
-# A rejected change is tried again after 1 h, 2 h, 4 h ... capped at a day, and given up on once it
-# has been failing for a week (until the member's identifiers change, which makes it a new change).
+# A rejected change is tried again on each of the next runs until it was refused
+# REJECTION_NEXT_RUN_ATTEMPTS times (platforms do not say which per-row reasons are transient, and a
+# row refused once or twice may well be), then after 1 h, 2 h, 4 h ... capped at a day, and given up on
+# once it has been failing for a week (until the member's identifiers change: a new change).
+REJECTION_NEXT_RUN_ATTEMPTS = 3
 REJECTION_BACKOFF_S = 3600.0
 REJECTION_BACKOFF_CAP_S = 86_400.0
 REJECTION_MAX_AGE_S = 7 * 86_400.0
@@ -143,18 +146,134 @@ class OutboxStore:
             for handle, keys in result.pending.items():
                 scope = self._scope(conn, target_id, op, keys)
                 conn.execute(
-                    f"UPDATE outbox SET status = 'in_flight', handle = ?, sent_at = ? WHERE {scope.bare}",
+                    f"UPDATE outbox SET status = 'in_flight', handle = ?, sent_at = ?, wire_at = NULL "
+                    f"WHERE {scope.bare}",
                     [handle, sent_at, *scope.params],
                 )
             if result.rejected:
                 self._reject(conn, target_id, op, result.rejected, now)
+            if result.unverified:
+                _keys_table(conn, result.unverified)
+                self._settle_unverified(conn, target_id, op, result.reported_failures, run_id, now)
             if result.retry:
+                # The platform answered (and asked for a resend): nothing of these was applied.
                 _keys_table(conn, result.retry)
                 conn.execute(
-                    "UPDATE outbox SET attempts = attempts + 1 "
+                    "UPDATE outbox SET attempts = attempts + 1, wire_at = NULL "
                     "WHERE target_id = ? AND op = ? AND member_key IN (SELECT member_key FROM batch_keys)",
                     [target_id, op],
                 )
+
+    def mark_on_wire(
+        self, target_id: int, op: str, keys: Sequence[bytes], session_id: int | None, batch_seq: int | None
+    ) -> None:
+        """Write-ahead: record ``keys`` as on the wire (with Meta's session id and batch_seq) and commit,
+        before the request is sent. Until its answer is recorded, such a change is maybe applied."""
+        now = time.time()
+        with atomic(self.db) as conn:
+            _keys_table(conn, keys)
+            conn.execute(
+                "UPDATE outbox SET wire_at = ?, wire_session = ?, wire_seq = ? WHERE target_id = ? AND op = ? "
+                "AND status = 'queued' AND member_key IN (SELECT member_key FROM batch_keys)",
+                [now, session_id, batch_seq, target_id, op],
+            )
+
+    def unanswered_count(self, target_id: int) -> int:
+        """Changes sent without a recorded answer (maybe applied)."""
+        row = self.db.execute(
+            "SELECT count(*) FROM outbox WHERE target_id = ? AND status = 'queued' AND wire_at IS NOT NULL",
+            [target_id],
+        ).fetchone()
+        return int(row[0])
+
+    def recover_unanswered(self, target_id: int) -> int:
+        """Turn every change sent without a recorded answer into a *maybe applied* member, in one
+        transaction, and return how many there were. Call it only while holding the target's lease (no
+        other process has a request on the wire for it).
+
+        A maybe-applied add is possibly on the platform: it joins ``members`` as ``maybe``, so the plan
+        resends it while the source wants it and removes it (mirror mode owns it) once the profile
+        leaves. A maybe-applied remove keeps its member as ``maybe``: resent if the profile is still
+        gone, reversed by an add if it came back. Resending either is safe because adds and removes are
+        idempotent on every platform: Meta's /users add and remove match the exact hashed rows (meta.md,
+        Endpoints), Google's ingest and remove of the same UserData (google.md, Data Manager
+        API), TikTok's segment/mapping add and delete (tiktok.md, Streaming flow)."""
+        now = time.time()
+        with atomic(self.db) as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM outbox WHERE target_id = ? AND status = 'queued' AND wire_at IS NOT NULL",
+                [target_id],
+            ).fetchone()
+            if not count:
+                return 0
+            conn.execute(
+                "INSERT INTO members (target_id, member_key, raw_fp, payload_fp, payload, invalid, added_run, "
+                " added_at, uploaded_at, confirmation) "
+                "SELECT o.target_id, o.member_key, coalesce(o.raw_fp, x''), o.payload_fp, o.payload, o.invalid, "
+                " NULL, ?, ?, 'maybe' FROM outbox o "
+                "WHERE o.target_id = ? AND o.op = 'add' AND o.status = 'queued' AND o.wire_at IS NOT NULL "
+                "ON CONFLICT (target_id, member_key) DO UPDATE SET "
+                " confirmation = CASE WHEN members.payload_fp = excluded.payload_fp THEN members.confirmation "
+                "  ELSE 'maybe' END, "
+                " raw_fp = excluded.raw_fp, payload_fp = excluded.payload_fp, payload = excluded.payload, "
+                " invalid = excluded.invalid",
+                [now, now, target_id],
+            )
+            conn.execute(
+                "UPDATE members SET confirmation = 'maybe' WHERE target_id = ? AND EXISTS "
+                "(SELECT 1 FROM outbox o WHERE o.target_id = members.target_id AND o.member_key = members.member_key "
+                " AND o.op = 'remove' AND o.status = 'queued' AND o.wire_at IS NOT NULL "
+                " AND o.payload_fp = members.payload_fp)",
+                [target_id],
+            )
+            conn.execute(
+                "DELETE FROM outbox WHERE target_id = ? AND status = 'queued' AND wire_at IS NOT NULL",
+                [target_id],
+            )
+            conn.execute("UPDATE targets SET state_version = state_version + 1 WHERE id = ?", [target_id])
+        return int(count)
+
+    def unsettled_members(self, target_id: int) -> dict[str, int]:
+        """Members not settled as synced, by confirmation state (``maybe``, ``unverified``)."""
+        return {
+            str(state): int(n)
+            for state, n in self.db.execute(
+                "SELECT confirmation, count(*) FROM members WHERE target_id = ? AND confirmation != 'synced' "
+                "GROUP BY confirmation",
+                [target_id],
+            ).fetchall()
+        }
+
+    def _settle_unverified(
+        self, conn: sqlite3.Connection, target_id: int, op: str, failures: int, run_id: int, now: float
+    ) -> None:
+        """The rows in ``batch_keys`` went out in a batch the platform reported ``failures`` failures
+        for without naming them. An add joins members as ``unverified`` (possibly on the platform); a
+        remove keeps its member as ``unverified`` (possibly still there). Either way the change leaves
+        the outbox and the next plan resends it while the source still asks for it."""
+        if op == "add":
+            conn.execute(
+                "INSERT INTO members (target_id, member_key, raw_fp, payload_fp, payload, invalid, added_run, "
+                " added_at, uploaded_at, confirmation, reported_failures) "
+                "SELECT o.target_id, o.member_key, coalesce(o.raw_fp, x''), o.payload_fp, o.payload, o.invalid, "
+                " ?, ?, ?, 'unverified', ? FROM outbox o "
+                "WHERE o.target_id = ? AND o.op = 'add' AND o.member_key IN (SELECT member_key FROM batch_keys) "
+                "ON CONFLICT (target_id, member_key) DO UPDATE SET confirmation = 'unverified', "
+                " reported_failures = excluded.reported_failures, raw_fp = excluded.raw_fp, "
+                " payload_fp = excluded.payload_fp, payload = excluded.payload, invalid = excluded.invalid",
+                [run_id, now, now, failures, target_id],
+            )
+        else:
+            conn.execute(
+                "UPDATE members SET confirmation = 'unverified', reported_failures = ? WHERE target_id = ? "
+                "AND member_key IN (SELECT member_key FROM batch_keys)",
+                [failures, target_id],
+            )
+        conn.execute(
+            "DELETE FROM outbox WHERE target_id = ? AND op = ? AND member_key IN (SELECT member_key FROM batch_keys)",
+            [target_id, op],
+        )
+        conn.execute("UPDATE targets SET state_version = state_version + 1 WHERE id = ?", [target_id])
 
     def in_flight_handles(self, target_id: int) -> list[str]:
         rows = self.db.execute(
@@ -173,7 +292,15 @@ class OutboxStore:
                 "SELECT op, member_key FROM outbox WHERE target_id = ? AND handle = ? AND status = 'in_flight'",
                 [target_id, handle],
             ).fetchall()
-            if status.state == "confirmed":
+            if status.state == "confirmed" and status.rejected_count:
+                # Google's request status counts errors per destination without naming members
+                # (google.md, Data Manager API: PARTIAL_SUCCESS): none of them can be called synced.
+                for op in ("remove", "add"):
+                    keys = [r[1] for r in rows if r[0] == op]
+                    if keys:
+                        _keys_table(conn, keys)
+                        self._settle_unverified(conn, target_id, op, status.rejected_count, run_id, now)
+            elif status.state == "confirmed":
                 for op in ("remove", "add"):
                     if any(r[0] == op for r in rows):
                         # The handle names exactly its rows (and has an index): no list of keys needed.
@@ -229,9 +356,10 @@ class OutboxStore:
             # of two. A member whose identifiers did not change keeps when it was first added.
             conn.execute(
                 "INSERT INTO members "
-                "(target_id, member_key, raw_fp, payload_fp, payload, invalid, added_run, added_at, uploaded_at) "
+                "(target_id, member_key, raw_fp, payload_fp, payload, invalid, added_run, added_at, uploaded_at, "
+                " confirmation, reported_failures) "
                 "SELECT o.target_id, o.member_key, coalesce(o.raw_fp, x''), o.payload_fp, o.payload, o.invalid, "
-                " ?, ?, ? "
+                " ?, ?, ?, 'synced', NULL "
                 f"FROM outbox o WHERE {scope.where} "
                 "ON CONFLICT (target_id, member_key) DO UPDATE SET "
                 " added_run = coalesce(CASE WHEN members.payload_fp = excluded.payload_fp THEN members.added_run END,"
@@ -239,7 +367,8 @@ class OutboxStore:
                 " added_at = coalesce(CASE WHEN members.payload_fp = excluded.payload_fp THEN members.added_at END,"
                 "  excluded.added_at), "
                 " raw_fp = excluded.raw_fp, payload_fp = excluded.payload_fp, payload = excluded.payload, "
-                " invalid = excluded.invalid, uploaded_at = excluded.uploaded_at",
+                " invalid = excluded.invalid, uploaded_at = excluded.uploaded_at, "
+                " confirmation = 'synced', reported_failures = NULL",
                 [run_id, now, now, *scope.params],
             )
         else:
@@ -287,8 +416,8 @@ class OutboxStore:
             "SELECT o.target_id, o.member_key, o.op, o.payload_fp, b.reason, "
             " CASE WHEN r.payload_fp = o.payload_fp THEN r.first_at ELSE :now END, :now, "
             " CASE WHEN r.payload_fp = o.payload_fp THEN r.attempts + 1 ELSE 1 END, "
-            " :now + min(:base * (1 << min(CASE WHEN r.payload_fp = o.payload_fp THEN r.attempts ELSE 0 END, 20)),"
-            "  :cap) "
+            " CASE WHEN r.payload_fp = o.payload_fp AND r.attempts + 1 >= :free THEN"
+            "  :now + min(:base * (1 << min(r.attempts + 1 - :free, 20)), :cap) ELSE :now END "
             "FROM outbox o JOIN batch_rejects b ON b.member_key = o.member_key "
             "LEFT JOIN rejections r ON r.target_id = o.target_id AND r.member_key = o.member_key AND r.op = o.op "
             "WHERE o.target_id = :target AND o.op = :op",
@@ -296,6 +425,7 @@ class OutboxStore:
                 "now": now,
                 "base": REJECTION_BACKOFF_S,
                 "cap": REJECTION_BACKOFF_CAP_S,
+                "free": REJECTION_NEXT_RUN_ATTEMPTS,
                 "target": target_id,
                 "op": op,
             },

@@ -38,7 +38,7 @@ SLO_AT_RISK = "at_risk"
 """Within max_lag, but the p95 lag, oldest pending change or time since the last success has used more
 than ``AT_RISK_SHARE`` of it."""
 AT_RISK_SHARE = 0.8
-AT_RISK_REASONS = ("no valid identifier", "consent denied", "pending", "rejected")
+AT_RISK_REASONS = ("no valid identifier", "consent denied", "pending", "rejected", "unverified")
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,7 @@ def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
 
 def coverage(db: sqlite_utils.Database, config: Config, target: Target, target_id: int | None) -> Coverage:
     """Read the in-flow audience from the source now and count how many of its profiles are confirmed
-    members on the platform (their exclusion is in place)."""
+    members on the platform (their exclusion is in place); members not settled as 'synced' are at risk."""
     conn = db.conn
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS coverage_keys2 (member_key BLOB PRIMARY KEY, denied INTEGER) WITHOUT ROWID"
@@ -275,8 +275,12 @@ def coverage(db: sqlite_utils.Database, config: Config, target: Target, target_i
     rows = conn.execute(
         """
         SELECT CASE
+                 WHEN EXISTS (SELECT 1 FROM members m WHERE m.target_id = :t AND m.member_key = c.member_key
+                              AND m.confirmation = 'synced') THEN 'confirmed'
+                 -- Reported failed only as a count, or sent with no answer recorded: at risk until a
+                 -- resend or a read-back settles it.
                  WHEN EXISTS (SELECT 1 FROM members m WHERE m.target_id = :t AND m.member_key = c.member_key)
-                   THEN 'confirmed'
+                   THEN 'unverified'
                  WHEN c.denied THEN 'consent denied'
                  WHEN EXISTS (SELECT 1 FROM outbox o WHERE o.target_id = :t AND o.member_key = c.member_key
                               AND o.op = 'add') THEN 'pending'

@@ -61,6 +61,9 @@ class TargetPlan:
     removes: int = 0
     identity_changes: int = 0
     refreshes: int = 0
+    resends: int = 0
+    """Adds of members not settled as synced (maybe applied, or in a batch the platform reported
+    failures for only as a count), sent again while the source wants them."""
     held_back: int = 0
     """Changes not planned now: their member is in flight, or a rejection is backing off."""
     invalid: Counter[str] = field(default_factory=Counter)
@@ -74,7 +77,7 @@ class TargetPlan:
 
     @property
     def total_adds(self) -> int:
-        return self.adds + self.identity_changes + self.refreshes
+        return self.adds + self.identity_changes + self.refreshes + self.resends
 
     @property
     def total_removes(self) -> int:
@@ -98,6 +101,7 @@ class TargetPlan:
             "removes": self.removes,
             "identity_changes": self.identity_changes,
             "refreshes": self.refreshes,
+            "resends": self.resends,
             "held_back": self.held_back,
             "skipped_no_identifier": self.skipped_no_identifier,
             "consent_denied": self.consent_denied,
@@ -245,6 +249,16 @@ class Planner:
                 "AND m.member_key = s.member_key WHERE m.uploaded_at < ?",
                 [t, now - refresh_after],
             )
+        # Resend members whose last add or remove is unsettled (maybe applied after a lost answer, or
+        # unverified after a failure count) while the source still wants their identifiers: an add is
+        # idempotent, so a member already there is unchanged, and a maybe-applied remove is reversed.
+        conn.execute(
+            f"INSERT OR IGNORE INTO {desired} SELECT m.member_key, 'add', m.payload, m.payload_fp, m.raw_fp, "
+            f"m.invalid, s.consent, s.source_at, 'resend' FROM {src} s JOIN members m ON m.target_id = ? "
+            "AND m.member_key = s.member_key WHERE m.confirmation != 'synced' "
+            "AND (s.payload IS NULL OR s.payload_fp = m.payload_fp)",
+            [t],
+        )
         # Hold back members with a change in flight (settled first, planned next run) and changes
         # whose rejection is still backing off or has been given up on.
         held = conn.execute(
@@ -263,6 +277,7 @@ class Planner:
         plan.removes = counts.get("gone:remove", 0)
         plan.identity_changes = max(counts.get("identity:add", 0), counts.get("identity:remove", 0))
         plan.refreshes = counts.get("refresh:add", 0)
+        plan.resends = counts.get("resend:add", 0)
         if plan.identity_changes:
             plan.identifier_drops = self._identifier_drops(desired, t)
         self._src_tables[plan.key] = src

@@ -58,6 +58,8 @@ def results_table(results: Sequence[TargetResult], dry_run: bool) -> TableData:
         counts = ", ".join(f"{audience} {count:,}" for audience, count in denied.items())
         notes.append((f"Left out for denied ads consent: {counts}", ""))
     for r in results:
+        if r.notice:
+            notes.append((f"[bold]{r.plan.key}[/bold]: {escape(r.notice)}", "yellow"))
         if r.plan.breaker:
             # Why, with the figures and thresholds it compared, in a dry run too.
             notes.append(

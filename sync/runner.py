@@ -62,6 +62,8 @@ class PushOutcome:
     """Of ``confirmed`` and rejected: in-flight changes (this run's or earlier ones') that a followed
     job settled during this run."""
     rejection_reasons: dict[str, int] = field(default_factory=dict)
+    unverified: int = 0
+    """Members sent in batches the platform reported failures for only as counts: at risk, not synced."""
 
 
 @dataclass
@@ -74,6 +76,10 @@ class TargetResult:
     error: str | None = None
     audience_id: str | None = None
     platform_size: tuple[int | None, int | None] | None = None
+    at_risk: dict[str, int] = field(default_factory=dict)
+    """After the push: members not settled as synced, by state (``unverified``: the platform reported
+    failures in their batch only as a count; ``maybe``: sent, answer never recorded)."""
+    notice: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = self.plan.as_dict()
@@ -81,6 +87,8 @@ class TargetResult:
             breaker_check=breaker_check(self.plan),
             status=self.status,
             error=self.error,
+            at_risk=self.at_risk,
+            notice=self.notice,
             audience_id=self.audience_id,
             push={
                 "confirmed": self.push.confirmed,
@@ -90,6 +98,7 @@ class TargetResult:
                 "requests": self.push.requests,
                 "settled": self.push.settled,
                 "rejection_reasons": self.push.rejection_reasons,
+                "unverified": self.push.unverified,
             },
         )
         return out
@@ -150,6 +159,8 @@ class SyncRunner:
         self._run_pending: dict[str, int] = {}
         """Handles this push left pending, with how many changes each carries."""
         """Members of the target being pushed whose change is an identity change (see PushOutcome)."""
+        self._settled_early: dict[str, int] = {}
+        """In-flight changes of earlier runs settled before a target's plan was committed."""
 
     # --- public -------------------------------------------------------------------------------
     def run(self) -> list[TargetResult]:
@@ -332,9 +343,32 @@ class SyncRunner:
                     error="another process synced this target while this run was planning; "
                     "nothing pushed (the next run plans afresh)",
                 )
-            self.planner.commit_plan(plan, from_source=from_source)
-            self._lease = lease
-            return self._push_target(plan)
+            recovered = self.outbox.recover_unanswered(plan.target_id)
+            if recovered:
+                # An earlier push sent these and never recorded an answer (killed, or the answer was
+                # lost): they are maybe applied, and the plan is made again against that.
+                log.warning(
+                    "unanswered changes recovered", extra={"target": plan.key, "maybe_applied": recovered}
+                )
+            # Work an earlier run left in flight is settled first and the plan made again, so one
+            # clean run converges: the plan neither holds such members back nor misses that a remove
+            # in flight must be reversed (the profile came back) or an add in flight undone (it left).
+            settled = self._settle_in_flight(plan)
+            if (recovered or settled) and from_source:
+                # The plan was made against state that has changed since: plan this target again,
+                # from a fresh read of the source (its loaded rows assumed the old membership).
+                self.planner.discard(plan)
+                [fresh] = self._plan_audience([plan.target])
+                fresh.target_id = plan.target_id
+                plan = fresh
+                if plan.breaker:
+                    return self._refuse(plan)
+            try:
+                self.planner.commit_plan(plan, from_source=from_source)
+                self._lease = lease
+                return self._push_target(plan)
+            finally:
+                self.planner.discard(plan)
         finally:
             self._lease = None
             lease.release()
@@ -343,6 +377,28 @@ class SyncRunner:
         """A stop was requested, or this process lost the target's lease (it stalled past its expiry
         and another process took over): either way nothing new is sent."""
         return self.options.should_stop() or (self._lease is not None and self._lease.lost)
+
+    def _settle_in_flight(self, plan: TargetPlan) -> int:
+        """Follow the handles an earlier run left in flight and apply what the platform says; how many
+        changes settled. A platform that does not answer now is followed again by the push."""
+        assert plan.target_id is not None
+        row = self.store.find_target(plan.key)
+        handles = self.outbox.in_flight_handles(plan.target_id)
+        if row is None or row.platform_audience_id is None or not handles:
+            return 0
+        try:
+            statuses = self._connector(plan.target).follow(row.platform_audience_id, handles)
+        except ConnectorError as exc:
+            log.warning("following in-flight work failed", extra={"target": plan.key, "error": str(exc)})
+            return 0
+        run_id = self.store.start_run(plan.target_id, self.options.trigger)
+        settled = sum(
+            self.outbox.apply_handle(plan.target_id, handle, status, run_id)
+            for handle, status in statuses.items()
+        )
+        self.store.finish_run(run_id, RunStatus.OK, {"confirmed": settled}, None)
+        self._settled_early[plan.key] = settled
+        return settled
 
     def _refuse(self, plan: TargetPlan) -> TargetResult:
         assert plan.target_id is not None
@@ -361,6 +417,7 @@ class SyncRunner:
         result = TargetResult(plan)
         self._identity_keys = paired_member_keys(self.store.db, tid)
         self._run_pending = {}
+        result.push.settled = self._settled_early.pop(plan.key, 0)
         run_id = self.store.start_run(tid, self.options.trigger)
         try:
             if (unreachable := unreachable_emulator(target.destination)) is not None:
@@ -373,7 +430,13 @@ class SyncRunner:
             for op in ("remove", "add"):
                 if self._should_stop():
                     break
-                self._push_op(tid, op, audience_id, connector, caps, result, run_id)
+                # A session Meta refused is abandoned; its batches go again in a new one, once.
+                refused = self._push_op(tid, op, audience_id, connector, caps, result, run_id)
+                if refused and self._push_op(tid, op, audience_id, connector, caps, result, run_id):
+                    raise FatalError(
+                        "Meta refused a batch even at the start of a new upload session: check the "
+                        "destination settings"
+                    )
             self._follow(tid, audience_id, connector, result, run_id)
             self._read_back(tid, audience_id, connector, result)
             result.status = RunStatus.STOPPED if self._should_stop() else RunStatus.OK
@@ -393,6 +456,14 @@ class SyncRunner:
                 result.error += f" (`audience-sync state forget {plan.key}` clears what state holds for it)"
         except ConnectorError as exc:
             result.status, result.error = RunStatus.ERROR, str(exc)
+        result.at_risk = self.outbox.unsettled_members(tid)
+        if result.at_risk:
+            result.notice = (
+                f"{sum(result.at_risk.values()):,} members are not confirmed synced "
+                f"({', '.join(f'{n:,} {k}' for k, n in sorted(result.at_risk.items()))}): the platform "
+                "reported failures in their batches only as counts, or never answered; the next run "
+                "resends them"
+            )
         counts = _plan_counts(plan)
         counts.update(
             confirmed=result.push.confirmed,
@@ -447,11 +518,17 @@ class SyncRunner:
         caps: Capabilities,
         result: TargetResult,
         run_id: int,
-    ) -> None:
+    ) -> bool:
+        """Push the queued changes of ``op``; True when the platform refused an upload session (those
+        batches stay queued for a push in a new session)."""
         total = self.outbox.queued_count(tid, op)
         if total == 0:
-            return
+            return False
         send = connector.add if op == "add" else connector.remove
+        # Every push starts a new session: one left by an earlier run (killed, or stopped when
+        # throttling outlasted max_wait_seconds) may hold a batch_seq Meta never saw, or be closed.
+        fresh = True
+        refused = False
         # One batch is on the wire at a time, sent from a worker thread, so that this thread reads the
         # next batch and commits the previous one's outcome meanwhile (the state connection is only
         # ever used here). A batch is sent only once the one before it succeeded.
@@ -464,16 +541,30 @@ class SyncRunner:
                     self._settle(tid, op, sent, previous, result, run_id)
                     sent = None
                     break
-                session = self._session(tid, op, last, total) if caps.uses_sessions else None
+                if previous is not None and previous.detail.get("session_refused"):
+                    refused = fresh = True
+                session = self._session(tid, op, last, total, fresh) if caps.uses_sessions else None
+                fresh = False
+                # Write-ahead: the batch is recorded as on the wire, and committed, before it is sent.
+                self.outbox.mark_on_wire(
+                    tid,
+                    op,
+                    [c.member_key for c in batch.changes],
+                    session.session_id if session else None,
+                    session.batch_seq if session else None,
+                )
                 sent_at = time.time()
                 future = sender.submit(send, audience_id, batch.changes, session)
                 if sent is not None and previous is not None:
                     self._settle(tid, op, sent, previous, result, run_id)
                 sent = _SentBatch(batch, session, last, sent_at, future)
             if sent is not None:
-                self._settle(tid, op, sent, self._outcome(sent, caps, result), result, run_id)
+                outcome = self._outcome(sent, caps, result)
+                refused = refused or bool(outcome.detail.get("session_refused"))
+                self._settle(tid, op, sent, outcome, result, run_id)
         if self._should_stop():
             log.info("stopping: the batch in flight was saved", extra={"target": result.plan.key})
+        return refused and not self._should_stop()
 
     @staticmethod
     def _outcome(sent: _SentBatch, caps: Capabilities, result: TargetResult) -> PushResult:
@@ -513,8 +604,8 @@ class SyncRunner:
         if sent.last and sent.session is not None:
             self.store.end_session(tid, op)
 
-    def _session(self, tid: int, op: str, last: bool, total: int) -> SessionInfo:
-        session_id, seq = self.store.reserve_batch_seq(tid, op, fresh=False)
+    def _session(self, tid: int, op: str, last: bool, total: int, fresh: bool) -> SessionInfo:
+        session_id, seq = self.store.reserve_batch_seq(tid, op, fresh=fresh)
         return SessionInfo(session_id=session_id, batch_seq=seq, last_batch=last, estimated_total=total)
 
     def _count_confirmed(self, result: TargetResult, op: str, keys: Iterable[bytes]) -> None:
@@ -530,6 +621,7 @@ class SyncRunner:
         result.push.pending += sum(len(v) for v in outcome.pending.values())
         result.push.rejected += len(outcome.rejected)
         result.push.retry += len(outcome.retry)
+        result.push.unverified += len(outcome.unverified)
         result.push.requests += outcome.requests
         for reason in outcome.rejected.values():
             result.push.rejection_reasons[reason] = result.push.rejection_reasons.get(reason, 0) + 1
@@ -555,7 +647,9 @@ class SyncRunner:
             if status.state != "pending":
                 # Settled within the run that sent it: no longer pending, but confirmed (or re-queued).
                 result.push.pending -= self._run_pending.pop(handle, 0)
-            if status.state == "confirmed":
+            if status.state == "confirmed" and status.rejected_count:
+                result.push.unverified += settled
+            elif status.state == "confirmed":
                 result.push.settled += settled
                 for op in ("remove", "add"):
                     self._count_confirmed(result, op, (k for o, k in members if o == op))

@@ -251,3 +251,39 @@ def test_a_stop_requested_while_a_batch_is_on_the_wire_saves_it_and_sends_nothin
         assert queued == result.plan.total_adds - 200 > 0
     finally:
         store.close()
+
+
+def test_a_refused_upload_session_is_abandoned_and_its_batches_resent_in_a_new_one(
+    write_config: WriteConfig, demo_db: Path, tmp_path: Path
+) -> None:
+    """Meta may refuse a session (closed, expired, a batch_seq it never saw): the runner starts a new
+    session and resends the refused batch and the rest, in the same run, instead of failing the target."""
+    sessions: list[tuple[int, int]] = []
+
+    class RefusesTheSecondBatchOnce(FileConnector):
+        def capabilities(self) -> Capabilities:
+            return replace(super().capabilities(), max_batch=100, uses_sessions=True)
+
+        def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+            assert session is not None
+            sessions.append((session.session_id, session.batch_seq))
+            if len(sessions) == 2:
+                return PushResult(retry=[c.member_key for c in batch], detail={"session_refused": "100"})
+            return super().add(audience_id, batch, session)
+
+    config = load_config(write_config(), {})
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        options = RunOptions(
+            only="lapsed", connector_factory=lambda target: RefusesTheSecondBatchOnce(target.destination)
+        )
+        [result] = SyncRunner(config, store, options).run()
+        assert result.status == "ok"
+        assert result.push.confirmed == result.plan.total_adds
+        assert store.db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+        first, refused, *rest = sessions
+        assert refused == (first[0], 2)
+        # The resend opens a new session at batch_seq 1.
+        assert rest[0][0] != first[0] and rest[0][1] == 1
+    finally:
+        store.close()

@@ -89,6 +89,7 @@ Fault switches (``POST /_emulator/faults`` with a JSON object, or keyword argume
     partial_success_rate                 a Data Manager request ends PARTIAL_SUCCESS: its last
                                          max(1, n // 10) members per destination are not applied and
                                          are counted as PROCESSING_ERROR_REASON_INVALID_FORMAT
+    lost_answer_rate                     a member upload is applied, then answered UNAVAILABLE
     quota_per_minute                     Data Manager RPCs (all of them) over a sliding minute before
                                          RESOURCE_EXHAUSTED (default 300)
     expected_developer_token             the only developer token accepted (None: any non-empty one)
@@ -224,6 +225,9 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "processing_seconds": 0.0,
     "job_fail_rate": 0.0,
     "partial_success_rate": 0.0,
+    # Share of member uploads (ingest, remove, AddOfflineUserDataJobOperations) applied and then
+    # answered UNAVAILABLE, as when the answer is lost on the way back.
+    "lost_answer_rate": 0.0,
     "quota_per_minute": 300,
     "expected_developer_token": None,
     "match_rate_percentage": 70,
@@ -249,6 +253,9 @@ _ALLOWLISTED_METHODS = frozenset(
     }
 )
 _CONCURRENT_METHODS = frozenset({"AddOfflineUserDataJobOperations", "RunOfflineUserDataJob"})
+_LOST_ANSWER_METHODS = frozenset(
+    {"IngestAudienceMembers", "RemoveAudienceMembers", "AddOfflineUserDataJobOperations"}
+)
 
 
 # --- the emulator -------------------------------------------------------------------------------------
@@ -519,6 +526,8 @@ class GoogleEmulator:
             else:
                 self._quota()
             response = fn(request, call)
+            if method in _LOST_ANSWER_METHODS and self.faults.roll("lost_answer_rate"):
+                raise _Abort(grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable.")
         except _AdsFailure as failure:
             payload = ads_errors.GoogleAdsFailure.serialize(
                 ads_errors.GoogleAdsFailure(errors=failure.errors, request_id=request_id)

@@ -137,6 +137,8 @@ class FaultSwitches:
         self._values = dict(defaults)
         self._rng = random.Random(0)
         self._lock = threading.Lock()
+        self.fired = 0
+        """Rolls that came up true since start: the faults injected, for the reliability figures."""
 
     def set(self, values: Mapping[str, Any]) -> None:
         unknown = set(values) - set(self._defaults) - {"seed"}
@@ -159,7 +161,9 @@ class FaultSwitches:
         """True with the probability the switch ``name`` holds."""
         with self._lock:
             rate = float(self._values.get(name) or 0.0)
-            return rate > 0 and self._rng.random() < rate
+            hit = rate > 0 and self._rng.random() < rate
+            self.fired += hit
+            return hit
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)

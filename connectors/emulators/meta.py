@@ -29,6 +29,7 @@ Fault switches (``POST /_emulator/faults`` with a JSON object; rates are per req
     slow_rate            sleep ``slow_seconds`` before answering (past the client timeout: a timeout)
     slow_seconds         default 2.0
     drop_rate            close the connection without an answer
+    lost_answer_rate     apply a /users add or remove, then close the connection without an answer
     reject_row_rate      share of rows counted invalid and sampled in invalid_entry_samples
     too_small            refuse every remove with "Audience Size too low" (code 100, subcode 1870094,
                          an assumption: Meta does not document the code)
@@ -100,6 +101,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "slow_rate": 0.0,
     "slow_seconds": 2.0,
     "drop_rate": 0.0,
+    "lost_answer_rate": 0.0,
     "reject_row_rate": 0.0,
     "too_small": False,
     "processing_seconds": 0.0,
@@ -411,6 +413,8 @@ class MetaEmulator(HttpEmulator):
                 "num_invalid_entries": len(data) - len(accepted),
                 "invalid_entry_samples": invalid,
             }
+        # The change landed; the answer is lost on the way back (a proxy or network fault).
+        self.faults.maybe_drop("lost_answer_rate")
         return Response.of_json(body)
 
 

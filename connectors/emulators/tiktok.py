@@ -32,6 +32,7 @@ Fault switches (``POST /_emulator/faults`` with a JSON object; ``seed`` reseeds 
     timeout_rate          0..1   share of calls applied, then answered only after timeout_seconds
     timeout_seconds       float  how long such a call stalls (default 2.0)
     drop_rate             0..1   share of calls whose connection is closed unanswered, unapplied
+    lost_answer_rate      0..1   share of calls applied, then closed unanswered
     reject_id_rate        0..1   share of persons that match no TikTok user. TikTok reports no per-id
                                  outcome in mapping answers, so neither does the emulator: the person is
                                  stored (and deleted) like any other but never counts in cover_num.
@@ -112,6 +113,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "timeout_rate": 0.0,
     "timeout_seconds": 2.0,
     "drop_rate": 0.0,
+    "lost_answer_rate": 0.0,
     "reject_id_rate": 0.0,
     "recalc_delay_seconds": 0.0,
     "max_batch": 10_000,
@@ -579,6 +581,7 @@ class TikTokEmulator(HttpEmulator):
         # be safe against a change that already landed.
         if stall:
             time.sleep(stall)
+        self.faults.maybe_drop("lost_answer_rate")
         return response
 
     def _answer(self, req: Request, request_id: str) -> Response:
