@@ -118,6 +118,11 @@ def _render_source_report(report: Any, summary: str) -> None:
 @click.option(
     "--allow-mass-remove", is_flag=True, help="Let a plan through that the circuit breaker refuses."
 )
+@click.option(
+    "--after-dbt",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sync only audiences whose dbt models succeeded in this run_results.json.",
+)
 @input_errors
 def sync(
     config_path: Path | None,
@@ -129,6 +134,7 @@ def sync(
     allow_mass_remove: bool,
     output_format: str | None,
     quiet: bool,
+    after_dbt: Path | None = None,
 ) -> None:
     """Plan each audience against its last-synced state and push the adds and removes."""
     from audiencesync.sync.runner import sync_once
@@ -140,6 +146,10 @@ def sync(
     from audiencesync.sync.stop_signals import stop_on_signals
 
     config = load(config_path)
+    if after_dbt is not None:
+        from audiencesync.sync.cli_dbt import restrict_after_dbt
+
+        config = restrict_after_dbt(config, after_dbt)
     progress = _progress_sink(quiet or as_json or output_format == "json")
     try:
         with stop_on_signals() as stop:
@@ -369,8 +379,8 @@ def main() -> None:
     cli()
 
 
-# Operations commands (daemon, lag, runs) live in their own module.
-from audiencesync.sync import cli_ops  # noqa: E402
+# Operations commands (daemon, lag, runs) and the dbt commands live in their own modules.
+from audiencesync.sync import cli_dbt, cli_ops  # noqa: E402
 
-for _command in (cli_ops.daemon, cli_ops.lag, cli_ops.runs, cli_ops.state):
+for _command in (cli_ops.daemon, cli_ops.lag, cli_ops.runs, cli_ops.state, cli_dbt.dbt):
     cli.add_command(_command)

@@ -24,6 +24,7 @@ from audiencesync.connectors.versions import DEFAULT_VERSIONS, check_version
 from audiencesync.sync.errors import ConfigError
 from audiencesync.sync.identity import ALPHA2, COUNTRY_NAMES
 from audiencesync.sync.redact import looks_like_secret
+from audiencesync.sync.sql_config import SQL_SOURCE_KEYS, SqlSettings, check_sql_audience, parse_sql_source
 
 STAGES = (
     "new_subscriber",
@@ -59,6 +60,8 @@ class SourceConfig:
     """Extra consent values (lower case) that mean granted, beyond 1/true/yes/granted..."""
     consent_denied_values: frozenset[str] = frozenset()
     """Extra consent values (lower case) that mean denied, beyond 0/false/no/denied..."""
+    sql: SqlSettings | None = None
+    """For ``kind = "sql"``: where the database is and how to read it (audiencesync.sync.sql_source)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,10 @@ class AudienceConfig:
     description: str = ""
     flag: str | None = None
     where: str | None = None
+    model: str | None = None
+    """A dbt model whose relation (from the manifest) replaces ``[source] table`` for this audience."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Bound parameters of ``query`` (``:name`` in the SQL), for a ``sql`` source."""
 
     @property
     def is_in_flow(self) -> bool:
@@ -303,8 +310,9 @@ _SOURCE_KEYS = {
     "prehashed",
     "consent_granted_values",
     "consent_denied_values",
+    *SQL_SOURCE_KEYS,
 }
-_AUDIENCE_KEYS = {"stage", "in_flow", "flag", "where", "query", "description"}
+_AUDIENCE_KEYS = {"stage", "in_flow", "flag", "where", "query", "description", "model", "params"}
 _SYNC_KEYS = {
     "audience",
     "destinations",
@@ -417,7 +425,7 @@ def parse_config(
         errors.add("state_path", "must be a file path")
         state_path = "audience-sync.db"
 
-    source = _parse_source(raw.get("source"), base, errors)
+    source = _parse_source(raw.get("source"), base, env, errors)
     audiences = _parse_audiences(raw.get("audiences"), source, errors)
     destinations = _parse_destinations(
         raw.get("destinations"), base, env, errors, today or datetime.now(UTC).date()
@@ -458,16 +466,19 @@ def parse_config(
     )
 
 
-def _parse_source(raw: Any, base: Path, errors: _Errors) -> SourceConfig | None:
+def _parse_source(raw: Any, base: Path, env: Mapping[str, str], errors: _Errors) -> SourceConfig | None:
     if not isinstance(raw, dict):
         errors.add("source", "missing table [source]")
         return None
     errors.unknown(raw, _SOURCE_KEYS, "source.")
     kind = raw.get("kind", "sqlite")
-    if (msg := _choice("sqlite", "csv", "jsonl")(kind)) is not None:
+    if (msg := _choice("sqlite", "csv", "jsonl", "sql")(kind)) is not None:
         errors.add("source.kind", msg)
     path_value = raw.get("path")
-    if not isinstance(path_value, str) or not path_value:
+    sql = parse_sql_source(raw, base, env, errors.add) if kind == "sql" else None
+    if kind == "sql":
+        path_value = path_value if isinstance(path_value, str) else ""
+    elif not isinstance(path_value, str) or not path_value:
         errors.add("source.path", "required: the profile database or export file")
         path_value = ""
     for key in (
@@ -523,6 +534,7 @@ def _parse_source(raw: Any, base: Path, errors: _Errors) -> SourceConfig | None:
         prehashed=frozenset(prehashed),
         consent_granted_values=vocab["consent_granted_values"],
         consent_denied_values=vocab["consent_denied_values"],
+        sql=sql,
     )
 
 
@@ -561,8 +573,10 @@ def _parse_audiences(raw: Any, source: SourceConfig | None, errors: _Errors) -> 
                 errors.add(f"{prefix}.query", "must be a SQL SELECT")
             elif filters:
                 errors.add(f"{prefix}.query", f"use either query or {'/'.join(filters)}, not both")
-        elif not filters:
-            errors.add(prefix, "needs stage, in_flow, flag or where (any together), or query")
+        elif not filters and spec.get("model") is None:
+            errors.add(prefix, "needs stage, in_flow, flag or where (any together), a dbt model, or query")
+        for key, msg in check_sql_audience(spec, source.kind if source else None):
+            errors.add(f"{prefix}.{key}", msg)
         description = spec.get("description", "")
         out[name] = AudienceConfig(
             name=name,
@@ -572,6 +586,8 @@ def _parse_audiences(raw: Any, source: SourceConfig | None, errors: _Errors) -> 
             description=description if isinstance(description, str) else "",
             flag=flag if isinstance(flag, str) else None,
             where=where if isinstance(where, str) else None,
+            model=spec["model"] if isinstance(spec.get("model"), str) else None,
+            params=spec["params"] if isinstance(spec.get("params"), dict) else {},
         )
     return out
 

@@ -180,6 +180,10 @@ class RowMapper:
 
 def read_audience(source: SourceConfig, audience: AudienceConfig) -> Iterator[SourceRow]:
     """Stream the members of ``audience``. Raises ``SourceError`` naming the file and row or query."""
+    if source.kind == "sql":
+        from audiencesync.sync.sql_source import read_sql_audience
+
+        return read_sql_audience(source, audience)
     engine = open_engine(source)
     return _read(engine, source, audience)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,3 +65,19 @@ def google_emulator(google_emulator_server: GoogleEmulator) -> GoogleEmulator:
     earlier test cancelled, so they cannot touch this one)."""
     google_emulator_server.reset()
     return google_emulator_server
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (tests/postgres_server.py): its SQLAlchemy URL.
+    Skipped when PostgreSQL is not installed, except under CI, where that is a failure (.ci/run
+    installs it)."""
+    from postgres_server import find_bindir, postgres_server
+
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not installed (apt-get install -y postgresql); CI runs these tests")
+        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
+    with postgres_server(bindir) as url:
+        yield url

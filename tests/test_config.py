@@ -139,7 +139,10 @@ def test_bad_cron_and_google_customer_id_are_reported(write_config: WriteConfig)
 
 def test_an_audience_needs_a_definition(write_config: WriteConfig) -> None:
     path = write_config(FILE_DESTINATION + '\n[audiences.empty]\ndescription = "nothing"\n')
-    assert "audiences.empty: needs stage, in_flow, flag or where (any together), or query" in problems(path)
+    assert (
+        "audiences.empty: needs stage, in_flow, flag or where (any together), a dbt model, or query"
+        in problems(path)
+    )
 
 
 def test_durations() -> None:
