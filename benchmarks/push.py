@@ -79,7 +79,7 @@ class Emulated:
 
 
 def _meta() -> Emulated:
-    from audiencesync.connectors.emulators import meta
+    from audiencesync.connectors.meta import emulator as meta
 
     return Emulated(
         "meta",
@@ -94,7 +94,7 @@ def _meta() -> Emulated:
 
 
 def _tiktok() -> Emulated:
-    from audiencesync.connectors.emulators import tiktok
+    from audiencesync.connectors.tiktok import emulator as tiktok
 
     return Emulated(
         "tiktok",
@@ -118,8 +118,8 @@ def _google_member_calls(emulator: Any) -> int:
 def _google(backend: str) -> Emulated | str:
     """The Google case, or why it is skipped (its connector or emulator is not there yet)."""
     try:
-        import audiencesync.connectors.google  # noqa: F401
-        from audiencesync.connectors.emulators import google
+        import audiencesync.connectors.google.connector  # noqa: F401
+        from audiencesync.connectors.google import emulator as google
     except ImportError as exc:
         return f"the Google connector or emulator cannot be imported yet ({exc})"
     return Emulated(

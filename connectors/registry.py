@@ -10,19 +10,19 @@ from audiencesync.sync.config import DestinationConfig
 def build_connector(dest: DestinationConfig) -> Connector:
     """The connector for ``dest.platform``."""
     if dest.platform == "meta":
-        from audiencesync.connectors.meta import MetaConnector
+        from audiencesync.connectors.meta.connector import MetaConnector
 
         return MetaConnector(dest)
     if dest.platform == "google":
-        from audiencesync.connectors.google import GoogleConnector
+        from audiencesync.connectors.google.connector import GoogleConnector
 
         return GoogleConnector(dest)
     if dest.platform == "tiktok":
-        from audiencesync.connectors.tiktok import TikTokConnector
+        from audiencesync.connectors.tiktok.connector import TikTokConnector
 
         return TikTokConnector(dest)
     if dest.platform == "file":
-        from audiencesync.connectors.file import FileConnector
+        from audiencesync.connectors.file.connector import FileConnector
 
         return FileConnector(dest)
     raise ValueError(f"no connector for platform {dest.platform!r}")

@@ -44,7 +44,7 @@ _HISTORY_COLUMNS = {
 
 # Meta closes an upload session 90 minutes after its first batch (meta.md, Payload: "without
 # last_batch_flag, a session ends 90 minutes after its first batch"); start a new one well before. The
-# runner also starts a new session for every push (connectors/meta_payload.py lists the assumptions).
+# runner also starts a new session for every push (connectors/meta/payload.py lists the assumptions).
 SESSION_MAX_AGE_S = 80 * 60
 
 

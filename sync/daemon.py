@@ -34,11 +34,11 @@ from audiencesync.state.lease import LeaseBusy, held
 from audiencesync.state.outbox import OutboxStore
 from audiencesync.state.store import StateStore
 from audiencesync.sync import alerts
+from audiencesync.sync.cli.lag_html import render_page
 from audiencesync.sync.config import Config, Target
 from audiencesync.sync.cron import crontab_trigger
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.lag import lag_report, prune_lag, record_read_back
-from audiencesync.sync.lag_html import render_page
 from audiencesync.sync.metrics import Metrics, MetricsServer
 from audiencesync.sync.progress import ProgressLog
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult, close_connectors

@@ -28,7 +28,7 @@ from audiencesync.state.lease import Lease, LeaseBusy, acquire, default_wait
 from audiencesync.state.outbox import OutboxStore, QueuedBatch, handle_members, paired_member_keys
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
-from audiencesync.sync.emulation import unreachable_emulator
+from audiencesync.sync.demo.emulation import unreachable_emulator
 from audiencesync.sync.errors import InputError, SourceError, StaleStateError
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.lag import record_read_back

@@ -1,6 +1,6 @@
 """The status page's model: everything the daemon's ``/`` page, ``lag --html`` and ``/metrics`` show,
 read from the state file (and, for in-flow coverage, the source) in one place. Data only: rendering
-lives in ``sync/lag_html.py`` and the metrics collector in ``sync/metrics.py``.
+lives in ``sync/cli/lag_html.py`` and the metrics collector in ``sync/metrics.py``.
 """
 
 from __future__ import annotations

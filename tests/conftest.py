@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from audiencesync.sync.demo import build_profiles
+from audiencesync.sync.demo.profiles import build_profiles
 from sample_configs import FILE_DESTINATION, SOURCE, WriteConfig
 
 if TYPE_CHECKING:
-    from audiencesync.connectors.emulators.google import GoogleEmulator
+    from audiencesync.connectors.google.emulator import GoogleEmulator
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def google_emulator_server() -> Iterator[GoogleEmulator]:
     take ``google_emulator``, which empties it first."""
     # Imported here: the Google clients take about 2 s to import, which sessions without a Google
     # test should not pay.
-    from audiencesync.connectors.emulators.google import start_emulator
+    from audiencesync.connectors.google.emulator import start_emulator
 
     with start_emulator() as emulator:
         yield emulator

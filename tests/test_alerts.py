@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from audiencesync.state.store import StateStore
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from click.testing import CliRunner, Result
 from sample_configs import WriteConfig
 

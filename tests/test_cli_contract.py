@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from click.testing import CliRunner, Result
 from sample_configs import WriteConfig
 

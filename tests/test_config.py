@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import load_config, parse_duration
 from audiencesync.sync.errors import ConfigError
 from audiencesync.sync.identity import ProfileHasher

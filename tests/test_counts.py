@@ -9,7 +9,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from audiencesync.connectors.emulators.google import GoogleEmulator
+from audiencesync.connectors.google.emulator import GoogleEmulator
 from sample_configs import WriteConfig
 from test_google_e2e import BACKENDS, Harness, profile, update_profiles, write_profiles
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audiencesync.connectors import meta_payload as mp
 from audiencesync.connectors.contract import Change
-from audiencesync.connectors.emulators.meta import MetaEmulator, start_emulator
-from audiencesync.sync.cli import cli
+from audiencesync.connectors.meta import payload as mp
+from audiencesync.connectors.meta.emulator import MetaEmulator, start_emulator
+from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import load_config
-from audiencesync.sync.demo import advance, build_profiles
+from audiencesync.sync.demo.profiles import advance, build_profiles
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.source_load import member_key
 from audiencesync.sync.sources import read_audience

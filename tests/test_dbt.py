@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.dbt import after_dbt, exposures_yaml, model_relation
 from audiencesync.sync.errors import SourceError

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from audiencesync.connectors.emulators.meta import start_emulator
+from audiencesync.connectors.meta.emulator import start_emulator
 from sample_configs import WriteConfig
 
 CLI = Path(sys.executable).parent / "audience-sync"

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audiencesync.connectors import google_payload as gp
 from audiencesync.connectors.contract import Change, HandleStatus
 from audiencesync.connectors.errors import (
     AudienceGone,
@@ -20,7 +19,8 @@ from audiencesync.connectors.errors import (
     PermissionDenied,
     TransientError,
 )
-from audiencesync.connectors.google import GoogleConnector, normalized_target, refresh_seconds
+from audiencesync.connectors.google import payload as gp
+from audiencesync.connectors.google.connector import GoogleConnector, normalized_target, refresh_seconds
 from audiencesync.sync.config import DestinationConfig
 from google.ads import datamanager_v1 as dm
 from google.ads.googleads.errors import GoogleAdsException

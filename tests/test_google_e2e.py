@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audiencesync.connectors import google_payload as gp
 from audiencesync.connectors.contract import AudienceSpec, Change
-from audiencesync.connectors.emulators.google import GoogleEmulator
 from audiencesync.connectors.errors import AudienceGone, ConfigurationRejected
-from audiencesync.connectors.google import GoogleConnector
+from audiencesync.connectors.google import payload as gp
+from audiencesync.connectors.google.connector import GoogleConnector
+from audiencesync.connectors.google.emulator import GoogleEmulator
 from audiencesync.state.store import StateStore
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import DestinationConfig, Target, load_config
-from audiencesync.sync.demo import SCHEMA
+from audiencesync.sync.demo.profiles import SCHEMA
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
 from click.testing import CliRunner

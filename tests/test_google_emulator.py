@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
-from audiencesync.connectors.emulators.google import (
+from audiencesync.connectors.google.emulator import (
     FAILURE_METADATA_KEY,
     GoogleEmulator,
     start_emulator,
@@ -1034,7 +1034,7 @@ def free_port() -> int:
 
 def test_serve_listens_until_interrupted() -> None:
     port, admin_port = free_port(), free_port()
-    code = f"from audiencesync.connectors.emulators.google import serve; serve({port}, {admin_port})"
+    code = f"from audiencesync.connectors.google.emulator import serve; serve({port}, {admin_port})"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

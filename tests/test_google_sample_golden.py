@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from audiencesync.connectors import google_payload as gp
 from audiencesync.connectors.contract import Change
+from audiencesync.connectors.google import payload as gp
 from google.ads import datamanager_v1 as dm
 from google.protobuf.json_format import MessageToDict
 

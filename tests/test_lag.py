@@ -12,7 +12,7 @@ from pathlib import Path
 
 from audiencesync.connectors.contract import PlatformStatus
 from audiencesync.state.store import StateStore
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.lag import lag_stats, prune_lag, record_read_back

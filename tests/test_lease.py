@@ -16,7 +16,7 @@ import pytest
 from audiencesync.state.db import connect
 from audiencesync.state.lease import LeaseBusy, acquire, held, read_lease
 from audiencesync.state.store import StateStore
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from click.testing import CliRunner
 from sample_configs import WriteConfig
 

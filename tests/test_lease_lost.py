@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from audiencesync.connectors.contract import Capabilities, Change, PushResult, SessionInfo
-from audiencesync.connectors.file import FileConnector
+from audiencesync.connectors.file.connector import FileConnector
 from audiencesync.state import lease
 from audiencesync.state.store import StateStore
 from audiencesync.sync import runner as runner_module

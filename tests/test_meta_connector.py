@@ -12,10 +12,8 @@ from urllib.parse import parse_qs
 
 import pytest
 import responses
-from audiencesync.connectors import meta_payload as mp
 from audiencesync.connectors.contract import AudienceSpec, Change, SessionInfo
-from audiencesync.connectors.emulators.http import parse_multipart
-from audiencesync.connectors.emulators.meta import MetaEmulator, start_emulator
+from audiencesync.connectors.emulation.http import parse_multipart
 from audiencesync.connectors.errors import (
     AudienceGone,
     AuthError,
@@ -25,7 +23,9 @@ from audiencesync.connectors.errors import (
     SchemaMismatch,
     TransientError,
 )
-from audiencesync.connectors.meta import MetaConnector
+from audiencesync.connectors.meta import payload as mp
+from audiencesync.connectors.meta.connector import MetaConnector
+from audiencesync.connectors.meta.emulator import MetaEmulator, start_emulator
 from audiencesync.sync.config import DestinationConfig
 
 TOKEN = "EAAB-secret-token-value"
@@ -264,7 +264,7 @@ def test_a_deprecated_version_names_the_setting_and_the_sdks_version() -> None:
 
 
 def test_the_default_api_version_is_the_one_the_pinned_sdk_is_built_for() -> None:
-    from audiencesync.connectors.meta import DEFAULT_API_VERSION
+    from audiencesync.connectors.meta.connector import DEFAULT_API_VERSION
     from facebook_business.apiconfig import ads_api_config
 
     assert DEFAULT_API_VERSION == ads_api_config["API_VERSION"] == "v26.0"
@@ -418,7 +418,7 @@ def test_an_auto_upgraded_call_is_logged_once_and_shown_in_read_back(
     meta.add(audience_id, [change(1)], None)
     status = meta.read_back(audience_id)
     assert status.detail["version_warning"] == note and status.detail["api_version"] == "v25.0"
-    warnings = [r for r in caplog.records if r.name == "audiencesync.connectors.meta"]
+    warnings = [r for r in caplog.records if r.name == "audiencesync.connectors.meta.connector"]
     assert len(warnings) == 1 and "api_version v25.0" in warnings[0].getMessage()
 
 

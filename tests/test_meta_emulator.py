@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-from audiencesync.connectors.emulators.meta import MetaEmulator, start_emulator
+from audiencesync.connectors.meta.emulator import MetaEmulator, start_emulator
 
 TOKEN = "any-token"
 
@@ -215,7 +215,7 @@ def test_admin_surface_lists_members_and_resets(emulator: MetaEmulator) -> None:
 
 
 def test_all_hex64_takes_only_64_lowercase_hex_digits_per_value() -> None:
-    from audiencesync.connectors.emulators.http import all_hex64
+    from audiencesync.connectors.emulation.http import all_hex64
 
     good = [h(str(i)) for i in range(5)]
     assert all_hex64(good) and all_hex64([]) and all_hex64(good[:1])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from audiencesync.connectors.versions import DEFAULT_VERSIONS, VERSIONS, VersionStatus, check_version
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.errors import ConfigError
 from click.testing import CliRunner

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def test_only_the_audiencesync_name_is_importable(tmp_path: Path) -> None:
     probe = (
-        "import importlib.util as u, audiencesync.sync.cli, audiencesync.state.db, audiencesync.connectors.contract\n"
+        "import importlib.util as u, audiencesync.sync.cli.commands, audiencesync.state.db, audiencesync.connectors.contract\n"
         "print([n for n in ('sync', 'state', 'connectors') if u.find_spec(n) is not None])"
     )
     out = subprocess.run(

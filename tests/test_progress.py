@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from audiencesync.sync.cli import cli
-from audiencesync.sync.cli_progress import ProgressBar
+from audiencesync.sync.cli.commands import cli
+from audiencesync.sync.cli.progress_bar import ProgressBar
 from audiencesync.sync.config import load_config
 from audiencesync.sync.progress import ProgressEvent, ProgressLog
 from audiencesync.sync.runner import sync_once

@@ -21,10 +21,10 @@ from audiencesync.connectors.contract import (
     SessionInfo,
 )
 from audiencesync.connectors.errors import FatalError
-from audiencesync.connectors.file import FileConnector
+from audiencesync.connectors.file.connector import FileConnector
 from audiencesync.state.store import StateStore
 from audiencesync.sync import daemon as daemon_module
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import Target, load_config
 from audiencesync.sync.daemon import Daemon, DaemonOptions
 from audiencesync.sync.errors import SourceError

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.source_check import check_source
 from audiencesync.sync.sources import read_audience

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audiencesync.connectors.emulators.meta import MetaEmulator, start_emulator
-from audiencesync.sync.cli import cli
+from audiencesync.connectors.meta.emulator import MetaEmulator, start_emulator
+from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import SourceConfig, load_config
 from audiencesync.sync.errors import ConfigError, SourceError
 from audiencesync.sync.identity import ProfileHasher

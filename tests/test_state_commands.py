@@ -7,7 +7,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from click.testing import CliRunner
 from sample_configs import WriteConfig
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audiencesync.connectors.emulators.meta import MetaEmulator, start_emulator
+from audiencesync.connectors.meta.emulator import MetaEmulator, start_emulator
 from sample_configs import WriteConfig
 
 CLI = Path(sys.executable).parent / "audience-sync"

@@ -9,7 +9,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.source_load import member_key

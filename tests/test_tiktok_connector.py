@@ -15,9 +15,7 @@ from typing import Any
 import pytest
 import requests
 import responses
-from audiencesync.connectors import tiktok_payload as tp
 from audiencesync.connectors.contract import AudienceSpec, Change
-from audiencesync.connectors.emulators.tiktok import TikTokEmulator, start_emulator
 from audiencesync.connectors.errors import (
     AudienceGone,
     AuthError,
@@ -28,7 +26,9 @@ from audiencesync.connectors.errors import (
     SchemaMismatch,
     TransientError,
 )
-from audiencesync.connectors.tiktok import RetryPolicy, TikTokConnector, base_url
+from audiencesync.connectors.tiktok import payload as tp
+from audiencesync.connectors.tiktok.connector import RetryPolicy, TikTokConnector, base_url
+from audiencesync.connectors.tiktok.emulator import TikTokEmulator, start_emulator
 from audiencesync.sync.config import DestinationConfig
 
 ADVERTISER = "7000000000000000042"

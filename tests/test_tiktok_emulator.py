@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import requests
-from audiencesync.connectors.emulators.tiktok import TikTokEmulator, start_emulator
+from audiencesync.connectors.tiktok.emulator import TikTokEmulator, start_emulator
 
 ADV = "7000000000000000042"
 
@@ -407,7 +407,7 @@ def test_serve_prints_where_it_listens() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = f"from audiencesync.connectors.emulators.tiktok import serve; serve({port})"
+    code = f"from audiencesync.connectors.tiktok.emulator import serve; serve({port})"
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

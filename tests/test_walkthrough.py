@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from click.testing import CliRunner, Result
 
 CLI = Path(sys.executable).parent / "audience-sync"

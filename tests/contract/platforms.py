@@ -109,7 +109,7 @@ def _truncated_email(_emulator: Running, change: Change) -> Change:
 
 @contextmanager
 def _meta() -> Iterator[Running]:
-    from audiencesync.connectors.emulators.meta import start_emulator
+    from audiencesync.connectors.meta.emulator import start_emulator
 
     emulator = start_emulator()
     try:
@@ -119,7 +119,7 @@ def _meta() -> Iterator[Running]:
 
 
 def _meta_connector(emulator: Running, sleep: Sleep, max_wait: float) -> Connector:
-    from audiencesync.connectors.meta import MetaConnector
+    from audiencesync.connectors.meta.connector import MetaConnector
 
     settings = {
         "platform": "meta",
@@ -139,7 +139,7 @@ def _meta_connector(emulator: Running, sleep: Sleep, max_wait: float) -> Connect
 
 @contextmanager
 def _tiktok() -> Iterator[Running]:
-    from audiencesync.connectors.emulators.tiktok import start_emulator
+    from audiencesync.connectors.tiktok.emulator import start_emulator
 
     emulator = start_emulator(advertisers=(ADVERTISER,))
     try:
@@ -150,7 +150,7 @@ def _tiktok() -> Iterator[Running]:
 
 def _tiktok_connector(flow: str) -> Callable[[Running, Sleep, float], Connector]:
     def connect(emulator: Running, sleep: Sleep, max_wait: float) -> Connector:
-        from audiencesync.connectors.tiktok import RetryPolicy, TikTokConnector
+        from audiencesync.connectors.tiktok.connector import RetryPolicy, TikTokConnector
 
         settings = {
             "platform": "tiktok",
@@ -178,7 +178,7 @@ def _tiktok_close(connector: Connector) -> None:
 
 @contextmanager
 def _google() -> Iterator[Running]:
-    from audiencesync.connectors.emulators.google import start_emulator
+    from audiencesync.connectors.google.emulator import start_emulator
 
     with start_emulator() as emulator:
         yield Running(emulator.endpoint, emulator.admin_url)
@@ -186,7 +186,7 @@ def _google() -> Iterator[Running]:
 
 def _google_connector(backend: str) -> Callable[[Running, Sleep, float], Connector]:
     def connect(emulator: Running, sleep: Sleep, max_wait: float) -> Connector:
-        from audiencesync.connectors.google import GoogleConnector
+        from audiencesync.connectors.google.connector import GoogleConnector
 
         settings: dict[str, Any] = {
             "platform": "google",

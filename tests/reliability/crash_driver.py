@@ -39,16 +39,16 @@ POINTS = ("plan", "before_send", "after_accept", "poll")
 def fast_connector(dest: DestinationConfig) -> Connector:
     """The destination's real connector with millisecond backoff, so faults cost no wall time."""
     if dest.platform == "meta":
-        from audiencesync.connectors.meta import MetaConnector
+        from audiencesync.connectors.meta.connector import MetaConnector
 
         return MetaConnector(dest, backoff_initial=0.005, backoff_max=0.05, timeout_seconds=5.0)
     if dest.platform == "google":
-        from audiencesync.connectors.google import GoogleConnector
+        from audiencesync.connectors.google.connector import GoogleConnector
 
         return GoogleConnector(
             dest, backoff_initial=0.005, backoff_max=0.05, timeout_seconds=10.0, poll_interval=0.02
         )
-    from audiencesync.connectors.tiktok import RetryPolicy, TikTokConnector
+    from audiencesync.connectors.tiktok.connector import RetryPolicy, TikTokConnector
 
     return TikTokConnector(dest, RetryPolicy(0.005, 0.05, 5.0, 5.0))
 

@@ -23,7 +23,7 @@ from typing import Any
 from audiencesync.connectors.contract import Connector
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Target, load_config
-from audiencesync.sync.demo import advance, build_profiles
+from audiencesync.sync.demo.profiles import advance, build_profiles
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
 from crash_driver import POINTS, KillingConnector, fast_connector
 
@@ -146,15 +146,15 @@ class Emulators:
         kind = "google" if platform.startswith("google") else platform
         if kind not in self._running:
             if kind == "meta":
-                from audiencesync.connectors.emulators.meta import start_emulator as meta_start
+                from audiencesync.connectors.meta.emulator import start_emulator as meta_start
 
                 emulator: Any = meta_start()
             elif kind == "tiktok":
-                from audiencesync.connectors.emulators.tiktok import start_emulator as tiktok_start
+                from audiencesync.connectors.tiktok.emulator import start_emulator as tiktok_start
 
                 emulator = tiktok_start()
             else:
-                from audiencesync.connectors.emulators.google import start_emulator as google_start
+                from audiencesync.connectors.google.emulator import start_emulator as google_start
 
                 emulator = google_start()
             self._stack.callback(emulator.stop)

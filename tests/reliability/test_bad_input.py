@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audiencesync.sync.cli import cli
-from audiencesync.sync.demo import advance, build_profiles
+from audiencesync.sync.cli.commands import cli
+from audiencesync.sync.demo.profiles import advance, build_profiles
 from click.testing import CliRunner, Result
 from sample_configs import FILE_DESTINATION, SOURCE
 

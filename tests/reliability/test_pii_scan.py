@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from audiencesync.state.sealed import PREFIX, key_path
-from audiencesync.sync.cli import cli
+from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.redact import REDACTED, redact
 from click.testing import CliRunner
 from hypothesis import given
@@ -352,7 +352,7 @@ def test_a_wrong_state_key_is_refused_before_anything_is_written(tmp_path: Path,
         cli, ["sync", "--config", str(config)], env={"AUDIENCE_SYNC_STATE_KEY": "first key"}
     )
     assert first.exit_code == 0, first.output
-    from audiencesync.sync.demo import advance
+    from audiencesync.sync.demo.profiles import advance
 
     advance(demo_db, share=0.05, seed=1)
     before = (tmp_path / "state.db").read_bytes()
@@ -369,7 +369,7 @@ def test_a_wrong_state_key_is_refused_before_anything_is_written(tmp_path: Path,
 def test_log_lines_are_redacted(fmt: str) -> None:
     import logging
 
-    from audiencesync.sync.logs import JsonFormatter, TextFormatter
+    from audiencesync.sync.cli.logs import JsonFormatter, TextFormatter
 
     formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     record = logging.LogRecord(

@@ -1,7 +1,7 @@
 """What every ``audience-sync`` command shares on its input side: the ``--config`` option, loading
 the config it names, and turning ``InputError`` into a message on stderr and its exit code (2).
 
-Its own module because ``sync/cli.py`` imports ``sync/cli_ops.py`` to register the operations
+Its own module because ``sync/cli/commands.py`` imports ``sync/cli/ops.py`` to register the operations
 commands, and both need these.
 """
 

@@ -34,7 +34,7 @@ def endpoint_port(endpoint: str) -> int:
 
 def emulator_module(platform: str) -> Any:
     """The emulator module for ``platform`` (imported lazily: the Google one pulls in gRPC)."""
-    return importlib.import_module(f"audiencesync.connectors.emulators.{platform}")
+    return importlib.import_module(f"audiencesync.connectors.{platform}.emulator")
 
 
 class PortBusy(InputError):

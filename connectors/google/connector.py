@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import grpc
-from audiencesync.connectors import google_payload as gp
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Capabilities,
@@ -32,6 +31,7 @@ from audiencesync.connectors.contract import (
     SessionInfo,
 )
 from audiencesync.connectors.errors import AuthError, ConnectorError, TransientError
+from audiencesync.connectors.google import payload as gp
 from audiencesync.connectors.retry_log import retry_logger
 from audiencesync.sync.config import DestinationConfig
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
@@ -262,11 +262,11 @@ class GoogleConnector:
         self._settings = dest.settings
         self._backend: Backend
         if self.backend_name == "google_ads":
-            from audiencesync.connectors.google_ads import GoogleAdsBackend
+            from audiencesync.connectors.google.ads import GoogleAdsBackend
 
             self._backend = GoogleAdsBackend(dest, tuning)
         elif self.backend_name == "data_manager":
-            from audiencesync.connectors.google_datamanager import DataManagerBackend
+            from audiencesync.connectors.google.datamanager import DataManagerBackend
 
             self._backend = DataManagerBackend(dest, tuning)
         else:

@@ -18,12 +18,12 @@ from typing import Any
 
 import click
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
-from audiencesync.sync.cli_input import config_option, input_errors, load
+from audiencesync.sync.cli.logs import setup_logging
+from audiencesync.sync.cli.options import config_option, input_errors, load
+from audiencesync.sync.cli.table_output import choose_format, format_option
 from audiencesync.sync.config import check_country, load_config
 from audiencesync.sync.errors import InputError
-from audiencesync.sync.logs import setup_logging
 from audiencesync.sync.run_status import FAILED, ExitCode, RunStatus
-from audiencesync.sync.table_output import choose_format, format_option
 from rich.console import Console
 from rich.markup import escape
 
@@ -147,7 +147,7 @@ def sync(
 
     config = load(config_path)
     if after_dbt is not None:
-        from audiencesync.sync.cli_dbt import restrict_after_dbt
+        from audiencesync.sync.cli.dbt import restrict_after_dbt
 
         config = restrict_after_dbt(config, after_dbt)
     progress = _progress_sink(quiet or as_json or output_format == "json")
@@ -177,7 +177,7 @@ def _progress_sink(quiet: bool) -> Any:
         return no_progress
     console = _stderr()
     if console.is_terminal:
-        from audiencesync.sync.cli_progress import ProgressBar
+        from audiencesync.sync.cli.progress_bar import ProgressBar
 
         return ProgressBar(console)
     return ProgressLog()
@@ -189,7 +189,7 @@ def _print_results(results: Sequence[Any], dry_run: bool, as_json: bool, output_
     if fmt == "json":
         click.echo(json.dumps({"dry_run": dry_run, "targets": [r.as_dict() for r in results]}, indent=2))
         return
-    from audiencesync.sync.report import render_results
+    from audiencesync.sync.cli.report import render_results
 
     render_results(console, results, dry_run, fmt)
 
@@ -270,7 +270,7 @@ def demo(ctx: click.Context, config_path: Path, profiles: int | None, seed: int,
     ctx.obj["config_path"] = config_path
     if ctx.invoked_subcommand is not None:
         return
-    from audiencesync.sync.walkthrough import run_demo
+    from audiencesync.sync.cli.walkthrough import run_demo
 
     _ensure_demo_config(config_path)
     sys.exit(
@@ -296,7 +296,7 @@ def demo(ctx: click.Context, config_path: Path, profiles: int | None, seed: int,
 @input_errors
 def demo_advance(ctx: click.Context, config_path: Path | None, share: float, seed: int | None) -> None:
     """Move a share of the demo profiles between stages and flows, so the next sync has changes."""
-    from audiencesync.sync.demo import advance
+    from audiencesync.sync.demo.profiles import advance
 
     config = load_config(config_path or ctx.obj["config_path"])
     if not config.source.path.exists():
@@ -336,7 +336,7 @@ def _ensure_demo_config(path: Path) -> None:
 def emulator(platform: str, port: int | None, admin_port: int | None, config_path: Path) -> None:
     """Run a local emulator of PLATFORM's audience API on 127.0.0.1, until interrupted. ``all`` runs
     every emulator the config's loopback endpoints name (what the demo and its walkthrough use)."""
-    from audiencesync.sync.emulation import PortBusy, emulator_module, listening
+    from audiencesync.sync.demo.emulation import PortBusy, emulator_module, listening
 
     if platform == "all":
         _serve_all(config_path)
@@ -359,7 +359,7 @@ def _serve_all(config_path: Path) -> None:
     import signal
     import threading
 
-    from audiencesync.sync.emulation import emulators_for
+    from audiencesync.sync.demo.emulation import emulators_for
 
     config = load(config_path)
     stop = threading.Event()
@@ -380,7 +380,8 @@ def main() -> None:
 
 
 # Operations commands (daemon, lag, runs) and the dbt commands live in their own modules.
-from audiencesync.sync import cli_dbt, cli_ops  # noqa: E402
+from audiencesync.sync.cli import dbt as cli_dbt  # noqa: E402
+from audiencesync.sync.cli import ops as cli_ops  # noqa: E402
 
 for _command in (cli_ops.daemon, cli_ops.lag, cli_ops.runs, cli_ops.state, cli_dbt.dbt):
     cli.add_command(_command)

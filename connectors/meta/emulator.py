@@ -11,7 +11,7 @@ Routes (any ``/vNN.N`` prefix):
 Membership is a set of rows (the tuple of values in schema order); a remove takes out that exact row.
 Tokens come from the ``access_token`` parameter or a Bearer header.
 
-Each rule names its source, with the short names ``connectors/meta_payload.py`` defines (users-ref,
+Each rule names its source, with the short names ``connectors/meta/payload.py`` defines (users-ref,
 ca-api, sdk-ca, rate-limit, errors, versioning). What no primary source settles (error codes for
 malformed payloads and out-of-order sessions, the too-small subcode, ``method=DELETE``) is listed
 under "Assumptions" in docs/setup-meta.md.
@@ -51,7 +51,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from audiencesync.connectors.emulators.http import (
+from audiencesync.connectors.emulation.http import (
     EmulatorServer,
     FaultSwitches,
     HttpEmulator,

@@ -142,7 +142,8 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
-from audiencesync.connectors.emulators.google_errors import (
+from audiencesync.connectors.emulation.http import EmulatorServer, FaultSwitches, Request, Response
+from audiencesync.connectors.google.emulator_errors import (
     _Abort,
     _AdsFailure,
     _concurrent_modification,
@@ -152,8 +153,8 @@ from audiencesync.connectors.emulators.google_errors import (
 )
 
 # Re-exported: the public names this module has always offered.
-from audiencesync.connectors.emulators.google_errors import ads_error as ads_error
-from audiencesync.connectors.emulators.google_gaql import (
+from audiencesync.connectors.google.emulator_errors import ads_error as ads_error
+from audiencesync.connectors.google.emulator_gaql import (
     _ads_job_fields,
     _ads_list_fields,
     _literal,
@@ -161,15 +162,14 @@ from audiencesync.connectors.emulators.google_gaql import (
     _nest,
     _parse_gaql,
 )
-from audiencesync.connectors.emulators.google_store import MAX_KEPT as MAX_KEPT
-from audiencesync.connectors.emulators.google_store import (
+from audiencesync.connectors.google.emulator_store import MAX_KEPT as MAX_KEPT
+from audiencesync.connectors.google.emulator_store import (
     _Delivery,
     _DmRequest,
     _Job,
     _Store,
     _UserList,
 )
-from audiencesync.connectors.emulators.http import EmulatorServer, FaultSwitches, Request, Response
 from audiencesync.connectors.versions import VERSIONS
 from google.ads.datamanager_v1.types import consent as dm_consent
 from google.ads.datamanager_v1.types import ingestion_service as dm_ingestion

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from audiencesync.connectors import tiktok_payload as tp
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Capabilities,
@@ -53,6 +52,7 @@ from audiencesync.connectors.errors import (
     TransientError,
 )
 from audiencesync.connectors.retry_log import retry_logger
+from audiencesync.connectors.tiktok import payload as tp
 from audiencesync.sync.config import DestinationConfig
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import requests
-from audiencesync.connectors import meta_payload as mp
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Capabilities,
@@ -37,6 +36,7 @@ from audiencesync.connectors.errors import (
     SchemaMismatch,
     TransientError,
 )
+from audiencesync.connectors.meta import payload as mp
 from audiencesync.connectors.retry_log import retry_logger
 from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from audiencesync.sync.config import DestinationConfig
@@ -47,7 +47,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 EMULATOR_TOKEN = "emulator-token"
 DEFAULT_API_VERSION = DEFAULT_VERSIONS["meta"]
-log = logging.getLogger("audiencesync.connectors.meta")
+log = logging.getLogger("audiencesync.connectors.meta.connector")
 _AUDIENCE_FIELDS = "id,name,description,operation_status"
 _STATUS_FIELDS = (
     "approximate_count_lower_bound,approximate_count_upper_bound,operation_status,delivery_status,"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from audiencesync.sync.cli.table_output import Column, TableData, emit
 from audiencesync.sync.redact import redact
 from audiencesync.sync.runner import TargetResult, breaker_check
-from audiencesync.sync.table_output import Column, TableData, emit
 from rich.console import Console
 from rich.markup import escape
 

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from audiencesync.connectors.emulators.google_errors import _AdsFailure, _fail
-from audiencesync.connectors.emulators.google_store import _Job, _UserList
+from audiencesync.connectors.google.emulator_errors import _AdsFailure, _fail
+from audiencesync.connectors.google.emulator_store import _Job, _UserList
 from google.ads.googleads.v24.resources.types import offline_user_data_job as ads_job
 from google.ads.googleads.v24.resources.types import user_list as ads_user_list
 

@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from audiencesync.connectors.emulators.http import (
+from audiencesync.connectors.emulation.http import (
     EmulatorServer,
     FaultSwitches,
     HttpEmulator,

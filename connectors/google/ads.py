@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
-from audiencesync.connectors import google_payload as gp
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Change,
@@ -34,7 +33,8 @@ from audiencesync.connectors.contract import (
     PushResult,
 )
 from audiencesync.connectors.errors import AudienceGone, ConnectorError, SchemaMismatch
-from audiencesync.connectors.google import Retrier, RpcLog, Tuning, make_channel, poll
+from audiencesync.connectors.google import payload as gp
+from audiencesync.connectors.google.connector import Retrier, RpcLog, Tuning, make_channel, poll
 from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from audiencesync.sync.config import DestinationConfig
 from google.ads.googleads.errors import GoogleAdsException

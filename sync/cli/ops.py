@@ -1,7 +1,7 @@
 """Operations commands: ``daemon``, ``lag``, ``runs`` and ``state``. Registered on the ``cli`` group in
-``sync/cli.py``.
+``sync/cli/commands.py``.
 
-Exit codes beyond the ones in ``sync/cli.py``: ``lag`` exits 4 when any target breaches its SLO,
+Exit codes beyond the ones in ``sync/cli/commands.py``: ``lag`` exits 4 when any target breaches its SLO,
 so a cron monitor can page on it.
 """
 
@@ -15,11 +15,11 @@ from datetime import datetime
 from pathlib import Path
 
 import click
-from audiencesync.sync.cli_input import config_option, input_errors, load
+from audiencesync.sync.cli.options import config_option, input_errors, load
+from audiencesync.sync.cli.table_output import Column, TableData, choose_format, emit, format_option
 from audiencesync.sync.config import Config, parse_duration
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.lag import SLO_BREACH, TargetLag, format_seconds
-from audiencesync.sync.table_output import Column, TableData, choose_format, emit, format_option
 from rich.console import Console
 
 EXIT_SLO_BREACH = 4
@@ -153,7 +153,7 @@ def lag(
                 alerts.hold_for(config),
             )
         if html_path is not None:
-            from audiencesync.sync.lag_html import render_page
+            from audiencesync.sync.cli.lag_html import render_page
             from audiencesync.sync.status import build_status
 
             # The coverage read above is reused: the page shows the same entries as the table.
@@ -200,7 +200,7 @@ def _size(e: TargetLag) -> str:
 
 
 def _coverage(e: TargetLag) -> str:
-    from audiencesync.sync.lag_html import coverage_text
+    from audiencesync.sync.cli.lag_html import coverage_text
 
     return coverage_text(e)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from audiencesync.connectors import google_payload as gp
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Change,
@@ -30,7 +29,8 @@ from audiencesync.connectors.contract import (
     PushResult,
 )
 from audiencesync.connectors.errors import ConfigurationRejected, ConnectorError, FatalError, SchemaMismatch
-from audiencesync.connectors.google import Retrier, RpcLog, Tuning, make_channel, poll
+from audiencesync.connectors.google import payload as gp
+from audiencesync.connectors.google.connector import Retrier, RpcLog, Tuning, make_channel, poll
 from audiencesync.sync.config import DestinationConfig
 from google.ads import datamanager_v1 as dm
 from google.ads.datamanager_v1.services.ingestion_service.transports import IngestionServiceGrpcTransport

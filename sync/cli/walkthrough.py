@@ -14,10 +14,10 @@ from typing import Any
 
 import requests
 from audiencesync.state.store import StateStore
+from audiencesync.sync.cli.report import render_results
 from audiencesync.sync.config import Config, load_config
-from audiencesync.sync.demo import build_profiles
-from audiencesync.sync.emulation import emulators_for, running_emulators
-from audiencesync.sync.report import render_results
+from audiencesync.sync.demo.emulation import emulators_for, running_emulators
+from audiencesync.sync.demo.profiles import build_profiles
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
 from rich.console import Console
 from rich.table import Table

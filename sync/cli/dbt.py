@@ -1,5 +1,5 @@
 """``audience-sync dbt ...``: commands over dbt's artifacts. Registered on the ``cli`` group in
-``sync/cli.py``; ``sync --after-dbt`` uses ``restrict_after_dbt`` below."""
+``sync/cli/commands.py``; ``sync --after-dbt`` uses ``restrict_after_dbt`` below."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import click
-from audiencesync.sync.cli_input import config_option, input_errors, load
+from audiencesync.sync.cli.options import config_option, input_errors, load
 from audiencesync.sync.config import Config
 
 
