@@ -28,9 +28,12 @@ subclasses when a person has to fix something (the run stops for that destinatio
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 # Canonical identifier kinds, as configured under [source.identifiers]. ``audiencesync.sync.identity``
 # turns raw values into platform-ready values under these keys (Meta's ``dob`` becomes
@@ -180,3 +183,55 @@ class Connector(Protocol):
     def read_back(self, audience_id: str) -> PlatformStatus:
         """The platform's size and processing state for the audience."""
         ...
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost, with or without a scheme and port."""
+    host = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """One ad account (or folder, for ``file``). ``settings`` holds the validated platform keys with
+    their defaults filled in; ``secrets`` the values read from the environment variables they name."""
+
+    name: str
+    platform: str
+    settings: Mapping[str, Any]
+    secrets: Mapping[str, str]
+    name_prefix: str
+    base_dir: Path
+
+    @property
+    def endpoint(self) -> str | None:
+        value = self.settings.get("endpoint")
+        return str(value) if value else None
+
+    @property
+    def is_emulated(self) -> bool:
+        """True when the endpoint is on this machine's loopback: an emulator, never a real platform."""
+        return self.endpoint is not None and is_loopback(self.endpoint)
+
+
+@dataclass(frozen=True)
+class PlatformSpec:
+    """What the engine knows of a platform before it builds a connector: where its connector and
+    emulator live (imported only when a destination uses them) and its identity profile. Each
+    platform folder declares one as ``SPEC``; ``connectors.registry`` lists them."""
+
+    name: str
+    connector: str
+    """``"module:Class"`` of the connector, built with the destination's ``DestinationConfig``."""
+    emulator: str | None = None
+    """Module of the platform's local emulator, for tests and the demo."""
+    identifier_kinds: frozenset[str] = frozenset()
+    """Canonical kinds (``IDENTIFIER_KINDS``) the platform takes; empty for ``file``, whose rows
+    follow the platform its ``format`` names."""
+    unhashed_kinds: frozenset[str] = frozenset()
+    """Kinds the platform wants sent without hashing (they are sealed at rest, never stored plain)."""

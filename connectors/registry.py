@@ -1,28 +1,33 @@
-"""Builds the connector for a destination. Platform modules are imported lazily: a user who only
-syncs to Meta never pays for importing the Google clients."""
+"""The platforms this tool syncs to: name -> ``PlatformSpec``. A new platform is one folder under
+``connectors/`` (its connector, payloads, emulator and ``SPEC``) and one line here. Connector modules
+are imported only when a destination uses them: a user who only syncs to Meta never pays for
+importing the Google clients."""
 
 from __future__ import annotations
 
-from audiencesync.connectors.contract import Connector
-from audiencesync.sync.config import DestinationConfig
+import importlib
+
+from audiencesync.connectors import file, google, meta, tiktok
+from audiencesync.connectors.contract import Connector, DestinationConfig, PlatformSpec
+
+PLATFORMS: dict[str, PlatformSpec] = {
+    spec.name: spec for spec in (meta.SPEC, google.SPEC, tiktok.SPEC, file.SPEC)
+}
 
 
 def build_connector(dest: DestinationConfig) -> Connector:
     """The connector for ``dest.platform``."""
-    if dest.platform == "meta":
-        from audiencesync.connectors.meta.connector import MetaConnector
+    spec = PLATFORMS.get(dest.platform)
+    if spec is None:
+        raise ValueError(f"no connector for platform {dest.platform!r}")
+    module, name = spec.connector.split(":")
+    connector: Connector = getattr(importlib.import_module(module), name)(dest)
+    return connector
 
-        return MetaConnector(dest)
-    if dest.platform == "google":
-        from audiencesync.connectors.google.connector import GoogleConnector
 
-        return GoogleConnector(dest)
-    if dest.platform == "tiktok":
-        from audiencesync.connectors.tiktok.connector import TikTokConnector
-
-        return TikTokConnector(dest)
-    if dest.platform == "file":
-        from audiencesync.connectors.file.connector import FileConnector
-
-        return FileConnector(dest)
-    raise ValueError(f"no connector for platform {dest.platform!r}")
+def emulator_module(platform: str) -> object:
+    """The emulator module of ``platform`` (imported lazily: the Google one pulls in gRPC)."""
+    spec = PLATFORMS[platform]
+    if spec.emulator is None:
+        raise ValueError(f"platform {platform!r} has no emulator")
+    return importlib.import_module(spec.emulator)

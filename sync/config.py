@@ -8,7 +8,6 @@ literal secret under a secret-looking key is refused.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -17,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from audiencesync.connectors.contract import IDENTIFIER_KINDS
+from audiencesync.connectors.contract import IDENTIFIER_KINDS, DestinationConfig, is_loopback
+from audiencesync.connectors.registry import PLATFORMS as REGISTERED
 from audiencesync.connectors.versions import DEFAULT_VERSIONS, check_version
 from audiencesync.sync.errors import ConfigError
 from audiencesync.sync.identity import ALPHA2, COUNTRY_NAMES
@@ -36,7 +35,7 @@ STAGES = (
     "lapsed_customer",
 )
 IN_FLOW_TAGS = ("welcome", "added_to_cart", "abandoned_checkout", "post_purchase")
-PLATFORMS = ("meta", "google", "tiktok", "file")
+PLATFORMS = tuple(REGISTERED)
 MODES = ("mirror", "add_only")
 DEFAULT_CONFIG_NAME = "audience-sync.toml"
 CONFIG_ENV = "AUDIENCE_SYNC_CONFIG"
@@ -84,29 +83,6 @@ class AudienceConfig:
     @property
     def is_in_flow(self) -> bool:
         return self.in_flow is not None
-
-
-@dataclass(frozen=True)
-class DestinationConfig:
-    """One ad account (or folder, for ``file``). ``settings`` holds the validated platform keys with
-    their defaults filled in; ``secrets`` the values read from the environment variables they name."""
-
-    name: str
-    platform: str
-    settings: Mapping[str, Any]
-    secrets: Mapping[str, str]
-    name_prefix: str
-    base_dir: Path
-
-    @property
-    def endpoint(self) -> str | None:
-        value = self.settings.get("endpoint")
-        return str(value) if value else None
-
-    @property
-    def is_emulated(self) -> bool:
-        """True when the endpoint is on this machine's loopback: an emulator, never a real platform."""
-        return self.endpoint is not None and is_loopback(self.endpoint)
 
 
 @dataclass(frozen=True)
@@ -325,17 +301,6 @@ _SYNC_KEYS = {
 }
 _TOP_KEYS = {"state_path", "source", "audiences", "destinations", "syncs", "lag_retention_days", "alerts"}
 _ALERT_KEYS = {"webhook_url_env", "drift_threshold", "hold_evaluations", "hold_seconds"}
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost, with or without a scheme and port."""
-    host = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")

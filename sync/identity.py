@@ -21,26 +21,23 @@ from dataclasses import dataclass
 
 import phonenumbers
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
+from audiencesync.connectors.registry import PLATFORMS as REGISTERED
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
 
-PLATFORMS = ("meta", "google", "tiktok")
 NORMALIZATION_VERSION = 3
 """Bump when any rule changes: state keeps a fingerprint per member, and a new version re-hashes all.
 2: phones possible only locally rejected; dob strictly ISO; names keep combining marks; profile
 country decides phone, zip and state; US state names matched without punctuation.
 3: TikTok emails lose a ``+tag`` on every domain; control characters make any identifier invalid."""
 
+# Each platform's identity profile is declared in its own folder (connectors/<platform>/__init__.py).
 _PLATFORM_KINDS: dict[str, frozenset[str]] = {
-    "meta": frozenset(IDENTIFIER_KINDS),
-    "google": frozenset({"email", "phone", "first_name", "last_name", "zip", "country"}),
-    "tiktok": frozenset({"email", "phone", "maid"}),
+    name: spec.identifier_kinds for name, spec in REGISTERED.items() if spec.identifier_kinds
 }
 # Values a platform takes as they are (normalized, never hashed).
-_RAW: dict[str, frozenset[str]] = {
-    "meta": frozenset({"maid", "external_id"}),
-    "google": frozenset({"country", "zip"}),
-    "tiktok": frozenset(),
-}
+_RAW: dict[str, frozenset[str]] = {name: REGISTERED[name].unhashed_kinds for name in _PLATFORM_KINDS}
+PLATFORMS = tuple(_PLATFORM_KINDS)
+"""The platforms with identity rules of their own (``file`` rows follow the one their format names)."""
 _META_DOB_KEYS = ("doby", "dobm", "dobd")
 # What ProfileHasher does with a kind's value.
 _HASH, _AS_IS, _PREHASHED, _SPLIT_DOB = range(4)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audiencesync.connectors.contract import Change, HandleStatus
+from audiencesync.connectors.contract import Change, DestinationConfig, HandleStatus
 from audiencesync.connectors.errors import (
     AudienceGone,
     AuthError,
@@ -20,8 +20,8 @@ from audiencesync.connectors.errors import (
     TransientError,
 )
 from audiencesync.connectors.google import payload as gp
-from audiencesync.connectors.google.connector import GoogleConnector, normalized_target, refresh_seconds
-from audiencesync.sync.config import DestinationConfig
+from audiencesync.connectors.google.connector import GoogleConnector
+from audiencesync.connectors.google.transport import normalized_target, refresh_seconds
 from google.ads import datamanager_v1 as dm
 from google.ads.googleads.errors import GoogleAdsException
 from google.ads.googleads.v24.common.types import offline_user_data as oud

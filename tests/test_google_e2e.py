@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audiencesync.connectors.contract import AudienceSpec, Change
+from audiencesync.connectors.contract import AudienceSpec, Change, DestinationConfig
 from audiencesync.connectors.errors import AudienceGone, ConfigurationRejected
 from audiencesync.connectors.google import payload as gp
 from audiencesync.connectors.google.connector import GoogleConnector
 from audiencesync.connectors.google.emulator import GoogleEmulator
 from audiencesync.state.store import StateStore
 from audiencesync.sync.cli.commands import cli
-from audiencesync.sync.config import DestinationConfig, Target, load_config
+from audiencesync.sync.config import Target, load_config
 from audiencesync.sync.demo.profiles import SCHEMA
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult

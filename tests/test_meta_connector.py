@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import responses
-from audiencesync.connectors.contract import AudienceSpec, Change, SessionInfo
+from audiencesync.connectors.contract import AudienceSpec, Change, DestinationConfig, SessionInfo
 from audiencesync.connectors.emulation.http import parse_multipart
 from audiencesync.connectors.errors import (
     AudienceGone,
@@ -26,7 +26,6 @@ from audiencesync.connectors.errors import (
 from audiencesync.connectors.meta import payload as mp
 from audiencesync.connectors.meta.connector import MetaConnector
 from audiencesync.connectors.meta.emulator import MetaEmulator, start_emulator
-from audiencesync.sync.config import DestinationConfig
 
 TOKEN = "EAAB-secret-token-value"
 KINDS = ("email", "phone", "first_name", "external_id")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 import responses
-from audiencesync.connectors.contract import AudienceSpec, Change
+from audiencesync.connectors.contract import AudienceSpec, Change, DestinationConfig
 from audiencesync.connectors.errors import (
     AudienceGone,
     AuthError,
@@ -29,7 +29,6 @@ from audiencesync.connectors.errors import (
 from audiencesync.connectors.tiktok import payload as tp
 from audiencesync.connectors.tiktok.connector import RetryPolicy, TikTokConnector, base_url
 from audiencesync.connectors.tiktok.emulator import TikTokEmulator, start_emulator
-from audiencesync.sync.config import DestinationConfig
 
 ADVERTISER = "7000000000000000042"
 TOKEN = "tok-very-secret-0123456789"

@@ -18,13 +18,13 @@ from audiencesync.connectors.contract import (
     AudienceSpec,
     Capabilities,
     Change,
+    DestinationConfig,
     HandleStatus,
     PlatformStatus,
     PushResult,
     SessionInfo,
 )
 from audiencesync.connectors.errors import FatalError
-from audiencesync.sync.config import DestinationConfig
 
 # Column headers of each platform's customer-list template, by identifier key.
 HEADERS: dict[str, dict[str, str]] = {

@@ -28,15 +28,15 @@ import grpc
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Change,
+    DestinationConfig,
     HandleStatus,
     PlatformStatus,
     PushResult,
 )
 from audiencesync.connectors.errors import AudienceGone, ConnectorError, SchemaMismatch
 from audiencesync.connectors.google import payload as gp
-from audiencesync.connectors.google.connector import Retrier, RpcLog, Tuning, make_channel, poll
+from audiencesync.connectors.google.transport import Retrier, RpcLog, Tuning, make_channel, poll
 from audiencesync.connectors.versions import DEFAULT_VERSIONS
-from audiencesync.sync.config import DestinationConfig
 from google.ads.googleads.errors import GoogleAdsException
 from google.ads.googleads.interceptors import ExceptionInterceptor, MetadataInterceptor
 from google.api_core import exceptions as core

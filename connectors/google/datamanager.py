@@ -24,14 +24,14 @@ from typing import Any
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Change,
+    DestinationConfig,
     HandleStatus,
     PlatformStatus,
     PushResult,
 )
 from audiencesync.connectors.errors import ConfigurationRejected, ConnectorError, FatalError, SchemaMismatch
 from audiencesync.connectors.google import payload as gp
-from audiencesync.connectors.google.connector import Retrier, RpcLog, Tuning, make_channel, poll
-from audiencesync.sync.config import DestinationConfig
+from audiencesync.connectors.google.transport import Retrier, RpcLog, Tuning, make_channel, poll
 from google.ads import datamanager_v1 as dm
 from google.ads.datamanager_v1.services.ingestion_service.transports import IngestionServiceGrpcTransport
 from google.ads.datamanager_v1.services.user_list_service.transports import UserListServiceGrpcTransport

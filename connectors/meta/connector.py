@@ -24,6 +24,7 @@ from audiencesync.connectors.contract import (
     AudienceSpec,
     Capabilities,
     Change,
+    DestinationConfig,
     HandleStatus,
     PlatformStatus,
     PushResult,
@@ -39,7 +40,6 @@ from audiencesync.connectors.errors import (
 from audiencesync.connectors.meta import payload as mp
 from audiencesync.connectors.retry_log import retry_logger
 from audiencesync.connectors.versions import DEFAULT_VERSIONS
-from audiencesync.sync.config import DestinationConfig
 from facebook_business.api import FacebookAdsApi, FacebookResponse
 from facebook_business.exceptions import FacebookRequestError
 from facebook_business.session import FacebookSession

@@ -39,6 +39,7 @@ from audiencesync.connectors.contract import (
     AudienceSpec,
     Capabilities,
     Change,
+    DestinationConfig,
     HandleStatus,
     PlatformStatus,
     PushResult,
@@ -53,7 +54,6 @@ from audiencesync.connectors.errors import (
 )
 from audiencesync.connectors.retry_log import retry_logger
 from audiencesync.connectors.tiktok import payload as tp
-from audiencesync.sync.config import DestinationConfig
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 EMULATOR_TOKEN = "emulator-token"
@@ -100,7 +100,7 @@ def base_url(endpoint: str | None) -> str:
     taken as plain HTTP, any other bare host as HTTPS."""
     root = (endpoint or tp.DEFAULT_BASE_URL).rstrip("/")
     if "//" not in root:
-        from audiencesync.sync.config import is_loopback
+        from audiencesync.connectors.contract import is_loopback
 
         root = f"{'http' if is_loopback(root) else 'https'}://{root}"
     if root.endswith(tp.API_PREFIX.rstrip("/")):

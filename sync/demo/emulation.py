@@ -3,7 +3,6 @@ tests): Meta and TikTok over HTTP, Google over gRPC, each on the port its ``endp
 
 from __future__ import annotations
 
-import importlib
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,11 +11,13 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
-from audiencesync.sync.config import Config, DestinationConfig
+from audiencesync.connectors import registry
+from audiencesync.connectors.contract import DestinationConfig
+from audiencesync.sync.config import Config
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.run_status import ExitCode
 
-EMULATED_PLATFORMS = ("meta", "google", "tiktok")
+EMULATED_PLATFORMS = tuple(name for name, spec in registry.PLATFORMS.items() if spec.emulator)
 
 
 class RunningEmulator(Protocol):
@@ -34,7 +35,7 @@ def endpoint_port(endpoint: str) -> int:
 
 def emulator_module(platform: str) -> Any:
     """The emulator module for ``platform`` (imported lazily: the Google one pulls in gRPC)."""
-    return importlib.import_module(f"audiencesync.connectors.{platform}.emulator")
+    return registry.emulator_module(platform)
 
 
 class PortBusy(InputError):

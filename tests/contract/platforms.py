@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from audiencesync.connectors.contract import Change, Connector
-from audiencesync.sync.config import DestinationConfig
+from audiencesync.connectors.contract import Change, Connector, DestinationConfig
 
 Sleep = Callable[[float], None]
 ADVERTISER = "7000000000000000042"

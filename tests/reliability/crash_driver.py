@@ -26,12 +26,13 @@ from audiencesync.connectors.contract import (
     Capabilities,
     Change,
     Connector,
+    DestinationConfig,
     HandleStatus,
     PlatformStatus,
     PushResult,
     SessionInfo,
 )
-from audiencesync.sync.config import DestinationConfig, Target, load_config
+from audiencesync.sync.config import Target, load_config
 
 POINTS = ("plan", "before_send", "after_accept", "poll")
 

@@ -1,0 +1,220 @@
+"""What both Google backends share: the gRPC channel and credentials, the one retry loop, the
+follow polling step, and the capabilities both declare. The backends (``datamanager``, ``ads``) and
+``GoogleConnector`` import it; it imports none of them, so there is no import circle."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from audiencesync.connectors.contract import (
+    AudienceSpec,
+    Capabilities,
+    Change,
+    DestinationConfig,
+    HandleStatus,
+    PlatformStatus,
+    PushResult,
+)
+from audiencesync.connectors.errors import AuthError, ConnectorError, TransientError
+from audiencesync.connectors.google import payload as gp
+from audiencesync.connectors.retry_log import retry_logger
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+T = TypeVar("T")
+
+# The Ads client's own channel options: its answers (a 10,000-row search page, a failure listing
+# 10,000 partial errors) exceed gRPC's 4 MB default.
+GRPC_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_metadata_size", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+@dataclass
+class Tuning:
+    """Waits and deadlines; the defaults suit production, tests shrink them."""
+
+    max_wait_seconds: float = 300.0
+    """Total time retries may sleep in one run (the destination's ``max_wait_seconds``)."""
+    backoff_initial: float = 2.0
+    backoff_max: float = 120.0
+    timeout_seconds: float = 60.0
+    """Deadline of each RPC."""
+    poll_interval: float = 5.0
+    follow_wait_seconds: float = 0.0
+    """How long ``follow`` keeps polling pending work before answering; 0 asks once (the next run, or
+    the daemon's next tick, asks again)."""
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class RpcLog:
+    """RPCs made, retries included: ``member_rpcs`` counts the member-carrying ones (ingest, remove,
+    AddOperations), which is ``PushResult.requests``; ``calls`` the others, by method name."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    member_rpcs: int = 0
+
+    def mark(self) -> tuple[int, Counter[str]]:
+        return self.member_rpcs, Counter(self.calls)
+
+    def since(self, mark: tuple[int, Counter[str]]) -> tuple[int, dict[str, int]]:
+        """(member RPCs, other RPCs by name) made since ``mark``."""
+        members, before = mark
+        others = {k: v - before.get(k, 0) for k, v in self.calls.items() if v - before.get(k, 0) > 0}
+        return self.member_rpcs - members, others
+
+
+class Retrier:
+    """Runs one RPC with retries on what ``classify`` calls transient (tenacity, exponential backoff
+    with equal jitter), within the wait budget ``max_wait_seconds`` shared by all its calls; anything
+    else is raised at once."""
+
+    def __init__(self, tuning: Tuning, log: RpcLog) -> None:
+        self.tuning = tuning
+        self.log = log
+        self.waited = 0.0
+        """Seconds slept between retries so far, across calls."""
+
+    def call(
+        self,
+        method: str,
+        fn: Callable[[], T],
+        classify: Callable[[Exception], ConnectorError | None],
+        *,
+        carries_members: bool = False,
+    ) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=self._wait,
+            stop=self._stop,
+            sleep=self.tuning.sleep,
+            before_sleep=retry_logger("google", method),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                if carries_members:
+                    self.log.member_rpcs += 1
+                else:
+                    self.log.calls[method] += 1
+                try:
+                    return fn()
+                except Exception as exc:
+                    mapped = classify(exc)
+                    if mapped is None:
+                        raise
+                    raise mapped from None
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    def _wait(self, state: RetryCallState) -> float:
+        t = self.tuning
+        backoff = min(t.backoff_max, t.backoff_initial * 2 ** (state.attempt_number - 1))
+        # Equal jitter: half fixed, half random, so parallel runs spread out.
+        return float(backoff / 2 + random.random() * backoff / 2)
+
+    def _stop(self, state: RetryCallState) -> bool:
+        # The budget spans every call of this connector, that is one run (the CLI and the daemon build
+        # connectors per run): a run against a failing API gives up after max_wait_seconds in all.
+        if self.waited + state.upcoming_sleep <= self.tuning.max_wait_seconds:
+            self.waited += state.upcoming_sleep
+            return False
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is None:
+            exc.retry_after = state.upcoming_sleep
+        return True
+
+
+def poll(
+    handles: Sequence[str], status_of: Callable[[str], HandleStatus], tuning: Tuning
+) -> dict[str, HandleStatus]:
+    """Each handle's status, asked again every ``poll_interval`` for those still pending until
+    ``follow_wait_seconds`` would be overrun (0: asked once; the next run asks again)."""
+    statuses: dict[str, HandleStatus] = {}
+    deadline = time.monotonic() + tuning.follow_wait_seconds
+    waiting = list(handles)
+    while True:
+        for handle in waiting:
+            statuses[handle] = status_of(handle)
+        waiting = [h for h in waiting if statuses[h].state == "pending"]
+        if not waiting or time.monotonic() + tuning.poll_interval > deadline:
+            return statuses
+        tuning.sleep(tuning.poll_interval)
+
+
+def normalized_target(endpoint: str | None, default_host: str) -> str:
+    """``host:port`` for gRPC: a scheme is dropped, port 443 assumed when none is given."""
+    target = endpoint or default_host
+    if "//" in target:
+        target = target.split("//", 1)[1]
+    target = target.rstrip("/")
+    host_part = target.rsplit("]", 1)[-1]
+    return target if ":" in host_part else f"{target}:443"
+
+
+def load_credentials(dest: DestinationConfig, scopes: Sequence[str]) -> Any:
+    """The credentials file named by ``credentials_env`` (service account or OAuth authorized user),
+    else application-default credentials."""
+    import google.auth
+    from google.auth import exceptions as auth_exceptions
+
+    path = dest.secrets.get("credentials")
+    try:
+        if path:
+            # google.auth leaves this function untyped; the annotation keeps strict mypy honest.
+            load: Callable[..., tuple[Any, Any]] = google.auth.load_credentials_from_file
+            credentials, _ = load(path, scopes=list(scopes))
+        else:
+            credentials, _ = google.auth.default(scopes=list(scopes))
+    except auth_exceptions.DefaultCredentialsError as exc:
+        # The library's message names files and variables, never key material.
+        raise AuthError(
+            "no usable Google credentials: set the environment variable named by credentials_env to a "
+            f"service-account or OAuth file, or configure application-default credentials ({exc})"
+        ) from None
+    return credentials
+
+
+def make_channel(dest: DestinationConfig, default_host: str, scopes: Sequence[str]) -> grpc.Channel:
+    """Plaintext and anonymous for a loopback endpoint (the emulator), TLS with credentials otherwise."""
+    target = normalized_target(dest.endpoint, default_host)
+    if dest.is_emulated:
+        return grpc.insecure_channel(target, options=GRPC_OPTIONS)
+    from google.api_core import grpc_helpers
+
+    channel: grpc.Channel = grpc_helpers.create_channel(
+        target, credentials=load_credentials(dest, scopes), scopes=list(scopes), options=GRPC_OPTIONS
+    )
+    return channel
+
+
+class Backend(Protocol):
+    """What GoogleConnector delegates to: the contract's platform calls, with adds and removes as one
+    ``push`` (neither API has upload sessions). Capabilities are the same for both backends."""
+
+    def ensure_audience(self, spec: AudienceSpec) -> str: ...
+    def push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult: ...
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]: ...
+    def read_back(self, audience_id: str) -> PlatformStatus: ...
+    def close(self) -> None: ...
+
+
+def capabilities() -> Capabilities:
+    """Both backends: 10,000 members a request, Google's identifier kinds, confirmed later."""
+    return Capabilities(max_batch=gp.MAX_BATCH, identifier_kinds=gp.IDENTIFIER_KINDS, asynchronous=True)
+
+
+def refresh_seconds(settings: Mapping[str, Any]) -> float:
+    """Seconds after an upload at which a member is re-added: the list's membership lifespan minus
+    ``refresh_margin_days``, at least one day (a margin as long as the lifespan would re-add everyone
+    on every run)."""
+    life = int(settings.get("membership_life_span_days", 540))
+    margin = int(settings.get("refresh_margin_days", 30))
+    return float(max(1, life - margin) * 86_400)
