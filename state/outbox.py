@@ -36,15 +36,6 @@ class QueuedBatch:
     changes: list[Change]
 
 
-@dataclass(frozen=True)
-class OutboxCounts:
-    queued_adds: int
-    queued_removes: int
-    in_flight: int
-    oldest_observed_at: float | None
-    oldest_source_at: float | None
-
-
 # Served batches remembered for range-scoped confirmation: the runner reads one ahead, so two suffice.
 _SERVED_KEPT = 4
 
@@ -81,16 +72,6 @@ class OutboxStore:
         self.db = db
         self._served: dict[tuple[int, str, bytes], list[bytes]] = {}
         """Keys of the batches ``batches`` served lately, by (target, op, first key), in key order."""
-
-    def counts(self, target_id: int) -> OutboxCounts:
-        row = self.db.execute(
-            "SELECT "
-            " sum(status = 'queued' AND op = 'add'), sum(status = 'queued' AND op = 'remove'),"
-            " sum(status = 'in_flight'), min(observed_at), min(coalesce(source_at, observed_at)) "
-            "FROM outbox WHERE target_id = ?",
-            [target_id],
-        ).fetchone()
-        return OutboxCounts(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), row[3], row[4])
 
     def queued_count(self, target_id: int, op: str) -> int:
         row = self.db.execute(

@@ -34,14 +34,5 @@ class SourceError(InputError):
         super().__init__(f"{where}: {message}")
 
 
-class BreakerTripped(Exception):
-    """The circuit breaker refused a plan (empty source or mass removal)."""
-
-    def __init__(self, target: str, reason: str) -> None:
-        self.target = target
-        self.reason = reason
-        super().__init__(f"{target}: {reason}")
-
-
 class StaleStateError(InputError):
     """A saved plan no longer matches state: someone synced since it was made."""

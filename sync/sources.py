@@ -9,12 +9,10 @@ soon as they are hashed.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from audiencesync.sync.config import AudienceConfig, SourceConfig
@@ -217,11 +215,3 @@ def _require(needed: list[str], columns: list[str], source: SourceConfig, where:
         label = f"{where} header" if source.kind == "csv" else where
         what = "no column(s)" if source.kind == "csv" else "the result has no column(s)"
         raise SourceError(label, f"{what} {', '.join(missing)}")
-
-
-def count_profiles(source: SourceConfig) -> int | None:
-    """Rows in the profile table (SQLite only), for the report."""
-    if source.kind != "sqlite" or not Path(source.path).exists():
-        return None
-    with sqlite3.connect(f"file:{source.path}?mode=ro", uri=True) as conn:
-        return int(conn.execute(f'SELECT count(*) FROM "{source.table}"').fetchone()[0])

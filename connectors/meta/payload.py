@@ -120,13 +120,6 @@ def rows_for(batch: Sequence[Change], identifier_kinds: Sequence[str]) -> list[t
     return list(zip(*columns, strict=True))
 
 
-def build_payload(identifier_kinds: Sequence[str], batch: Sequence[Change]) -> dict[str, Any]:
-    return {
-        "schema": schema_for(identifier_kinds),
-        "data": [row_for(c, identifier_kinds) for c in batch],
-    }
-
-
 def build_session(session: SessionInfo) -> dict[str, Any]:
     return {
         "session_id": session.session_id,
