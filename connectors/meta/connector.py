@@ -220,6 +220,13 @@ class MetaConnector:
                 requests=self._requests - before,
                 detail={"session_refused": exc.code or "refused"},
             )
+        if not mp.is_users_answer(body):
+            # Not the success body Meta documents for /users: what became of the batch is unknown, so
+            # nothing in it is called confirmed; it stays queued (maybe applied) for the next run.
+            raise TransientError(
+                "Meta answered /users without the documented success fields (num_received): the "
+                "outcome of this batch is unknown; it stays queued for the next run"
+            )
         outcomes = mp.row_outcomes(body, batch, kinds)
         return PushResult(
             confirmed=outcomes.confirmed,

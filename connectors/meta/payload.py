@@ -176,6 +176,19 @@ class RowOutcomes:
     unnamed_failures: int = 0
 
 
+def is_users_answer(body: object) -> bool:
+    """True for the success body Meta documents for ``/users``: ``num_received`` a whole number, and
+    ``num_invalid_entries``, when present, one too (users-ref, "Return type")."""
+    if not isinstance(body, Mapping):
+        return False
+    received, invalid = body.get("num_received"), body.get("num_invalid_entries")
+    return _whole(received) and (invalid is None or _whole(invalid))
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def row_outcomes(
     body: Mapping[str, Any], batch: Sequence[Change], identifier_kinds: Sequence[str]
 ) -> RowOutcomes:

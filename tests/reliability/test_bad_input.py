@@ -836,11 +836,6 @@ ANSWERS: list[object] = [
 def test_platform_answer_cases(
     case: Case, platform: str, name: str, status: int, body: bytes, content_type: str
 ) -> None:
-    if platform == "meta" and name == "wrong_types":
-        pytest.xfail(
-            "Meta's /users answer is taken as a confirmation whatever num_received holds; the honest "
-            "confirmation work (issue 17 item 3) owns row_outcomes"
-        )
     with answering(status, body, content_type) as endpoint:
         text = case.config.read_text(encoding="utf-8").split("[[syncs]]")[0]
         case.write_config(
