@@ -3,8 +3,12 @@ remove, no stuck target, on every platform emulator (Meta, TikTok, Google on bot
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from scenarios import (
@@ -59,11 +63,12 @@ def test_every_fault_mix_converges_after_one_clean_run(
     assert after == before[:4], figures.failures[before[4] :]
 
 
-def test_two_syncs_at_once_on_one_state_file_lose_nothing(
+def test_two_syncs_and_a_daemon_at_once_on_one_state_file_lose_nothing(
     tmp_path: Path, emulators: Emulators, figures: Figures, full: bool
 ) -> None:
-    """Two ``sync`` processes started together on one state file (cron overlapping a manual run):
-    the target lease lets one push at a time; the other waits or skips, and a clean run then finds
+    """Two ``sync`` processes started together on one state file (cron overlapping a manual run),
+    beside a daemon ticking every second on the same file: the target lease lets one push at a
+    time; the others wait or skip, the daemon stops cleanly on SIGTERM, and a clean run then finds
     nothing lost or stale."""
     rounds = 4 if full else 1
     mark = (figures.lost, figures.stale, figures.stuck, len(figures.failures))
@@ -71,6 +76,18 @@ def test_two_syncs_at_once_on_one_state_file_lose_nothing(
         platform = PLATFORMS[index % len(PLATFORMS)]
         scenario = Scenario(tmp_path, emulators, platform, seed=9000 + index)
         command = [sys.executable, str(DRIVER), str(scenario.config), "none", "0", "40", *scenario.main]
+        daemon = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("audience-sync")),
+                "daemon",
+                "--config",
+                str(scenario.config),
+            ],
+            cwd=scenario.dir,
+            env={**os.environ, "AUDIENCE_SYNC_TICK_SECONDS": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         children = [
             subprocess.Popen(command, cwd=scenario.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for _ in range(2)
@@ -78,6 +95,23 @@ def test_two_syncs_at_once_on_one_state_file_lose_nothing(
         for child in children:
             _out, err = child.communicate(timeout=120)
             assert child.returncode in (0, 1), err.decode()[-2000:]
+        deadline = time.monotonic() + 30  # let the daemon run at least once beside them
+        while time.monotonic() < deadline and "daemon" not in _triggers(scenario.dir / "state.db"):
+            assert daemon.poll() is None, daemon.stderr.read().decode()[-2000:] if daemon.stderr else ""
+            time.sleep(0.2)
+        daemon.send_signal(signal.SIGTERM)
+        _out, err = daemon.communicate(timeout=60)
+        assert daemon.returncode == 0, err.decode()[-2000:]
+        assert b"Traceback" not in err, err.decode()[-2000:]
+        assert "daemon" in _triggers(scenario.dir / "state.db")  # it ran beside the two syncs
         scenario.change_source(1)
         scenario.check(figures, {}, f"concurrent {platform}")
     assert (figures.lost, figures.stale, figures.stuck) == mark[:3], figures.failures[mark[3] :]
+
+
+def _triggers(state: Path) -> set[str]:
+    conn = sqlite3.connect(state)
+    try:
+        return {str(t) for (t,) in conn.execute("SELECT DISTINCT trigger FROM runs")}
+    finally:
+        conn.close()
