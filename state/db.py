@@ -241,6 +241,16 @@ def _write_ahead(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(7, "rejections counted by reason per run")
+def _run_rejections(conn: sqlite3.Connection) -> None:
+    # runs.rejected is the total; this splits it by the platform's reason, so a counter by reason can
+    # add up to what `runs` shows. Runs from before this table have no rows here.
+    conn.execute(
+        "CREATE TABLE run_rejections (run_id INTEGER NOT NULL, reason TEXT NOT NULL, "
+        "count INTEGER NOT NULL, PRIMARY KEY (run_id, reason))"
+    )
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT the migration's transaction first; run statement by statement.
     for statement in script.split(";"):

@@ -30,6 +30,25 @@ def rejections_by_reason(db: sqlite_utils.Database) -> dict[str, dict[str, int]]
     return out
 
 
+def run_rejection_totals(db: sqlite_utils.Database) -> dict[str, dict[str, int]]:
+    """Per target key, the changes its runs saw rejected, by the platform's reason. Runs recorded
+    before reasons were kept count under ``unrecorded``, so the reasons add up to ``runs``' total."""
+    out: dict[str, dict[str, int]] = {}
+    for key, reason, count in db.execute(
+        "SELECT t.key, j.reason, sum(j.count) FROM run_rejections j JOIN runs r ON r.id = j.run_id "
+        "JOIN targets t ON t.id = r.target_id GROUP BY t.key, j.reason ORDER BY t.key, j.reason"
+    ):
+        out.setdefault(str(key), {})[str(reason)] = int(count)
+    for key, total in db.execute(
+        "SELECT t.key, coalesce(sum(r.rejected), 0) FROM targets t JOIN runs r ON r.target_id = t.id "
+        "GROUP BY t.key"
+    ):
+        rest = int(total) - sum(out.get(str(key), {}).values())
+        if rest > 0:
+            out.setdefault(str(key), {})["unrecorded"] = rest
+    return out
+
+
 def target_ids(db: sqlite_utils.Database) -> dict[str, int]:
     """Target key to its id in the state file."""
     return {str(key): int(tid) for tid, key in db.execute("SELECT id, key FROM targets")}

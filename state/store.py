@@ -111,7 +111,6 @@ class StateStore:
                 "members",
                 "outbox",
                 "rejections",
-                "runs",
                 "lag",
                 "platform_status",
                 "push_sessions",
@@ -121,6 +120,11 @@ class StateStore:
                 "alert_state",
             ):
                 conn.execute(f"DELETE FROM {table} WHERE target_id = ?", [row.id])
+            conn.execute(
+                "DELETE FROM run_rejections WHERE run_id IN (SELECT id FROM runs WHERE target_id = ?)",
+                [row.id],
+            )
+            conn.execute("DELETE FROM runs WHERE target_id = ?", [row.id])
             conn.execute("DELETE FROM targets WHERE id = ?", [row.id])
 
     def target_summaries(self) -> list[dict[str, Any]]:
@@ -162,7 +166,14 @@ class StateStore:
             conn.execute("UPDATE targets SET last_run_at = ? WHERE id = ?", [time.time(), target_id])
             return int(cur.lastrowid or 0)
 
-    def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None) -> None:
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        counts: Mapping[str, Any],
+        error: str | None,
+        rejection_reasons: Mapping[str, int] | None = None,
+    ) -> None:
         values = {k: counts[k] for k in RUN_COUNTS if k in counts}
         if "invalid" in values:
             values["invalid"] = json.dumps(values["invalid"], sort_keys=True)
@@ -175,6 +186,11 @@ class StateStore:
                 [status, now, error, *values.values(), run_id],
             )
             target_id = conn.execute("SELECT target_id FROM runs WHERE id = ?", [run_id]).fetchone()[0]
+            if rejection_reasons:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO run_rejections (run_id, reason, count) VALUES (?, ?, ?)",
+                    [(run_id, reason, n) for reason, n in rejection_reasons.items() if n],
+                )
             if status == "ok":
                 conn.execute(
                     "UPDATE targets SET last_success_at = ?, last_error = NULL WHERE id = ?", [now, target_id]

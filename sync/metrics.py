@@ -84,6 +84,11 @@ class StateCollector(Collector):
         rejected = CounterMetricFamily(
             "audience_sync_changes_rejected", "Changes the platform rejected (the runs' total).", labels=names
         )
+        rejected_reason = CounterMetricFamily(
+            "audience_sync_changes_rejected_by_reason",
+            "Changes the platform rejected, by its reason (adds up to changes_rejected).",
+            labels=[*names, "reason"],
+        )
         rejected_now = gauge(
             "audience_sync_rejected_members", "Members the platform currently rejects, by reason.", ["reason"]
         )
@@ -120,6 +125,8 @@ class StateCollector(Collector):
                 rejected.add_metric(values, totals.rejected)
                 for reason, count in totals.rejected_by_reason.items():
                     rejected_now.add_metric([*values, reason], count)
+                for reason, count in totals.rejected_changes_by_reason.items():
+                    rejected_reason.add_metric([*values, reason], count)
             for measure, family in hists.items():
                 h = page.histograms.get(key, {}).get(measure)
                 if h is None:
@@ -127,7 +134,7 @@ class StateCollector(Collector):
                 buckets = [(f"{b:g}", float(n)) for b, n in zip(LAG_BUCKETS, h.cumulative, strict=True)]
                 family.add_metric(values, [*buckets, ("+Inf", float(h.count))], h.total)
         yield from (members, adds, removes, oldest, size, success, ratio, at_risk, confirmed, rejected)
-        yield from (rejected_now, *hists.values())
+        yield from (rejected_reason, rejected_now, *hists.values())
 
 
 class Metrics:

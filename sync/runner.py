@@ -485,7 +485,7 @@ class SyncRunner:
             rejected=result.push.rejected,
             requests=result.push.requests,
         )
-        self.store.finish_run(run_id, result.status, counts, result.error)
+        self.store.finish_run(run_id, result.status, counts, result.error, result.push.rejection_reasons)
         self.options.progress(
             ProgressEvent(
                 "push",

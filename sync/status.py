@@ -10,7 +10,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from audiencesync.state.status_queries import rejections_by_reason, run_totals, target_ids
+from audiencesync.state.status_queries import (
+    rejections_by_reason,
+    run_rejection_totals,
+    run_totals,
+    target_ids,
+)
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
 from audiencesync.sync.lag import (
@@ -34,6 +39,9 @@ class TargetTotals:
     rejected: int = 0
     requests: int = 0
     rejected_by_reason: Mapping[str, int] = field(default_factory=dict)
+    """Members rejected now (the rejections on file), by reason."""
+    rejected_changes_by_reason: Mapping[str, int] = field(default_factory=dict)
+    """Changes rejected over the run history, by reason; adds up to ``rejected``."""
 
 
 @dataclass
@@ -77,6 +85,7 @@ def build_status(
     hist = {m: lag_histograms(store.db, m) for m in ("to_confirmed", "to_ready")}
     empty = LagHistogram(tuple(0 for _ in LAG_BUCKETS), 0, 0.0)
     sums, reasons = run_totals(store.db), rejections_by_reason(store.db)
+    run_reasons = run_rejection_totals(store.db)
     series: dict[str, list[LagPoint]] = {}
     histograms: dict[str, dict[str, LagHistogram]] = {}
     totals: dict[str, TargetTotals] = {}
@@ -86,7 +95,11 @@ def build_status(
         histograms[t.key] = {m: hist[m].get(tid, empty) for m in hist}
         s = sums.get(t.key, {})
         totals[t.key] = TargetTotals(
-            s.get("confirmed", 0), s.get("rejected", 0), s.get("requests", 0), reasons.get(t.key, {})
+            s.get("confirmed", 0),
+            s.get("rejected", 0),
+            s.get("requests", 0),
+            reasons.get(t.key, {}),
+            run_reasons.get(t.key, {}),
         )
     keys = [t.key for t in chosen]
     return StatusPage(

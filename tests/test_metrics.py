@@ -139,3 +139,26 @@ def test_healthz_answers_json_and_the_status_page_is_served_at_the_root(
     assert code == 200 and ctype.startswith("text/html")
     assert '<table id="lag-table">' in body and "daemon: running" in body
     assert "None" not in body and "nan" not in body.replace("in_checkout", "")
+
+
+def test_rejected_changes_by_reason_add_up_to_the_runs_total(tmp_path: Path) -> None:
+    from audiencesync.state.status_queries import run_rejection_totals, run_totals
+    from audiencesync.state.store import StateStore
+
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        target = store.ensure_target("vip@meta_main", "vip", "meta_main", "meta")
+        reasons = {"invalid_entry: email": 2, "invalid_entry: phone": 1}
+        run = store.start_run(target.id, "cli")
+        store.finish_run(run, "ok", {"rejected": 3}, None, reasons)
+        # A run recorded before reasons were kept: its rejections count as unrecorded.
+        old = store.start_run(target.id, "cli")
+        store.finish_run(old, "ok", {"rejected": 2}, None)
+        by_reason = run_rejection_totals(store.db)["vip@meta_main"]
+        assert by_reason == {**reasons, "unrecorded": 2}
+        assert sum(by_reason.values()) == run_totals(store.db)["vip@meta_main"]["rejected"] == 5
+        store.forget_target("vip@meta_main")
+        assert run_rejection_totals(store.db) == {}
+        assert store.db.execute("SELECT count(*) FROM run_rejections").fetchone()[0] == 0
+    finally:
+        store.close()

@@ -832,8 +832,18 @@ def test_61000_backs_off_longer_and_40202_waits_at_least_the_conflict_pause(
     ordinary = _first_wait(tiktok_emulator, rate_limit_rate=1.0, rate_limit_code=40100)
     blocked = _first_wait(tiktok_emulator, rate_limit_rate=1.0, rate_limit_code=61000)
     conflict = _first_wait(tiktok_emulator, write_conflict_rate=1.0)
-    assert ordinary <= 0.001 < blocked <= 0.01
+    assert ordinary <= 0.001 <= blocked <= 0.01  # a 61000 wait is never shorter than any ordinary one
     assert conflict >= 0.05
+
+
+def test_a_61000_wait_is_never_shorter_than_the_longest_ordinary_wait(
+    tiktok_emulator: TikTokEmulator,
+) -> None:
+    # The first wait is jittered: repeated, a 61000 block never backs off less than plain throttling.
+    assert (
+        min(_first_wait(tiktok_emulator, rate_limit_rate=1.0, rate_limit_code=61000) for _ in range(8))
+        >= 0.001
+    )
 
 
 def test_an_expired_token_is_an_auth_error(connect: Any, tiktok_emulator: TikTokEmulator) -> None:

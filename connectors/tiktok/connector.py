@@ -494,7 +494,9 @@ class TikTokConnector:
         code = _code_number(error.code) if isinstance(error, TransientError) else None
         kind = tp.code_class(200, code) if code is not None else None
         if kind is tp.CodeClass.RATE_LIMITED_LONG:
-            return wait * self.policy.long_wait_factor
+            # Still jittered, but never shorter than the longest ordinary wait: a 61000 block is
+            # longer than plain throttling (tiktok_code.py), so its backoff is too.
+            return max(self.policy.max_single_wait, wait * self.policy.long_wait_factor)
         if kind is tp.CodeClass.WRITE_CONFLICT:
             return max(wait, self.policy.conflict_pause)
         return wait
