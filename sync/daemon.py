@@ -30,6 +30,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from audiencesync.connectors.contract import Connector
 from audiencesync.connectors.registry import build_connector
+from audiencesync.state.db import StateFileError
 from audiencesync.state.lease import LeaseBusy, held
 from audiencesync.state.outbox import OutboxStore
 from audiencesync.state.store import StateStore
@@ -41,6 +42,7 @@ from audiencesync.sync.errors import InputError
 from audiencesync.sync.lag import lag_report, prune_lag, record_read_back
 from audiencesync.sync.metrics import Metrics, MetricsServer
 from audiencesync.sync.progress import ProgressLog
+from audiencesync.sync.redact import redact
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult, close_connectors
 from audiencesync.sync.status import StatusPage, build_status
 
@@ -221,7 +223,12 @@ class Daemon:
             self._run_target(key, started)
 
     def _run_target(self, key: str, started: float) -> None:
-        store = StateStore.open(self.config.state_path)
+        try:
+            store = StateStore.open(self.config.state_path)
+        except StateFileError as exc:
+            # Corrupt, locked, read-only or newer: one line, the file left as it is, the schedule kept.
+            self._refused(key, exc)
+            return
         try:
             options = RunOptions(
                 targets=(key,),
@@ -234,11 +241,9 @@ class Daemon:
             for result in results:
                 self._count(result, time.monotonic() - started)
             self._alert(store, [t for t in self.config.targets() if t.key == key])
-        except InputError as exc:
-            # The source is unreadable or the config no longer fits it: nothing was written.
-            self.metrics.inc("audience_sync_runs_total", target=key, status="input_error")
-            self.metrics.inc("audience_sync_run_errors_total", target=key)
-            log.error("run refused", extra={"target": key, "error": str(exc).splitlines()[0]})
+        except (InputError, StateFileError) as exc:
+            # The source or state file is unusable, or the config no longer fits it: nothing was written.
+            self._refused(key, exc)
         except Exception as exc:  # one broken run must not stop the schedule of every other target
             self.metrics.inc("audience_sync_runs_total", target=key, status="crashed")
             self.metrics.inc("audience_sync_run_errors_total", target=key)
@@ -246,6 +251,11 @@ class Daemon:
         finally:
             store.close()
             self.refresh_status()
+
+    def _refused(self, key: str, exc: Exception) -> None:
+        self.metrics.inc("audience_sync_runs_total", target=key, status="input_error")
+        self.metrics.inc("audience_sync_run_errors_total", target=key)
+        log.error("run refused", extra={"target": key, "error": redact(str(exc).splitlines()[0])})
 
     def _count(self, result: TargetResult, duration: float) -> None:
         key, status = result.plan.key, result.status

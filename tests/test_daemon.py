@@ -6,6 +6,7 @@ cleanly on SIGTERM mid-push, and two daemons on one state file never push one ta
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -378,3 +379,20 @@ def test_two_daemons_on_one_state_file_never_push_one_target_at_once(
     )
     assert result.exit_code == 0
     assert converged(workdir, meta)
+
+
+def test_an_unusable_state_file_is_one_logged_line_and_the_file_is_left_as_it_was(
+    write_config: WriteConfig, demo_db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from audiencesync.sync.config import load_config
+    from audiencesync.sync.daemon import Daemon, DaemonOptions
+
+    config = load_config(write_config())
+    config.state_path.write_bytes(b"not a sqlite database, but somebody's notes" * 100)
+    before = config.state_path.read_bytes()
+    daemon = Daemon(config, DaemonOptions(metrics_port=None, jitter_seconds=0))
+    with caplog.at_level(logging.ERROR, logger="audiencesync"):
+        daemon.run_target(config.targets()[0].key)  # must not raise into the scheduler
+    (record,) = [r for r in caplog.records if r.getMessage() == "run refused"]
+    assert "state file" in record.__dict__["error"] and record.exc_info is None
+    assert config.state_path.read_bytes() == before
