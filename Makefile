@@ -26,7 +26,7 @@ lint: $(VENV)/bin/ruff
 # files of sync/api/ beside links to the three subpackage folders. sync/api/ itself is skipped
 # where it shows up again under sync/.
 typecheck: $(VENV)/bin/mypy
-	rm -rf .mypyroot && mkdir -p .mypyroot/audiencesync
+	rm -rf .mypyroot/audiencesync && mkdir -p .mypyroot/audiencesync
 	for f in sync/api/*.py; do ln -s ../../$$f .mypyroot/audiencesync/; done
 	for d in connectors sync state; do ln -s ../../$$d .mypyroot/audiencesync/$$d; done
 	cd .mypyroot && MYPYPATH=. ../$(VENV)/bin/mypy --config-file ../pyproject.toml \
