@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 from audiencesync.sync.config import load_config
-from audiencesync.sync.cron import crontab_trigger
 from audiencesync.sync.errors import InputError
+from audiencesync.sync.schedule import crontab_trigger
 from sample_configs import WriteConfig
 
 WEDNESDAY = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
