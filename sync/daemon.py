@@ -297,10 +297,8 @@ class Daemon:
                 if dest not in connectors:
                     connectors[dest] = build_connector(target.destination)
                 step = FollowStep(store, connectors[dest], target.key, target_id, audience_id)
-                report = step.follow(lambda: last_run_id(store.db, target_id))
+                step.follow(lambda: last_run_id(store.db, target_id))
                 read = step.read_back()
-            # Settled between runs: still confirmed changes, counted as a run counts them.
-            self.metrics.inc("audience_sync_changes_confirmed_total", report.confirmed, target=target.key)
             if read is None:
                 self.metrics.inc("audience_sync_follow_errors_total", target=target.key)
         except LeaseBusy:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from audiencesync.connectors.contract import PUSH_ORDER, Connector, PlatformStatus, PushOp
 from audiencesync.connectors.errors import TransientError
-from audiencesync.state.outbox import OutboxStore, handle_members, paired_member_keys
+from audiencesync.state.outbox import OutboxStore, handle_members
 from audiencesync.state.store import StateStore
 from audiencesync.sync.lag import record_read_back
 
@@ -66,11 +66,11 @@ class FollowStep:
         self.target_id = target_id
         self.audience_id = audience_id
 
-    def follow(self, run_for: Callable[[], int], identity_keys: Set[bytes] | None = None) -> FollowReport:
+    def follow(self, run_for: Callable[[], int], identity_keys: Set[bytes] = frozenset()) -> FollowReport:
         """Ask the platform about every handle in flight and apply its answers. ``run_for`` gives the
         run they are recorded under; it is called once the platform answered, and only when something
-        was in flight. ``identity_keys`` are the members whose change is an identity change, as the
-        push that sent them saw them; None looks them up in the outbox now."""
+        was in flight. ``identity_keys``, the members whose change is an identity change as the push
+        that sent them saw them, are counted once in ``FollowReport.confirmed``."""
         report = FollowReport()
         handles = self.outbox.in_flight_handles(self.target_id)
         if not handles:
@@ -85,8 +85,6 @@ class FollowStep:
                 "states": [s.state for s in statuses.values()],
             },
         )
-        if identity_keys is None:
-            identity_keys = paired_member_keys(self.store.db, self.target_id)
         for handle, status in statuses.items():
             confirmed = status.state == "confirmed"
             # Read before applying: a confirmed handle's changes leave the outbox as it is applied.

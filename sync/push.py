@@ -27,7 +27,7 @@ from audiencesync.connectors.errors import FatalError, TransientError
 from audiencesync.state.outbox import OutboxStore, QueuedBatch, paired_member_keys
 from audiencesync.state.store import StateStore
 from audiencesync.sync.follow import FollowStep, confirmed_count
-from audiencesync.sync.progress import ProgressEvent, ProgressSink
+from audiencesync.sync.progress import ProgressEvent, ProgressSink, ProgressStage
 from audiencesync.sync.run_result import TargetResult
 
 log = logging.getLogger("audiencesync.runner")
@@ -196,7 +196,7 @@ class TargetPush:
         self._count(op, outcome)
         self.progress(
             ProgressEvent(
-                "push",
+                ProgressStage.PUSH,
                 plan.key,
                 members_sent=self.result.push.sent,
                 to_send=plan.total_adds + plan.total_removes,

@@ -31,7 +31,7 @@ from audiencesync.sync.follow import FollowStep
 from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
 from audiencesync.sync.plan_file import PlanWriter, read_plan_file
-from audiencesync.sync.progress import ProgressEvent, ProgressSink, counting_rows, no_progress
+from audiencesync.sync.progress import ProgressEvent, ProgressSink, ProgressStage, counting_rows, no_progress
 from audiencesync.sync.push import TargetPush
 from audiencesync.sync.run_result import PushOutcome, TargetResult, breaker_check, plan_counts
 from audiencesync.sync.run_status import RunStatus
@@ -228,7 +228,7 @@ class SyncRunner:
         for plan in plans:
             self.options.progress(
                 ProgressEvent(
-                    "plan",
+                    ProgressStage.PLAN,
                     plan.key,
                     rows_read=plan.source_members,
                     changes_planned=plan.total_adds + plan.total_removes,
@@ -323,9 +323,11 @@ class SyncRunner:
             runs.append(self.store.start_run(tid, self.options.trigger))
             return runs[-1]
 
-        step = FollowStep(self.store, self._connector(plan.target), plan.key, tid, row.platform_audience_id)
         try:
-            report = step.follow(start_run, identity_keys=frozenset())
+            step = FollowStep(
+                self.store, self._connector(plan.target), plan.key, tid, row.platform_audience_id
+            )
+            report = step.follow(start_run)
         except ConnectorError as exc:
             # Not this run's failure yet: the push follows again, and fails the run if it fails then.
             log.warning("following in-flight work failed", extra={"target": plan.key, "error": str(exc)})
@@ -401,7 +403,7 @@ class SyncRunner:
         )
         self.options.progress(
             ProgressEvent(
-                "push",
+                ProgressStage.PUSH,
                 plan.key,
                 members_sent=result.push.sent,
                 to_send=plan.total_adds + plan.total_removes,

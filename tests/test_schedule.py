@@ -1,14 +1,14 @@
-"""One crontab parser for ``validate`` and the daemon: what one accepts the other schedules, with
-crontab's day-of-week numbering (0 and 7 are Sunday)."""
+"""When things run: one crontab parser for ``validate`` and the daemon (what one accepts the other
+schedules, with crontab's day-of-week numbering: 0 and 7 are Sunday), and the daemon's schedule."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from audiencesync.sync.config import load_config
 from audiencesync.sync.errors import InputError
-from audiencesync.sync.schedule import crontab_trigger
+from audiencesync.sync.schedule import TICK_ENV, DaemonSchedule, crontab_trigger, tick_from_env
 from sample_configs import WriteConfig
 
 WEDNESDAY = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -48,3 +48,29 @@ def test_what_the_daemon_cannot_schedule_validate_refuses(bad: str, write_config
         crontab_trigger(bad)
     with pytest.raises(InputError, match=r"syncs\[0\]\.schedule"):
         load_config(write_config(SYNC_ON.format(schedule=bad)))
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("", None), ("  ", None), ("2", 2.0), ("0.5", 0.5)])
+def test_the_tick_hook_is_a_positive_number_of_seconds_or_unset(value: str, seconds: float | None) -> None:
+    assert tick_from_env({TICK_ENV: value}) == seconds
+    assert tick_from_env({}) is None
+
+
+@pytest.mark.parametrize("bad", ["soon", "0", "-3"])
+def test_a_tick_that_is_not_a_positive_number_is_bad_input_naming_the_variable(bad: str) -> None:
+    with pytest.raises(InputError, match=TICK_ENV):
+        tick_from_env({TICK_ENV: bad})
+
+
+def test_a_target_fires_on_its_crontab_unless_the_tick_is_set() -> None:
+    cron = DaemonSchedule(jitter_seconds=0).target_trigger("0 9 * * 1-5")
+    assert cron.get_next_fire_time(None, WEDNESDAY) == datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    ticking = DaemonSchedule(jitter_seconds=0, tick_seconds=5).target_trigger("0 9 * * 1-5")
+    first = ticking.get_next_fire_time(None, datetime.now(UTC))
+    assert first is not None
+    assert ticking.get_next_fire_time(first, first) == first + timedelta(seconds=5)
+
+
+def test_missed_runs_run_once_within_the_grace_and_a_job_never_overlaps_itself() -> None:
+    defaults = DaemonSchedule(misfire_grace_seconds=120).job_defaults()
+    assert defaults == {"coalesce": True, "max_instances": 1, "misfire_grace_time": 120}
