@@ -145,12 +145,23 @@ class PushResult:
         return cls(confirmed=[c.member_key for c in batch], requests=requests)
 
 
+class HandleState(StrEnum):
+    """Where a pending handle stands."""
+
+    PENDING = "pending"
+    """The platform is still working on it: followed again later."""
+    CONFIRMED = "confirmed"
+    """Done: its changes are on the platform (or, with ``rejected_count``, at risk)."""
+    FAILED = "failed"
+    """Not applied: its changes are queued again."""
+
+
 @dataclass(frozen=True)
 class HandleStatus:
     """What became of a pending handle."""
 
     state: str
-    """``pending``, ``confirmed`` or ``failed``."""
+    """A ``HandleState`` value."""
     rejected_count: int = 0
     detail: str = ""
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 
-from audiencesync.connectors.contract import PUSH_ORDER, Connector, PlatformStatus, PushOp
+from audiencesync.connectors.contract import PUSH_ORDER, Connector, HandleState, PlatformStatus, PushOp
 from audiencesync.connectors.errors import TransientError
 from audiencesync.state.outbox import OutboxStore, handle_members
 from audiencesync.state.store import StateStore
@@ -86,11 +86,11 @@ class FollowStep:
             },
         )
         for handle, status in statuses.items():
-            confirmed = status.state == "confirmed"
+            confirmed = status.state == HandleState.CONFIRMED
             # Read before applying: a confirmed handle's changes leave the outbox as it is applied.
             members = handle_members(self.store.db, self.target_id, handle) if confirmed else []
             applied = self.outbox.apply_handle(self.target_id, handle, status, run_id)
-            if status.state == "pending":
+            if status.state == HandleState.PENDING:
                 continue
             report.finished.append(handle)
             report.applied += applied
