@@ -1,8 +1,9 @@
 """The contract every platform connector implements.
 
-A connector is a plain class with the methods of ``Connector`` below: every method the engine calls. The runner owns everything
-else: planning, the outbox, retries across runs, state. A connector only turns a batch of changes into
-platform requests and tells the runner, member by member, what became of them.
+A connector is a plain class with the methods of ``Connector`` below, every method the engine calls.
+The runner owns everything else: planning, the outbox, retries across runs, state. A connector only
+turns a batch of changes into platform requests and tells the runner, member by member, what became
+of them.
 
 Life of a change, as the runner drives it::
 

@@ -239,7 +239,7 @@ class Daemon:
 
     def _count(self, result: TargetResult, duration: float) -> None:
         key, status = result.plan.key, result.status
-        if status is RunStatus.BUSY:
+        if status == RunStatus.BUSY:
             self.metrics.inc("audience_sync_busy_total", target=key)
             log.info("target busy: skipped this tick", extra={"target": key})
             return
