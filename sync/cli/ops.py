@@ -76,7 +76,8 @@ def daemon(
     time (a lease in the state file), so a cron `sync` next to the daemon is safe.
     $AUDIENCE_SYNC_TICK_SECONDS=N runs every target every N seconds instead (tests, catching up).
     """
-    from audiencesync.sync.daemon import DaemonOptions, run_daemon, tick_from_env
+    from audiencesync.sync.daemon import DaemonOptions, run_daemon
+    from audiencesync.sync.schedule import tick_from_env
 
     config = load(config_path)
     options = DaemonOptions(
