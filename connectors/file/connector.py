@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from audiencesync.connectors.audience_lookup import find_or_create
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Capabilities,
@@ -75,7 +76,23 @@ class FileConnector:
         return Capabilities(max_batch=FILE_ROWS, identifier_kinds=frozenset(HEADERS[self.format]))
 
     def ensure_audience(self, spec: AudienceSpec) -> str:
-        audience_id = spec.known_id or _slug(spec.name)
+        """The audience's folder under ``directory``: the known one, else the one named after the
+        audience, made when missing."""
+        audience_id = find_or_create(
+            spec,
+            lookup=self._make_folder,
+            find=lambda name: self._folder(_slug(name)),
+            id_of=lambda folder: folder.name,
+            create=lambda: self._make_folder(_slug(spec.name)).name,
+        )
+        self._schemas[audience_id] = spec.identifier_kinds
+        return audience_id
+
+    def _folder(self, audience_id: str) -> Path | None:
+        folder = self.directory / audience_id
+        return folder if folder.is_dir() else None
+
+    def _make_folder(self, audience_id: str) -> Path:
         folder = self.directory / audience_id
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -83,8 +100,7 @@ class FileConnector:
             raise FatalError(
                 f"destination {self.dest.name}: cannot create {folder}: {exc.strerror}"
             ) from None
-        self._schemas[audience_id] = spec.identifier_kinds
-        return audience_id
+        return folder
 
     def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
         return self._write(audience_id, "add", batch)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
+from audiencesync.connectors.audience_lookup import find_or_create
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Change,
@@ -139,21 +140,32 @@ class GoogleAdsBackend:
     # --- lists -------------------------------------------------------------------------------------
 
     def ensure_audience(self, spec: AudienceSpec) -> str:
-        if spec.known_id:
-            rows = self._query(gp.gaql_user_list_by_id(spec.known_id))
-            if not rows:
-                raise AudienceGone(
-                    f"user list {spec.known_id} does not exist in customer {self._customer} or cannot be "
-                    "seen: remove its id from audience_ids (or state) so a new one is created",
-                    code="USER_LIST_NOT_FOUND",
-                )
-            self._check_kind(rows[0].user_list)
-            return spec.known_id
-        rows = self._query(gp.gaql_user_list_by_name(spec.name))
-        for row in rows:
-            if row.user_list.name == spec.name:
-                self._check_kind(row.user_list)
-                return str(row.user_list.id)
+        return find_or_create(
+            spec,
+            lookup=self._list_by_id,
+            find=self._list_by_name,
+            id_of=lambda user_list: str(user_list.id),
+            create=lambda: self._create_list(spec),
+            check=self._check_kind,
+        )
+
+    def _list_by_id(self, list_id: str) -> Any:
+        rows = self._query(gp.gaql_user_list_by_id(list_id))
+        if not rows:
+            raise AudienceGone(
+                f"user list {list_id} does not exist in customer {self._customer} or cannot be "
+                "seen: remove its id from audience_ids (or state) so a new one is created",
+                code="USER_LIST_NOT_FOUND",
+            )
+        return rows[0].user_list
+
+    def _list_by_name(self, name: str) -> Any:
+        for row in self._query(gp.gaql_user_list_by_name(name)):
+            if row.user_list.name == name:
+                return row.user_list
+        return None
+
+    def _create_list(self, spec: AudienceSpec) -> str:
         operation = gp.ads_user_list_operation(spec.name, spec.description, self._life_span_days)
         request = self._api.list_types.MutateUserListsRequest(
             customer_id=self._customer,

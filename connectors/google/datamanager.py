@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from audiencesync.connectors.audience_lookup import find_or_create
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Change,
@@ -107,18 +108,23 @@ class DataManagerBackend:
     # --- lists -------------------------------------------------------------------------------------
 
     def ensure_audience(self, spec: AudienceSpec) -> str:
-        if spec.known_id:
-            name = gp.dm_list_name(self._customer, spec.known_id)
-            found = self._rpc(
-                "GetUserList",
-                lambda: self._lists.get_user_list(name=name, **self._opts()),
-            )
-            self._check_kind(found)
-            return spec.known_id
-        existing = self._find_by_name(spec.name)
-        if existing is not None:
-            self._check_kind(existing)
-            return str(existing.id)
+        return find_or_create(
+            spec,
+            lookup=self._get_list,
+            find=self._find_by_name,
+            id_of=lambda user_list: str(user_list.id),
+            create=lambda: self._create_list(spec),
+            check=self._check_kind,
+        )
+
+    def _get_list(self, list_id: str) -> dm.UserList:
+        name = gp.dm_list_name(self._customer, list_id)
+        found: dm.UserList = self._rpc(
+            "GetUserList", lambda: self._lists.get_user_list(name=name, **self._opts())
+        )
+        return found
+
+    def _create_list(self, spec: AudienceSpec) -> str:
         request = dm.CreateUserListRequest(
             parent=gp.dm_parent(self._customer),
             user_list=gp.dm_user_list(spec.name, spec.description, self._life_span_days),
@@ -248,10 +254,7 @@ class DataManagerBackend:
         return gp.dm_handle_status(response)
 
     def read_back(self, audience_id: str) -> PlatformStatus:
-        name = gp.dm_list_name(self._customer, audience_id)
-        found: dm.UserList = self._rpc(
-            "GetUserList", lambda: self._lists.get_user_list(name=name, **self._opts())
-        )
+        found = self._get_list(audience_id)
         sizes = found.size_info
         size = max(int(sizes.display_network_members_count), int(sizes.search_network_members_count))
         last = self._last_status.get(audience_id)

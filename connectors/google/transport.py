@@ -1,10 +1,9 @@
-"""What both Google backends share: the gRPC channel and credentials, the one retry loop, the
+"""What both Google backends share: the gRPC channel and credentials, the retry budget, the
 follow polling step, and the capabilities both declare. The backends (``datamanager``, ``ads``) and
 ``GoogleConnector`` import it; it imports none of them, so there is no import circle."""
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -21,10 +20,9 @@ from audiencesync.connectors.contract import (
     PlatformStatus,
     PushResult,
 )
-from audiencesync.connectors.errors import AuthError, ConnectorError, TransientError
+from audiencesync.connectors.errors import AuthError, ConnectorError
 from audiencesync.connectors.google import payload as gp
-from audiencesync.connectors.retry_log import retry_logger
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
+from audiencesync.connectors.retry import Backoff, RetryBudget
 
 T = TypeVar("T")
 
@@ -42,7 +40,7 @@ class Tuning:
     """Waits and deadlines; the defaults suit production, tests shrink them."""
 
     max_wait_seconds: float = 300.0
-    """Total time retries may sleep in one run (the destination's ``max_wait_seconds``)."""
+    """The destination's ``max_wait_seconds``: see ``audiencesync.connectors.retry``."""
     backoff_initial: float = 2.0
     backoff_max: float = 120.0
     timeout_seconds: float = 60.0
@@ -73,15 +71,18 @@ class RpcLog:
 
 
 class Retrier:
-    """Runs one RPC with retries on what ``classify`` calls transient (tenacity, exponential backoff
-    with equal jitter), within the wait budget ``max_wait_seconds`` shared by all its calls; anything
-    else is raised at once."""
+    """Runs one RPC through the connector's retry budget (``audiencesync.connectors.retry``): the
+    RPC's exception is mapped by ``classify``, and what that calls transient is retried while the
+    budget lasts; anything else is raised at once. Each attempt is counted in ``log``."""
 
     def __init__(self, tuning: Tuning, log: RpcLog) -> None:
-        self.tuning = tuning
         self.log = log
-        self.waited = 0.0
-        """Seconds slept between retries so far, across calls."""
+        self.budget = RetryBudget(
+            "google",
+            tuning.max_wait_seconds,
+            Backoff(tuning.backoff_initial, tuning.backoff_max),
+            sleep=tuning.sleep,
+        )
 
     def call(
         self,
@@ -91,45 +92,20 @@ class Retrier:
         *,
         carries_members: bool = False,
     ) -> T:
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientError),
-            wait=self._wait,
-            stop=self._stop,
-            sleep=self.tuning.sleep,
-            before_sleep=retry_logger("google", method),
-            reraise=True,
-        )
-        for attempt in retrying:
-            with attempt:
-                if carries_members:
-                    self.log.member_rpcs += 1
-                else:
-                    self.log.calls[method] += 1
-                try:
-                    return fn()
-                except Exception as exc:
-                    mapped = classify(exc)
-                    if mapped is None:
-                        raise
-                    raise mapped from None
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+        def attempt() -> T:
+            if carries_members:
+                self.log.member_rpcs += 1
+            else:
+                self.log.calls[method] += 1
+            try:
+                return fn()
+            except Exception as exc:
+                mapped = classify(exc)
+                if mapped is None:
+                    raise
+                raise mapped from None
 
-    def _wait(self, state: RetryCallState) -> float:
-        t = self.tuning
-        backoff = min(t.backoff_max, t.backoff_initial * 2 ** (state.attempt_number - 1))
-        # Equal jitter: half fixed, half random, so parallel runs spread out.
-        return float(backoff / 2 + random.random() * backoff / 2)
-
-    def _stop(self, state: RetryCallState) -> bool:
-        # The budget spans every call of this connector, that is one run (the CLI and the daemon build
-        # connectors per run): a run against a failing API gives up after max_wait_seconds in all.
-        if self.waited + state.upcoming_sleep <= self.tuning.max_wait_seconds:
-            self.waited += state.upcoming_sleep
-            return False
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TransientError) and exc.retry_after is None:
-            exc.retry_after = state.upcoming_sleep
-        return True
+        return self.budget.call(method, attempt)
 
 
 def poll(

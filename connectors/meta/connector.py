@@ -1,9 +1,10 @@
 """Meta (Facebook) Custom Audiences on the facebook-business SDK.
 
 Requests go through ``FacebookAdsApi.call`` so the SDK owns URLs, the token and ``appsecret_proof``;
-this module owns retries (tenacity, only on what ``classify_error`` calls transient) and per-member
-outcomes. Payload building and error mapping live in ``meta_payload``, which also lists the sources
-of every Meta rule; the rules no primary source settles are under "Assumptions" in docs/setup-meta.md.
+this module owns per-member outcomes, and retries what ``classify_error`` calls transient within
+the connector's retry budget (``audiencesync.connectors.retry``). Payload building and error mapping
+live in ``meta.payload``, which also lists the sources of every Meta rule; the rules no primary source
+settles are under "Assumptions" in docs/setup-meta.md.
 
 The Graph API version is the destination's ``api_version``, by default the version the installed
 facebook-business SDK is built for. Meta's note that it auto-upgraded a call made with an expired
@@ -14,12 +15,12 @@ version Meta no longer serves (2635) stops the destination with ``ConfigurationR
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import requests
+from audiencesync.connectors.audience_lookup import find_or_create
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Capabilities,
@@ -38,12 +39,11 @@ from audiencesync.connectors.errors import (
     TransientError,
 )
 from audiencesync.connectors.meta import payload as mp
-from audiencesync.connectors.retry_log import retry_logger
+from audiencesync.connectors.retry import Backoff, RetryBudget
 from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from facebook_business.api import FacebookAdsApi, FacebookResponse
 from facebook_business.exceptions import FacebookRequestError
 from facebook_business.session import FacebookSession
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 EMULATOR_TOKEN = "emulator-token"
 DEFAULT_API_VERSION = DEFAULT_VERSIONS["meta"]
@@ -86,10 +86,12 @@ class MetaConnector:
         account = str(settings["ad_account_id"])
         self._account = account if account.startswith("act_") else f"act_{account}"
         self._file_source = str(settings.get("customer_file_source", "USER_PROVIDED_ONLY"))
-        self._max_wait = float(settings.get("max_wait_seconds", 300))
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._sleep = sleep
+        self._retry = RetryBudget(
+            "meta",
+            float(settings.get("max_wait_seconds", 300)),
+            Backoff(backoff_initial, backoff_max),
+            sleep=sleep,
+        )
         self._kinds: dict[str, tuple[str, ...]] = {}
         self._requests = 0
 
@@ -107,47 +109,51 @@ class MetaConnector:
         """The known id (checked), else the audience found by name, else a new one. The schema is
         recorded in the description at creation and compared on every later find."""
         schema = mp.schema_for(spec.identifier_kinds)
-        if spec.known_id:
-            try:
-                found = self._call("GET", (spec.known_id,), {"fields": _AUDIENCE_FIELDS})
-            except PermissionDenied as exc:
-                if exc.code != "100/33":
-                    raise
-                # Meta answers a deleted object the same way as one we cannot see.
-                raise AudienceGone(
-                    f"custom audience {spec.known_id} does not exist or this token cannot see it: if it "
-                    "was deleted, remove its id from audience_ids (or state) so a new one is created",
-                    request_id=exc.request_id,
-                    code=exc.code,
-                ) from None
-            status = found.get("operation_status")
-            if isinstance(status, Mapping) and status.get("code") == mp.FLAGGED_OPERATION_STATUS:
-                raise AudienceGone(
-                    "the custom audience is flagged by Meta (operation_status 471): remove its id from "
-                    "audience_ids (or state) so a new one is created",
-                    code="471",
-                )
-            self._check_schema(found, schema)
-            audience_id = spec.known_id
-        else:
-            existing = self._find_by_name(spec.name)
-            if existing is not None:
-                self._check_schema(existing, schema)
-                audience_id = str(existing["id"])
-            else:
-                created = self._call(
-                    "POST",
-                    (self._account, "customaudiences"),
-                    {
-                        "name": spec.name,
-                        "subtype": "CUSTOM",
-                        "description": mp.with_schema_marker(spec.description, schema),
-                        "customer_file_source": self._file_source,
-                    },
-                )
-                audience_id = str(created["id"])
+        audience_id = find_or_create(
+            spec,
+            lookup=self._get_audience,
+            find=self._find_by_name,
+            id_of=lambda audience: str(audience["id"]),
+            create=lambda: self._create_audience(spec, schema),
+            check=lambda audience: self._check_schema(audience, schema),
+        )
         self._kinds[audience_id] = tuple(spec.identifier_kinds)
         return audience_id
+
+    def _get_audience(self, audience_id: str) -> Mapping[str, Any]:
+        try:
+            found = self._call("GET", (audience_id,), {"fields": _AUDIENCE_FIELDS})
+        except PermissionDenied as exc:
+            if exc.code != "100/33":
+                raise
+            # Meta answers a deleted object the same way as one we cannot see.
+            raise AudienceGone(
+                f"custom audience {audience_id} does not exist or this token cannot see it: if it "
+                "was deleted, remove its id from audience_ids (or state) so a new one is created",
+                request_id=exc.request_id,
+                code=exc.code,
+            ) from None
+        status = found.get("operation_status")
+        if isinstance(status, Mapping) and status.get("code") == mp.FLAGGED_OPERATION_STATUS:
+            raise AudienceGone(
+                "the custom audience is flagged by Meta (operation_status 471): remove its id from "
+                "audience_ids (or state) so a new one is created",
+                code="471",
+            )
+        return found
+
+    def _create_audience(self, spec: AudienceSpec, schema: list[str]) -> str:
+        created = self._call(
+            "POST",
+            (self._account, "customaudiences"),
+            {
+                "name": spec.name,
+                "subtype": "CUSTOM",
+                "description": mp.with_schema_marker(spec.description, schema),
+                "customer_file_source": self._file_source,
+            },
+        )
+        return str(created["id"])
 
     def _find_by_name(self, name: str) -> Mapping[str, Any] | None:
         params: dict[str, Any] = {"fields": _AUDIENCE_FIELDS, "limit": 200}
@@ -281,23 +287,14 @@ class MetaConnector:
         files: Mapping[str, tuple[None, bytes]] | None = None,
         detect_too_small: bool = False,
     ) -> Mapping[str, Any]:
-        """One Graph API call with retries on transient answers, within ``max_wait_seconds``. ``files``
-        are sent as form fields of their own in the body (multipart/form-data; a ``None`` file name
-        makes a plain field), for a DELETE as for a POST, where ``params`` of a DELETE would go in the
-        URL."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientError),
-            wait=self._wait,
-            stop=self._stop,
-            sleep=self._sleep,
-            before_sleep=retry_logger("meta", f"{method} {path[-1] if path else ''}"),
-            reraise=True,
+        """One Graph API call, retried on transient answers while the connector's retry budget
+        lasts (``audiencesync.connectors.retry``). ``files`` are sent as form fields of their own in
+        the body (multipart/form-data; a ``None`` file name makes a plain field), for a DELETE as for
+        a POST, where ``params`` of a DELETE would go in the URL."""
+        return self._retry.call(
+            f"{method} {path[-1] if path else ''}",
+            lambda: self._once(method, path, dict(params), files, detect_too_small),
         )
-        result: Mapping[str, Any] = {}
-        for attempt in retrying:
-            with attempt:
-                result = self._once(method, path, dict(params), files, detect_too_small)
-        return result
 
     def _once(
         self,
@@ -342,29 +339,6 @@ class MetaConnector:
                 warning,
             )
         self.version_warning = warning or self.version_warning
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        backoff = min(self._backoff_max, self._backoff_initial * 2 ** (state.attempt_number - 1))
-        # "Equal jitter": half the backoff is fixed, half random, so parallel runs spread out.
-        jittered = backoff / 2 + random.random() * backoff / 2
-        asked = exc.retry_after if isinstance(exc, TransientError) and exc.retry_after else 0.0
-        return float(max(jittered, asked))
-
-    def _stop(self, state: RetryCallState) -> bool:
-        # Stop before a sleep would take the total wait past the budget; the last TransientError then
-        # reaches the runner, which leaves the batch in the outbox for the next run.
-        if state.idle_for + state.upcoming_sleep <= self._max_wait:
-            return False
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TransientError) and exc.retry_after is None:
-            exc.retry_after = state.upcoming_sleep
-        return True
-
-    @property
-    def requests_made(self) -> int:
-        """Graph API requests this connector made, retries included."""
-        return self._requests
 
 
 def _opt_int(value: Any) -> int | None:

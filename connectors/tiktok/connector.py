@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
+from audiencesync.connectors.audience_lookup import find_or_create
 from audiencesync.connectors.contract import (
     AudienceSpec,
     Capabilities,
@@ -52,9 +53,8 @@ from audiencesync.connectors.errors import (
     SchemaMismatch,
     TransientError,
 )
-from audiencesync.connectors.retry_log import retry_logger
+from audiencesync.connectors.retry import Backoff, RetryBudget
 from audiencesync.connectors.tiktok import payload as tp
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 EMULATOR_TOKEN = "emulator-token"
 PLACEHOLDER_PREFIX = "to-create:"
@@ -62,12 +62,14 @@ PLACEHOLDER_PREFIX = "to-create:"
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Backoff and timeouts. The total backoff over the connector's life (the runner builds one per
-    destination per run) is the destination's ``max_wait_seconds``; once spent, the next transient
-    failure raises ``TransientError`` at once. Tests pass millisecond waits and short timeouts."""
+    """Backoff, timeouts and TikTok's own pauses. The backoff and the budget (the destination's
+    ``max_wait_seconds``) work as ``audiencesync.connectors.retry`` says for every platform. Tests
+    pass millisecond waits and short timeouts."""
 
     initial_wait: float = 1.0
+    """The first backoff (``Backoff.initial``)."""
     max_single_wait: float = 60.0
+    """The longest ordinary backoff (``Backoff.maximum``)."""
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     long_wait_factor: float = 4.0
@@ -118,14 +120,12 @@ class TikTokConnector:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.dest = dest
         self.policy = policy or RetryPolicy()
         self.advertiser_id = str(dest.settings["advertiser_id"])
         # TikTok publishes no batch limit (assumption A3); a size code splits the request.
         self.batch_size = int(dest.settings.get("batch_size", 10_000))
         self.flow = str(dest.settings.get("flow", "segment"))
         self.maid_type = str(dest.settings.get("maid_type", "GAID"))
-        self.max_wait_seconds = float(dest.settings.get("max_wait_seconds", 300))
         self.base_url = base_url(dest.endpoint)
         token = dest.secrets.get("access_token") or (EMULATOR_TOKEN if dest.is_emulated else "")
         if not token:
@@ -135,9 +135,14 @@ class TikTokConnector:
             )
         self._session = session or requests.Session()
         self._session.headers.update({"Access-Token": token, "Accept": "application/json"})
-        self._sleep = sleep
+        self._retry = RetryBudget(
+            "tiktok",
+            float(dest.settings.get("max_wait_seconds", 300)),
+            Backoff(self.policy.initial_wait, self.policy.max_single_wait),
+            sleep=sleep,
+            platform_wait=self._platform_wait,
+        )
         self._requests = 0
-        self._waited = 0.0
         self._token_checked = False
         self._kinds: dict[str, tuple[str, ...]] = {}
         self._created: dict[str, str] = {}
@@ -159,9 +164,15 @@ class TikTokConnector:
                 "configures none of them"
             )
         self._check_token()
-        audience_id = self._existing_audience(spec)
-        if audience_id is None:
-            audience_id = self._create_audience(spec.name, kinds)
+        # A placeholder stands for a file audience not created yet: it is looked for by name.
+        pinned = bool(spec.known_id) and not is_placeholder(spec.known_id or "")
+        audience_id = find_or_create(
+            spec if pinned else replace(spec, known_id=None),
+            lookup=lambda known: self._pinned_audience(spec.target, known),
+            find=self._find_by_name,
+            id_of=lambda entry: str(entry["audience_id"]),
+            create=lambda: self._create_audience(spec.name, kinds),
+        )
         self._kinds[audience_id] = kinds
         return audience_id
 
@@ -198,16 +209,14 @@ class TikTokConnector:
             self._call("GET", "user/info/", operation="token check")
             self._token_checked = True
 
-    def _existing_audience(self, spec: AudienceSpec) -> str | None:
-        known = spec.known_id
-        if known and not is_placeholder(known):
-            if self._get_audience(known) is None:
-                raise AudienceGone(
-                    f"target {spec.target}: TikTok audience {known} no longer exists; remove the pinned "
-                    "id (or the state entry) to let audience-sync create a new one"
-                )
-            return known
-        return self._find_by_name(spec.name)
+    def _pinned_audience(self, target: str, audience_id: str) -> Mapping[str, Any]:
+        entry = self._get_audience(audience_id)
+        if entry is None:
+            raise AudienceGone(
+                f"target {target}: TikTok audience {audience_id} no longer exists; remove the pinned "
+                "id (or the state entry) to let audience-sync create a new one"
+            )
+        return entry
 
     def _get_audience(self, audience_id: str) -> Mapping[str, Any] | None:
         env = self._call(
@@ -224,7 +233,7 @@ class TikTokConnector:
                     return entry
         return None
 
-    def _find_by_name(self, name: str) -> str | None:
+    def _find_by_name(self, name: str) -> Mapping[str, Any] | None:
         limit = tp.SEGMENT_NAME_LIMIT if self.flow == "segment" else tp.FILE_AUDIENCE_NAME_LIMIT
         wanted = tp.cut_name(name, limit)
         page = 1
@@ -238,7 +247,7 @@ class TikTokConnector:
             entries = env.data.get("list") or []
             for entry in entries:
                 if isinstance(entry, Mapping) and entry.get("name") == wanted:
-                    return str(entry["audience_id"])
+                    return entry
             page_info = env.data.get("page_info") or {}
             total_pages = int(page_info.get("total_page") or 1) if isinstance(page_info, Mapping) else 1
             if not entries or page >= total_pages:
@@ -443,8 +452,8 @@ class TikTokConnector:
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
         splittable: bool = False,
     ) -> tp.Envelope:
-        """One API call with retries on what TikTok marks transient, while the connector's
-        ``max_wait_seconds`` lasts. Raises the mapped error, or ``_TooLarge`` when ``splittable``.
+        """One API call, retried on what TikTok marks transient while the connector's retry budget
+        lasts (``audiencesync.connectors.retry``). Raises the mapped error, or ``_TooLarge`` when ``splittable``.
         ``json_bytes`` is a JSON body already serialized (``tp.mapping_json``)."""
         headers = {"Content-Type": "application/json"} if json_bytes is not None else None
 
@@ -473,25 +482,12 @@ class TikTokConnector:
                 raise error
             return env
 
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientError),
-            wait=self._wait,
-            stop=self._budget_spent,
-            before_sleep=self._before_sleep(operation),
-            retry_error_callback=_give_up,
-            sleep=self._sleep,
-        )
-        result: tp.Envelope = retrying(attempt)
-        return result
+        return self._retry.call(operation, attempt)
 
-    def _wait(self, state: RetryCallState) -> float:
-        """Exponential backoff with jitter; longer for 61000 TOO_MANY_REQUESTS_BL, and at least
-        ``conflict_pause`` after 40202 WRITE_CONFLICT (the classes come from ``tp.code_class``)."""
-        base = wait_random_exponential(multiplier=self.policy.initial_wait, max=self.policy.max_single_wait)
-        wait = float(base(state))
-        outcome = state.outcome
-        error = outcome.exception() if outcome is not None else None
-        code = _code_number(error.code) if isinstance(error, TransientError) else None
+    def _platform_wait(self, error: TransientError, wait: float) -> float:
+        """Longer for 61000 TOO_MANY_REQUESTS_BL, and at least ``conflict_pause`` after 40202
+        WRITE_CONFLICT (the classes come from ``tp.code_class``)."""
+        code = _code_number(error.code)
         kind = tp.code_class(200, code) if code is not None else None
         if kind is tp.CodeClass.RATE_LIMITED_LONG:
             # Still jittered, but never shorter than the longest ordinary wait: a 61000 block is
@@ -500,35 +496,6 @@ class TikTokConnector:
         if kind is tp.CodeClass.WRITE_CONFLICT:
             return max(wait, self.policy.conflict_pause)
         return wait
-
-    def _budget_spent(self, state: RetryCallState) -> bool:
-        return self._waited + state.upcoming_sleep > self.max_wait_seconds
-
-    def _count_wait(self, state: RetryCallState) -> None:
-        self._waited += state.upcoming_sleep
-
-    def _before_sleep(self, operation: str) -> Callable[[RetryCallState], None]:
-        log_retry = retry_logger("tiktok", operation)
-
-        def before_sleep(state: RetryCallState) -> None:
-            self._count_wait(state)
-            log_retry(state)
-
-        return before_sleep
-
-
-def _give_up(state: RetryCallState) -> tp.Envelope:
-    """Re-raise the last transient error, saying how long the connector kept trying."""
-    outcome = state.outcome
-    assert outcome is not None
-    last = outcome.exception()
-    assert isinstance(last, TransientError)
-    raise TransientError(
-        f"{last.message}; gave up after {state.attempt_number} attempts within max_wait_seconds",
-        request_id=last.request_id,
-        code=last.code,
-        retry_after=state.upcoming_sleep or None,
-    ) from None
 
 
 def _code_number(code: str | None) -> int | None:
