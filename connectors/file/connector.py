@@ -14,17 +14,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from audiencesync.connectors import contract
 from audiencesync.connectors.audience_lookup import find_or_create
-from audiencesync.connectors.contract import (
-    AudienceSpec,
-    Capabilities,
-    Change,
-    DestinationConfig,
-    HandleStatus,
-    PlatformStatus,
-    PushResult,
-    SessionInfo,
-)
 from audiencesync.connectors.errors import FatalError
 
 # Column headers of each platform's customer-list template, by identifier key.
@@ -65,17 +56,17 @@ def _slug(text: str) -> str:
 class FileConnector:
     """Writes ``<directory>/<audience>/<time>-<add|remove>-<n>.csv``."""
 
-    def __init__(self, dest: DestinationConfig) -> None:
+    def __init__(self, dest: contract.DestinationConfig) -> None:
         self.dest = dest
         self.format = str(dest.settings.get("format", "meta"))
         self.directory = Path(str(dest.settings["directory"]))
         self._schemas: dict[str, tuple[str, ...]] = {}
         self._written = 0
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities(max_batch=FILE_ROWS, identifier_kinds=frozenset(HEADERS[self.format]))
+    def capabilities(self) -> contract.Capabilities:
+        return contract.Capabilities(max_batch=FILE_ROWS, identifier_kinds=frozenset(HEADERS[self.format]))
 
-    def ensure_audience(self, spec: AudienceSpec) -> str:
+    def ensure_audience(self, spec: contract.AudienceSpec) -> str:
         """The audience's folder under ``directory``: the known one, else the one named after the
         audience, made when missing."""
         audience_id = find_or_create(
@@ -102,22 +93,26 @@ class FileConnector:
             ) from None
         return folder
 
-    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def add(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._write(audience_id, "add", batch)
 
-    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def remove(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._write(audience_id, "remove", batch)
 
-    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
-        return {h: HandleStatus("confirmed") for h in handles}
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, contract.HandleStatus]:
+        return {h: contract.HandleStatus("confirmed") for h in handles}
 
-    def read_back(self, audience_id: str) -> PlatformStatus:
+    def read_back(self, audience_id: str) -> contract.PlatformStatus:
         folder = self.directory / audience_id
         files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
         updated = files[-1].stat().st_mtime if files else None
-        return PlatformStatus(state=f"{len(files)} file(s) written", ready=True, updated_at=updated)
+        return contract.PlatformStatus(state=f"{len(files)} file(s) written", ready=True, updated_at=updated)
 
-    def _write(self, audience_id: str, op: str, batch: Sequence[Change]) -> PushResult:
+    def _write(self, audience_id: str, op: str, batch: Sequence[contract.Change]) -> contract.PushResult:
         keys = self._schemas.get(audience_id) or tuple(HEADERS[self.format])
         headers = HEADERS[self.format]
         columns = [k for k in keys if k in headers]
@@ -137,4 +132,4 @@ class FileConnector:
             raise FatalError(
                 f"destination {self.dest.name}: cannot write {path.name}: {exc.strerror}"
             ) from None
-        return PushResult.all_confirmed(batch)
+        return contract.PushResult.all_confirmed(batch)

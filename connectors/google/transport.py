@@ -11,15 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import grpc
-from audiencesync.connectors.contract import (
-    AudienceSpec,
-    Capabilities,
-    Change,
-    DestinationConfig,
-    HandleStatus,
-    PlatformStatus,
-    PushResult,
-)
+from audiencesync.connectors import contract
 from audiencesync.connectors.errors import AuthError, ConnectorError
 from audiencesync.connectors.google import payload as gp
 from audiencesync.connectors.retry import Backoff, RetryBudget
@@ -70,13 +62,33 @@ class RpcLog:
         return self.member_rpcs - members, others
 
 
+@dataclass(frozen=True)
+class Account:
+    """The account settings both backends read."""
+
+    customer_id: str
+    login_customer_id: str | None
+    """The manager account the calls act through, if any."""
+    life_span_days: int
+    """``membership_life_span_days``: how long a list keeps a member (540 is Google's default)."""
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> Account:
+        login = settings.get("login_customer_id")
+        return cls(
+            customer_id=str(settings["customer_id"]),
+            login_customer_id=str(login) if login else None,
+            life_span_days=int(settings.get("membership_life_span_days", 540)),
+        )
+
+
 class Retrier:
     """Runs one RPC through the connector's retry budget (``audiencesync.connectors.retry``): the
     RPC's exception is mapped by ``classify``, and what that calls transient is retried while the
     budget lasts; anything else is raised at once. Each attempt is counted in ``log``."""
 
-    def __init__(self, tuning: Tuning, log: RpcLog) -> None:
-        self.log = log
+    def __init__(self, tuning: Tuning) -> None:
+        self.log = RpcLog()
         self.budget = RetryBudget(
             "google",
             tuning.max_wait_seconds,
@@ -109,11 +121,11 @@ class Retrier:
 
 
 def poll(
-    handles: Sequence[str], status_of: Callable[[str], HandleStatus], tuning: Tuning
-) -> dict[str, HandleStatus]:
+    handles: Sequence[str], status_of: Callable[[str], contract.HandleStatus], tuning: Tuning
+) -> dict[str, contract.HandleStatus]:
     """Each handle's status, asked again every ``poll_interval`` for those still pending until
     ``follow_wait_seconds`` would be overrun (0: asked once; the next run asks again)."""
-    statuses: dict[str, HandleStatus] = {}
+    statuses: dict[str, contract.HandleStatus] = {}
     deadline = time.monotonic() + tuning.follow_wait_seconds
     waiting = list(handles)
     while True:
@@ -135,7 +147,7 @@ def normalized_target(endpoint: str | None, default_host: str) -> str:
     return target if ":" in host_part else f"{target}:443"
 
 
-def load_credentials(dest: DestinationConfig, scopes: Sequence[str]) -> Any:
+def load_credentials(dest: contract.DestinationConfig, scopes: Sequence[str]) -> Any:
     """The credentials file named by ``credentials_env`` (service account or OAuth authorized user),
     else application-default credentials."""
     import google.auth
@@ -158,7 +170,7 @@ def load_credentials(dest: DestinationConfig, scopes: Sequence[str]) -> Any:
     return credentials
 
 
-def make_channel(dest: DestinationConfig, default_host: str, scopes: Sequence[str]) -> grpc.Channel:
+def make_channel(dest: contract.DestinationConfig, default_host: str, scopes: Sequence[str]) -> grpc.Channel:
     """Plaintext and anonymous for a loopback endpoint (the emulator), TLS with credentials otherwise."""
     target = normalized_target(dest.endpoint, default_host)
     if dest.is_emulated:
@@ -172,19 +184,28 @@ def make_channel(dest: DestinationConfig, default_host: str, scopes: Sequence[st
 
 
 class Backend(Protocol):
-    """What GoogleConnector delegates to: the contract's platform calls, with adds and removes as one
-    ``push`` (neither API has upload sessions). Capabilities are the same for both backends."""
+    """What GoogleConnector delegates to: the calls find-or-create needs (a list is a ``UserList``
+    message of the backend's API, read only by the backend), and the contract's member calls with adds
+    and removes as one ``push`` of a batch that is never empty (neither API has upload sessions). Capabilities are the same for both
+    backends."""
 
-    def ensure_audience(self, spec: AudienceSpec) -> str: ...
-    def push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult: ...
-    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]: ...
-    def read_back(self, audience_id: str) -> PlatformStatus: ...
+    def list_by_id(self, list_id: str) -> Any: ...
+    def list_by_name(self, name: str) -> Any | None: ...
+    def create_list(self, spec: contract.AudienceSpec) -> str: ...
+    def unusable_kind(self, user_list: Any) -> str | None: ...
+    def push(
+        self, audience_id: str, batch: Sequence[contract.Change], *, remove: bool
+    ) -> contract.PushResult: ...
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, contract.HandleStatus]: ...
+    def read_back(self, audience_id: str) -> contract.PlatformStatus: ...
     def close(self) -> None: ...
 
 
-def capabilities() -> Capabilities:
+def capabilities() -> contract.Capabilities:
     """Both backends: 10,000 members a request, Google's identifier kinds, confirmed later."""
-    return Capabilities(max_batch=gp.MAX_BATCH, identifier_kinds=gp.IDENTIFIER_KINDS, asynchronous=True)
+    return contract.Capabilities(
+        max_batch=gp.MAX_BATCH, identifier_kinds=gp.IDENTIFIER_KINDS, asynchronous=True
+    )
 
 
 def refresh_seconds(settings: Mapping[str, Any]) -> float:

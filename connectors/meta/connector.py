@@ -20,17 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import requests
+from audiencesync.connectors import contract
 from audiencesync.connectors.audience_lookup import find_or_create
-from audiencesync.connectors.contract import (
-    AudienceSpec,
-    Capabilities,
-    Change,
-    DestinationConfig,
-    HandleStatus,
-    PlatformStatus,
-    PushResult,
-    SessionInfo,
-)
 from audiencesync.connectors.errors import (
     AudienceGone,
     FatalError,
@@ -64,7 +55,7 @@ class MetaConnector:
 
     def __init__(
         self,
-        dest: DestinationConfig,
+        dest: contract.DestinationConfig,
         *,
         backoff_initial: float = 2.0,
         backoff_max: float = 120.0,
@@ -95,8 +86,8 @@ class MetaConnector:
         self._kinds: dict[str, tuple[str, ...]] = {}
         self._requests = 0
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities(
+    def capabilities(self) -> contract.Capabilities:
+        return contract.Capabilities(
             max_batch=mp.MAX_ROWS,
             identifier_kinds=frozenset(mp.SCHEMA_FIELDS),
             asynchronous=False,
@@ -105,7 +96,7 @@ class MetaConnector:
 
     # --- audiences ---------------------------------------------------------------------------------
 
-    def ensure_audience(self, spec: AudienceSpec) -> str:
+    def ensure_audience(self, spec: contract.AudienceSpec) -> str:
         """The known id (checked), else the audience found by name, else a new one. The schema is
         recorded in the description at creation and compared on every later find."""
         schema = mp.schema_for(spec.identifier_kinds)
@@ -142,7 +133,7 @@ class MetaConnector:
             )
         return found
 
-    def _create_audience(self, spec: AudienceSpec, schema: list[str]) -> str:
+    def _create_audience(self, spec: contract.AudienceSpec, schema: list[str]) -> str:
         created = self._call(
             "POST",
             (self._account, "customaudiences"),
@@ -180,17 +171,26 @@ class MetaConnector:
 
     # --- members -----------------------------------------------------------------------------------
 
-    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def add(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._push(audience_id, batch, session, remove=False)
 
-    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def remove(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._push(audience_id, batch, session, remove=True)
 
     def _push(
-        self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None, *, remove: bool
-    ) -> PushResult:
+        self,
+        audience_id: str,
+        batch: Sequence[contract.Change],
+        session: contract.SessionInfo | None,
+        *,
+        remove: bool,
+    ) -> contract.PushResult:
         if not batch:
-            return PushResult()
+            return contract.PushResult()
         if len(batch) > mp.MAX_ROWS:
             raise ValueError(f"a Meta batch holds at most {mp.MAX_ROWS} members, got {len(batch)}")
         kinds = self._kinds.get(audience_id) or self._kinds_from_batch(batch)
@@ -206,7 +206,7 @@ class MetaConnector:
                 detect_too_small=remove,
             )
         except _TooSmall:
-            return PushResult(
+            return contract.PushResult(
                 rejected={c.member_key: mp.TOO_SMALL_REASON for c in batch},
                 requests=self._requests - before,
                 detail={"refused": mp.TOO_SMALL_REASON},
@@ -221,7 +221,7 @@ class MetaConnector:
             # Meta would not take this batch in this session (closed, expired, or a batch_seq it
             # never saw): nothing was applied; the runner abandons the session and resends the batch
             # in a new one, where a real refusal of the batch shows again.
-            return PushResult(
+            return contract.PushResult(
                 retry=[c.member_key for c in batch],
                 requests=self._requests - before,
                 detail={"session_refused": exc.code or "refused"},
@@ -234,7 +234,7 @@ class MetaConnector:
                 "outcome of this batch is unknown; it stays queued for the next run"
             )
         outcomes = mp.row_outcomes(body, batch, kinds)
-        return PushResult(
+        return contract.PushResult(
             confirmed=outcomes.confirmed,
             rejected=outcomes.rejected,
             unverified=outcomes.unverified,
@@ -244,23 +244,23 @@ class MetaConnector:
         )
 
     @staticmethod
-    def _kinds_from_batch(batch: Sequence[Change]) -> tuple[str, ...]:
+    def _kinds_from_batch(batch: Sequence[contract.Change]) -> tuple[str, ...]:
         # Without ensure_audience in this process the schema can only come from the keys members carry,
         # in the canonical order; the runner always calls ensure_audience first, so this is a fallback.
         present = {k for c in batch for k in c.identifiers}
         return tuple(k for k in mp.SCHEMA_FIELDS if k in present)
 
-    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, contract.HandleStatus]:
         """Meta confirms /users requests synchronously, so nothing is ever pending."""
-        return {h: HandleStatus("confirmed") for h in handles}
+        return {h: contract.HandleStatus("confirmed") for h in handles}
 
-    def read_back(self, audience_id: str) -> PlatformStatus:
+    def read_back(self, audience_id: str) -> contract.PlatformStatus:
         body = self._call("GET", (audience_id,), {"fields": _STATUS_FIELDS})
         operation = body.get("operation_status") if isinstance(body.get("operation_status"), Mapping) else {}
         delivery = body.get("delivery_status") if isinstance(body.get("delivery_status"), Mapping) else {}
         assert isinstance(operation, Mapping) and isinstance(delivery, Mapping)
         updated = body.get("time_content_updated")
-        return PlatformStatus(
+        return contract.PlatformStatus(
             size_lower=_opt_int(body.get("approximate_count_lower_bound")),
             size_upper=_opt_int(body.get("approximate_count_upper_bound")),
             state=str(operation.get("description", "")),

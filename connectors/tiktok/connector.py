@@ -35,17 +35,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
+from audiencesync.connectors import contract
 from audiencesync.connectors.audience_lookup import find_or_create
-from audiencesync.connectors.contract import (
-    AudienceSpec,
-    Capabilities,
-    Change,
-    DestinationConfig,
-    HandleStatus,
-    PlatformStatus,
-    PushResult,
-    SessionInfo,
-)
 from audiencesync.connectors.errors import (
     AudienceGone,
     ConfigurationRejected,
@@ -115,7 +106,7 @@ class TikTokConnector:
 
     def __init__(
         self,
-        dest: DestinationConfig,
+        dest: contract.DestinationConfig,
         policy: RetryPolicy | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -153,10 +144,12 @@ class TikTokConnector:
         self._session.close()
 
     # --- contract --------------------------------------------------------------------------------
-    def capabilities(self) -> Capabilities:
-        return Capabilities(max_batch=self.batch_size, identifier_kinds=frozenset(tp.SUPPORTED_KINDS))
+    def capabilities(self) -> contract.Capabilities:
+        return contract.Capabilities(
+            max_batch=self.batch_size, identifier_kinds=frozenset(tp.SUPPORTED_KINDS)
+        )
 
-    def ensure_audience(self, spec: AudienceSpec) -> str:
+    def ensure_audience(self, spec: contract.AudienceSpec) -> str:
         kinds = tp.schema_kinds(spec.identifier_kinds)
         if not kinds:
             raise SchemaMismatch(
@@ -176,24 +169,28 @@ class TikTokConnector:
         self._kinds[audience_id] = kinds
         return audience_id
 
-    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def add(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._push(audience_id, batch, adding=True)
 
-    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def remove(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._push(audience_id, batch, adding=False)
 
-    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, contract.HandleStatus]:
         # Pushes are confirmed synchronously and no handle is ever issued; a handle left from elsewhere
         # is safest re-sent, since adds and deletes are idempotent.
         return {
-            h: HandleStatus("failed", detail="TikTok pushes are confirmed at once; re-sending")
+            h: contract.HandleStatus("failed", detail="TikTok pushes are confirmed at once; re-sending")
             for h in handles
         }
 
-    def read_back(self, audience_id: str) -> PlatformStatus:
+    def read_back(self, audience_id: str) -> contract.PlatformStatus:
         real_id = self._created.get(audience_id, audience_id)
         if is_placeholder(real_id):
-            return PlatformStatus(
+            return contract.PlatformStatus(
                 state="not created yet",
                 detail={"note": "the file audience is created with the first upload"},
             )
@@ -270,11 +267,11 @@ class TikTokConnector:
         return str(audience_id)
 
     # --- pushes ----------------------------------------------------------------------------------
-    def _push(self, audience_id: str, batch: Sequence[Change], adding: bool) -> PushResult:
+    def _push(self, audience_id: str, batch: Sequence[contract.Change], adding: bool) -> contract.PushResult:
         started = self._requests
         kinds = self._kinds.get(audience_id) or _kinds_in(batch)
         prepared = tp.person_rows(kinds, batch)
-        result = PushResult(rejected=dict(prepared.rejected))
+        result = contract.PushResult(rejected=dict(prepared.rejected))
         schema = tp.id_schema(kinds, self.maid_type)
         pending = _Rows(prepared.keys, prepared.rows)
         chunks = [
@@ -503,7 +500,7 @@ def _code_number(code: str | None) -> int | None:
     return int(code) if code and code.lstrip("-").isdigit() else None
 
 
-def _kinds_in(batch: Sequence[Change]) -> tuple[str, ...]:
+def _kinds_in(batch: Sequence[contract.Change]) -> tuple[str, ...]:
     """The id kinds a batch carries, for a push whose audience ``ensure_audience`` did not resolve."""
     present = {k for change in batch for k in change.identifiers}
     return tuple(k for k in tp.SUPPORTED_KINDS if k in present)
