@@ -58,7 +58,7 @@ class _AdsApi:
         self.jobs_resource = load("resources.types.offline_user_data_job")
 
     def convert(self, message: Any, target: Any) -> Any:
-        """``message`` (built by google_payload on one version's types) as ``target``, this version's
+        """``message`` (built by ``google.payload`` on one version's types) as ``target``, this version's
         type of the same message: Google Ads keeps field numbers stable across versions (protos in
         google/ads/googleads/vNN), so the wire bytes carry over."""
         if type(message) is target:

@@ -185,9 +185,9 @@ def make_channel(dest: contract.DestinationConfig, default_host: str, scopes: Se
 
 class Backend(Protocol):
     """What GoogleConnector delegates to: the calls find-or-create needs (a list is a ``UserList``
-    message of the backend's API, read only by the backend), and the contract's member calls with adds
-    and removes as one ``push`` of a batch that is never empty (neither API has upload sessions). Capabilities are the same for both
-    backends."""
+    message of the backend's API, read only by the backend), and the contract's member calls, with
+    adds and removes as one ``push`` of a batch that is never empty (neither API has upload sessions).
+    Capabilities are the same for both backends."""
 
     def list_by_id(self, list_id: str) -> Any: ...
     def list_by_name(self, name: str) -> Any | None: ...

@@ -13,14 +13,17 @@ Two flows, chosen by the destination's ``flow`` setting:
 
 TikTok accepts a mapping batch as a whole and never says which hashed ids matched a TikTok user, so a
 sent member is confirmed on code 0; how many matched shows only as ``cover_num`` in ``read_back``. A
-20001 PARTIAL_OK answer (TikTok's SDK, ``tiktok_code.py``) confirms the batch too: TikTok does not say
-which items failed, so re-sending would be blind; its message is kept in the push result's ``detail``.
+20001 PARTIAL_OK answer (TikTok's SDK, tiktok/tiktok-business-api-sdk:
+``python_sdk/business_api_client/tiktok_business/tiktok_code.py``) confirms the batch too: TikTok does
+not say which items failed, so re-sending would be blind; its message is kept in the push result's
+``detail``.
 
-The file flow follows ``python_sdk/docs/CustomAudienceUpdateBody.md``: every update fails when the
-audience has fewer than 1,000 members afterwards. So the first file must hold at least 1,000 people and
-a REMOVE is checked against the audience's size first; either refusal says to use the segment flow.
+The file flow follows the SDK's ``python_sdk/docs/CustomAudienceUpdateBody.md``: every update fails
+when the audience has fewer than 1,000 members afterwards. So the first file must hold at least 1,000
+people and a REMOVE is checked against the audience's size first; either refusal says to use the
+segment flow.
 
-Every response code is classified once, in ``tiktok_payload.code_class``. What no primary source backs
+Every response code is classified once, in ``tiktok.payload.code_class``. What no primary source backs
 (the segment/* shapes, batch limits, the file layout, the waits) is listed under "Assumptions" in
 docs/setup-tiktok.md; comments here refer to those entries as A1, A2, ...
 A value that is not SHA-256 hex is left out of the request (one bad id fails the whole request on
@@ -450,8 +453,8 @@ class TikTokConnector:
         splittable: bool = False,
     ) -> tp.Envelope:
         """One API call, retried on what TikTok marks transient while the connector's retry budget
-        lasts (``audiencesync.connectors.retry``). Raises the mapped error, or ``_TooLarge`` when ``splittable``.
-        ``json_bytes`` is a JSON body already serialized (``tp.mapping_json``)."""
+        lasts (``audiencesync.connectors.retry``). Raises the mapped error, or ``_TooLarge`` when
+        ``splittable``. ``json_bytes`` is a JSON body already serialized (``tp.mapping_json``)."""
         headers = {"Content-Type": "application/json"} if json_bytes is not None else None
 
         def attempt() -> tp.Envelope:
@@ -488,7 +491,7 @@ class TikTokConnector:
         kind = tp.code_class(200, code) if code is not None else None
         if kind is tp.CodeClass.RATE_LIMITED_LONG:
             # Still jittered, but never shorter than the longest ordinary wait: a 61000 block is
-            # longer than plain throttling (tiktok_code.py), so its backoff is too.
+            # longer than plain throttling (the SDK's tiktok_code.py), so its backoff is too.
             return max(self.policy.max_single_wait, wait * self.policy.long_wait_factor)
         if kind is tp.CodeClass.WRITE_CONFLICT:
             return max(wait, self.policy.conflict_pause)

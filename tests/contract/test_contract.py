@@ -29,8 +29,8 @@ from platforms import PLATFORMS, Platform, Running, expected, person
 KINDS = ("email", "phone")
 _names = itertools.count()
 
-# Cases that fail today because of a bug another change fixes; strict, so they flip to a failure (and
-# the mark is removed) once that fix is in.
+# Cases known to fail because of a bug not fixed yet; strict, so they flip to a failure (and the mark
+# is removed) once it is fixed.
 KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
