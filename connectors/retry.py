@@ -2,19 +2,19 @@
 is, how long a connector may wait in all, and the log line of each retry.
 
 **``max_wait_seconds`` is the total a connector may sleep between retries over its life, across all
-of its calls.** The runner and the daemon build one connector per destination per run, so this is a
-budget per destination per run. Once spent, the next transient failure is raised at once: what was
-not sent stays in the outbox for the next run. It is per run, not per call, because a run makes one
-call per batch (tens of millions of members are thousands of calls): a per-call budget would let one
-run against a failing platform wait ``max_wait_seconds`` times the number of batches, holding up the
-cron slot or the daemon's next tick for hours, where a per-run budget bounds that delay by the one
-figure the user set.
+of its calls.** The runner builds one connector per destination per run (the daemon's follow step
+one per destination per tick), so this is a budget per destination per run. Once spent, the next
+transient failure is raised at once: what was not sent stays in the outbox for the next run. It is
+per run, not per call, because a run makes one call per batch (tens of millions of members are
+thousands of calls): a per-call budget would let one run against a failing platform wait
+``max_wait_seconds`` times the number of batches, holding up the cron slot or the daemon's next tick
+for hours, where a per-run budget bounds that delay by the one figure the user set.
 
 Only ``TransientError`` is retried; each platform decides in its own classification which answers
 are transient (with the source of each rule there). Each wait is exponential backoff from
-``Backoff.initial`` doubling up to ``Backoff.maximum``, with "equal jitter" (half the backoff fixed,
-half random, so parallel runs spread out: aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter),
-never shorter than what the platform asked for (``TransientError.retry_after``, such as Meta's
+``Backoff.initial`` doubling up to ``Backoff.maximum``, with "equal jitter" (half the backoff
+fixed, half random, so parallel runs spread out:
+aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter), never shorter than what the platform asked for (``TransientError.retry_after``, such as Meta's
 ``estimated_time_to_regain_access``). A platform with waits of its own (TikTok's longer pause after
 61000) passes ``platform_wait``. A wait that would overrun the budget is not slept: the last error is
 raised instead, saying how many attempts were made, with the wait it would have needed as its
