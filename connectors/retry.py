@@ -14,7 +14,8 @@ Only ``TransientError`` is retried; each platform decides in its own classificat
 are transient (with the source of each rule there). Each wait is exponential backoff from
 ``Backoff.initial`` doubling up to ``Backoff.maximum``, with "equal jitter" (half the backoff
 fixed, half random, so parallel runs spread out:
-aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter), never shorter than what the platform asked for (``TransientError.retry_after``, such as Meta's
+aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter), never shorter than what the
+platform asked for (``TransientError.retry_after``, such as Meta's
 ``estimated_time_to_regain_access``). A platform with waits of its own (TikTok's longer pause after
 61000) passes ``platform_wait``. A wait that would overrun the budget is not slept: the last error is
 raised instead, saying how many attempts were made, with the wait it would have needed as its
