@@ -160,10 +160,11 @@ class TikTokConnector:
                 "configures none of them"
             )
         self._check_token()
-        # A placeholder stands for a file audience not created yet: it is looked for by name.
-        pinned = bool(spec.known_id) and not is_placeholder(spec.known_id or "")
+        if spec.known_id and is_placeholder(spec.known_id):
+            # A file audience not created yet when the id was stored: it is looked for by name.
+            spec = replace(spec, known_id=None)
         audience_id = find_or_create(
-            spec if pinned else replace(spec, known_id=None),
+            spec,
             lookup=lambda known: self._pinned_audience(spec.target, known),
             find=self._find_by_name,
             id_of=lambda entry: str(entry["audience_id"]),
