@@ -56,10 +56,9 @@ def reason(platform: str, kind: str, value: str, default_country: str | None = N
 
 # --- the reference vectors ----------------------------------------------------------------------
 
-# (platform, kind, input, default country, normalized, sha256), from Meta's docs and SDK tests and
-# Google's Data Manager client tests. TikTok publishes no vectors; its rules (email as Meta's, phone
-# E.164 with "+" as Google's) make the same inputs hash the same, so those rows are carried over for
-# TikTok.
+# (platform, kind, input, default country, normalized, sha256), from shared/reference/*.md.
+# tiktok.md publishes no vectors; its rules (email as Meta's, phone E.164 with "+" as Google's) make
+# the same inputs hash the same, so those rows are carried over for TikTok.
 VECTORS = [
     ("meta", "email", "mary@example.com", None, "mary@example.com",
      "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"),
