@@ -176,9 +176,12 @@ class OutboxStore:
         resends it while the source wants it and removes it (mirror mode owns it) once the profile
         leaves. A maybe-applied remove keeps its member as ``maybe``: resent if the profile is still
         gone, reversed by an add if it came back. Resending either is safe because adds and removes are
-        idempotent on every platform: Meta's /users add and remove match the exact hashed rows (meta.md,
-        Endpoints), Google's ingest and remove of the same UserData (google.md, Data Manager
-        API), TikTok's segment/mapping add and delete (tiktok.md, Streaming flow)."""
+        idempotent on every platform: Meta's /users add and remove match the exact hashed rows
+        (developers.facebook.com/docs/marketing-api/reference/custom-audience/users), Google's ingest
+        and remove of the same UserData
+        (developers.google.com/data-manager/api/reference/rest/v1/audienceMembers), TikTok's
+        segment/mapping add and delete (documented by peers only: Segment's
+        tiktok-audiences/api/index.ts; docs/setup-tiktok.md "Assumptions")."""
         now = time.time()
         with atomic(self.db) as conn:
             (count,) = conn.execute(
@@ -275,7 +278,8 @@ class OutboxStore:
             ).fetchall()
             if status.state == "confirmed" and status.rejected_count:
                 # Google's request status counts errors per destination without naming members
-                # (google.md, Data Manager API: PARTIAL_SUCCESS): none of them can be called synced.
+                # (PARTIAL_SUCCESS, google-ads-datamanager request_status_per_destination.py): none of
+                # them can be called synced.
                 for op in ("remove", "add"):
                     keys = [r[1] for r in rows if r[0] == op]
                     if keys:

@@ -42,8 +42,9 @@ _HISTORY_COLUMNS = {
     "error": "r.error",
 }
 
-# Meta closes an upload session 90 minutes after its first batch (meta.md, Payload: "without
-# last_batch_flag, a session ends 90 minutes after its first batch"); start a new one well before. The
+# Meta closes an upload session 90 minutes after its first batch when no batch carried
+# last_batch_flag (developers.facebook.com/docs/marketing-api/reference/custom-audience/users); start
+# a new one well before. The
 # runner also starts a new session for every push (connectors/meta/payload.py lists the assumptions).
 SESSION_MAX_AGE_S = 80 * 60
 

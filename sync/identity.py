@@ -1,10 +1,12 @@
 """Identity: every normalization rule of every platform, in one pure module, and SHA-256 hashing.
 
 Divergent copies of hashing rules are the top source of low match rates, so nothing else in the
-project normalizes an identifier. The rules follow each platform's published guidance (see
-``shared/reference``): Meta wants phones as digits without ``+`` and names stripped of punctuation;
-Google wants E.164 with ``+``, strips dots and ``+tags`` from Gmail addresses only, and takes country
-and postcode unhashed; TikTok wants E.164, cuts ``+tags`` from every email and hashes mobile ad ids.
+project normalizes an identifier. The rules follow each platform's published guidance (Meta's
+Marketing API customer-file docs and facebook-business SDK, Google's
+developers.google.com/data-manager/api/devguides/concepts/formatting, TikTok's Business API SDK):
+Meta wants phones as digits without ``+`` and names stripped of punctuation; Google wants E.164 with
+``+``, strips dots and ``+tags`` from Gmail addresses only, and takes country and postcode unhashed;
+TikTok wants E.164, cuts ``+tags`` from every email and hashes mobile ad ids.
 
 An invalid value raises ``InvalidIdentifier`` with a short reason that never contains the value.
 Nothing here caches values: identifiers are PII, and a cache would keep them alive in memory.

@@ -382,8 +382,8 @@ class Planner:
                 return
             # Raw values changed but normalize to the same hashes (say, an email's letter case): the
             # platform needs nothing; remember the new fingerprint so they are not hashed again.
-            # Driven from the few rows hashed this run (a correlated IN here once scanned the plan
-            # table for every member, which made steady-state plans quadratic).
+            # Driven from the few rows hashed this run: a correlated IN over the plan table for every
+            # member would make steady-state plans quadratic.
             conn.execute(
                 f"UPDATE members SET raw_fp = (SELECT s.raw_fp FROM {src} s WHERE s.member_key = members.member_key), "
                 f"invalid = (SELECT s.invalid FROM {src} s WHERE s.member_key = members.member_key) "

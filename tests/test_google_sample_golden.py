@@ -54,7 +54,8 @@ def as_dict(message: Any) -> dict[str, Any]:
 
 
 def effective_consent(request: dict[str, Any], member: dict[str, Any]) -> dict[str, Any]:
-    # Data Manager: a member's consent wins over the request's (reference/rest/v1/audienceMembers/ingest).
+    # Data Manager: a member's consent wins over the request's
+    # (developers.google.com/data-manager/api/reference/rest/v1/audienceMembers/ingest).
     return member.get("consent") or request.get("consent") or {}
 
 

@@ -14,16 +14,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from audiencesync.connectors.contract import (
-    AudienceSpec,
-    Capabilities,
-    Change,
-    DestinationConfig,
-    HandleStatus,
-    PlatformStatus,
-    PushResult,
-    SessionInfo,
-)
+from audiencesync.connectors import contract
+from audiencesync.connectors.audience_lookup import find_or_create
 from audiencesync.connectors.errors import FatalError
 
 # Column headers of each platform's customer-list template, by identifier key.
@@ -64,18 +56,34 @@ def _slug(text: str) -> str:
 class FileConnector:
     """Writes ``<directory>/<audience>/<time>-<add|remove>-<n>.csv``."""
 
-    def __init__(self, dest: DestinationConfig) -> None:
+    def __init__(self, dest: contract.DestinationConfig) -> None:
         self.dest = dest
         self.format = str(dest.settings.get("format", "meta"))
         self.directory = Path(str(dest.settings["directory"]))
         self._schemas: dict[str, tuple[str, ...]] = {}
         self._written = 0
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities(max_batch=FILE_ROWS, identifier_kinds=frozenset(HEADERS[self.format]))
+    def capabilities(self) -> contract.Capabilities:
+        return contract.Capabilities(max_batch=FILE_ROWS, identifier_kinds=frozenset(HEADERS[self.format]))
 
-    def ensure_audience(self, spec: AudienceSpec) -> str:
-        audience_id = spec.known_id or _slug(spec.name)
+    def ensure_audience(self, spec: contract.AudienceSpec) -> str:
+        """The audience's folder under ``directory``: the known one, else the one named after the
+        audience, made when missing."""
+        audience_id = find_or_create(
+            spec,
+            lookup=self._make_folder,
+            find=lambda name: self._folder(_slug(name)),
+            id_of=lambda folder: folder.name,
+            create=lambda: self._make_folder(_slug(spec.name)).name,
+        )
+        self._schemas[audience_id] = spec.identifier_kinds
+        return audience_id
+
+    def _folder(self, audience_id: str) -> Path | None:
+        folder = self.directory / audience_id
+        return folder if folder.is_dir() else None
+
+    def _make_folder(self, audience_id: str) -> Path:
         folder = self.directory / audience_id
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -83,23 +91,26 @@ class FileConnector:
             raise FatalError(
                 f"destination {self.dest.name}: cannot create {folder}: {exc.strerror}"
             ) from None
-        self._schemas[audience_id] = spec.identifier_kinds
-        return audience_id
+        return folder
 
-    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def add(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._write(audience_id, "add", batch)
 
-    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def remove(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._write(audience_id, "remove", batch)
 
-    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
-        return {h: HandleStatus("confirmed") for h in handles}
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, contract.HandleStatus]:
+        return {h: contract.HandleStatus("confirmed") for h in handles}
 
-    def read_back(self, audience_id: str) -> PlatformStatus:
+    def read_back(self, audience_id: str) -> contract.PlatformStatus:
         folder = self.directory / audience_id
         files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
         updated = files[-1].stat().st_mtime if files else None
-        return PlatformStatus(state=f"{len(files)} file(s) written", ready=True, updated_at=updated)
+        return contract.PlatformStatus(state=f"{len(files)} file(s) written", ready=True, updated_at=updated)
 
     def refresh_due_seconds(self) -> float | None:
         """Files do not expire: nothing is ever re-sent for age."""
@@ -108,7 +119,7 @@ class FileConnector:
     def close(self) -> None:
         """Every file is closed once written: nothing is held open."""
 
-    def _write(self, audience_id: str, op: str, batch: Sequence[Change]) -> PushResult:
+    def _write(self, audience_id: str, op: str, batch: Sequence[contract.Change]) -> contract.PushResult:
         keys = self._schemas.get(audience_id) or tuple(HEADERS[self.format])
         headers = HEADERS[self.format]
         columns = [k for k in keys if k in headers]
@@ -128,4 +139,4 @@ class FileConnector:
             raise FatalError(
                 f"destination {self.dest.name}: cannot write {path.name}: {exc.strerror}"
             ) from None
-        return PushResult.all_confirmed(batch)
+        return contract.PushResult.all_confirmed(batch)

@@ -11,7 +11,7 @@ takes hours is followed across runs and restarts.
 The service clients are built as ``GoogleAdsClient.get_service`` builds them (a gRPC channel
 intercepted by the client's metadata and exception interceptors, so ``developer-token`` and
 ``login-customer-id`` are sent and failures surface as ``GoogleAdsException`` with their request id),
-except that the channel comes from ``google.make_channel``: plaintext for the emulator, TLS with
+except that the channel comes from ``transport.make_channel``: plaintext for the emulator, TLS with
 credentials otherwise. The client's logging interceptor is left out: at WARNING it logs failed
 requests with their payload, hashed identifiers included.
 """
@@ -25,17 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
-from audiencesync.connectors.contract import (
-    AudienceSpec,
-    Change,
-    DestinationConfig,
-    HandleStatus,
-    PlatformStatus,
-    PushResult,
-)
-from audiencesync.connectors.errors import AudienceGone, ConnectorError, SchemaMismatch
+from audiencesync.connectors import contract
+from audiencesync.connectors.errors import AudienceGone, ConnectorError
 from audiencesync.connectors.google import payload as gp
-from audiencesync.connectors.google.transport import Retrier, RpcLog, Tuning, make_channel, poll
+from audiencesync.connectors.google.transport import Account, Retrier, Tuning, make_channel, poll
 from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from google.ads.googleads.errors import GoogleAdsException
 from google.ads.googleads.interceptors import ExceptionInterceptor, MetadataInterceptor
@@ -65,7 +58,7 @@ class _AdsApi:
         self.jobs_resource = load("resources.types.offline_user_data_job")
 
     def convert(self, message: Any, target: Any) -> Any:
-        """``message`` (built by google_payload on one version's types) as ``target``, this version's
+        """``message`` (built by ``google.payload`` on one version's types) as ``target``, this version's
         type of the same message: Google Ads keeps field numbers stable across versions (protos in
         google/ads/googleads/vNN), so the wire bytes carry over."""
         if type(message) is target:
@@ -98,20 +91,17 @@ def _classify_run(exc: Exception) -> ConnectorError | None:
 class GoogleAdsBackend:
     """Customer Match through the Google Ads API, for one customer id."""
 
-    def __init__(self, dest: DestinationConfig, tuning: Tuning) -> None:
+    def __init__(self, dest: contract.DestinationConfig, tuning: Tuning) -> None:
         settings = dest.settings
-        self._customer = str(settings["customer_id"])
-        login = settings.get("login_customer_id")
-        self._life_span_days = int(settings.get("membership_life_span_days", 540))
+        self._account = account = Account.of(settings)
         self._tuning = tuning
-        self.log = RpcLog()
-        self._retrier = Retrier(tuning, self.log)
+        self._retrier = Retrier(tuning)
         token = dest.secrets.get("developer_token") or (EMULATOR_DEVELOPER_TOKEN if dest.is_emulated else "")
         self._api = api = _AdsApi(str(settings.get("api_version") or DEFAULT_VERSIONS["google_ads"]))
         self._channel = make_channel(dest, DEFAULT_HOST, [gp.ADS_SCOPE])
         channel = grpc.intercept_channel(
             self._channel,
-            MetadataInterceptor(token, str(login) if login else None, None),
+            MetadataInterceptor(token, account.login_customer_id, None),
             # Reads the GoogleAdsFailure from google.ads.googleads.<version>.errors.googleadsfailure-bin.
             ExceptionInterceptor(api.version, use_proto_plus=True),
         )
@@ -127,7 +117,7 @@ class GoogleAdsBackend:
         # AddOperations must never run concurrently for one list (CONCURRENT_MODIFICATION).
         self._list_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._last_job: dict[str, tuple[str, HandleStatus]] = {}
+        self._last_job: dict[str, tuple[str, contract.HandleStatus]] = {}
         """Per list: the newest job this connector followed or left unrun, and its status."""
         self._refused: dict[str, tuple[int, int]] = {}
         """Per job this connector uploaded: (operations refused by partial failure, operations sent).
@@ -138,25 +128,29 @@ class GoogleAdsBackend:
 
     # --- lists -------------------------------------------------------------------------------------
 
-    def ensure_audience(self, spec: AudienceSpec) -> str:
-        if spec.known_id:
-            rows = self._query(gp.gaql_user_list_by_id(spec.known_id))
-            if not rows:
-                raise AudienceGone(
-                    f"user list {spec.known_id} does not exist in customer {self._customer} or cannot be "
-                    "seen: remove its id from audience_ids (or state) so a new one is created",
-                    code="USER_LIST_NOT_FOUND",
-                )
-            self._check_kind(rows[0].user_list)
-            return spec.known_id
-        rows = self._query(gp.gaql_user_list_by_name(spec.name))
-        for row in rows:
-            if row.user_list.name == spec.name:
-                self._check_kind(row.user_list)
-                return str(row.user_list.id)
-        operation = gp.ads_user_list_operation(spec.name, spec.description, self._life_span_days)
+    def list_by_id(self, list_id: str) -> Any:
+        """The ``UserList`` with this id; ``AudienceGone`` when the customer has none."""
+        rows = self._query(gp.gaql_user_list_by_id(list_id))
+        if not rows:
+            raise AudienceGone(
+                f"user list {list_id} does not exist in customer {self._account.customer_id} or cannot be "
+                "seen: remove its id from audience_ids (or state) so a new one is created",
+                code="USER_LIST_NOT_FOUND",
+            )
+        return rows[0].user_list
+
+    def list_by_name(self, name: str) -> Any:
+        """The ``UserList`` of this name, or None."""
+        for row in self._query(gp.gaql_user_list_by_name(name)):
+            if row.user_list.name == name:
+                return row.user_list
+        return None
+
+    def create_list(self, spec: contract.AudienceSpec) -> str:
+        """A new CRM-based list for ``spec``; its id."""
+        operation = gp.ads_user_list_operation(spec.name, spec.description, self._account.life_span_days)
         request = self._api.list_types.MutateUserListsRequest(
-            customer_id=self._customer,
+            customer_id=self._account.customer_id,
             operations=[self._api.convert(operation, self._api.list_types.UserListOperation)],
         )
         response = self._rpc(
@@ -165,24 +159,22 @@ class GoogleAdsBackend:
         return str(response.results[0].resource_name).rsplit("/", 1)[-1]
 
     @staticmethod
-    def _check_kind(user_list: Any) -> None:
+    def unusable_kind(user_list: Any) -> str | None:
+        """What keeps the list from taking contact info, or None."""
         key_type = gp.enum_name(user_list.crm_based_user_list.upload_key_type)
         if key_type not in ("CONTACT_INFO", "UNSPECIFIED", "0"):
-            raise SchemaMismatch(
-                f"user list {user_list.id} is a {key_type} list, not CONTACT_INFO: use a new audience name "
-                "or remove its id from audience_ids",
-                code="upload_key_type",
-            )
+            return f"is a {key_type} list, not CONTACT_INFO"
+        return None
 
     # --- members -----------------------------------------------------------------------------------
 
-    def push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult:
-        if not batch:
-            return PushResult()
-        mark = self.log.mark()
+    def push(
+        self, audience_id: str, batch: Sequence[contract.Change], *, remove: bool
+    ) -> contract.PushResult:
+        mark = self._retrier.log.mark()
         sendable, refused = gp.screen(batch)
-        result = PushResult(rejected=refused)
-        groups: list[tuple[bool | None, list[Change]]]
+        result = contract.PushResult(rejected=refused)
+        groups: list[tuple[bool | None, list[contract.Change]]]
         if remove:
             groups = [(None, sendable)] if sendable else []
         else:
@@ -196,7 +188,7 @@ class GoogleAdsBackend:
                 for start in range(0, len(members), gp.MAX_BATCH):
                     chunk = members[start : start + gp.MAX_BATCH]
                     jobs.append(self._upload(audience_id, consent, chunk, remove, result))
-        result.requests, others = self.log.since(mark)
+        result.requests, others = self._retrier.log.since(mark)
         result.detail = {"rpcs": others, "jobs": jobs}
         return result
 
@@ -204,9 +196,9 @@ class GoogleAdsBackend:
         self,
         audience_id: str,
         consent: bool | None,
-        members: list[Change],
+        members: list[contract.Change],
         remove: bool,
-        result: PushResult,
+        result: contract.PushResult,
     ) -> dict[str, object]:
         """Create a job, add ``members`` with partial failure on, run it; returns the job's summary.
         A crash before the run leaves the members queued (they are marked in flight only when the
@@ -244,9 +236,9 @@ class GoogleAdsBackend:
 
     def _create_job(self, audience_id: str, consent: bool | None) -> str:
         create = self._api.job_types.CreateOfflineUserDataJobRequest(
-            customer_id=self._customer,
+            customer_id=self._account.customer_id,
             job=self._api.convert(
-                gp.ads_job(gp.ads_list_resource(self._customer, audience_id), consent),
+                gp.ads_job(gp.ads_list_resource(self._account.customer_id, audience_id), consent),
                 self._api.jobs_resource.OfflineUserDataJob,
             ),
         )
@@ -274,28 +266,30 @@ class GoogleAdsBackend:
 
     # --- follow and read-back ----------------------------------------------------------------------
 
-    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, contract.HandleStatus]:
         statuses = poll(handles, self._job_status, self._tuning)
         for handle, status in statuses.items():
             if gp.is_job_handle(handle):
                 self._note_job(audience_id, handle, status)
         return statuses
 
-    def _job_status(self, handle: str) -> HandleStatus:
+    def _job_status(self, handle: str) -> contract.HandleStatus:
         if not gp.is_job_handle(handle):
             # A Data Manager request id, from before the destination was switched: resend here.
-            return HandleStatus("failed", detail="request of the data_manager backend; resent as a job")
+            return contract.HandleStatus(
+                "failed", detail="request of the data_manager backend; resent as a job"
+            )
         rows = self._query(gp.gaql_job(handle, match_rate=True))
         refused, sent = self._refused.get(handle, (0, 0))
         return gp.ads_job_status(rows[0].offline_user_data_job if rows else None, refused=refused, sent=sent)
 
-    def _note_job(self, audience_id: str, job_name: str, status: HandleStatus) -> None:
+    def _note_job(self, audience_id: str, job_name: str, status: contract.HandleStatus) -> None:
         """Keep ``status`` as the list's last job unless a newer job (ids grow) is already kept."""
         kept = self._last_job.get(audience_id)
         if kept is None or gp.job_number(job_name) >= gp.job_number(kept[0]):
             self._last_job[audience_id] = (job_name, status)
 
-    def read_back(self, audience_id: str) -> PlatformStatus:
+    def read_back(self, audience_id: str) -> contract.PlatformStatus:
         rows = self._query(gp.gaql_user_list_by_id(audience_id))
         if not rows:
             raise AudienceGone(f"user list {audience_id} no longer exists", code="USER_LIST_NOT_FOUND")
@@ -303,7 +297,7 @@ class GoogleAdsBackend:
         display, search = int(user_list.size_for_display), int(user_list.size_for_search)
         last_name, last = self._last_job.get(audience_id, ("", None))
         membership = gp.enum_name(user_list.membership_status)
-        return PlatformStatus(
+        return contract.PlatformStatus(
             size_lower=max(display, search),
             size_upper=max(display, search),
             state=gp.list_state(membership, last, max(display, search), "job"),
@@ -329,7 +323,9 @@ class GoogleAdsBackend:
 
     def _query(self, query: str) -> list[Any]:
         """Every row of a GAQL search, each page fetched through the Retrier."""
-        request = self._api.search_types.SearchGoogleAdsRequest(customer_id=self._customer, query=query)
+        request = self._api.search_types.SearchGoogleAdsRequest(
+            customer_id=self._account.customer_id, query=query
+        )
         rows: list[Any] = []
         while True:
             page = self._rpc(

@@ -16,17 +16,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from audiencesync.connectors.contract import (
-    AudienceSpec,
-    Capabilities,
-    Change,
-    DestinationConfig,
-    HandleStatus,
-    PlatformStatus,
-    PushResult,
-    SessionInfo,
-)
+from audiencesync.connectors import contract
+from audiencesync.connectors.audience_lookup import find_or_create
+from audiencesync.connectors.errors import SchemaMismatch
 from audiencesync.connectors.google.transport import (
     Backend,
     Tuning,
@@ -45,7 +39,7 @@ class GoogleConnector:
 
     def __init__(
         self,
-        dest: DestinationConfig,
+        dest: contract.DestinationConfig,
         *,
         backoff_initial: float = 2.0,
         backoff_max: float = 120.0,
@@ -77,26 +71,47 @@ class GoogleConnector:
         else:
             raise ValueError(f"unknown Google backend {self.backend_name!r}")
 
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> contract.Capabilities:
         return capabilities()
 
-    def ensure_audience(self, spec: AudienceSpec) -> str:
+    def ensure_audience(self, spec: contract.AudienceSpec) -> str:
         """The known list id (checked), else the list found by name, else a new Customer Match list."""
-        return self._backend.ensure_audience(spec)
+        backend = self._backend
+        return find_or_create(
+            spec,
+            lookup=backend.list_by_id,
+            find=backend.list_by_name,
+            id_of=lambda user_list: str(user_list.id),
+            create=lambda: backend.create_list(spec),
+            check=self._check_kind,
+        )
 
-    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def _check_kind(self, user_list: Any) -> None:
+        problem = self._backend.unusable_kind(user_list)
+        if problem:
+            raise SchemaMismatch(
+                f"user list {user_list.id} {problem}: use a new audience name or remove its id from "
+                "audience_ids",
+                code="upload_key_type",
+            )
+
+    def add(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         """Upload ``batch``; accepted members come back ``pending`` under a request id or job name."""
-        return self._backend.push(audience_id, batch, remove=False)
+        return self._backend.push(audience_id, batch, remove=False) if batch else contract.PushResult()
 
-    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def remove(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         """Remove ``batch``; like ``add``, confirmed later through ``follow``."""
-        return self._backend.push(audience_id, batch, remove=True)
+        return self._backend.push(audience_id, batch, remove=True) if batch else contract.PushResult()
 
-    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, contract.HandleStatus]:
         """Where each request id (Data Manager) or job (Google Ads) stands."""
         return self._backend.follow(audience_id, handles)
 
-    def read_back(self, audience_id: str) -> PlatformStatus:
+    def read_back(self, audience_id: str) -> contract.PlatformStatus:
         """List size, match rate and the last request's or job's state."""
         return self._backend.read_back(audience_id)
 

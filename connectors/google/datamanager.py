@@ -21,17 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from audiencesync.connectors.contract import (
-    AudienceSpec,
-    Change,
-    DestinationConfig,
-    HandleStatus,
-    PlatformStatus,
-    PushResult,
-)
-from audiencesync.connectors.errors import ConfigurationRejected, ConnectorError, FatalError, SchemaMismatch
+from audiencesync.connectors import contract
+from audiencesync.connectors.errors import ConfigurationRejected, ConnectorError, FatalError
 from audiencesync.connectors.google import payload as gp
-from audiencesync.connectors.google.transport import Retrier, RpcLog, Tuning, make_channel, poll
+from audiencesync.connectors.google.transport import Account, Retrier, Tuning, make_channel, poll
 from google.ads import datamanager_v1 as dm
 from google.ads.datamanager_v1.services.ingestion_service.transports import IngestionServiceGrpcTransport
 from google.ads.datamanager_v1.services.user_list_service.transports import UserListServiceGrpcTransport
@@ -76,16 +69,11 @@ def _classify_status(exc: Exception) -> ConnectorError | None:
 class DataManagerBackend:
     """Customer Match through the Data Manager API, for one operating account."""
 
-    def __init__(self, dest: DestinationConfig, tuning: Tuning) -> None:
-        settings = dest.settings
-        self._customer = str(settings["customer_id"])
-        login = settings.get("login_customer_id")
-        self._login = str(login) if login else None
-        self._life_span_days = int(settings.get("membership_life_span_days", 540))
-        self._terms_accepted = settings.get("accept_customer_match_terms") is True
+    def __init__(self, dest: contract.DestinationConfig, tuning: Tuning) -> None:
+        self._account = Account.of(dest.settings)
+        self._terms_accepted = dest.settings.get("accept_customer_match_terms") is True
         self._tuning = tuning
-        self.log = RpcLog()
-        self._retrier = Retrier(tuning, self.log)
+        self._retrier = Retrier(tuning)
         self._channel = make_channel(dest, DEFAULT_HOST, [gp.DM_SCOPE])
         self._ingest = dm.IngestionServiceClient(
             transport=IngestionServiceGrpcTransport(channel=self._channel)
@@ -94,9 +82,11 @@ class DataManagerBackend:
         # The login (manager) account is a header on UserListService calls; ingestion names it in the
         # destination instead.
         self._metadata: tuple[tuple[str, str], ...] = (
-            (("login-account", gp.dm_parent(self._login)),) if self._login else ()
+            (("login-account", gp.dm_parent(self._account.login_customer_id)),)
+            if self._account.login_customer_id
+            else ()
         )
-        self._last_status: dict[str, HandleStatus] = {}
+        self._last_status: dict[str, contract.HandleStatus] = {}
         self._sent_order: dict[str, int] = {}
         """Request id -> how many requests this connector had sent before it: Data Manager request ids
         carry no order, so this is how ``follow`` knows which is the latest."""
@@ -106,31 +96,29 @@ class DataManagerBackend:
 
     # --- lists -------------------------------------------------------------------------------------
 
-    def ensure_audience(self, spec: AudienceSpec) -> str:
-        if spec.known_id:
-            name = gp.dm_list_name(self._customer, spec.known_id)
-            found = self._rpc(
-                "GetUserList",
-                lambda: self._lists.get_user_list(name=name, **self._opts()),
-            )
-            self._check_kind(found)
-            return spec.known_id
-        existing = self._find_by_name(spec.name)
-        if existing is not None:
-            self._check_kind(existing)
-            return str(existing.id)
+    def list_by_id(self, list_id: str) -> dm.UserList:
+        """The ``UserList`` with this id (NotFound is mapped to ``AudienceGone``)."""
+        name = gp.dm_list_name(self._account.customer_id, list_id)
+        found: dm.UserList = self._rpc(
+            "GetUserList", lambda: self._lists.get_user_list(name=name, **self._opts())
+        )
+        return found
+
+    def create_list(self, spec: contract.AudienceSpec) -> str:
+        """A new Customer Match contact list for ``spec``; its id."""
         request = dm.CreateUserListRequest(
-            parent=gp.dm_parent(self._customer),
-            user_list=gp.dm_user_list(spec.name, spec.description, self._life_span_days),
+            parent=gp.dm_parent(self._account.customer_id),
+            user_list=gp.dm_user_list(spec.name, spec.description, self._account.life_span_days),
         )
         created = self._rpc(
             "CreateUserList", lambda: self._lists.create_user_list(request=request, **self._opts())
         )
         return str(created.id)
 
-    def _find_by_name(self, name: str) -> dm.UserList | None:
+    def list_by_name(self, name: str) -> dm.UserList | None:
+        """The ``UserList`` of this display name, or None."""
         request = dm.ListUserListsRequest(
-            parent=gp.dm_parent(self._customer), filter=gp.dm_name_filter(name), page_size=1000
+            parent=gp.dm_parent(self._account.customer_id), filter=gp.dm_name_filter(name), page_size=1000
         )
         while True:
             page = self._rpc(
@@ -147,32 +135,30 @@ class DataManagerBackend:
             request.page_token = page.next_page_token
 
     @staticmethod
-    def _check_kind(user_list: dm.UserList) -> None:
-        if not gp.dm_is_contact_list(user_list):
-            raise SchemaMismatch(
-                f"user list {user_list.id} is not a Customer Match contact list: use a new audience name "
-                "or remove its id from audience_ids",
-                code="upload_key_type",
-            )
+    def unusable_kind(user_list: dm.UserList) -> str | None:
+        """What keeps the list from taking contact info, or None."""
+        return None if gp.dm_is_contact_list(user_list) else "is not a Customer Match contact list"
 
     # --- members -----------------------------------------------------------------------------------
 
-    def push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult:
-        if not batch:
-            return PushResult()
+    def push(
+        self, audience_id: str, batch: Sequence[contract.Change], *, remove: bool
+    ) -> contract.PushResult:
         if not remove and not self._terms_accepted:
             raise ConfigurationRejected(
                 "Data Manager takes Customer Match uploads only with the terms accepted: set "
                 "accept_customer_match_terms = true in this destination if the advertiser accepts them",
                 code="accept_customer_match_terms",
             )
-        mark = self.log.mark()
+        mark = self._retrier.log.mark()
         sendable, refused = gp.screen(batch)
-        result = PushResult(rejected=refused)
-        destination = gp.dm_destination(self._customer, self._login, audience_id)
+        result = contract.PushResult(rejected=refused)
+        destination = gp.dm_destination(
+            self._account.customer_id, self._account.login_customer_id, audience_id
+        )
         for start in range(0, len(sendable), gp.MAX_BATCH):
             self._send_rejecting(destination, sendable[start : start + gp.MAX_BATCH], remove, result)
-        result.requests, others = self.log.since(mark)
+        result.requests, others = self._retrier.log.since(mark)
         result.detail = {
             "rpcs": others,
             "google_rejections": sum(1 for r in result.rejected.values() if r.startswith(REJECTED_PREFIX)),
@@ -180,7 +166,11 @@ class DataManagerBackend:
         return result
 
     def _send_rejecting(
-        self, destination: dm.Destination, changes: Sequence[Change], remove: bool, result: PushResult
+        self,
+        destination: dm.Destination,
+        changes: Sequence[contract.Change],
+        remove: bool,
+        result: contract.PushResult,
     ) -> None:
         """Send ``changes``; while Google names members as the reason a request failed, reject those and
         resend the rest (one more request per refusal). Any other error propagates."""
@@ -202,7 +192,7 @@ class DataManagerBackend:
             self._sent_order.setdefault(request_id, len(self._sent_order))
             return
 
-    def _send(self, destination: dm.Destination, changes: Sequence[Change], remove: bool) -> str:
+    def _send(self, destination: dm.Destination, changes: Sequence[contract.Change], remove: bool) -> str:
         method: str
         send: Callable[..., Any]
         request: Any
@@ -222,7 +212,7 @@ class DataManagerBackend:
 
     # --- follow and read-back ----------------------------------------------------------------------
 
-    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, contract.HandleStatus]:
         statuses = poll(handles, self._status, self._tuning)
         if statuses:
             # The latest this connector sent; requests of earlier runs (no order known) only when it
@@ -231,11 +221,13 @@ class DataManagerBackend:
             self._last_status[audience_id] = statuses[latest]
         return statuses
 
-    def _status(self, handle: str) -> HandleStatus:
+    def _status(self, handle: str) -> contract.HandleStatus:
         if gp.is_job_handle(handle):
             # Sent by the google_ads backend before the destination was switched: its members are
             # queued again and resent here (adds and removes are idempotent).
-            return HandleStatus("failed", detail="job of the google_ads backend; resent through Data Manager")
+            return contract.HandleStatus(
+                "failed", detail="job of the google_ads backend; resent through Data Manager"
+            )
         request = dm.RetrieveRequestStatusRequest(request_id=handle)
         try:
             response = self._retrier.call(
@@ -244,20 +236,17 @@ class DataManagerBackend:
                 _classify_status,
             )
         except core.NotFound:
-            return HandleStatus("failed", detail="request id unknown to Data Manager; resent")
+            return contract.HandleStatus("failed", detail="request id unknown to Data Manager; resent")
         return gp.dm_handle_status(response)
 
-    def read_back(self, audience_id: str) -> PlatformStatus:
-        name = gp.dm_list_name(self._customer, audience_id)
-        found: dm.UserList = self._rpc(
-            "GetUserList", lambda: self._lists.get_user_list(name=name, **self._opts())
-        )
+    def read_back(self, audience_id: str) -> contract.PlatformStatus:
+        found = self.list_by_id(audience_id)
         sizes = found.size_info
         size = max(int(sizes.display_network_members_count), int(sizes.search_network_members_count))
         last = self._last_status.get(audience_id)
         membership = gp.enum_name(found.membership_status) if "membership_status" in found else "OPEN"
         match_rate = int(found.ingested_user_list_info.contact_id_info.match_rate_percentage)
-        return PlatformStatus(
+        return contract.PlatformStatus(
             size_lower=size,
             size_upper=size,
             state=gp.list_state(membership, last, size, "request"),

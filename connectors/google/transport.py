@@ -1,10 +1,9 @@
-"""What both Google backends share: the gRPC channel and credentials, the one retry loop, the
+"""What both Google backends share: the gRPC channel and credentials, the retry budget, the
 follow polling step, and the capabilities both declare. The backends (``datamanager``, ``ads``) and
 ``GoogleConnector`` import it; it imports none of them, so there is no import circle."""
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -12,19 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import grpc
-from audiencesync.connectors.contract import (
-    AudienceSpec,
-    Capabilities,
-    Change,
-    DestinationConfig,
-    HandleStatus,
-    PlatformStatus,
-    PushResult,
-)
-from audiencesync.connectors.errors import AuthError, ConnectorError, TransientError
+from audiencesync.connectors import contract
+from audiencesync.connectors.errors import AuthError, ConnectorError
 from audiencesync.connectors.google import payload as gp
-from audiencesync.connectors.retry_log import retry_logger
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
+from audiencesync.connectors.retry import Backoff, RetryBudget
 
 T = TypeVar("T")
 
@@ -42,7 +32,7 @@ class Tuning:
     """Waits and deadlines; the defaults suit production, tests shrink them."""
 
     max_wait_seconds: float = 300.0
-    """Total time retries may sleep in one run (the destination's ``max_wait_seconds``)."""
+    """The destination's ``max_wait_seconds``: see ``audiencesync.connectors.retry``."""
     backoff_initial: float = 2.0
     backoff_max: float = 120.0
     timeout_seconds: float = 60.0
@@ -72,16 +62,39 @@ class RpcLog:
         return self.member_rpcs - members, others
 
 
-class Retrier:
-    """Runs one RPC with retries on what ``classify`` calls transient (tenacity, exponential backoff
-    with equal jitter), within the wait budget ``max_wait_seconds`` shared by all its calls; anything
-    else is raised at once."""
+@dataclass(frozen=True)
+class Account:
+    """The account settings both backends read."""
 
-    def __init__(self, tuning: Tuning, log: RpcLog) -> None:
-        self.tuning = tuning
-        self.log = log
-        self.waited = 0.0
-        """Seconds slept between retries so far, across calls."""
+    customer_id: str
+    login_customer_id: str | None
+    """The manager account the calls act through, if any."""
+    life_span_days: int
+    """``membership_life_span_days``: how long a list keeps a member (540 is Google's default)."""
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> Account:
+        login = settings.get("login_customer_id")
+        return cls(
+            customer_id=str(settings["customer_id"]),
+            login_customer_id=str(login) if login else None,
+            life_span_days=int(settings.get("membership_life_span_days", 540)),
+        )
+
+
+class Retrier:
+    """Runs one RPC through the connector's retry budget (``audiencesync.connectors.retry``): the
+    RPC's exception is mapped by ``classify``, and what that calls transient is retried while the
+    budget lasts; anything else is raised at once. Each attempt is counted in ``log``."""
+
+    def __init__(self, tuning: Tuning) -> None:
+        self.log = RpcLog()
+        self.budget = RetryBudget(
+            "google",
+            tuning.max_wait_seconds,
+            Backoff(tuning.backoff_initial, tuning.backoff_max),
+            sleep=tuning.sleep,
+        )
 
     def call(
         self,
@@ -91,53 +104,28 @@ class Retrier:
         *,
         carries_members: bool = False,
     ) -> T:
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientError),
-            wait=self._wait,
-            stop=self._stop,
-            sleep=self.tuning.sleep,
-            before_sleep=retry_logger("google", method),
-            reraise=True,
-        )
-        for attempt in retrying:
-            with attempt:
-                if carries_members:
-                    self.log.member_rpcs += 1
-                else:
-                    self.log.calls[method] += 1
-                try:
-                    return fn()
-                except Exception as exc:
-                    mapped = classify(exc)
-                    if mapped is None:
-                        raise
-                    raise mapped from None
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+        def attempt() -> T:
+            if carries_members:
+                self.log.member_rpcs += 1
+            else:
+                self.log.calls[method] += 1
+            try:
+                return fn()
+            except Exception as exc:
+                mapped = classify(exc)
+                if mapped is None:
+                    raise
+                raise mapped from None
 
-    def _wait(self, state: RetryCallState) -> float:
-        t = self.tuning
-        backoff = min(t.backoff_max, t.backoff_initial * 2 ** (state.attempt_number - 1))
-        # Equal jitter: half fixed, half random, so parallel runs spread out.
-        return float(backoff / 2 + random.random() * backoff / 2)
-
-    def _stop(self, state: RetryCallState) -> bool:
-        # The budget spans every call of this connector, that is one run (the CLI and the daemon build
-        # connectors per run): a run against a failing API gives up after max_wait_seconds in all.
-        if self.waited + state.upcoming_sleep <= self.tuning.max_wait_seconds:
-            self.waited += state.upcoming_sleep
-            return False
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TransientError) and exc.retry_after is None:
-            exc.retry_after = state.upcoming_sleep
-        return True
+        return self.budget.call(method, attempt)
 
 
 def poll(
-    handles: Sequence[str], status_of: Callable[[str], HandleStatus], tuning: Tuning
-) -> dict[str, HandleStatus]:
+    handles: Sequence[str], status_of: Callable[[str], contract.HandleStatus], tuning: Tuning
+) -> dict[str, contract.HandleStatus]:
     """Each handle's status, asked again every ``poll_interval`` for those still pending until
     ``follow_wait_seconds`` would be overrun (0: asked once; the next run asks again)."""
-    statuses: dict[str, HandleStatus] = {}
+    statuses: dict[str, contract.HandleStatus] = {}
     deadline = time.monotonic() + tuning.follow_wait_seconds
     waiting = list(handles)
     while True:
@@ -159,7 +147,7 @@ def normalized_target(endpoint: str | None, default_host: str) -> str:
     return target if ":" in host_part else f"{target}:443"
 
 
-def load_credentials(dest: DestinationConfig, scopes: Sequence[str]) -> Any:
+def load_credentials(dest: contract.DestinationConfig, scopes: Sequence[str]) -> Any:
     """The credentials file named by ``credentials_env`` (service account or OAuth authorized user),
     else application-default credentials."""
     import google.auth
@@ -182,7 +170,7 @@ def load_credentials(dest: DestinationConfig, scopes: Sequence[str]) -> Any:
     return credentials
 
 
-def make_channel(dest: DestinationConfig, default_host: str, scopes: Sequence[str]) -> grpc.Channel:
+def make_channel(dest: contract.DestinationConfig, default_host: str, scopes: Sequence[str]) -> grpc.Channel:
     """Plaintext and anonymous for a loopback endpoint (the emulator), TLS with credentials otherwise."""
     target = normalized_target(dest.endpoint, default_host)
     if dest.is_emulated:
@@ -196,19 +184,28 @@ def make_channel(dest: DestinationConfig, default_host: str, scopes: Sequence[st
 
 
 class Backend(Protocol):
-    """What GoogleConnector delegates to: the contract's platform calls, with adds and removes as one
-    ``push`` (neither API has upload sessions). Capabilities are the same for both backends."""
+    """What GoogleConnector delegates to: the calls find-or-create needs (a list is a ``UserList``
+    message of the backend's API, read only by the backend), and the contract's member calls, with
+    adds and removes as one ``push`` of a batch that is never empty (neither API has upload sessions).
+    Capabilities are the same for both backends."""
 
-    def ensure_audience(self, spec: AudienceSpec) -> str: ...
-    def push(self, audience_id: str, batch: Sequence[Change], *, remove: bool) -> PushResult: ...
-    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]: ...
-    def read_back(self, audience_id: str) -> PlatformStatus: ...
+    def list_by_id(self, list_id: str) -> Any: ...
+    def list_by_name(self, name: str) -> Any | None: ...
+    def create_list(self, spec: contract.AudienceSpec) -> str: ...
+    def unusable_kind(self, user_list: Any) -> str | None: ...
+    def push(
+        self, audience_id: str, batch: Sequence[contract.Change], *, remove: bool
+    ) -> contract.PushResult: ...
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, contract.HandleStatus]: ...
+    def read_back(self, audience_id: str) -> contract.PlatformStatus: ...
     def close(self) -> None: ...
 
 
-def capabilities() -> Capabilities:
+def capabilities() -> contract.Capabilities:
     """Both backends: 10,000 members a request, Google's identifier kinds, confirmed later."""
-    return Capabilities(max_batch=gp.MAX_BATCH, identifier_kinds=gp.IDENTIFIER_KINDS, asynchronous=True)
+    return contract.Capabilities(
+        max_batch=gp.MAX_BATCH, identifier_kinds=gp.IDENTIFIER_KINDS, asynchronous=True
+    )
 
 
 def refresh_seconds(settings: Mapping[str, Any]) -> float:

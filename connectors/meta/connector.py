@@ -1,9 +1,10 @@
 """Meta (Facebook) Custom Audiences on the facebook-business SDK.
 
 Requests go through ``FacebookAdsApi.call`` so the SDK owns URLs, the token and ``appsecret_proof``;
-this module owns retries (tenacity, only on what ``classify_error`` calls transient) and per-member
-outcomes. Payload building and error mapping live in ``meta_payload``, which also lists the sources
-of every Meta rule; the rules no primary source settles are under "Assumptions" in docs/setup-meta.md.
+this module owns per-member outcomes, and retries what ``classify_error`` calls transient within
+the connector's retry budget (``audiencesync.connectors.retry``). Payload building and error mapping
+live in ``meta.payload``, which also lists the sources of every Meta rule; the rules no primary source
+settles are under "Assumptions" in docs/setup-meta.md.
 
 The Graph API version is the destination's ``api_version``, by default the version the installed
 facebook-business SDK is built for. Meta's note that it auto-upgraded a call made with an expired
@@ -14,22 +15,13 @@ version Meta no longer serves (2635) stops the destination with ``ConfigurationR
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import requests
-from audiencesync.connectors.contract import (
-    AudienceSpec,
-    Capabilities,
-    Change,
-    DestinationConfig,
-    HandleStatus,
-    PlatformStatus,
-    PushResult,
-    SessionInfo,
-)
+from audiencesync.connectors import contract
+from audiencesync.connectors.audience_lookup import find_or_create
 from audiencesync.connectors.errors import (
     AudienceGone,
     FatalError,
@@ -38,12 +30,11 @@ from audiencesync.connectors.errors import (
     TransientError,
 )
 from audiencesync.connectors.meta import payload as mp
-from audiencesync.connectors.retry_log import retry_logger
+from audiencesync.connectors.retry import Backoff, RetryBudget
 from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from facebook_business.api import FacebookAdsApi, FacebookResponse
 from facebook_business.exceptions import FacebookRequestError
 from facebook_business.session import FacebookSession
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 EMULATOR_TOKEN = "emulator-token"
 DEFAULT_API_VERSION = DEFAULT_VERSIONS["meta"]
@@ -64,7 +55,7 @@ class MetaConnector:
 
     def __init__(
         self,
-        dest: DestinationConfig,
+        dest: contract.DestinationConfig,
         *,
         backoff_initial: float = 2.0,
         backoff_max: float = 120.0,
@@ -87,15 +78,17 @@ class MetaConnector:
         account = str(settings["ad_account_id"])
         self._account = account if account.startswith("act_") else f"act_{account}"
         self._file_source = str(settings.get("customer_file_source", "USER_PROVIDED_ONLY"))
-        self._max_wait = float(settings.get("max_wait_seconds", 300))
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._sleep = sleep
+        self._retry = RetryBudget(
+            "meta",
+            float(settings.get("max_wait_seconds", 300)),
+            Backoff(backoff_initial, backoff_max),
+            sleep=sleep,
+        )
         self._kinds: dict[str, tuple[str, ...]] = {}
         self._requests = 0
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities(
+    def capabilities(self) -> contract.Capabilities:
+        return contract.Capabilities(
             max_batch=mp.MAX_ROWS,
             identifier_kinds=frozenset(mp.SCHEMA_FIELDS),
             asynchronous=False,
@@ -104,51 +97,55 @@ class MetaConnector:
 
     # --- audiences ---------------------------------------------------------------------------------
 
-    def ensure_audience(self, spec: AudienceSpec) -> str:
+    def ensure_audience(self, spec: contract.AudienceSpec) -> str:
         """The known id (checked), else the audience found by name, else a new one. The schema is
         recorded in the description at creation and compared on every later find."""
         schema = mp.schema_for(spec.identifier_kinds)
-        if spec.known_id:
-            try:
-                found = self._call("GET", (spec.known_id,), {"fields": _AUDIENCE_FIELDS})
-            except PermissionDenied as exc:
-                if exc.code != "100/33":
-                    raise
-                # Meta answers a deleted object the same way as one we cannot see.
-                raise AudienceGone(
-                    f"custom audience {spec.known_id} does not exist or this token cannot see it: if it "
-                    "was deleted, remove its id from audience_ids (or state) so a new one is created",
-                    request_id=exc.request_id,
-                    code=exc.code,
-                ) from None
-            status = found.get("operation_status")
-            if isinstance(status, Mapping) and status.get("code") == mp.FLAGGED_OPERATION_STATUS:
-                raise AudienceGone(
-                    "the custom audience is flagged by Meta (operation_status 471): remove its id from "
-                    "audience_ids (or state) so a new one is created",
-                    code="471",
-                )
-            self._check_schema(found, schema)
-            audience_id = spec.known_id
-        else:
-            existing = self._find_by_name(spec.name)
-            if existing is not None:
-                self._check_schema(existing, schema)
-                audience_id = str(existing["id"])
-            else:
-                created = self._call(
-                    "POST",
-                    (self._account, "customaudiences"),
-                    {
-                        "name": spec.name,
-                        "subtype": "CUSTOM",
-                        "description": mp.with_schema_marker(spec.description, schema),
-                        "customer_file_source": self._file_source,
-                    },
-                )
-                audience_id = str(created["id"])
+        audience_id = find_or_create(
+            spec,
+            lookup=self._get_audience,
+            find=self._find_by_name,
+            id_of=lambda audience: str(audience["id"]),
+            create=lambda: self._create_audience(spec, schema),
+            check=lambda audience: self._check_schema(audience, schema),
+        )
         self._kinds[audience_id] = tuple(spec.identifier_kinds)
         return audience_id
+
+    def _get_audience(self, audience_id: str) -> Mapping[str, Any]:
+        try:
+            found = self._call("GET", (audience_id,), {"fields": _AUDIENCE_FIELDS})
+        except PermissionDenied as exc:
+            if exc.code != "100/33":
+                raise
+            # Meta answers a deleted object the same way as one we cannot see.
+            raise AudienceGone(
+                f"custom audience {audience_id} does not exist or this token cannot see it: if it "
+                "was deleted, remove its id from audience_ids (or state) so a new one is created",
+                request_id=exc.request_id,
+                code=exc.code,
+            ) from None
+        status = found.get("operation_status")
+        if isinstance(status, Mapping) and status.get("code") == mp.FLAGGED_OPERATION_STATUS:
+            raise AudienceGone(
+                "the custom audience is flagged by Meta (operation_status 471): remove its id from "
+                "audience_ids (or state) so a new one is created",
+                code="471",
+            )
+        return found
+
+    def _create_audience(self, spec: contract.AudienceSpec, schema: list[str]) -> str:
+        created = self._call(
+            "POST",
+            (self._account, "customaudiences"),
+            {
+                "name": spec.name,
+                "subtype": "CUSTOM",
+                "description": mp.with_schema_marker(spec.description, schema),
+                "customer_file_source": self._file_source,
+            },
+        )
+        return str(created["id"])
 
     def _find_by_name(self, name: str) -> Mapping[str, Any] | None:
         params: dict[str, Any] = {"fields": _AUDIENCE_FIELDS, "limit": 200}
@@ -175,17 +172,26 @@ class MetaConnector:
 
     # --- members -----------------------------------------------------------------------------------
 
-    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def add(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._push(audience_id, batch, session, remove=False)
 
-    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def remove(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._push(audience_id, batch, session, remove=True)
 
     def _push(
-        self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None, *, remove: bool
-    ) -> PushResult:
+        self,
+        audience_id: str,
+        batch: Sequence[contract.Change],
+        session: contract.SessionInfo | None,
+        *,
+        remove: bool,
+    ) -> contract.PushResult:
         if not batch:
-            return PushResult()
+            return contract.PushResult()
         if len(batch) > mp.MAX_ROWS:
             raise ValueError(f"a Meta batch holds at most {mp.MAX_ROWS} members, got {len(batch)}")
         kinds = self._kinds.get(audience_id) or self._kinds_from_batch(batch)
@@ -201,7 +207,7 @@ class MetaConnector:
                 detect_too_small=remove,
             )
         except _TooSmall:
-            return PushResult(
+            return contract.PushResult(
                 rejected={c.member_key: mp.TOO_SMALL_REASON for c in batch},
                 requests=self._requests - before,
                 detail={"refused": mp.TOO_SMALL_REASON},
@@ -216,7 +222,7 @@ class MetaConnector:
             # Meta would not take this batch in this session (closed, expired, or a batch_seq it
             # never saw): nothing was applied; the runner abandons the session and resends the batch
             # in a new one, where a real refusal of the batch shows again.
-            return PushResult(
+            return contract.PushResult(
                 retry=[c.member_key for c in batch],
                 requests=self._requests - before,
                 detail={"session_refused": exc.code or "refused"},
@@ -229,7 +235,7 @@ class MetaConnector:
                 "outcome of this batch is unknown; it stays queued for the next run"
             )
         outcomes = mp.row_outcomes(body, batch, kinds)
-        return PushResult(
+        return contract.PushResult(
             confirmed=outcomes.confirmed,
             rejected=outcomes.rejected,
             unverified=outcomes.unverified,
@@ -239,15 +245,15 @@ class MetaConnector:
         )
 
     @staticmethod
-    def _kinds_from_batch(batch: Sequence[Change]) -> tuple[str, ...]:
+    def _kinds_from_batch(batch: Sequence[contract.Change]) -> tuple[str, ...]:
         # Without ensure_audience in this process the schema can only come from the keys members carry,
         # in the canonical order; the runner always calls ensure_audience first, so this is a fallback.
         present = {k for c in batch for k in c.identifiers}
         return tuple(k for k in mp.SCHEMA_FIELDS if k in present)
 
-    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, contract.HandleStatus]:
         """Meta confirms /users requests synchronously, so nothing is ever pending."""
-        return {h: HandleStatus("confirmed") for h in handles}
+        return {h: contract.HandleStatus("confirmed") for h in handles}
 
     def refresh_due_seconds(self) -> float | None:
         """Meta states no membership lifespan for customer-list members: never re-sent for age."""
@@ -257,13 +263,13 @@ class MetaConnector:
         """Close the SDK session's HTTP connections (``FacebookSession.requests``)."""
         self._sdk_session.requests.close()
 
-    def read_back(self, audience_id: str) -> PlatformStatus:
+    def read_back(self, audience_id: str) -> contract.PlatformStatus:
         body = self._call("GET", (audience_id,), {"fields": _STATUS_FIELDS})
         operation = body.get("operation_status") if isinstance(body.get("operation_status"), Mapping) else {}
         delivery = body.get("delivery_status") if isinstance(body.get("delivery_status"), Mapping) else {}
         assert isinstance(operation, Mapping) and isinstance(delivery, Mapping)
         updated = body.get("time_content_updated")
-        return PlatformStatus(
+        return contract.PlatformStatus(
             size_lower=_opt_int(body.get("approximate_count_lower_bound")),
             size_upper=_opt_int(body.get("approximate_count_upper_bound")),
             state=str(operation.get("description", "")),
@@ -290,23 +296,14 @@ class MetaConnector:
         files: Mapping[str, tuple[None, bytes]] | None = None,
         detect_too_small: bool = False,
     ) -> Mapping[str, Any]:
-        """One Graph API call with retries on transient answers, within ``max_wait_seconds``. ``files``
-        are sent as form fields of their own in the body (multipart/form-data; a ``None`` file name
-        makes a plain field), for a DELETE as for a POST, where ``params`` of a DELETE would go in the
-        URL."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientError),
-            wait=self._wait,
-            stop=self._stop,
-            sleep=self._sleep,
-            before_sleep=retry_logger("meta", f"{method} {path[-1] if path else ''}"),
-            reraise=True,
+        """One Graph API call, retried on transient answers while the connector's retry budget
+        lasts (``audiencesync.connectors.retry``). ``files`` are sent as form fields of their own in
+        the body (multipart/form-data; a ``None`` file name makes a plain field), for a DELETE as for
+        a POST, where ``params`` of a DELETE would go in the URL."""
+        return self._retry.call(
+            f"{method} {path[-1] if path else ''}",
+            lambda: self._once(method, path, dict(params), files, detect_too_small),
         )
-        result: Mapping[str, Any] = {}
-        for attempt in retrying:
-            with attempt:
-                result = self._once(method, path, dict(params), files, detect_too_small)
-        return result
 
     def _once(
         self,
@@ -351,29 +348,6 @@ class MetaConnector:
                 warning,
             )
         self.version_warning = warning or self.version_warning
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        backoff = min(self._backoff_max, self._backoff_initial * 2 ** (state.attempt_number - 1))
-        # "Equal jitter": half the backoff is fixed, half random, so parallel runs spread out.
-        jittered = backoff / 2 + random.random() * backoff / 2
-        asked = exc.retry_after if isinstance(exc, TransientError) and exc.retry_after else 0.0
-        return float(max(jittered, asked))
-
-    def _stop(self, state: RetryCallState) -> bool:
-        # Stop before a sleep would take the total wait past the budget; the last TransientError then
-        # reaches the runner, which leaves the batch in the outbox for the next run.
-        if state.idle_for + state.upcoming_sleep <= self._max_wait:
-            return False
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TransientError) and exc.retry_after is None:
-            exc.retry_after = state.upcoming_sleep
-        return True
-
-    @property
-    def requests_made(self) -> int:
-        """Graph API requests this connector made, retries included."""
-        return self._requests
 
 
 def _opt_int(value: Any) -> int | None:

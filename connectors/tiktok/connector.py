@@ -13,14 +13,17 @@ Two flows, chosen by the destination's ``flow`` setting:
 
 TikTok accepts a mapping batch as a whole and never says which hashed ids matched a TikTok user, so a
 sent member is confirmed on code 0; how many matched shows only as ``cover_num`` in ``read_back``. A
-20001 PARTIAL_OK answer (TikTok's SDK, ``tiktok_code.py``) confirms the batch too: TikTok does not say
-which items failed, so re-sending would be blind; its message is kept in the push result's ``detail``.
+20001 PARTIAL_OK answer (TikTok's SDK, tiktok/tiktok-business-api-sdk:
+``python_sdk/business_api_client/tiktok_business/tiktok_code.py``) confirms the batch too: TikTok does
+not say which items failed, so re-sending would be blind; its message is kept in the push result's
+``detail``.
 
-The file flow follows ``python_sdk/docs/CustomAudienceUpdateBody.md``: every update fails when the
-audience has fewer than 1,000 members afterwards. So the first file must hold at least 1,000 people and
-a REMOVE is checked against the audience's size first; either refusal says to use the segment flow.
+The file flow follows the SDK's ``python_sdk/docs/CustomAudienceUpdateBody.md``: every update fails
+when the audience has fewer than 1,000 members afterwards. So the first file must hold at least 1,000
+people and a REMOVE is checked against the audience's size first; either refusal says to use the
+segment flow.
 
-Every response code is classified once, in ``tiktok_payload.code_class``. What no primary source backs
+Every response code is classified once, in ``tiktok.payload.code_class``. What no primary source backs
 (the segment/* shapes, batch limits, the file layout, the waits) is listed under "Assumptions" in
 docs/setup-tiktok.md; comments here refer to those entries as A1, A2, ...
 A value that is not SHA-256 hex is left out of the request (one bad id fails the whole request on
@@ -31,20 +34,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
-from audiencesync.connectors.contract import (
-    AudienceSpec,
-    Capabilities,
-    Change,
-    DestinationConfig,
-    HandleStatus,
-    PlatformStatus,
-    PushResult,
-    SessionInfo,
-)
+from audiencesync.connectors import contract
+from audiencesync.connectors.audience_lookup import find_or_create
 from audiencesync.connectors.errors import (
     AudienceGone,
     ConfigurationRejected,
@@ -52,9 +47,8 @@ from audiencesync.connectors.errors import (
     SchemaMismatch,
     TransientError,
 )
-from audiencesync.connectors.retry_log import retry_logger
+from audiencesync.connectors.retry import Backoff, RetryBudget
 from audiencesync.connectors.tiktok import payload as tp
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 EMULATOR_TOKEN = "emulator-token"
 PLACEHOLDER_PREFIX = "to-create:"
@@ -62,12 +56,14 @@ PLACEHOLDER_PREFIX = "to-create:"
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Backoff and timeouts. The total backoff over the connector's life (the runner builds one per
-    destination per run) is the destination's ``max_wait_seconds``; once spent, the next transient
-    failure raises ``TransientError`` at once. Tests pass millisecond waits and short timeouts."""
+    """Backoff, timeouts and TikTok's own pauses. The backoff and the budget (the destination's
+    ``max_wait_seconds``) work as ``audiencesync.connectors.retry`` says for every platform. Tests
+    pass millisecond waits and short timeouts."""
 
     initial_wait: float = 1.0
+    """The first backoff (``Backoff.initial``)."""
     max_single_wait: float = 60.0
+    """The longest ordinary backoff (``Backoff.maximum``)."""
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     long_wait_factor: float = 4.0
@@ -113,19 +109,17 @@ class TikTokConnector:
 
     def __init__(
         self,
-        dest: DestinationConfig,
+        dest: contract.DestinationConfig,
         policy: RetryPolicy | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.dest = dest
         self.policy = policy or RetryPolicy()
         self.advertiser_id = str(dest.settings["advertiser_id"])
         # TikTok publishes no batch limit (assumption A3); a size code splits the request.
         self.batch_size = int(dest.settings.get("batch_size", 10_000))
         self.flow = str(dest.settings.get("flow", "segment"))
         self.maid_type = str(dest.settings.get("maid_type", "GAID"))
-        self.max_wait_seconds = float(dest.settings.get("max_wait_seconds", 300))
         self.base_url = base_url(dest.endpoint)
         token = dest.secrets.get("access_token") or (EMULATOR_TOKEN if dest.is_emulated else "")
         if not token:
@@ -135,9 +129,14 @@ class TikTokConnector:
             )
         self._session = session or requests.Session()
         self._session.headers.update({"Access-Token": token, "Accept": "application/json"})
-        self._sleep = sleep
+        self._retry = RetryBudget(
+            "tiktok",
+            float(dest.settings.get("max_wait_seconds", 300)),
+            Backoff(self.policy.initial_wait, self.policy.max_single_wait),
+            sleep=sleep,
+            platform_wait=self._platform_wait,
+        )
         self._requests = 0
-        self._waited = 0.0
         self._token_checked = False
         self._kinds: dict[str, tuple[str, ...]] = {}
         self._created: dict[str, str] = {}
@@ -152,10 +151,12 @@ class TikTokConnector:
         return None
 
     # --- contract --------------------------------------------------------------------------------
-    def capabilities(self) -> Capabilities:
-        return Capabilities(max_batch=self.batch_size, identifier_kinds=frozenset(tp.SUPPORTED_KINDS))
+    def capabilities(self) -> contract.Capabilities:
+        return contract.Capabilities(
+            max_batch=self.batch_size, identifier_kinds=frozenset(tp.SUPPORTED_KINDS)
+        )
 
-    def ensure_audience(self, spec: AudienceSpec) -> str:
+    def ensure_audience(self, spec: contract.AudienceSpec) -> str:
         kinds = tp.schema_kinds(spec.identifier_kinds)
         if not kinds:
             raise SchemaMismatch(
@@ -163,30 +164,41 @@ class TikTokConnector:
                 "configures none of them"
             )
         self._check_token()
-        audience_id = self._existing_audience(spec)
-        if audience_id is None:
-            audience_id = self._create_audience(spec.name, kinds)
+        if spec.known_id and is_placeholder(spec.known_id):
+            # A file audience not created yet when the id was stored: it is looked for by name.
+            spec = replace(spec, known_id=None)
+        audience_id = find_or_create(
+            spec,
+            lookup=lambda known: self._pinned_audience(spec.target, known),
+            find=self._find_by_name,
+            id_of=lambda entry: str(entry["audience_id"]),
+            create=lambda: self._create_audience(spec.name, kinds),
+        )
         self._kinds[audience_id] = kinds
         return audience_id
 
-    def add(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def add(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._push(audience_id, batch, adding=True)
 
-    def remove(self, audience_id: str, batch: Sequence[Change], session: SessionInfo | None) -> PushResult:
+    def remove(
+        self, audience_id: str, batch: Sequence[contract.Change], session: contract.SessionInfo | None
+    ) -> contract.PushResult:
         return self._push(audience_id, batch, adding=False)
 
-    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
+    def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, contract.HandleStatus]:
         # Pushes are confirmed synchronously and no handle is ever issued; a handle left from elsewhere
         # is safest re-sent, since adds and deletes are idempotent.
         return {
-            h: HandleStatus("failed", detail="TikTok pushes are confirmed at once; re-sending")
+            h: contract.HandleStatus("failed", detail="TikTok pushes are confirmed at once; re-sending")
             for h in handles
         }
 
-    def read_back(self, audience_id: str) -> PlatformStatus:
+    def read_back(self, audience_id: str) -> contract.PlatformStatus:
         real_id = self._created.get(audience_id, audience_id)
         if is_placeholder(real_id):
-            return PlatformStatus(
+            return contract.PlatformStatus(
                 state="not created yet",
                 detail={"note": "the file audience is created with the first upload"},
             )
@@ -202,16 +214,14 @@ class TikTokConnector:
             self._call("GET", "user/info/", operation="token check")
             self._token_checked = True
 
-    def _existing_audience(self, spec: AudienceSpec) -> str | None:
-        known = spec.known_id
-        if known and not is_placeholder(known):
-            if self._get_audience(known) is None:
-                raise AudienceGone(
-                    f"target {spec.target}: TikTok audience {known} no longer exists; remove the pinned "
-                    "id (or the state entry) to let audience-sync create a new one"
-                )
-            return known
-        return self._find_by_name(spec.name)
+    def _pinned_audience(self, target: str, audience_id: str) -> Mapping[str, Any]:
+        entry = self._get_audience(audience_id)
+        if entry is None:
+            raise AudienceGone(
+                f"target {target}: TikTok audience {audience_id} no longer exists; remove the pinned "
+                "id (or the state entry) to let audience-sync create a new one"
+            )
+        return entry
 
     def _get_audience(self, audience_id: str) -> Mapping[str, Any] | None:
         env = self._call(
@@ -228,7 +238,7 @@ class TikTokConnector:
                     return entry
         return None
 
-    def _find_by_name(self, name: str) -> str | None:
+    def _find_by_name(self, name: str) -> Mapping[str, Any] | None:
         limit = tp.SEGMENT_NAME_LIMIT if self.flow == "segment" else tp.FILE_AUDIENCE_NAME_LIMIT
         wanted = tp.cut_name(name, limit)
         page = 1
@@ -242,7 +252,7 @@ class TikTokConnector:
             entries = env.data.get("list") or []
             for entry in entries:
                 if isinstance(entry, Mapping) and entry.get("name") == wanted:
-                    return str(entry["audience_id"])
+                    return entry
             page_info = env.data.get("page_info") or {}
             total_pages = int(page_info.get("total_page") or 1) if isinstance(page_info, Mapping) else 1
             if not entries or page >= total_pages:
@@ -265,11 +275,11 @@ class TikTokConnector:
         return str(audience_id)
 
     # --- pushes ----------------------------------------------------------------------------------
-    def _push(self, audience_id: str, batch: Sequence[Change], adding: bool) -> PushResult:
+    def _push(self, audience_id: str, batch: Sequence[contract.Change], adding: bool) -> contract.PushResult:
         started = self._requests
         kinds = self._kinds.get(audience_id) or _kinds_in(batch)
         prepared = tp.person_rows(kinds, batch)
-        result = PushResult(rejected=dict(prepared.rejected))
+        result = contract.PushResult(rejected=dict(prepared.rejected))
         schema = tp.id_schema(kinds, self.maid_type)
         pending = _Rows(prepared.keys, prepared.rows)
         chunks = [
@@ -447,9 +457,9 @@ class TikTokConnector:
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
         splittable: bool = False,
     ) -> tp.Envelope:
-        """One API call with retries on what TikTok marks transient, while the connector's
-        ``max_wait_seconds`` lasts. Raises the mapped error, or ``_TooLarge`` when ``splittable``.
-        ``json_bytes`` is a JSON body already serialized (``tp.mapping_json``)."""
+        """One API call, retried on what TikTok marks transient while the connector's retry budget
+        lasts (``audiencesync.connectors.retry``). Raises the mapped error, or ``_TooLarge`` when
+        ``splittable``. ``json_bytes`` is a JSON body already serialized (``tp.mapping_json``)."""
         headers = {"Content-Type": "application/json"} if json_bytes is not None else None
 
         def attempt() -> tp.Envelope:
@@ -477,62 +487,20 @@ class TikTokConnector:
                 raise error
             return env
 
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientError),
-            wait=self._wait,
-            stop=self._budget_spent,
-            before_sleep=self._before_sleep(operation),
-            retry_error_callback=_give_up,
-            sleep=self._sleep,
-        )
-        result: tp.Envelope = retrying(attempt)
-        return result
+        return self._retry.call(operation, attempt)
 
-    def _wait(self, state: RetryCallState) -> float:
-        """Exponential backoff with jitter; longer for 61000 TOO_MANY_REQUESTS_BL, and at least
-        ``conflict_pause`` after 40202 WRITE_CONFLICT (the classes come from ``tp.code_class``)."""
-        base = wait_random_exponential(multiplier=self.policy.initial_wait, max=self.policy.max_single_wait)
-        wait = float(base(state))
-        outcome = state.outcome
-        error = outcome.exception() if outcome is not None else None
-        code = _code_number(error.code) if isinstance(error, TransientError) else None
+    def _platform_wait(self, error: TransientError, wait: float) -> float:
+        """Longer for 61000 TOO_MANY_REQUESTS_BL, and at least ``conflict_pause`` after 40202
+        WRITE_CONFLICT (the classes come from ``tp.code_class``)."""
+        code = _code_number(error.code)
         kind = tp.code_class(200, code) if code is not None else None
         if kind is tp.CodeClass.RATE_LIMITED_LONG:
             # Still jittered, but never shorter than the longest ordinary wait: a 61000 block is
-            # longer than plain throttling (tiktok_code.py), so its backoff is too.
+            # longer than plain throttling (the SDK's tiktok_code.py), so its backoff is too.
             return max(self.policy.max_single_wait, wait * self.policy.long_wait_factor)
         if kind is tp.CodeClass.WRITE_CONFLICT:
             return max(wait, self.policy.conflict_pause)
         return wait
-
-    def _budget_spent(self, state: RetryCallState) -> bool:
-        return self._waited + state.upcoming_sleep > self.max_wait_seconds
-
-    def _count_wait(self, state: RetryCallState) -> None:
-        self._waited += state.upcoming_sleep
-
-    def _before_sleep(self, operation: str) -> Callable[[RetryCallState], None]:
-        log_retry = retry_logger("tiktok", operation)
-
-        def before_sleep(state: RetryCallState) -> None:
-            self._count_wait(state)
-            log_retry(state)
-
-        return before_sleep
-
-
-def _give_up(state: RetryCallState) -> tp.Envelope:
-    """Re-raise the last transient error, saying how long the connector kept trying."""
-    outcome = state.outcome
-    assert outcome is not None
-    last = outcome.exception()
-    assert isinstance(last, TransientError)
-    raise TransientError(
-        f"{last.message}; gave up after {state.attempt_number} attempts within max_wait_seconds",
-        request_id=last.request_id,
-        code=last.code,
-        retry_after=state.upcoming_sleep or None,
-    ) from None
 
 
 def _code_number(code: str | None) -> int | None:
@@ -540,7 +508,7 @@ def _code_number(code: str | None) -> int | None:
     return int(code) if code and code.lstrip("-").isdigit() else None
 
 
-def _kinds_in(batch: Sequence[Change]) -> tuple[str, ...]:
+def _kinds_in(batch: Sequence[contract.Change]) -> tuple[str, ...]:
     """The id kinds a batch carries, for a push whose audience ``ensure_audience`` did not resolve."""
     present = {k for change in batch for k in change.identifiers}
     return tuple(k for k in tp.SUPPORTED_KINDS if k in present)

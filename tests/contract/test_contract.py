@@ -29,8 +29,8 @@ from platforms import PLATFORMS, Platform, Running, expected, person
 KINDS = ("email", "phone")
 _names = itertools.count()
 
-# Cases that fail today because of a bug another change fixes; strict, so they flip to a failure (and
-# the mark is removed) once that fix is in.
+# Cases known to fail because of a bug not fixed yet; strict, so they flip to a failure (and the mark
+# is removed) once it is fixed.
 KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
@@ -243,3 +243,19 @@ def test_a_request_level_error_is_fatal_and_rejects_no_member(harness: Harness) 
     with pytest.raises(FatalError):
         result = push(connector, "9999999999", batch)
         pytest.fail(f"no error; {len(result.rejected)} members rejected, {len(result.confirmed)} confirmed")
+
+
+def test_max_wait_seconds_is_one_budget_over_every_call_of_a_connector(harness: Harness) -> None:
+    # One meaning on every platform (audiencesync.connectors.retry): the total a connector sleeps
+    # between retries over all its calls, that is per destination per run; never a fresh budget for
+    # each call, which would let six failing batches wait six times as long.
+    budget = 0.3
+    connector = harness.connector(max_wait=budget)
+    audience_id = connector.ensure_audience(harness.spec)
+    harness.emulator.faults(**harness.platform.transient)
+    for batch in range(6):
+        with pytest.raises(TransientError, match="within max_wait_seconds"):
+            push(connector, audience_id, harness.people(batch * harness.platform.population))
+    harness.emulator.faults(**{switch: 0.0 for switch in harness.platform.transient})
+    assert harness.slept, "no retry was made"
+    assert sum(harness.slept) <= budget
