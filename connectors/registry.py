@@ -41,5 +41,8 @@ def emulated_platforms() -> tuple[str, ...]:
 def identity_platform(dest: DestinationConfig) -> str:
     """Whose identity rules ``dest`` hashes its members by: its own platform's, or those of the
     platform a setting names (a ``file`` destination follows its ``format``)."""
-    key = PLATFORMS[dest.platform].settings.identity_from
-    return str(dest.settings[key]) if key is not None else dest.platform
+    schema = PLATFORMS[dest.platform].settings
+    key = schema.identity_from
+    if key is None:
+        return dest.platform
+    return str(dest.settings.get(key, schema.keys[key].default))
