@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from datetime import date
 
-from audiencesync.connectors.platform_spec import VersionInfo
+from audiencesync.connectors.platform_spec import ApiVersions, VersionInfo
 from audiencesync.connectors.registry import PLATFORMS
 
 __all__ = [
@@ -29,10 +29,14 @@ __all__ = [
 # A version within this many days of its published end date draws a warning.
 WARN_DAYS = 90
 
-_TABLES = [api for spec in PLATFORMS.values() for api in spec.settings.api_versions]
-VERSIONS: dict[str, dict[str, VersionInfo]] = {api.table: dict(api.versions) for api in _TABLES}
+
+def _tables() -> dict[str, ApiVersions]:
+    return {api.table: api for spec in PLATFORMS.values() for api in spec.settings.api_versions}
+
+
+VERSIONS: dict[str, dict[str, VersionInfo]] = {name: dict(api.versions) for name, api in _tables().items()}
 """Table name (``meta``, ``google_ads``) -> version -> its end date."""
-DEFAULT_VERSIONS: dict[str, str] = {api.table: api.default for api in _TABLES}
+DEFAULT_VERSIONS: dict[str, str] = {name: api.default for name, api in _tables().items()}
 """Table name -> the newest version the pinned SDK supports."""
 
 
@@ -66,9 +70,10 @@ def check_version(platform: str, version: str, today: date) -> VersionCheck:
     Unknown versions are refused (the pinned SDK does not ship them, or the table does not know
     their end date); a passed end date is refused; one within ``WARN_DAYS`` warns.
     """
-    table = VERSIONS.get(platform)
-    if table is None:
+    api = _tables().get(platform)
+    if api is None:
         raise KeyError(f"no version table for platform {platform!r}")
+    table = api.versions
     info = table.get(version)
     if info is None:
         known = ", ".join(table)
@@ -81,15 +86,14 @@ def check_version(platform: str, version: str, today: date) -> VersionCheck:
     if left <= 0:
         return VersionCheck(
             VersionStatus.REFUSED,
-            f"{version} stopped working on {info.end.isoformat()} ({info.source}); "
-            f"use {DEFAULT_VERSIONS[platform]}",
+            f"{version} stopped working on {info.end.isoformat()} ({info.source}); use {api.default}",
             info.end,
         )
     if left <= WARN_DAYS:
         return VersionCheck(
             VersionStatus.WARN,
             f"{version} stops working on {info.end.isoformat()}, in {left} days ({info.source}); "
-            f"move to {DEFAULT_VERSIONS[platform]}",
+            f"move to {api.default}",
             info.end,
         )
     return VersionCheck(VersionStatus.OK, f"{version} ends on {info.end.isoformat()}", info.end)

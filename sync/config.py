@@ -41,7 +41,7 @@ from audiencesync.sync.config_records import (
     SyncConfig,
     Target,
 )
-from audiencesync.sync.destination_settings import PLATFORMS, check_shared_audiences, parse_destinations
+from audiencesync.sync.destination_settings import check_shared_audiences, parse_destinations
 from audiencesync.sync.errors import ConfigError
 from audiencesync.sync.sql_config import SQL_SOURCE_KEYS, check_sql_audience, parse_sql_source
 
@@ -50,7 +50,6 @@ __all__ = [
     "DEFAULT_CONFIG_NAME",
     "IN_FLOW_TAGS",
     "MODES",
-    "PLATFORMS",
     "STAGES",
     "AudienceConfig",
     "BreakerConfig",

@@ -20,7 +20,6 @@ from audiencesync.connectors.versions import check_version
 from audiencesync.sync.config_checks import ConfigErrors, endpoint, env_name, text, whole_number
 from audiencesync.sync.config_records import SyncConfig
 
-PLATFORMS = tuple(REGISTERED)
 DEFAULT_NAME_PREFIX = "audience-sync: "
 
 # The keys every destination takes, whatever its platform.
@@ -53,8 +52,8 @@ def parse_destinations(
             errors.add(prefix, "must be a table")
             continue
         platform = spec.get("platform")
-        if platform not in PLATFORMS:
-            errors.add(f"{prefix}.platform", f"required, one of {', '.join(PLATFORMS)}")
+        if platform not in REGISTERED:
+            errors.add(f"{prefix}.platform", f"required, one of {', '.join(REGISTERED)}")
             continue
         out[name] = _parse_destination(name, str(platform), spec, base, env, errors, today)
     return out
