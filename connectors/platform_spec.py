@@ -92,6 +92,13 @@ class ApiVersions:
     """The newest version the pinned SDK supports."""
 
 
+class EmulatorTransport(enum.StrEnum):
+    HTTP = "http"
+    """The API and the admin surface (``/_emulator/state``) share one HTTP port."""
+    GRPC = "grpc"
+    """The API speaks gRPC; the admin surface has an HTTP port of its own."""
+
+
 @dataclass(frozen=True)
 class EmulatorDefaults:
     """Where ``audience-sync emulator <platform>`` listens unless told otherwise."""
@@ -99,8 +106,7 @@ class EmulatorDefaults:
     port: int
     admin_port: int | None = None
     """A separate HTTP admin port, for an emulator whose API port speaks gRPC."""
-    transport: str = "http"
-    """``http`` (its admin surface is ``/_emulator/state`` on ``port``) or ``grpc``."""
+    transport: EmulatorTransport = EmulatorTransport.HTTP
 
 
 DestinationCheck = Callable[[Mapping[str, Any]], list[tuple[str, str]]]

@@ -16,6 +16,7 @@ from typing import Any
 from audiencesync.connectors.platform_spec import (
     ApiVersions,
     EmulatorDefaults,
+    EmulatorTransport,
     Setting,
     SettingsSchema,
     VersionInfo,
@@ -94,5 +95,5 @@ SETTINGS = SettingsSchema(
     api_versions=(API_VERSIONS,),
     version_table=_version_table,
     # The API port speaks gRPC, so the admin surface has a port of its own.
-    emulator=EmulatorDefaults(port=8803, admin_port=8804, transport="grpc"),
+    emulator=EmulatorDefaults(port=8803, admin_port=8804, transport=EmulatorTransport.GRPC),
 )

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import requests
 from audiencesync.connectors import registry
 from audiencesync.connectors.contract import DestinationConfig
-from audiencesync.connectors.platform_spec import EmulatorDefaults
+from audiencesync.connectors.platform_spec import EmulatorDefaults, EmulatorTransport
 from audiencesync.sync.config import Config
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.run_status import ExitCode
@@ -89,7 +89,7 @@ def listening(port: int, timeout: float = 0.5) -> bool:
 
 
 def _speaks_grpc(platform: str) -> bool:
-    return emulator_defaults(platform).transport == "grpc"
+    return emulator_defaults(platform).transport is EmulatorTransport.GRPC
 
 
 def _answers_as_emulator(platform: str, port: int) -> bool:
