@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from audiencesync.connectors.platform_spec import IdentityProfile, SettingsSchema
+
 # Canonical identifier kinds, as configured under [source.identifiers]. ``audiencesync.sync.identity``
 # turns raw values into platform-ready values under these keys (Meta's ``dob`` becomes
 # ``doby``/``dobm``/``dobd``, the three keys Meta's schema has for it).
@@ -268,8 +270,8 @@ class PlatformSpec:
     """``"module:Class"`` of the connector, built with the destination's ``DestinationConfig``."""
     emulator: str | None = None
     """Module of the platform's local emulator, for tests and the demo."""
-    identifier_kinds: frozenset[str] = frozenset()
-    """Canonical kinds (``IDENTIFIER_KINDS``) the platform takes; empty for ``file``, whose rows
-    follow the platform its ``format`` names."""
-    unhashed_kinds: frozenset[str] = frozenset()
-    """Kinds the platform wants sent without hashing (they are sealed at rest, never stored plain)."""
+    settings: SettingsSchema = field(default_factory=SettingsSchema)
+    """The keys a destination of this platform takes, their defaults and checks."""
+    identity: IdentityProfile | None = None
+    """The normalization rule of each identifier kind it takes; None for ``file``, whose rows follow
+    the platform its ``format`` names (``SettingsSchema.identity_from``)."""

@@ -1,18 +1,10 @@
-"""Platform API versions and their published end dates, for every platform, in one table.
+"""Platform API versions and their published end dates: the verdict on a configured version.
 
-A version's end date is the day its calls stop working as documented. ``check_version`` says
-whether a configured version is fine, near its end (warn) or past it (refused), given today's date,
-so config loading can warn and refuse without calling a platform.
-
-Sources:
-- Google Ads API: google-ads 34.x ships v23..v26 and defaults to v26 (``google/ads/googleads/client.py``,
-  ``_VALID_API_VERSIONS``, ``_DEFAULT_VERSION``). Sunsets are Google's projection of a year per major
-  (developers.google.com/ads/blog/posts/2025/09/more-frequent-releases-coming-for), stated by month only
-  and tentative: we take the first of the month, the earliest reading.
-- Meta Marketing API: expiries from the versions table
-  (developers.facebook.com/documentation/ads-commerce/marketing-api/marketing-api-changelog/versions);
-  facebook-business 26.x pins v26.0 (``facebook_business/apiconfig.py``). v26.0 and v27.0 have no
-  announced expiry yet.
+Each platform folder declares the versions it can pin and their sources (``ApiVersions`` in its
+``settings.py``); this module gathers them by table name and says whether a configured version is
+fine, near its end (warn) or past it (refused), given today's date, so config loading can warn and
+refuse without calling a platform. A version's end date is the day its calls stop working as
+documented.
 """
 
 from __future__ import annotations
@@ -21,42 +13,31 @@ import enum
 from dataclasses import dataclass
 from datetime import date
 
+from audiencesync.connectors.platform_spec import ApiVersions, VersionInfo
+from audiencesync.connectors.registry import PLATFORMS
+
+__all__ = [
+    "DEFAULT_VERSIONS",
+    "VERSIONS",
+    "WARN_DAYS",
+    "VersionCheck",
+    "VersionInfo",
+    "VersionStatus",
+    "check_version",
+]
+
 # A version within this many days of its published end date draws a warning.
 WARN_DAYS = 90
 
 
-@dataclass(frozen=True)
-class VersionInfo:
-    """One API version: its end date (None while unannounced) and where that date comes from."""
-
-    end: date | None
-    source: str
+def _tables() -> dict[str, ApiVersions]:
+    return {api.table: api for spec in PLATFORMS.values() for api in spec.settings.api_versions}
 
 
-_GOOGLE_ADS_SUNSETS = "developers.google.com/ads/blog/posts/2025/09/more-frequent-releases-coming-for"
-_META_VERSIONS = (
-    "developers.facebook.com/documentation/ads-commerce/marketing-api/marketing-api-changelog/versions"
-)
-
-VERSIONS: dict[str, dict[str, VersionInfo]] = {
-    # Projected sunsets, month only: v23 Feb 2027, v24 May 2027, v25 Aug 2027, v26 Nov 2027.
-    "google_ads": {
-        "v23": VersionInfo(date(2027, 2, 1), _GOOGLE_ADS_SUNSETS),
-        "v24": VersionInfo(date(2027, 5, 1), _GOOGLE_ADS_SUNSETS),
-        "v25": VersionInfo(date(2027, 8, 1), _GOOGLE_ADS_SUNSETS),
-        "v26": VersionInfo(date(2027, 11, 1), _GOOGLE_ADS_SUNSETS),
-    },
-    "meta": {
-        "v24.0": VersionInfo(date(2026, 11, 10), _META_VERSIONS),
-        "v25.0": VersionInfo(date(2027, 2, 23), _META_VERSIONS),
-        "v26.0": VersionInfo(None, _META_VERSIONS),
-        "v27.0": VersionInfo(None, _META_VERSIONS),
-    },
-}
-
-# The newest version each pinned SDK supports: google-ads 34.x defaults to v26; facebook-business
-# 26.x pins v26.0.
-DEFAULT_VERSIONS: dict[str, str] = {"google_ads": "v26", "meta": "v26.0"}
+VERSIONS: dict[str, dict[str, VersionInfo]] = {name: dict(api.versions) for name, api in _tables().items()}
+"""Table name (``meta``, ``google_ads``) -> version -> its end date."""
+DEFAULT_VERSIONS: dict[str, str] = {name: api.default for name, api in _tables().items()}
+"""Table name -> the newest version the pinned SDK supports."""
 
 
 class VersionStatus(enum.Enum):
@@ -83,14 +64,16 @@ class VersionCheck:
 
 
 def check_version(platform: str, version: str, today: date) -> VersionCheck:
-    """Say whether ``version`` of ``platform`` ("google_ads" or "meta") may be used on ``today``.
+    """Say whether ``version`` of the API ``platform`` names (a table of ``VERSIONS``: "google_ads",
+    "meta") may be used on ``today``.
 
     Unknown versions are refused (the pinned SDK does not ship them, or the table does not know
     their end date); a passed end date is refused; one within ``WARN_DAYS`` warns.
     """
-    table = VERSIONS.get(platform)
-    if table is None:
+    api = _tables().get(platform)
+    if api is None:
         raise KeyError(f"no version table for platform {platform!r}")
+    table = api.versions
     info = table.get(version)
     if info is None:
         known = ", ".join(table)
@@ -103,15 +86,14 @@ def check_version(platform: str, version: str, today: date) -> VersionCheck:
     if left <= 0:
         return VersionCheck(
             VersionStatus.REFUSED,
-            f"{version} stopped working on {info.end.isoformat()} ({info.source}); "
-            f"use {DEFAULT_VERSIONS[platform]}",
+            f"{version} stopped working on {info.end.isoformat()} ({info.source}); use {api.default}",
             info.end,
         )
     if left <= WARN_DAYS:
         return VersionCheck(
             VersionStatus.WARN,
             f"{version} stops working on {info.end.isoformat()}, in {left} days ({info.source}); "
-            f"move to {DEFAULT_VERSIONS[platform]}",
+            f"move to {api.default}",
             info.end,
         )
     return VersionCheck(VersionStatus.OK, f"{version} ends on {info.end.isoformat()}", info.end)

@@ -1,12 +1,13 @@
 """Identity: every normalization rule of every platform, in one pure module, and SHA-256 hashing.
 
 Divergent copies of hashing rules are the top source of low match rates, so nothing else in the
-project normalizes an identifier. The rules follow each platform's published guidance (Meta's
-Marketing API customer-file docs and facebook-business SDK, Google's
-developers.google.com/data-manager/api/devguides/concepts/formatting, TikTok's Business API SDK):
-Meta wants phones as digits without ``+`` and names stripped of punctuation; Google wants E.164 with
-``+``, strips dots and ``+tags`` from Gmail addresses only, and takes country and postcode unhashed;
-TikTok wants E.164, cuts ``+tags`` from every email and hashes mobile ad ids.
+project normalizes an identifier. Which rule each identifier kind follows is a platform's identity
+profile, declared in its folder (``connectors/<platform>/identity.py``, citing the platform's
+published guidance) and reached through the registry; this module implements each named rule
+(``connectors.platform_spec.Rule``) once and applies the profile it is given. Meta wants phones as
+digits without ``+`` and names stripped of punctuation; Google wants E.164 with ``+``, strips dots
+and ``+tags`` from Gmail addresses only, and takes country and postcode unhashed; TikTok wants E.164,
+cuts ``+tags`` from every email and hashes mobile ad ids.
 
 An invalid value raises ``InvalidIdentifier`` with a short reason that never contains the value.
 Nothing here caches values: identifiers are PII, and a cache would keep them alive in memory.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 import phonenumbers
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
+from audiencesync.connectors.platform_spec import IdentityProfile, Rule
 from audiencesync.connectors.registry import PLATFORMS as REGISTERED
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
 
@@ -32,15 +34,9 @@ NORMALIZATION_VERSION = 3
 country decides phone, zip and state; US state names matched without punctuation.
 3: TikTok emails lose a ``+tag`` on every domain; control characters make any identifier invalid."""
 
-# Each platform's identity profile is declared in its own folder (connectors/<platform>/__init__.py).
-_PLATFORM_KINDS: dict[str, frozenset[str]] = {
-    name: spec.identifier_kinds for name, spec in REGISTERED.items() if spec.identifier_kinds
-}
-# Values a platform takes as they are (normalized, never hashed).
-_RAW: dict[str, frozenset[str]] = {name: REGISTERED[name].unhashed_kinds for name in _PLATFORM_KINDS}
-PLATFORMS = tuple(_PLATFORM_KINDS)
+PLATFORMS = tuple(name for name, spec in REGISTERED.items() if spec.identity is not None)
 """The platforms with identity rules of their own (``file`` rows follow the one their format names)."""
-_META_DOB_KEYS = ("doby", "dobm", "dobd")
+_SPLIT_DOB_KEYS = ("doby", "dobm", "dobd")
 # What ProfileHasher does with a kind's value.
 _HASH, _AS_IS, _PREHASHED, _SPLIT_DOB = range(4)
 
@@ -111,19 +107,23 @@ def sha256_hex(normalized: str) -> str:
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
 
 
+def identity_profile(platform: str) -> IdentityProfile:
+    """The identity profile ``platform``'s folder declares; ValueError for a platform without one."""
+    spec = REGISTERED.get(platform)
+    if spec is None or spec.identity is None:
+        raise ValueError(f"unknown platform {platform!r}")
+    return spec.identity
+
+
 def platform_kinds(platform: str) -> frozenset[str]:
     """The canonical identifier kinds (``connectors.contract.IDENTIFIER_KINDS``) ``platform`` takes."""
-    try:
-        return _PLATFORM_KINDS[platform]
-    except KeyError:
-        raise ValueError(f"unknown platform {platform!r}") from None
+    return identity_profile(platform).kinds
 
 
 def is_hashed_on(platform: str, kind: str) -> bool:
     """False for the values a platform wants unhashed (Meta's MADID and EXTERN_ID, Google's country
     code and postal code); True otherwise."""
-    platform_kinds(platform)
-    return kind not in _RAW[platform]
+    return kind not in identity_profile(platform).unhashed
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def _country_code(value: str) -> str:
     return named
 
 
-# --- one function per kind: (platform, value, region) -> normalized ------------------------------
+# --- one function per rule: (value, region) -> normalized ----------------------------------------
 
 
 def _email_reason(text: str) -> str:
@@ -188,29 +188,36 @@ def _email_reason(text: str) -> str:
     return "email_bad_domain"
 
 
-def _email(platform: str, value: str, region: str | None) -> str:
+def _email(value: str, region: str | None) -> str:
     text = value.strip().lower()
     # One regex decides the common, valid case; the reason is worked out only for invalid values.
     if _EMAIL.fullmatch(text) is None:
         raise InvalidIdentifier(_email_reason(text))
-    if platform == "google":
-        local, _, domain = text.partition("@")
-        if domain in _GMAIL:
-            # Gmail ignores dots and +tags when delivering, and Google matches on the canonical form.
-            local = local.split("+", 1)[0].replace(".", "")
-            if not local:
-                raise InvalidIdentifier("email_no_local_part")
-            return f"{local}@{domain}"
-    if platform == "tiktok":
-        # TikTok's help centre, "List of supported IDs and formats for a customer file": remove a "+"
-        # and everything after it up to "@", on every domain; dots stay (the current page dropped the
-        # older "remove dots" line).
-        local, _, domain = text.partition("@")
-        local = local.split("+", 1)[0]
-        if not local:
-            raise InvalidIdentifier("email_no_local_part")
-        return f"{local}@{domain}"
     return text
+
+
+def _email_gmail_canonical(value: str, region: str | None) -> str:
+    text = _email(value, region)
+    local, _, domain = text.partition("@")
+    if domain not in _GMAIL:
+        return text
+    # Gmail ignores dots and +tags when delivering, and Google matches on the canonical form (Data
+    # Manager formatting guide).
+    local = local.split("+", 1)[0].replace(".", "")
+    if not local:
+        raise InvalidIdentifier("email_no_local_part")
+    return f"{local}@{domain}"
+
+
+def _email_no_plus_tag(value: str, region: str | None) -> str:
+    # TikTok's help centre, "List of supported IDs and formats for a customer file": remove a "+"
+    # and everything after it up to "@", on every domain; dots stay (the current page dropped the
+    # older "remove dots" line).
+    local, _, domain = _email(value, region).partition("@")
+    local = local.split("+", 1)[0]
+    if not local:
+        raise InvalidIdentifier("email_no_local_part")
+    return f"{local}@{domain}"
 
 
 def _phone_fast(compact: str, region: str | None) -> str | None:
@@ -286,27 +293,32 @@ def _phone_e164(value: str, region: str | None) -> str:
     return e164
 
 
-def _phone(platform: str, value: str, region: str | None) -> str:
-    e164 = _phone_e164(value, region)
-    return e164[1:] if platform == "meta" else e164
+def _phone_e164_digits(value: str, region: str | None) -> str:
+    return _phone_e164(value, region)[1:]
 
 
-def _name(platform: str, value: str, region: str | None) -> str:
-    # Google keeps inner spaces and punctuation; Meta drops them.
-    text = _letters_only(value) if platform == "meta" else unicodedata.normalize("NFC", value.strip().lower())
+def _name_letters_only(value: str, region: str | None) -> str:
+    text = _letters_only(value)
     if not text:
         raise InvalidIdentifier("name_empty")
     return text
 
 
-def _city(platform: str, value: str, region: str | None) -> str:
+def _name_trimmed(value: str, region: str | None) -> str:
+    text = unicodedata.normalize("NFC", value.strip().lower())
+    if not text:
+        raise InvalidIdentifier("name_empty")
+    return text
+
+
+def _city(value: str, region: str | None) -> str:
     text = _letters_only(value)
     if not text:
         raise InvalidIdentifier("city_empty")
     return text
 
 
-def _state(platform: str, value: str, region: str | None) -> str:
+def _state(value: str, region: str | None) -> str:
     text = _letters_only(value)
     if not text:
         raise InvalidIdentifier("state_empty")
@@ -317,13 +329,15 @@ def _state(platform: str, value: str, region: str | None) -> str:
     return text
 
 
-def _zip(platform: str, value: str, region: str | None) -> str:
+def _zip_trimmed(value: str, region: str | None) -> str:
     text = value.strip()
     if not text:
         raise InvalidIdentifier("zip_empty")
-    if platform == "google":
-        return text
-    compact = "".join(text.lower().split())
+    return text
+
+
+def _zip_us_five(value: str, region: str | None) -> str:
+    compact = "".join(_zip_trimmed(value, region).lower().split())
     # Meta matches US ZIP codes on their first five digits only; ZIP+4 would never match. Without a
     # known country only US shapes are cut (a 6-digit Indian PIN must stay whole).
     if region is None or region == "US":
@@ -333,12 +347,15 @@ def _zip(platform: str, value: str, region: str | None) -> str:
     return compact
 
 
-def _country(platform: str, value: str, region: str | None) -> str:
-    code = _country_code(value)
-    return code if platform == "google" else code.lower()
+def _country_upper(value: str, region: str | None) -> str:
+    return _country_code(value)
 
 
-def _dob(platform: str, value: str, region: str | None) -> str:
+def _country_lower(value: str, region: str | None) -> str:
+    return _country_code(value).lower()
+
+
+def _dob(value: str, region: str | None) -> str:
     # 17/05/1990 and 05/17/1990 cannot be told apart, so only ISO forms are accepted.
     match = _DOB.fullmatch(value.strip())
     if match is None:
@@ -351,7 +368,7 @@ def _dob(platform: str, value: str, region: str | None) -> str:
     return f"{y}{m}{d}"
 
 
-def _gender(platform: str, value: str, region: str | None) -> str:
+def _gender(value: str, region: str | None) -> str:
     text = value.strip().lower()
     if text in ("m", "male"):
         return "m"
@@ -360,34 +377,40 @@ def _gender(platform: str, value: str, region: str | None) -> str:
     raise InvalidIdentifier("gender_unknown")
 
 
-def _maid(platform: str, value: str, region: str | None) -> str:
+def _maid(value: str, region: str | None) -> str:
     text = value.strip().lower()
     if _UUID.fullmatch(text) is None:
         raise InvalidIdentifier("maid_not_uuid")
     return text
 
 
-def _external_id(platform: str, value: str, region: str | None) -> str:
+def _external_id(value: str, region: str | None) -> str:
     text = value.strip()
     if not text:
         raise InvalidIdentifier("external_id_empty")
     return text
 
 
-_Normalizer = Callable[[str, str, str | None], str]
-_NORMALIZERS: dict[str, _Normalizer] = {
-    "email": _email,
-    "phone": _phone,
-    "first_name": _name,
-    "last_name": _name,
-    "zip": _zip,
-    "city": _city,
-    "state": _state,
-    "country": _country,
-    "dob": _dob,
-    "gender": _gender,
-    "maid": _maid,
-    "external_id": _external_id,
+_Normalizer = Callable[[str, str | None], str]
+_RULES: dict[Rule, _Normalizer] = {
+    Rule.EMAIL: _email,
+    Rule.EMAIL_GMAIL_CANONICAL: _email_gmail_canonical,
+    Rule.EMAIL_NO_PLUS_TAG: _email_no_plus_tag,
+    Rule.PHONE_E164: _phone_e164,
+    Rule.PHONE_E164_DIGITS: _phone_e164_digits,
+    Rule.NAME_LETTERS_ONLY: _name_letters_only,
+    Rule.NAME_TRIMMED: _name_trimmed,
+    Rule.CITY: _city,
+    Rule.STATE: _state,
+    Rule.ZIP_US_FIVE: _zip_us_five,
+    Rule.ZIP_TRIMMED: _zip_trimmed,
+    Rule.COUNTRY_LOWER: _country_lower,
+    Rule.COUNTRY_UPPER: _country_upper,
+    Rule.DOB: _dob,
+    Rule.DOB_SPLIT: _dob,
+    Rule.GENDER: _gender,
+    Rule.MAID: _maid,
+    Rule.EXTERNAL_ID: _external_id,
 }
 
 
@@ -410,15 +433,15 @@ def normalize(platform: str, kind: str, value: str, default_country: str | None 
     that cannot be sent, or for a kind the platform does not take (reason ``kind_not_taken``), and
     ``ValueError`` for an unknown platform, kind or default country.
     """
-    takes = platform_kinds(platform)
-    fn = _NORMALIZERS.get(kind)
-    if fn is None:
+    rules = identity_profile(platform).rules
+    if kind not in IDENTIFIER_KINDS:
         raise ValueError(f"unknown identifier kind {kind!r}")
-    if kind not in takes:
+    rule = rules.get(kind)
+    if rule is None:
         raise InvalidIdentifier("kind_not_taken")
     if _has_control(value):
         raise InvalidIdentifier(f"{kind}_control_character")
-    return fn(platform, value, _region(default_country))
+    return _RULES[rule](value, _region(default_country))
 
 
 @dataclass(frozen=True)
@@ -445,7 +468,7 @@ class ProfileHasher:
         default_country: str | None,
         prehashed: frozenset[str] = frozenset(),
     ) -> None:
-        takes = platform_kinds(platform)
+        profile = identity_profile(platform)
         unknown = sorted(set(kinds) - set(IDENTIFIER_KINDS))
         if unknown:
             raise ValueError(f"unknown identifier kinds {unknown}")
@@ -454,24 +477,27 @@ class ProfileHasher:
         self.prehashed = prehashed
         # Canonical order, not config order: Meta's schema is built from it and must stay the same
         # for the life of an audience.
-        self.kinds = tuple(k for k in IDENTIFIER_KINDS if k in takes and k in kinds)
-        self._split_dob = platform == "meta"
-        # One mode per step, decided once, so the per-profile loop tests a small int and nothing else.
-        self._steps = tuple((kind, _NORMALIZERS[kind], self._mode(kind)) for kind in self.kinds)
+        self.kinds = tuple(k for k in IDENTIFIER_KINDS if k in profile.rules and k in kinds)
+        self._split_dob = profile.rules.get("dob") is Rule.DOB_SPLIT
+        # One rule and one mode per step, decided once, so the per-profile loop tests a small int
+        # and nothing else.
+        self._steps = tuple(
+            (kind, _RULES[profile.rules[kind]], self._mode(kind, profile)) for kind in self.kinds
+        )
 
-    def _mode(self, kind: str) -> int:
+    def _mode(self, kind: str, profile: IdentityProfile) -> int:
         if kind in self.prehashed:
             return _PREHASHED
         if kind == "dob" and self._split_dob:
             return _SPLIT_DOB
-        return _HASH if is_hashed_on(self.platform, kind) else _AS_IS
+        return _AS_IS if kind in profile.unhashed else _HASH
 
     def output_keys(self) -> tuple[str, ...]:
         """Keys this hasher can emit, in a fixed order: the configured kinds the platform takes, with
         Meta's dob as the three keys ``doby``, ``dobm``, ``dobd``."""
         keys: list[str] = []
         for kind in self.kinds:
-            keys.extend(_META_DOB_KEYS if kind == "dob" and self._split_dob else (kind,))
+            keys.extend(_SPLIT_DOB_KEYS if kind == "dob" and self._split_dob else (kind,))
         return tuple(keys)
 
     def _region_of(self, raw: Mapping[str, str | None]) -> str | None:
@@ -489,7 +515,6 @@ class ProfileHasher:
         it is 64 hex characters."""
         out: dict[str, str] = {}
         invalid: list[tuple[str, str]] = []
-        platform = self.platform
         region = self._region_of(raw) if "country" in raw else self.default_country
         sha256 = hashlib.sha256
         for kind, fn, mode in self._steps:
@@ -512,7 +537,7 @@ class ProfileHasher:
                 invalid.append((kind, f"{kind}_control_character"))
                 continue
             try:
-                normalized = fn(platform, value, region)
+                normalized = fn(value, region)
             except InvalidIdentifier as exc:
                 # A blank value is missing, not invalid; testing after the fact keeps the common
                 # path free of an extra strip.

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlite_utils
+from audiencesync.connectors.registry import identity_platform
 from audiencesync.state.db import atomic
 from audiencesync.state.outbox import REJECTION_MAX_AGE_S
 from audiencesync.state.sealed import sealer_for
@@ -37,9 +38,7 @@ from audiencesync.sync.sources import SourceRow
 
 def hasher_platform(target: Target) -> str:
     """Whose normalization rules a destination uses (a file destination follows its format)."""
-    if target.destination.platform == "file":
-        return str(target.destination.settings.get("format", "meta"))
-    return target.destination.platform
+    return identity_platform(target.destination)
 
 
 @dataclass

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from audiencesync.connectors.contract import PlatformSpec
+from audiencesync.connectors.file.settings import SETTINGS
 
 SPEC = PlatformSpec(
     name="file",
     connector="audiencesync.connectors.file.connector:FileConnector",
+    settings=SETTINGS,
 )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from audiencesync.connectors.contract import PlatformSpec
+from audiencesync.connectors.google.identity import IDENTITY
+from audiencesync.connectors.google.settings import SETTINGS
 
 SPEC = PlatformSpec(
     name="google",
     connector="audiencesync.connectors.google.connector:GoogleConnector",
     emulator="audiencesync.connectors.google.emulator",
-    # Customer Match takes contact info only; country and postal code go unhashed (Data Manager
-    # formatting guide, docs/setup-google.md).
-    identifier_kinds=frozenset({"email", "phone", "first_name", "last_name", "zip", "country"}),
-    unhashed_kinds=frozenset({"country", "zip"}),
+    settings=SETTINGS,
+    identity=IDENTITY,
 )

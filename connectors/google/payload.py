@@ -25,7 +25,7 @@ from audiencesync.connectors.errors import (
     PermissionDenied,
     TransientError,
 )
-from audiencesync.connectors.google import SPEC
+from audiencesync.connectors.google.identity import IDENTITY
 from google.ads import datamanager_v1 as dm
 from google.ads.googleads.v24.common.types import consent as ads_consent_types
 from google.ads.googleads.v24.common.types import offline_user_data as oud
@@ -52,7 +52,7 @@ Customer Match upload guide; page not pinned: an assumption, docs/setup-google.m
 MAX_IDENTIFIERS = 20
 """At most 20 UserIdentifiers per person on Ads (same guide, an assumption); Data Manager takes 10
 (ErrorReason TOO_MANY_USER_IDENTIFIERS, reference/rest/v1/ErrorReason). We send at most 3."""
-IDENTIFIER_KINDS: frozenset[str] = SPEC.identifier_kinds
+IDENTIFIER_KINDS: frozenset[str] = IDENTITY.kinds
 HASHED_KINDS = ("email", "phone", "first_name", "last_name")
 ADDRESS_KINDS = ("first_name", "last_name", "country", "zip")
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from audiencesync.connectors.contract import PlatformSpec
+from audiencesync.connectors.tiktok.identity import IDENTITY
+from audiencesync.connectors.tiktok.settings import SETTINGS
 
 SPEC = PlatformSpec(
     name="tiktok",
     connector="audiencesync.connectors.tiktok.connector:TikTokConnector",
     emulator="audiencesync.connectors.tiktok.emulator",
-    identifier_kinds=frozenset({"email", "phone", "maid"}),
+    settings=SETTINGS,
+    identity=IDENTITY,
 )

@@ -8,6 +8,7 @@ documented in the README.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from audiencesync import load_config
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
+from audiencesync.connectors.registry import PLATFORMS, emulated_platforms
 from audiencesync.sync.cli.logs import setup_logging
 from audiencesync.sync.cli.options import config_option, input_errors, load
 from audiencesync.sync.cli.table_output import choose_format, format_option
@@ -29,6 +31,20 @@ from rich.markup import escape
 
 if TYPE_CHECKING:
     from audiencesync import SyncReport
+
+
+# The platforms with identity rules of their own (a file destination hashes by its format's).
+HASHING_PLATFORMS = [name for name, spec in PLATFORMS.items() if spec.identity is not None]
+
+
+def _default_ports(which: str) -> str:
+    """``meta 8801, tiktok 8802, ...``: each emulator's default ``port`` or ``admin_port``."""
+    ports = [
+        (name, getattr(spec.settings.emulator, which, None))
+        for name, spec in PLATFORMS.items()
+        if spec.settings.emulator is not None
+    ]
+    return ", ".join(f"{name} {port}" for name, port in ports if port is not None)
 
 
 def _stderr() -> Console:
@@ -205,7 +221,7 @@ def _country_option(_ctx: click.Context, _param: click.Parameter, value: str | N
 
 
 @cli.command("hash")
-@click.option("--platform", type=click.Choice(["meta", "google", "tiktok"]), required=True)
+@click.option("--platform", type=click.Choice(HASHING_PLATFORMS), required=True)
 @click.option(
     "--field",
     "field_name",
@@ -315,11 +331,16 @@ def _ensure_demo_config(path: Path) -> None:
 
 
 @cli.command()
-@click.argument("platform", type=click.Choice(["all", "meta", "google", "tiktok"]))
+@click.argument("platform", type=click.Choice(["all", *emulated_platforms()]))
 @click.option(
-    "--port", type=int, default=None, help="Port on 127.0.0.1 (default: meta 8801, tiktok 8802, google 8803)."
+    "--port", type=int, default=None, help=f"Port on 127.0.0.1 (default: {_default_ports('port')})."
 )
-@click.option("--admin-port", type=int, default=None, help="Google only: the HTTP admin port (default 8804).")
+@click.option(
+    "--admin-port",
+    type=int,
+    default=None,
+    help=f"A gRPC emulator's HTTP admin port (default: {_default_ports('admin_port')}).",
+)
 @click.option(
     "--config",
     "config_path",
@@ -332,23 +353,20 @@ def _ensure_demo_config(path: Path) -> None:
 def emulator(platform: str, port: int | None, admin_port: int | None, config_path: Path) -> None:
     """Run a local emulator of PLATFORM's audience API on 127.0.0.1, until interrupted. ``all`` runs
     every emulator the config's loopback endpoints name (what the demo and its walkthrough use)."""
-    from audiencesync.sync.demo.emulation import PortBusy, emulator_module, listening
+    from audiencesync.sync.demo.emulation import PortBusy, emulator_defaults, emulator_module, listening
 
     if platform == "all":
         _serve_all(config_path)
         return
-    defaults = {"meta": 8801, "tiktok": 8802, "google": 8803}
-    chosen = port or defaults[platform]
+    defaults = emulator_defaults(platform)
+    chosen = port or defaults.port
     if listening(chosen):
         raise PortBusy(f"port {chosen} is in use: stop what runs there or pass --port N")
     module = emulator_module(platform)
-    try:
-        if platform == "google":
-            module.serve(chosen, admin_port or 8804)
-        else:
-            module.serve(chosen)
-    except KeyboardInterrupt:
-        pass
+    # An emulator without an admin port of its own serves its admin surface on the API port.
+    admin = (admin_port or defaults.admin_port) if defaults.admin_port else None
+    with contextlib.suppress(KeyboardInterrupt):
+        module.serve(chosen, admin)
 
 
 def _serve_all(config_path: Path) -> None:

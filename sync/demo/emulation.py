@@ -1,5 +1,7 @@
 """Start the platform emulators that a config's loopback destinations point at (for the demo and for
-tests): Meta and TikTok over HTTP, Google over gRPC, each on the port its ``endpoint`` names."""
+tests), each on the port its ``endpoint`` names. Which platforms have one, where it listens by
+default and whether it speaks HTTP or gRPC is each platform's ``EmulatorDefaults``, from the
+registry."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from urllib.parse import urlsplit
 import requests
 from audiencesync.connectors import registry
 from audiencesync.connectors.contract import DestinationConfig
+from audiencesync.connectors.platform_spec import EmulatorDefaults, EmulatorTransport
 from audiencesync.sync.config import Config
 from audiencesync.sync.errors import InputError
 from audiencesync.sync.run_status import ExitCode
 
-EMULATED_PLATFORMS = tuple(name for name, spec in registry.PLATFORMS.items() if spec.emulator)
+EMULATED_PLATFORMS = registry.emulated_platforms()
 
 
 class RunningEmulator(Protocol):
@@ -36,6 +39,14 @@ def endpoint_port(endpoint: str) -> int:
 def emulator_module(platform: str) -> Any:
     """The emulator module for ``platform`` (imported lazily: the Google one pulls in gRPC)."""
     return registry.emulator_module(platform)
+
+
+def emulator_defaults(platform: str) -> EmulatorDefaults:
+    """Where ``platform``'s emulator listens unless told otherwise."""
+    defaults = registry.PLATFORMS[platform].settings.emulator
+    if defaults is None:
+        raise ValueError(f"platform {platform!r} declares no emulator ports")
+    return defaults
 
 
 class PortBusy(InputError):
@@ -77,8 +88,12 @@ def listening(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def _speaks_grpc(platform: str) -> bool:
+    return emulator_defaults(platform).transport is EmulatorTransport.GRPC
+
+
 def _answers_as_emulator(platform: str, port: int) -> bool:
-    if platform == "google":
+    if _speaks_grpc(platform):
         # gRPC: the emulator's admin surface is on another port, so a server that completes an
         # HTTP/2 handshake here is taken to be it.
         import grpc
@@ -109,7 +124,7 @@ def running_emulators(config: Config) -> dict[str, AlreadyRunning]:
                 f"port {port} (destinations.{dest.name}.endpoint {dest.endpoint}) is in use by another "
                 "program, not a platform emulator: stop it or change the endpoint's port"
             )
-        admin = None if dest.platform == "google" else f"http://127.0.0.1:{port}"
+        admin = None if _speaks_grpc(dest.platform) else f"http://127.0.0.1:{port}"
         found[dest.name] = AlreadyRunning(port, admin)
     return found
 
