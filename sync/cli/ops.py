@@ -141,11 +141,11 @@ def lag(
     now = time.time()
     store = StateStore.open(config.state_path)
     try:
-        prune_lag(store.db, config.lag_retention_days, now)
+        prune_lag(store, config.lag_retention_days, now)
         entries = lag_report(config, store, since=now - window, now=now, targets=targets)
         if send_alerts:
             alerts.evaluate(
-                store.db,
+                store,
                 entries,
                 alerts.drift_threshold(config),
                 alerts.sender_for(config),
