@@ -17,6 +17,7 @@ import sqlite_utils
 from audiencesync.state.alert_store import AlertStateStore
 from audiencesync.state.db import atomic, connect
 from audiencesync.state.lag_store import LagStore
+from audiencesync.state.lease import DEFAULT_TTL_S, Lease, held
 from audiencesync.state.outbox_values import OutboxStatus
 from audiencesync.state.run_log import RUN_COUNTS, RunLog
 from audiencesync.state.sealed import bind_key_file
@@ -67,6 +68,13 @@ class StateStore:
     def close(self) -> None:
         bind_key_file(self.db.conn, None)
         self.db.conn.close()
+
+    def lease(
+        self, target_id: int, *, wait: float = 0.0, ttl: float = DEFAULT_TTL_S
+    ) -> AbstractContextManager[Lease]:
+        """Hold the target's lease for a block (``state.lease.held``); ``LeaseBusy`` when another
+        process keeps it past ``wait`` seconds."""
+        return held(self.db, target_id, wait=wait, ttl=ttl)
 
     def transaction(self) -> AbstractContextManager[Any]:
         """One write transaction (``state.db.atomic``) around several store calls, each of which

@@ -381,7 +381,7 @@ def state_forget(config_path: Path | None, target: str, yes: bool) -> None:
     """Clear everything state knows about TARGET (audience@destination): its platform audience id,
     members, outbox, lag, sessions, runs and alerts. The next sync finds or creates the audience and
     uploads every member again. For an audience deleted on the platform, or an emulator restarted."""
-    from audiencesync.state.lease import LeaseBusy, held
+    from audiencesync.state.lease import LeaseBusy
     from audiencesync.state.store import StateStore
 
     config = load(config_path)
@@ -399,7 +399,7 @@ def state_forget(config_path: Path | None, target: str, yes: bool) -> None:
                 abort=True,
             )
         try:
-            with held(store.db, row.id, wait=0.0):
+            with store.lease(row.id, wait=0.0):
                 store.forget_target(target)
         except LeaseBusy as exc:
             raise InputError(f"{target}: {exc}; try again once it is done") from None
