@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import requests
 import sqlite_utils
@@ -33,14 +34,26 @@ log = logging.getLogger("audiencesync.alerts")
 
 DEFAULT_DRIFT_THRESHOLD = 0.1
 DEFAULT_HOLD_EVALUATIONS = 2
-KINDS = ("slo", "run_failed", "breaker", "audience_gone", "drift")
+
+
+class AlertKind(StrEnum):
+    """What an alert is about; the value is what ``alert_state.kind`` holds and the metrics label."""
+
+    SLO = "slo"
+    RUN_FAILED = "run_failed"
+    BREAKER = "breaker"
+    AUDIENCE_GONE = "audience_gone"
+    DRIFT = "drift"
+
+
+KINDS = tuple(AlertKind)
 
 
 @dataclass(frozen=True)
 class Condition:
     """One kind of alert for one target, as judged now."""
 
-    kind: str
+    kind: AlertKind
     firing: bool
     detail: str
 
@@ -48,7 +61,7 @@ class Condition:
 @dataclass(frozen=True)
 class Alert:
     target: str
-    kind: str
+    kind: AlertKind
     firing: bool
     detail: str
 
@@ -135,23 +148,23 @@ def conditions(
     gap = drift(entry)
     return [
         Condition(
-            "slo",
+            AlertKind.SLO,
             entry.slo == SLO_BREACH,
             "; ".join(entry.slo_reasons) if entry.slo == SLO_BREACH else "within max_lag",
         ),
         Condition(
-            "run_failed",
+            AlertKind.RUN_FAILED,
             status in FAILED,
             f"last run {status}: {error}" if status in FAILED else f"last run {status}",
         ),
-        Condition("breaker", status == RunStatus.BREAKER, error or f"last run {status}"),
+        Condition(AlertKind.BREAKER, status == RunStatus.BREAKER, error or f"last run {status}"),
         Condition(
-            "audience_gone",
+            AlertKind.AUDIENCE_GONE,
             error.startswith("AudienceGone"),
             error if error.startswith("AudienceGone") else "audience usable",
         ),
         Condition(
-            "drift",
+            AlertKind.DRIFT,
             gap is not None and gap > threshold,
             f"platform size {entry.platform_size} vs {entry.members} members in state "
             f"({(gap or 0):.0%} apart, threshold {threshold:.0%})",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 from audiencesync.sync.cli.options import config_option, input_errors, load
+from audiencesync.sync.cli.report import STATUS_COLOURS
 from audiencesync.sync.cli.table_output import Column, TableData, choose_format, emit, format_option
 from audiencesync.sync.config import Config, parse_duration
 from audiencesync.sync.errors import InputError
@@ -299,10 +300,9 @@ def runs(
         Column("rejected", True),
         Column("requests", True),
     ]
-    colours = {"ok": "green", "partial": "yellow", "stopped": "yellow", "error": "red", "breaker": "red"}
     table_rows = []
     for r in rows:
-        colour = colours.get(str(r["status"]), "white")
+        colour = STATUS_COLOURS.get(str(r["status"]), "white")
         table_rows.append(
             [
                 str(r["target"]),
