@@ -75,6 +75,7 @@ class OutboxStore:
         """Keys of the batches ``batches`` served lately, by (target, op, first key), in key order."""
 
     def queued_count(self, target_id: int, op: str) -> int:
+        """Changes of ``op`` waiting to be sent."""
         row = self.db.execute(
             f"SELECT count(*) FROM outbox WHERE target_id = ? AND op = ? AND status = '{OutboxStatus.QUEUED}'",
             [target_id, op],
@@ -250,6 +251,7 @@ class OutboxStore:
         conn.execute("UPDATE targets SET state_version = state_version + 1 WHERE id = ?", [target_id])
 
     def in_flight_handles(self, target_id: int) -> list[str]:
+        """The platform handles (jobs, requests) changes of the target are in flight under."""
         rows = self.db.execute(
             f"SELECT DISTINCT handle FROM outbox WHERE target_id = ? AND status = '{OutboxStatus.IN_FLIGHT}' ORDER BY handle",
             [target_id],
