@@ -167,7 +167,8 @@ def migrate(db: sqlite_utils.Database) -> None:
 
     A file written before the move to sqlite-utils' ``Migrations`` has its versions only in
     ``schema_migrations``; on its first open they are recorded in sqlite-utils' table, so they are
-    not applied again. A version missing from both (a file from a branch of history that skipped it) applies.
+    not applied again. A version missing from both (a file from a branch of history that skipped
+    it) applies.
     """
     named = {v.version: v.name for v in VERSIONS}
     done = set(_applied_names(db.conn, set(db.table_names())))
