@@ -1,8 +1,9 @@
 """The contract every platform connector implements.
 
-A connector is a plain class with six methods (``Connector`` below). The runner owns everything
-else: planning, the outbox, retries across runs, state. A connector only turns a batch of changes into
-platform requests and tells the runner, member by member, what became of them.
+A connector is a plain class with the methods of ``Connector`` below, every method the engine calls.
+The runner owns everything else: planning, the outbox, retries across runs, state. A connector only
+turns a batch of changes into platform requests and tells the runner, member by member, what became
+of them.
 
 Life of a change, as the runner drives it::
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -63,9 +65,22 @@ class Capabilities:
     identifier_kinds: frozenset[str]
     """Identifier keys (after normalization) the platform can take."""
     asynchronous: bool = False
-    """True when an accepted batch is confirmed later, through ``follow``."""
+    """True when an accepted batch may be confirmed later, through ``follow`` (its ``PushResult``
+    has ``pending`` handles). The engine follows right after a push only for such a platform; handles
+    left in flight by an earlier run are followed whatever the platform declares."""
     uses_sessions: bool = False
     """True when multi-batch pushes should be tied together with a ``SessionInfo``."""
+
+
+class PushOp(StrEnum):
+    """Which way a change goes. The value is what the outbox's ``op`` column holds."""
+
+    ADD = "add"
+    REMOVE = "remove"
+
+
+PUSH_ORDER: tuple[PushOp, ...] = (PushOp.REMOVE, PushOp.ADD)
+"""The order a push sends its changes in, and a follow counts them in."""
 
 
 @dataclass(frozen=True)
@@ -131,12 +146,23 @@ class PushResult:
         return cls(confirmed=[c.member_key for c in batch], requests=requests)
 
 
+class HandleState(StrEnum):
+    """Where a pending handle stands."""
+
+    PENDING = "pending"
+    """The platform is still working on it: followed again later."""
+    CONFIRMED = "confirmed"
+    """Done: its changes are on the platform (or, with ``rejected_count``, at risk)."""
+    FAILED = "failed"
+    """Not applied: its changes are queued again."""
+
+
 @dataclass(frozen=True)
 class HandleStatus:
     """What became of a pending handle."""
 
     state: str
-    """``pending``, ``confirmed`` or ``failed``."""
+    """A ``HandleState`` value."""
     rejected_count: int = 0
     detail: str = ""
 
@@ -182,6 +208,18 @@ class Connector(Protocol):
 
     def read_back(self, audience_id: str) -> PlatformStatus:
         """The platform's size and processing state for the audience."""
+        ...
+
+    def refresh_due_seconds(self) -> float | None:
+        """Seconds after which a synced member must be sent again to stay in the audience (a
+        membership lifespan), or None when membership does not expire. The planner re-adds members
+        last sent longer ago than this."""
+        ...
+
+    def close(self) -> None:
+        """Release what the connector holds open (HTTP sessions, gRPC channels). The engine calls it
+        once it is done with the connector, however its run ended; with nothing to release, it does
+        nothing."""
         ...
 
 

@@ -133,7 +133,8 @@ class RunLog:
         return out
 
     def latest_id(self, target_id: int) -> int:
-        """The id of the target's newest run, finished or not; 0 before its first."""
+        """The id of the target's newest run, finished or not; 0 before its first. Work settled
+        between runs (the daemon's follow step) is attributed to it."""
         row = self.db.execute("SELECT max(id) FROM runs WHERE target_id = ?", [target_id]).fetchone()
         return int(row[0] or 0)
 

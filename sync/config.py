@@ -325,7 +325,7 @@ def _cron(value: Any) -> str | None:
     # The daemon's own parser, so validate accepts exactly what the daemon schedules.
     if not isinstance(value, str) or len(value.split()) != 5:
         return "must be a 5-field cron expression such as '*/15 * * * *'"
-    from audiencesync.sync.cron import crontab_trigger
+    from audiencesync.sync.schedule import crontab_trigger
 
     try:
         crontab_trigger(value)

@@ -10,8 +10,8 @@
   followed waits for that step and then runs: the daemon never skips its own schedule for it.
 - SIGTERM or SIGINT: the batch in flight finishes and is saved, nothing new starts, exit 0.
 
-Test and operations hook: ``AUDIENCE_SYNC_TICK_SECONDS=N`` runs every target every N seconds
-instead of on its cron schedule (cron has no seconds field); for tests and for catching up by hand.
+When each job fires (crontab, jitter, missed runs, ``AUDIENCE_SYNC_TICK_SECONDS``) is
+``audiencesync.sync.schedule``'s; what the follow step does is ``audiencesync.sync.follow``'s.
 """
 
 from __future__ import annotations
@@ -21,62 +21,52 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from audiencesync.connectors.contract import Connector
 from audiencesync.connectors.registry import build_connector
 from audiencesync.state.db import StateFileError
 from audiencesync.state.lease import LeaseBusy, held
-from audiencesync.state.outbox import OutboxStore
 from audiencesync.state.store import StateStore
 from audiencesync.sync import alerts
 from audiencesync.sync.cli.lag_html import render_page
 from audiencesync.sync.config import Config, Target
-from audiencesync.sync.cron import crontab_trigger
 from audiencesync.sync.errors import InputError
-from audiencesync.sync.lag import lag_report, prune_lag, record_read_back
+from audiencesync.sync.follow import FollowStep
+from audiencesync.sync.lag import lag_report, prune_lag
 from audiencesync.sync.metrics import Metrics, MetricsServer
 from audiencesync.sync.progress import ProgressLog
 from audiencesync.sync.redact import redact
-from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult, close_connectors
+from audiencesync.sync.run_result import TargetResult
+from audiencesync.sync.run_status import RunStatus
+from audiencesync.sync.runner import RunOptions, SyncRunner, close_connectors
+from audiencesync.sync.schedule import DaemonSchedule
 from audiencesync.sync.status import StatusPage, build_status
 
 log = logging.getLogger("audiencesync.daemon")
 
-TICK_ENV = "AUDIENCE_SYNC_TICK_SECONDS"
 ALERT_WINDOW_S = 86_400.0
 """Alerts judge the SLO on the last day of lag records, so a breach resolves once lag recovers."""
 
 
 @dataclass(frozen=True)
 class DaemonOptions:
+    """How the daemon runs; ``jitter_seconds``, ``misfire_grace_seconds`` and ``tick_seconds`` are
+    its ``DaemonSchedule``'s."""
+
     jitter_seconds: int = 30
-    """Each run fires up to this many seconds after its cron time, at random."""
     misfire_grace_seconds: int = 600
-    """A run missed by less than this (the machine slept, a long run held the slot) still runs once."""
     follow_interval_seconds: float = 60.0
     """How often pending jobs are polled and platform status read back between runs."""
     metrics_port: int | None = None
     tick_seconds: float | None = None
-    """Set from $AUDIENCE_SYNC_TICK_SECONDS: every target every N seconds, ignoring the schedules."""
 
-
-def tick_from_env(environ: Mapping[str, str] | None = None) -> float | None:
-    value = (os.environ if environ is None else environ).get(TICK_ENV, "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise InputError(f"${TICK_ENV}: {value!r} is not a number of seconds") from None
-    if seconds <= 0:
-        raise InputError(f"${TICK_ENV}: must be more than 0 seconds")
-    return seconds
+    @property
+    def schedule(self) -> DaemonSchedule:
+        """When the daemon's jobs fire."""
+        return DaemonSchedule(self.jitter_seconds, self.misfire_grace_seconds, self.tick_seconds)
 
 
 class Daemon:
@@ -89,13 +79,8 @@ class Daemon:
         self._page_problem: str | None = None
         self.metrics = metrics or Metrics(config.targets(), page=lambda: self._page)
         self.stopping = threading.Event()
-        self.scheduler = BackgroundScheduler(
-            job_defaults={
-                "coalesce": True,
-                "max_instances": 1,
-                "misfire_grace_time": options.misfire_grace_seconds,
-            }
-        )
+        self.schedule = options.schedule
+        self.scheduler = BackgroundScheduler(job_defaults=self.schedule.job_defaults())
         self._metrics_server: MetricsServer | None = None
         self._last_follow: float | None = None
         # One lock per target, within this process: a scheduled push waits for the follow step of its
@@ -109,14 +94,14 @@ class Daemon:
         for target in targets:
             self.scheduler.add_job(
                 self.run_target,
-                self._trigger(target),
+                self.schedule.target_trigger(target.sync.schedule),
                 args=[target.key],
                 id=target.key,
                 name=f"sync {target.key}",
             )
         self.scheduler.add_job(
             self.follow_tick,
-            IntervalTrigger(seconds=self.options.follow_interval_seconds),
+            self.schedule.follow_trigger(self.options.follow_interval_seconds),
             id="follow",
             name="follow and read back",
         )
@@ -136,12 +121,6 @@ class Daemon:
                 "pid": os.getpid(),
             },
         )
-
-    def _trigger(self, target: Target) -> BaseTrigger:
-        jitter = self.options.jitter_seconds or None
-        if self.options.tick_seconds is not None:
-            return IntervalTrigger(seconds=self.options.tick_seconds, jitter=jitter)
-        return crontab_trigger(target.sync.schedule, jitter)
 
     def request_stop(self, signum: int | None = None, _frame: Any = None) -> None:
         """Finish the batch in flight, start nothing new."""
@@ -259,12 +238,12 @@ class Daemon:
 
     def _count(self, result: TargetResult, duration: float) -> None:
         key, status = result.plan.key, result.status
-        if status == "busy":
+        if status == RunStatus.BUSY:
             self.metrics.inc("audience_sync_busy_total", target=key)
             log.info("target busy: skipped this tick", extra={"target": key})
             return
         self.metrics.inc("audience_sync_runs_total", target=key, status=status)
-        if status in ("error", "partial", "breaker"):
+        if status in (RunStatus.ERROR, RunStatus.PARTIAL, RunStatus.BREAKER):
             self.metrics.inc("audience_sync_run_errors_total", target=key)
         now = time.time()
         self.metrics.set("audience_sync_last_run_timestamp_seconds", now, target=key)
@@ -316,9 +295,11 @@ class Daemon:
                 dest = target.destination.name
                 if dest not in connectors:
                     connectors[dest] = build_connector(target.destination)
-                settled = follow_and_read_back(store, target_id, audience_id, connectors[dest])
-            # Settled between runs: still confirmed changes, counted as a run counts them.
-            self.metrics.inc("audience_sync_changes_confirmed_total", settled, target=target.key)
+                step = FollowStep(store, connectors[dest], target.key, target_id, audience_id)
+                step.follow(lambda: store.runs.latest_id(target_id))
+                read = step.read_back()
+            if read is None:
+                self.metrics.inc("audience_sync_follow_errors_total", target=target.key)
         except LeaseBusy:
             return
         except Exception as exc:  # a platform outage between runs is the next run's business
@@ -342,21 +323,6 @@ class Daemon:
             self.metrics.inc(
                 "audience_sync_alerts_total", kind=alert.kind, state="firing" if alert.firing else "resolved"
             )
-
-
-def follow_and_read_back(store: StateStore, target_id: int, audience_id: str, connector: Connector) -> int:
-    """Settle what the platform finished since the last run, and record its status. Returns how many
-    in-flight changes the platform confirmed. Call it under the target's lease."""
-    outbox = OutboxStore(store.db)
-    settled = 0
-    handles = outbox.in_flight_handles(target_id)
-    if handles:
-        last_run = store.db.execute("SELECT max(id) FROM runs WHERE target_id = ?", [target_id]).fetchone()[0]
-        for handle, status in connector.follow(audience_id, handles).items():
-            done = outbox.apply_handle(target_id, handle, status, int(last_run or 0))
-            settled += done if status.state == "confirmed" else 0
-    record_read_back(store, target_id, connector.read_back(audience_id))
-    return settled
 
 
 def run_daemon(config: Config, options: DaemonOptions) -> int:

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -17,12 +18,19 @@ ROWS_EVERY = 5_000
 """Source rows between two progress reports while planning."""
 
 
+class ProgressStage(StrEnum):
+    PLAN = "plan"
+    """Reading the source and planning."""
+    PUSH = "push"
+    """Sending the outbox."""
+
+
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Where one target's work stands. ``stage`` is ``plan`` (reading the source) or ``push``
-    (sending the outbox); ``to_send`` is what the push has to do, for an ETA (0 while planning)."""
+    """Where one target's work stands in ``stage``; ``to_send`` is what the push has to do, for an
+    ETA (0 while planning)."""
 
-    stage: str
+    stage: ProgressStage
     target: str
     rows_read: int = 0
     changes_planned: int = 0
@@ -45,9 +53,9 @@ def counting_rows(rows: Iterable[T], target: str, sink: ProgressSink) -> Iterato
     for row in rows:
         read += 1
         if read % ROWS_EVERY == 0:
-            sink(ProgressEvent("plan", target, rows_read=read))
+            sink(ProgressEvent(ProgressStage.PLAN, target, rows_read=read))
         yield row
-    sink(ProgressEvent("plan", target, rows_read=read, done=True))
+    sink(ProgressEvent(ProgressStage.PLAN, target, rows_read=read, done=True))
 
 
 PROGRESS_ENV = "AUDIENCE_SYNC_PROGRESS_SECONDS"

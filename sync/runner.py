@@ -10,108 +10,45 @@ run sends what is left.
 from __future__ import annotations
 
 import logging
-import math
 import sqlite3
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-from audiencesync.connectors.contract import AudienceSpec, Capabilities, Connector, PushResult, SessionInfo
+from audiencesync.connectors.contract import AudienceSpec, Capabilities, Connector
 from audiencesync.connectors.errors import ConnectorError, FatalError, TransientError
 from audiencesync.connectors.registry import build_connector
 from audiencesync.state.db import describe_sqlite_error
 from audiencesync.state.lease import Lease, LeaseBusy, acquire, default_wait
-from audiencesync.state.outbox import OutboxStore, QueuedBatch, handle_members, paired_member_keys
+from audiencesync.state.outbox import OutboxStore
+from audiencesync.state.plan_guard import count_foreign_removes
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
 from audiencesync.sync.demo.emulation import unreachable_emulator
 from audiencesync.sync.errors import InputError, SourceError, StaleStateError
+from audiencesync.sync.follow import FollowStep
 from audiencesync.sync.identity import ProfileHasher
-from audiencesync.sync.lag import record_read_back
 from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
 from audiencesync.sync.plan_file import PlanWriter, read_plan_file
-from audiencesync.sync.progress import ProgressEvent, ProgressSink, counting_rows, no_progress
+from audiencesync.sync.progress import ProgressEvent, ProgressSink, ProgressStage, counting_rows, no_progress
+from audiencesync.sync.push import TargetPush
+from audiencesync.sync.run_result import PushOutcome, TargetResult, breaker_check, plan_counts
 from audiencesync.sync.run_status import RunStatus
 from audiencesync.sync.source_check import check_source
 from audiencesync.sync.sources import read_audience
 
+__all__ = [
+    "PushOutcome",
+    "RunOptions",
+    "SyncRunner",
+    "TargetResult",
+    "breaker_check",
+    "close_connectors",
+    "sync_once",
+]
+
 log = logging.getLogger("audiencesync.runner")
-
-T = TypeVar("T")
-
-
-@dataclass
-class PushOutcome:
-    """One run's counts, the one definition that logs, ``runs``, ``/metrics`` and the report show.
-
-    ``confirmed`` is every change the platform confirmed in this run, whether at once (Meta, TikTok)
-    or by a followed job or request that succeeded (Google); an identity change (old identifiers
-    out, new ones in) counts once, when its add is confirmed."""
-
-    confirmed: int = 0
-    pending: int = 0
-    """Sent in this run and still awaiting the platform at its end (a Google job or request not yet
-    settled): confirmed + pending + rejected is what this run had accepted or refused."""
-    rejected: int = 0
-    retry: int = 0
-    requests: int = 0
-    settled: int = 0
-    """Of ``confirmed`` and rejected: in-flight changes (this run's or earlier ones') that a followed
-    job settled during this run."""
-    rejection_reasons: dict[str, int] = field(default_factory=dict)
-    unverified: int = 0
-    """Members sent in batches the platform reported failures for only as counts: at risk, not synced."""
-
-
-@dataclass
-class TargetResult:
-    """What happened to one target in one run: the plan's figures and the push's outcome."""
-
-    plan: TargetPlan
-    status: RunStatus = RunStatus.PLANNED
-    push: PushOutcome = field(default_factory=PushOutcome)
-    error: str | None = None
-    audience_id: str | None = None
-    platform_size: tuple[int | None, int | None] | None = None
-    at_risk: dict[str, int] = field(default_factory=dict)
-    """After the push: members not settled as synced, by state (``unverified``: the platform reported
-    failures in their batch only as a count; ``maybe``: sent, answer never recorded)."""
-    notice: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out = self.plan.as_dict()
-        out.update(
-            breaker_check=breaker_check(self.plan),
-            status=self.status,
-            error=self.error,
-            at_risk=self.at_risk,
-            notice=self.notice,
-            audience_id=self.audience_id,
-            push={
-                "confirmed": self.push.confirmed,
-                "pending": self.push.pending,
-                "rejected": self.push.rejected,
-                "retry": self.push.retry,
-                "requests": self.push.requests,
-                "settled": self.push.settled,
-                "rejection_reasons": self.push.rejection_reasons,
-                "unverified": self.push.unverified,
-            },
-        )
-        return out
-
-
-@dataclass(frozen=True)
-class _SentBatch:
-    batch: QueuedBatch
-    session: SessionInfo | None
-    last: bool
-    sent_at: float
-    future: Future[PushResult]
 
 
 @dataclass
@@ -133,18 +70,6 @@ class RunOptions:
     or 60); then the target is skipped with status ``busy``."""
 
 
-def _with_lookahead(items: Iterator[T]) -> Iterator[tuple[T, bool]]:
-    """Yield (item, is_last)."""
-    try:
-        current = next(items)
-    except StopIteration:
-        return
-    for following in items:
-        yield current, False
-        current = following
-    yield current, True
-
-
 class SyncRunner:
     """Runs every (or one) sync target of a config against a state file."""
 
@@ -156,10 +81,6 @@ class SyncRunner:
         self.planner = Planner(store.db)
         self._connectors: dict[str, Connector] = {}
         self._lease: Lease | None = None
-        self._identity_keys: set[bytes] = set()
-        self._run_pending: dict[str, int] = {}
-        """Handles this push left pending, with how many changes each carries."""
-        """Members of the target being pushed whose change is an identity change (see PushOutcome)."""
         self._settled_early: dict[str, int] = {}
         """In-flight changes of earlier runs settled before a target's plan was committed."""
 
@@ -282,10 +203,6 @@ class SyncRunner:
             self._connectors[name] = factory(target) if factory else build_connector(target.destination)
         return self._connectors[name]
 
-    def _refresh_after(self, target: Target) -> float | None:
-        refresh = getattr(self._connector(target), "refresh_due_seconds", None)
-        return refresh() if callable(refresh) else None
-
     def _plan_audience(self, targets: list[Target]) -> list[TargetPlan]:
         specs = []
         for target in targets:
@@ -298,7 +215,7 @@ class SyncRunner:
                     row.id if row else None,
                     row.state_version if row else 0,
                     self._capabilities(target).max_batch,
-                    self._refresh_after(target),
+                    self._connector(target).refresh_due_seconds(),
                 )
             )
         name = targets[0].audience.name
@@ -311,7 +228,7 @@ class SyncRunner:
         for plan in plans:
             self.options.progress(
                 ProgressEvent(
-                    "plan",
+                    ProgressStage.PLAN,
                     plan.key,
                     rows_read=plan.source_members,
                     changes_planned=plan.total_adds + plan.total_removes,
@@ -396,29 +313,36 @@ class SyncRunner:
         """Follow the handles an earlier run left in flight and apply what the platform says; how many
         changes settled. A platform that does not answer now is followed again by the push."""
         assert plan.target_id is not None
+        tid = plan.target_id
         row = self.store.find_target(plan.key)
-        handles = self.outbox.in_flight_handles(plan.target_id)
-        if row is None or row.platform_audience_id is None or not handles:
+        if row is None or row.platform_audience_id is None:
             return 0
+        runs: list[int] = []
+
+        def start_run() -> int:
+            runs.append(self.store.start_run(tid, self.options.trigger))
+            return runs[-1]
+
         try:
-            statuses = self._connector(plan.target).follow(row.platform_audience_id, handles)
+            step = FollowStep(
+                self.store, self._connector(plan.target), plan.key, tid, row.platform_audience_id
+            )
+            report = step.follow(start_run)
         except ConnectorError as exc:
+            # Not this run's failure yet: the push follows again, and fails the run if it fails then.
             log.warning("following in-flight work failed", extra={"target": plan.key, "error": str(exc)})
             return 0
-        run_id = self.store.start_run(plan.target_id, self.options.trigger)
-        settled = sum(
-            self.outbox.apply_handle(plan.target_id, handle, status, run_id)
-            for handle, status in statuses.items()
-        )
-        self.store.finish_run(run_id, RunStatus.OK, {"confirmed": settled}, None)
-        self._settled_early[plan.key] = settled
-        return settled
+        if not runs:
+            return 0
+        self.store.finish_run(runs[0], RunStatus.OK, {"confirmed": report.applied}, None)
+        self._settled_early[plan.key] = report.applied
+        return report.applied
 
     def _refuse(self, plan: TargetPlan) -> TargetResult:
         assert plan.target_id is not None
         run_id = self.store.start_run(plan.target_id, self.options.trigger)
         self.store.finish_run(
-            run_id, RunStatus.BREAKER, _plan_counts(plan), f"circuit breaker: {plan.breaker}"
+            run_id, RunStatus.BREAKER, plan_counts(plan), f"circuit breaker: {plan.breaker}"
         )
         log.warning("breaker tripped", extra={"target": plan.key, "reason": plan.breaker})
         return TargetResult(plan, status=RunStatus.BREAKER, error=plan.breaker)
@@ -429,8 +353,6 @@ class SyncRunner:
         assert plan.target_id is not None
         tid = plan.target_id
         result = TargetResult(plan)
-        self._identity_keys = paired_member_keys(self.store.db, tid)
-        self._run_pending = {}
         result.push.settled = self._settled_early.pop(plan.key, 0)
         run_id = self.store.start_run(tid, self.options.trigger)
         try:
@@ -440,19 +362,17 @@ class SyncRunner:
             caps = connector.capabilities()
             audience_id = self._ensure_audience(target, tid, connector, caps)
             result.audience_id = audience_id
-            self._follow(tid, audience_id, connector, result, run_id)
-            for op in ("remove", "add"):
-                if self._should_stop():
-                    break
-                # A session Meta refused is abandoned; its batches go again in a new one, once.
-                refused = self._push_op(tid, op, audience_id, connector, caps, result, run_id)
-                if refused and self._push_op(tid, op, audience_id, connector, caps, result, run_id):
-                    raise FatalError(
-                        "Meta refused a batch even at the start of a new upload session: check the "
-                        "destination settings"
-                    )
-            self._follow(tid, audience_id, connector, result, run_id)
-            self._read_back(tid, audience_id, connector, result)
+            push = TargetPush(
+                self.store,
+                connector,
+                caps,
+                result,
+                audience_id,
+                run_id,
+                self._should_stop,
+                self.options.progress,
+            )
+            push.run()
             result.status = RunStatus.STOPPED if self._should_stop() else RunStatus.OK
             if self._lease is not None and self._lease.lost:
                 result.error = (
@@ -478,19 +398,14 @@ class SyncRunner:
                 "reported failures in their batches only as counts, or never answered; the next run "
                 "resends them"
             )
-        counts = _plan_counts(plan)
-        counts.update(
-            confirmed=result.push.confirmed,
-            pending=result.push.pending,
-            rejected=result.push.rejected,
-            requests=result.push.requests,
+        self.store.finish_run(
+            run_id, result.status, result.run_counts(), result.error, result.push.rejection_reasons
         )
-        self.store.finish_run(run_id, result.status, counts, result.error, result.push.rejection_reasons)
         self.options.progress(
             ProgressEvent(
-                "push",
+                ProgressStage.PUSH,
                 plan.key,
-                members_sent=result.push.confirmed + result.push.pending + result.push.rejected,
+                members_sent=result.push.sent,
                 to_send=plan.total_adds + plan.total_removes,
                 requests=result.push.requests,
                 done=True,
@@ -523,161 +438,6 @@ class SyncRunner:
             self.store.record_audience(tid, audience_id, kinds)
         return audience_id
 
-    def _push_op(
-        self,
-        tid: int,
-        op: str,
-        audience_id: str,
-        connector: Connector,
-        caps: Capabilities,
-        result: TargetResult,
-        run_id: int,
-    ) -> bool:
-        """Push the queued changes of ``op``; True when the platform refused an upload session (those
-        batches stay queued for a push in a new session)."""
-        total = self.outbox.queued_count(tid, op)
-        if total == 0:
-            return False
-        send = connector.add if op == "add" else connector.remove
-        # Every push starts a new session: one left by an earlier run (killed, or stopped when
-        # throttling outlasted max_wait_seconds) may hold a batch_seq Meta never saw, or be closed.
-        fresh = True
-        refused = False
-        # One batch is on the wire at a time, sent from a worker thread, so that this thread reads the
-        # next batch and commits the previous one's outcome meanwhile (the state connection is only
-        # ever used here). A batch is sent only once the one before it succeeded.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audiencesync-push") as sender:
-            sent: _SentBatch | None = None
-            for batch, last in _with_lookahead(self.outbox.batches(tid, op, caps.max_batch)):
-                previous = self._outcome(sent, caps, result) if sent is not None else None
-                if sent is not None and previous is not None and self._should_stop():
-                    # Stop requested while the last batch was on the wire: save it, send nothing new.
-                    self._settle(tid, op, sent, previous, result, run_id)
-                    sent = None
-                    break
-                if previous is not None and previous.detail.get("session_refused"):
-                    refused = fresh = True
-                session = self._session(tid, op, last, total, fresh) if caps.uses_sessions else None
-                fresh = False
-                # Write-ahead: the batch is recorded as on the wire, and committed, before it is sent.
-                self.outbox.mark_on_wire(
-                    tid,
-                    op,
-                    [c.member_key for c in batch.changes],
-                    session.session_id if session else None,
-                    session.batch_seq if session else None,
-                )
-                sent_at = time.time()
-                future = sender.submit(send, audience_id, batch.changes, session)
-                if sent is not None and previous is not None:
-                    self._settle(tid, op, sent, previous, result, run_id)
-                sent = _SentBatch(batch, session, last, sent_at, future)
-            if sent is not None:
-                outcome = self._outcome(sent, caps, result)
-                refused = refused or bool(outcome.detail.get("session_refused"))
-                self._settle(tid, op, sent, outcome, result, run_id)
-        if self._should_stop():
-            log.info("stopping: the batch in flight was saved", extra={"target": result.plan.key})
-        return refused and not self._should_stop()
-
-    @staticmethod
-    def _outcome(sent: _SentBatch, caps: Capabilities, result: TargetResult) -> PushResult:
-        try:
-            return sent.future.result()
-        except TransientError:
-            result.push.requests += max(1, math.ceil(len(sent.batch.changes) / caps.max_batch))
-            raise
-
-    def _settle(
-        self, tid: int, op: str, sent: _SentBatch, outcome: PushResult, result: TargetResult, run_id: int
-    ) -> None:
-        self.outbox.apply_result(tid, op, outcome, run_id, sent.sent_at)
-        log.debug(
-            "batch saved",
-            extra={
-                "target": result.plan.key,
-                "op": op,
-                "size": len(sent.batch.changes),
-                "confirmed": len(outcome.confirmed),
-                "pending": sum(len(v) for v in outcome.pending.values()),
-                "rejected": len(outcome.rejected),
-                "seconds": round(time.time() - sent.sent_at, 3),
-            },
-        )
-        self._count(result, op, outcome)
-        plan = result.plan
-        self.options.progress(
-            ProgressEvent(
-                "push",
-                plan.key,
-                members_sent=result.push.confirmed + result.push.pending + result.push.rejected,
-                to_send=plan.total_adds + plan.total_removes,
-                requests=result.push.requests,
-            )
-        )
-        if sent.last and sent.session is not None:
-            self.store.end_session(tid, op)
-
-    def _session(self, tid: int, op: str, last: bool, total: int, fresh: bool) -> SessionInfo:
-        session_id, seq = self.store.reserve_batch_seq(tid, op, fresh=fresh)
-        return SessionInfo(session_id=session_id, batch_seq=seq, last_batch=last, estimated_total=total)
-
-    def _count_confirmed(self, result: TargetResult, op: str, keys: Iterable[bytes]) -> None:
-        if op == "add":
-            result.push.confirmed += sum(1 for _ in keys)
-        else:
-            result.push.confirmed += sum(1 for k in keys if k not in self._identity_keys)
-
-    def _count(self, result: TargetResult, op: str, outcome: PushResult) -> None:
-        self._count_confirmed(result, op, outcome.confirmed)
-        for handle, keys in outcome.pending.items():
-            self._run_pending[handle] = self._run_pending.get(handle, 0) + len(keys)
-        result.push.pending += sum(len(v) for v in outcome.pending.values())
-        result.push.rejected += len(outcome.rejected)
-        result.push.retry += len(outcome.retry)
-        result.push.unverified += len(outcome.unverified)
-        result.push.requests += outcome.requests
-        for reason in outcome.rejected.values():
-            result.push.rejection_reasons[reason] = result.push.rejection_reasons.get(reason, 0) + 1
-
-    def _follow(
-        self, tid: int, audience_id: str, connector: Connector, result: TargetResult, run_id: int
-    ) -> None:
-        handles = self.outbox.in_flight_handles(tid)
-        if not handles:
-            return
-        statuses = connector.follow(audience_id, handles)
-        log.debug(
-            "followed",
-            extra={
-                "target": result.plan.key,
-                "handles": len(handles),
-                "states": [s.state for s in statuses.values()],
-            },
-        )
-        for handle, status in statuses.items():
-            members = handle_members(self.store.db, tid, handle) if status.state == "confirmed" else []
-            settled = self.outbox.apply_handle(tid, handle, status, run_id)
-            if status.state != "pending":
-                # Settled within the run that sent it: no longer pending, but confirmed (or re-queued).
-                result.push.pending -= self._run_pending.pop(handle, 0)
-            if status.state == "confirmed" and status.rejected_count:
-                result.push.unverified += settled
-            elif status.state == "confirmed":
-                result.push.settled += settled
-                for op in ("remove", "add"):
-                    self._count_confirmed(result, op, (k for o, k in members if o == op))
-
-    def _read_back(self, tid: int, audience_id: str, connector: Connector, result: TargetResult) -> None:
-        try:
-            status = connector.read_back(audience_id)
-        except TransientError as exc:
-            log.warning("read-back failed", extra={"target": result.plan.key, "error": str(exc)})
-            return
-        # The same recording as the daemon's follow tick, so a cron run stamps ready_at too.
-        record_read_back(self.store, tid, status)
-        result.platform_size = (status.size_lower, status.size_upper)
-
     # --- plan files ----------------------------------------------------------------------------
     def _open_plan_file(self) -> PlanWriter | None:
         if self.options.plan_out is None:
@@ -704,13 +464,8 @@ class SyncRunner:
     def _refuse_foreign_removes(self, path: Path, plan: TargetPlan) -> None:
         """A saved plan may only remove what this tool added: each remove must match a member state
         holds (or an add it may have sent), payload and all."""
-        foreign = self.store.db.execute(
-            f"SELECT count(*) FROM {plan.table} d WHERE d.op = 'remove' AND NOT EXISTS "
-            "(SELECT 1 FROM members m WHERE m.target_id = ? AND m.member_key = d.member_key "
-            "AND m.payload_fp = d.payload_fp) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE "
-            "o.target_id = ? AND o.member_key = d.member_key AND o.op = 'add' AND o.payload_fp = d.payload_fp)",
-            [plan.target_id, plan.target_id],
-        ).fetchone()[0]
+        assert plan.target_id is not None
+        foreign = count_foreign_removes(self.store.db, plan.table, plan.target_id)
         if foreign:
             self.planner.discard(plan)
             raise InputError(
@@ -719,45 +474,17 @@ class SyncRunner:
             )
 
 
-def close_connectors(connectors: Iterable[object]) -> None:
-    """Call ``close()`` on each connector that has one (TikTok's HTTP session, Google's gRPC channel).
-    A close that fails is logged, not raised: it must not hide how the run itself ended."""
+def close_connectors(connectors: Iterable[Connector]) -> None:
+    """Close each connector (TikTok's HTTP session, Google's gRPC channel). A close that fails is
+    logged, not raised: it must not hide how the run itself ended."""
     for connector in connectors:
-        close = getattr(connector, "close", None)
-        if not callable(close):
-            continue
         try:
-            close()
+            connector.close()
         except Exception as exc:
             log.warning(
                 "closing a connector failed",
                 extra={"connector": type(connector).__name__, "error": type(exc).__name__},
             )
-
-
-def breaker_check(plan: TargetPlan) -> dict[str, Any]:
-    """The circuit breaker's figures for a plan: what it compared and against which thresholds."""
-    breaker = plan.target.sync.breaker
-    return {
-        "tripped": plan.breaker is not None,
-        "reason": plan.breaker,
-        "removes": plan.removes,
-        "synced": plan.synced,
-        "source_members": plan.source_members,
-        "remove_share": round(plan.removes / plan.synced, 4) if plan.synced else None,
-        "max_remove_share": breaker.max_remove_share,
-        "max_remove_count": breaker.max_remove_count,
-    }
-
-
-def _plan_counts(plan: TargetPlan) -> dict[str, Any]:
-    return {
-        "source_members": plan.source_members,
-        "adds": plan.adds,
-        "removes": plan.removes,
-        "identity_changes": plan.identity_changes,
-        "invalid": dict(plan.invalid),
-    }
 
 
 def sync_once(

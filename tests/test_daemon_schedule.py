@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audiencesync.state.store import StateStore
 from audiencesync.sync import daemon as daemon_module
 from audiencesync.sync.config import load_config
 from audiencesync.sync.daemon import Daemon, DaemonOptions
+from audiencesync.sync.follow import FollowReport, FollowStep
 from audiencesync.sync.runner import sync_once
 from sample_configs import WriteConfig
 
@@ -38,12 +38,13 @@ def test_a_scheduled_run_that_lands_during_the_follow_step_waits_and_runs(
     key = config.targets()[0].key  # the follow step starts with it
     following, release = threading.Event(), threading.Event()
 
-    def slow_follow(store: StateStore, *_args: Any) -> int:
-        following.set()
-        release.wait(5)
-        return 0
+    class SlowFollow(FollowStep):
+        def follow(self, *_args: Any, **_kwargs: Any) -> FollowReport:
+            following.set()
+            release.wait(5)
+            return FollowReport()
 
-    monkeypatch.setattr(daemon_module, "follow_and_read_back", slow_follow)
+    monkeypatch.setattr(daemon_module, "FollowStep", SlowFollow)
     daemon = Daemon(config, DaemonOptions(jitter_seconds=0))
     follow = threading.Thread(target=daemon.follow_tick)
     follow.start()

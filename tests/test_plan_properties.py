@@ -75,6 +75,12 @@ class InMemoryPlatform:
     def read_back(self, audience_id: str) -> PlatformStatus:
         return PlatformStatus(size_lower=len(self.members), size_upper=len(self.members), ready=True)
 
+    def refresh_due_seconds(self) -> float | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
 
 def expected(snapshot: Mapping[str, str]) -> set[str]:
     return {json.dumps({"email": sha256_hex(normalize("meta", "email", e))}) for e in snapshot.values()}

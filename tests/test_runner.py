@@ -190,7 +190,7 @@ def test_a_saved_plan_push_closes_the_connectors(
     assert closed == ["files"]
 
 
-def test_connectors_without_close_are_left_alone_and_a_failing_close_is_logged(
+def test_a_failing_close_is_logged_and_does_not_change_how_the_run_ended(
     write_config: WriteConfig, demo_db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     class BrokenClose(FileConnector):

@@ -101,6 +101,13 @@ class FileConnector:
         updated = files[-1].stat().st_mtime if files else None
         return PlatformStatus(state=f"{len(files)} file(s) written", ready=True, updated_at=updated)
 
+    def refresh_due_seconds(self) -> float | None:
+        """Files do not expire: nothing is ever re-sent for age."""
+        return None
+
+    def close(self) -> None:
+        """Every file is closed once written: nothing is held open."""
+
     def _write(self, audience_id: str, op: str, batch: Sequence[Change]) -> PushResult:
         keys = self._schemas.get(audience_id) or tuple(HEADERS[self.format])
         headers = HEADERS[self.format]

@@ -80,6 +80,7 @@ class MetaConnector:
             endpoint = dest.endpoint if "//" in dest.endpoint else f"http://{dest.endpoint}"
             session.GRAPH = endpoint.rstrip("/")
         self.api_version = str(settings.get("api_version") or DEFAULT_API_VERSION)
+        self._sdk_session = session
         self._api = FacebookAdsApi(session, api_version=self.api_version)
         self.version_warning: str | None = None
         """Meta's last auto-upgrade note for ``api_version``, if it sent one."""
@@ -247,6 +248,14 @@ class MetaConnector:
     def follow(self, audience_id: str, handles: Sequence[str]) -> Mapping[str, HandleStatus]:
         """Meta confirms /users requests synchronously, so nothing is ever pending."""
         return {h: HandleStatus("confirmed") for h in handles}
+
+    def refresh_due_seconds(self) -> float | None:
+        """Meta states no membership lifespan for customer-list members: never re-sent for age."""
+        return None
+
+    def close(self) -> None:
+        """Close the SDK session's HTTP connections (``FacebookSession.requests``)."""
+        self._sdk_session.requests.close()
 
     def read_back(self, audience_id: str) -> PlatformStatus:
         body = self._call("GET", (audience_id,), {"fields": _STATUS_FIELDS})

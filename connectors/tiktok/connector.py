@@ -144,8 +144,12 @@ class TikTokConnector:
         """Placeholder id -> real id, for file audiences created by this instance."""
 
     def close(self) -> None:
-        """Close the HTTP connections (not part of the contract; the runner may skip it)."""
+        """Close the HTTP connections."""
         self._session.close()
+
+    def refresh_due_seconds(self) -> float | None:
+        """TikTok expires a whole audience, not its members (tiktok.md, "Expiry"): never re-sent for age."""
+        return None
 
     # --- contract --------------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:

@@ -11,21 +11,24 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+from audiencesync import load_config
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
 from audiencesync.sync.cli.logs import setup_logging
 from audiencesync.sync.cli.options import config_option, input_errors, load
 from audiencesync.sync.cli.table_output import choose_format, format_option
-from audiencesync.sync.config import check_country, load_config
+from audiencesync.sync.config import check_country
 from audiencesync.sync.errors import InputError
-from audiencesync.sync.run_status import FAILED, ExitCode, RunStatus
+from audiencesync.sync.run_status import ExitCode
 from rich.console import Console
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from audiencesync import SyncReport
 
 
 def _stderr() -> Console:
@@ -137,7 +140,7 @@ def sync(
     after_dbt: Path | None = None,
 ) -> None:
     """Plan each audience against its last-synced state and push the adds and removes."""
-    from audiencesync.sync.runner import sync_once
+    from audiencesync import sync_once
 
     if apply_plan and (dry_run or plan_out or only):
         raise InputError(
@@ -153,7 +156,7 @@ def sync(
     progress = _progress_sink(quiet or as_json or output_format == "json")
     try:
         with stop_on_signals() as stop:
-            results = sync_once(
+            report = sync_once(
                 config,
                 dry_run=dry_run,
                 only=only,
@@ -162,11 +165,12 @@ def sync(
                 apply_plan=apply_plan,
                 progress=progress,
                 should_stop=stop.requested,
+                trigger="cli",
             )
     finally:
         getattr(progress, "close", lambda: None)()
-    _print_results(results, dry_run, as_json, output_format)
-    sys.exit(stop.exit_code if stop.exit_code is not None else _exit_code(results))
+    _print_results(report, output_format, as_json)
+    sys.exit(stop.exit_code if stop.exit_code is not None else report.exit_code)
 
 
 def _progress_sink(quiet: bool) -> Any:
@@ -183,23 +187,15 @@ def _progress_sink(quiet: bool) -> Any:
     return ProgressLog()
 
 
-def _print_results(results: Sequence[Any], dry_run: bool, as_json: bool, output_format: str | None) -> None:
+def _print_results(report: SyncReport, output_format: str | None, as_json: bool) -> None:
     console = Console(highlight=False)
     fmt = choose_format(console, output_format, as_json)
     if fmt == "json":
-        click.echo(json.dumps({"dry_run": dry_run, "targets": [r.as_dict() for r in results]}, indent=2))
+        click.echo(report.to_json())
         return
     from audiencesync.sync.cli.report import render_results
 
-    render_results(console, results, dry_run, fmt)
-
-
-def _exit_code(results: Sequence[Any]) -> int:
-    if any(r.status in FAILED for r in results):
-        return ExitCode.FAILED
-    if any(r.status == RunStatus.BREAKER for r in results):
-        return ExitCode.BREAKER
-    return ExitCode.OK
+    render_results(console, report.targets, report.dry_run, fmt)
 
 
 def _country_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
@@ -78,7 +77,8 @@ def daemon(
     time (a lease in the state file), so a cron `sync` next to the daemon is safe.
     $AUDIENCE_SYNC_TICK_SECONDS=N runs every target every N seconds instead (tests, catching up).
     """
-    from audiencesync.sync.daemon import DaemonOptions, run_daemon, tick_from_env
+    from audiencesync.sync.daemon import DaemonOptions, run_daemon
+    from audiencesync.sync.schedule import tick_from_env
 
     config = load(config_path)
     options = DaemonOptions(
@@ -126,61 +126,44 @@ def lag(
 
     Exits 4 when any target breaches its max_lag.
     """
-    from audiencesync.state.store import StateStore
-    from audiencesync.sync import alerts
-    from audiencesync.sync.lag import lag_report, prune_lag
+    from audiencesync import lag_report
 
     try:
         window = parse_duration(since)
     except ValueError as exc:
         raise InputError(f"--since: {exc}") from None
     config = load(config_path)
-    _require_state(config)
-    targets = config.targets(only)
-    if not targets:
-        raise InputError(f"--only {only}: no sync target matches (check audience or destination names)")
-    now = time.time()
-    store = StateStore.open(config.state_path)
-    try:
-        prune_lag(store, config.lag_retention_days, now)
-        entries = lag_report(config, store, since=now - window, now=now, targets=targets)
-        if send_alerts:
-            alerts.evaluate(
-                store,
-                entries,
-                alerts.drift_threshold(config),
-                alerts.sender_for(config),
-                now,
-                alerts.hold_for(config),
-            )
-        if html_path is not None:
-            from audiencesync.sync.cli.lag_html import render_page
-            from audiencesync.sync.status import build_status
+    report = lag_report(config, since=timedelta(seconds=window), only=only, send_alerts=send_alerts)
+    entries = report.targets
+    if html_path is not None:
+        from audiencesync.state.store import StateStore
+        from audiencesync.sync.cli.lag_html import render_page
+        from audiencesync.sync.status import build_status
 
-            # The coverage read above is reused: the page shows the same entries as the table.
+        store = StateStore.open(config.state_path)
+        try:
+            # The report's coverage is reused: the page shows the same entries as the table.
             page = build_status(
-                config, store, since=now - window, now=now, targets=targets, with_coverage=False
+                config,
+                store,
+                since=report.since,
+                now=report.generated_at,
+                targets=config.targets(only),
+                with_coverage=False,
             )
-            page.entries = entries
-            html_path.parent.mkdir(parents=True, exist_ok=True)
-            html_path.write_text(render_page(page), encoding="utf-8")
-    finally:
-        store.close()
-    breached = any(e.slo == SLO_BREACH for e in entries)
+        finally:
+            store.close()
+        page.entries = list(entries)
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(render_page(page), encoding="utf-8")
     console = Console(highlight=False)
     if choose_format(console, output_format, as_json) == "json":
-        body = {
-            "generated_at": now,
-            "since": now - window,
-            "breached": breached,
-            "targets": [e.as_dict() for e in entries],
-        }
-        click.echo(json.dumps(body, indent=2))
+        click.echo(report.to_json())
     else:
         render_lag(console, entries, since, choose_format(console, output_format))
         if html_path is not None:
             click.echo(f"wrote {html_path}")
-    sys.exit(EXIT_SLO_BREACH if breached else 0)
+    sys.exit(EXIT_SLO_BREACH if report.breached else 0)
 
 
 def _pending(e: TargetLag) -> str:

@@ -19,7 +19,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from audiencesync.connectors.contract import (
     AudienceSpec,
@@ -97,10 +96,11 @@ class KillingConnector:
     def read_back(self, audience_id: str) -> PlatformStatus:
         return self.inner.read_back(audience_id)
 
+    def refresh_due_seconds(self) -> float | None:
+        return self.inner.refresh_due_seconds()
+
     def close(self) -> None:
-        close: Any = getattr(self.inner, "close", None)
-        if callable(close):
-            close()
+        self.inner.close()
 
 
 def main(argv: list[str]) -> int:
