@@ -92,6 +92,7 @@ def db_file(db: sqlite_utils.Database) -> str | None:
 
 
 def read_lease(db: sqlite_utils.Database, target_id: int) -> LeaseRow | None:
+    """Who holds the target's lease, and until when; None when nobody does."""
     row = db.execute(
         "SELECT target_id, holder, pid, acquired_at, expires_at FROM leases WHERE target_id = ?", [target_id]
     ).fetchone()
@@ -103,11 +104,7 @@ def try_acquire(db: sqlite_utils.Database, target_id: int, holder: str, ttl: flo
     whoever holds it."""
     now = time.time()
     with atomic(db) as conn:
-        row = conn.execute(
-            "SELECT target_id, holder, pid, acquired_at, expires_at FROM leases WHERE target_id = ?",
-            [target_id],
-        ).fetchone()
-        current = None if row is None else LeaseRow(*row)
+        current = read_lease(db, target_id)
         if (
             current is not None
             and current.holder != holder

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import sqlite_utils
 from audiencesync.connectors.contract import Change, HandleStatus, PushResult
 from audiencesync.state.db import atomic
+from audiencesync.state.outbox_values import ChangeOp, Confirmation, OutboxStatus
 from audiencesync.state.sealed import PREFIX, sealer_for
 
 # A rejected change is tried again on each of the next runs until it was refused
@@ -74,8 +75,9 @@ class OutboxStore:
         """Keys of the batches ``batches`` served lately, by (target, op, first key), in key order."""
 
     def queued_count(self, target_id: int, op: str) -> int:
+        """Changes of ``op`` waiting to be sent."""
         row = self.db.execute(
-            "SELECT count(*) FROM outbox WHERE target_id = ? AND op = ? AND status = 'queued'",
+            f"SELECT count(*) FROM outbox WHERE target_id = ? AND op = ? AND status = '{OutboxStatus.QUEUED}'",
             [target_id, op],
         ).fetchone()
         return int(row[0])
@@ -87,7 +89,7 @@ class OutboxStore:
         while True:
             rows = self.db.execute(
                 "SELECT member_key, payload, consent FROM outbox "
-                "WHERE target_id = ? AND op = ? AND status = 'queued' AND member_key > ? "
+                f"WHERE target_id = ? AND op = ? AND status = '{OutboxStatus.QUEUED}' AND member_key > ? "
                 "ORDER BY member_key LIMIT ?",
                 [target_id, op, after, size],
             ).fetchall()
@@ -127,7 +129,7 @@ class OutboxStore:
             for handle, keys in result.pending.items():
                 scope = self._scope(conn, target_id, op, keys)
                 conn.execute(
-                    f"UPDATE outbox SET status = 'in_flight', handle = ?, sent_at = ?, wire_at = NULL "
+                    f"UPDATE outbox SET status = '{OutboxStatus.IN_FLIGHT}', handle = ?, sent_at = ?, wire_at = NULL "
                     f"WHERE {scope.bare}",
                     [handle, sent_at, *scope.params],
                 )
@@ -155,17 +157,9 @@ class OutboxStore:
             _keys_table(conn, keys)
             conn.execute(
                 "UPDATE outbox SET wire_at = ?, wire_session = ?, wire_seq = ? WHERE target_id = ? AND op = ? "
-                "AND status = 'queued' AND member_key IN (SELECT member_key FROM batch_keys)",
+                f"AND status = '{OutboxStatus.QUEUED}' AND member_key IN (SELECT member_key FROM batch_keys)",
                 [now, session_id, batch_seq, target_id, op],
             )
-
-    def unanswered_count(self, target_id: int) -> int:
-        """Changes sent without a recorded answer (maybe applied)."""
-        row = self.db.execute(
-            "SELECT count(*) FROM outbox WHERE target_id = ? AND status = 'queued' AND wire_at IS NOT NULL",
-            [target_id],
-        ).fetchone()
-        return int(row[0])
 
     def recover_unanswered(self, target_id: int) -> int:
         """Turn every change sent without a recorded answer into a *maybe applied* member, in one
@@ -185,7 +179,7 @@ class OutboxStore:
         now = time.time()
         with atomic(self.db) as conn:
             (count,) = conn.execute(
-                "SELECT count(*) FROM outbox WHERE target_id = ? AND status = 'queued' AND wire_at IS NOT NULL",
+                f"SELECT count(*) FROM outbox WHERE target_id = ? AND status = '{OutboxStatus.QUEUED}' AND wire_at IS NOT NULL",
                 [target_id],
             ).fetchone()
             if not count:
@@ -194,24 +188,24 @@ class OutboxStore:
                 "INSERT INTO members (target_id, member_key, raw_fp, payload_fp, payload, invalid, added_run, "
                 " added_at, uploaded_at, confirmation) "
                 "SELECT o.target_id, o.member_key, coalesce(o.raw_fp, x''), o.payload_fp, o.payload, o.invalid, "
-                " NULL, ?, ?, 'maybe' FROM outbox o "
-                "WHERE o.target_id = ? AND o.op = 'add' AND o.status = 'queued' AND o.wire_at IS NOT NULL "
+                f" NULL, ?, ?, '{Confirmation.MAYBE}' FROM outbox o "
+                f"WHERE o.target_id = ? AND o.op = '{ChangeOp.ADD}' AND o.status = '{OutboxStatus.QUEUED}' AND o.wire_at IS NOT NULL "
                 "ON CONFLICT (target_id, member_key) DO UPDATE SET "
                 " confirmation = CASE WHEN members.payload_fp = excluded.payload_fp THEN members.confirmation "
-                "  ELSE 'maybe' END, "
+                f"  ELSE '{Confirmation.MAYBE}' END, "
                 " raw_fp = excluded.raw_fp, payload_fp = excluded.payload_fp, payload = excluded.payload, "
                 " invalid = excluded.invalid",
                 [now, now, target_id],
             )
             conn.execute(
-                "UPDATE members SET confirmation = 'maybe' WHERE target_id = ? AND EXISTS "
+                f"UPDATE members SET confirmation = '{Confirmation.MAYBE}' WHERE target_id = ? AND EXISTS "
                 "(SELECT 1 FROM outbox o WHERE o.target_id = members.target_id AND o.member_key = members.member_key "
-                " AND o.op = 'remove' AND o.status = 'queued' AND o.wire_at IS NOT NULL "
+                f" AND o.op = '{ChangeOp.REMOVE}' AND o.status = '{OutboxStatus.QUEUED}' AND o.wire_at IS NOT NULL "
                 " AND o.payload_fp = members.payload_fp)",
                 [target_id],
             )
             conn.execute(
-                "DELETE FROM outbox WHERE target_id = ? AND status = 'queued' AND wire_at IS NOT NULL",
+                f"DELETE FROM outbox WHERE target_id = ? AND status = '{OutboxStatus.QUEUED}' AND wire_at IS NOT NULL",
                 [target_id],
             )
             conn.execute("UPDATE targets SET state_version = state_version + 1 WHERE id = ?", [target_id])
@@ -222,7 +216,7 @@ class OutboxStore:
         return {
             str(state): int(n)
             for state, n in self.db.execute(
-                "SELECT confirmation, count(*) FROM members WHERE target_id = ? AND confirmation != 'synced' "
+                f"SELECT confirmation, count(*) FROM members WHERE target_id = ? AND confirmation != '{Confirmation.SYNCED}' "
                 "GROUP BY confirmation",
                 [target_id],
             ).fetchall()
@@ -235,21 +229,21 @@ class OutboxStore:
         for without naming them. An add joins members as ``unverified`` (possibly on the platform); a
         remove keeps its member as ``unverified`` (possibly still there). Either way the change leaves
         the outbox and the next plan resends it while the source still asks for it."""
-        if op == "add":
+        if op == ChangeOp.ADD:
             conn.execute(
                 "INSERT INTO members (target_id, member_key, raw_fp, payload_fp, payload, invalid, added_run, "
                 " added_at, uploaded_at, confirmation, reported_failures) "
                 "SELECT o.target_id, o.member_key, coalesce(o.raw_fp, x''), o.payload_fp, o.payload, o.invalid, "
-                " ?, ?, ?, 'unverified', ? FROM outbox o "
-                "WHERE o.target_id = ? AND o.op = 'add' AND o.member_key IN (SELECT member_key FROM batch_keys) "
-                "ON CONFLICT (target_id, member_key) DO UPDATE SET confirmation = 'unverified', "
+                f" ?, ?, ?, '{Confirmation.UNVERIFIED}', ? FROM outbox o "
+                f"WHERE o.target_id = ? AND o.op = '{ChangeOp.ADD}' AND o.member_key IN (SELECT member_key FROM batch_keys) "
+                f"ON CONFLICT (target_id, member_key) DO UPDATE SET confirmation = '{Confirmation.UNVERIFIED}', "
                 " reported_failures = excluded.reported_failures, raw_fp = excluded.raw_fp, "
                 " payload_fp = excluded.payload_fp, payload = excluded.payload, invalid = excluded.invalid",
                 [run_id, now, now, failures, target_id],
             )
         else:
             conn.execute(
-                "UPDATE members SET confirmation = 'unverified', reported_failures = ? WHERE target_id = ? "
+                f"UPDATE members SET confirmation = '{Confirmation.UNVERIFIED}', reported_failures = ? WHERE target_id = ? "
                 "AND member_key IN (SELECT member_key FROM batch_keys)",
                 [failures, target_id],
             )
@@ -260,8 +254,9 @@ class OutboxStore:
         conn.execute("UPDATE targets SET state_version = state_version + 1 WHERE id = ?", [target_id])
 
     def in_flight_handles(self, target_id: int) -> list[str]:
+        """The platform handles (jobs, requests) changes of the target are in flight under."""
         rows = self.db.execute(
-            "SELECT DISTINCT handle FROM outbox WHERE target_id = ? AND status = 'in_flight' ORDER BY handle",
+            f"SELECT DISTINCT handle FROM outbox WHERE target_id = ? AND status = '{OutboxStatus.IN_FLIGHT}' ORDER BY handle",
             [target_id],
         ).fetchall()
         return [r[0] for r in rows]
@@ -273,30 +268,30 @@ class OutboxStore:
         now = time.time()
         with atomic(self.db) as conn:
             rows = conn.execute(
-                "SELECT op, member_key FROM outbox WHERE target_id = ? AND handle = ? AND status = 'in_flight'",
+                f"SELECT op, member_key FROM outbox WHERE target_id = ? AND handle = ? AND status = '{OutboxStatus.IN_FLIGHT}'",
                 [target_id, handle],
             ).fetchall()
             if status.state == "confirmed" and status.rejected_count:
                 # Google's request status counts errors per destination without naming members
                 # (PARTIAL_SUCCESS, google-ads-datamanager request_status_per_destination.py): none of
                 # them can be called synced.
-                for op in ("remove", "add"):
+                for op in (ChangeOp.REMOVE, ChangeOp.ADD):
                     keys = [r[1] for r in rows if r[0] == op]
                     if keys:
                         _keys_table(conn, keys)
                         self._settle_unverified(conn, target_id, op, status.rejected_count, run_id, now)
             elif status.state == "confirmed":
-                for op in ("remove", "add"):
+                for op in (ChangeOp.REMOVE, ChangeOp.ADD):
                     if any(r[0] == op for r in rows):
                         # The handle names exactly its rows (and has an index): no list of keys needed.
                         scope = _Scope(
-                            "{p}target_id = ? AND {p}handle = ? AND {p}status = 'in_flight' AND {p}op = ?",
+                            f"{{p}}target_id = ? AND {{p}}handle = ? AND {{p}}status = '{OutboxStatus.IN_FLIGHT}' AND {{p}}op = ?",
                             [target_id, handle, op],
                         )
                         self._confirm(conn, target_id, op, scope, run_id, None, now)
             else:
                 conn.execute(
-                    "UPDATE outbox SET status = 'queued', handle = NULL, attempts = attempts + 1 "
+                    f"UPDATE outbox SET status = '{OutboxStatus.QUEUED}', handle = NULL, attempts = attempts + 1 "
                     "WHERE target_id = ? AND handle = ?",
                     [target_id, handle],
                 )
@@ -311,7 +306,7 @@ class OutboxStore:
         served = self._served.pop((target_id, op, keys[0]), None) if keys else None
         if served is not None and (served == keys or sorted(set(keys)) == served):
             in_range = _Scope(
-                "{p}target_id = ? AND {p}op = ? AND {p}status = 'queued' AND {p}member_key BETWEEN ? AND ?",
+                f"{{p}}target_id = ? AND {{p}}op = ? AND {{p}}status = '{OutboxStatus.QUEUED}' AND {{p}}member_key BETWEEN ? AND ?",
                 [target_id, op, served[0], served[-1]],
             )
             (count,) = conn.execute(
@@ -336,7 +331,7 @@ class OutboxStore:
         now: float,
     ) -> None:
         """Confirm the outbox rows of ``op`` in ``scope``: membership, lag records, old rejections."""
-        if op == "add":
+        if op == ChangeOp.ADD:
             # An upsert rather than INSERT OR REPLACE over a join with members: one seek per row instead
             # of two. A member whose identifiers did not change keeps when it was first added.
             conn.execute(
@@ -344,7 +339,7 @@ class OutboxStore:
                 "(target_id, member_key, raw_fp, payload_fp, payload, invalid, added_run, added_at, uploaded_at, "
                 " confirmation, reported_failures) "
                 "SELECT o.target_id, o.member_key, coalesce(o.raw_fp, x''), o.payload_fp, o.payload, o.invalid, "
-                " ?, ?, ?, 'synced', NULL "
+                f" ?, ?, ?, '{Confirmation.SYNCED}', NULL "
                 f"FROM outbox o WHERE {scope.where} "
                 "ON CONFLICT (target_id, member_key) DO UPDATE SET "
                 " added_run = coalesce(CASE WHEN members.payload_fp = excluded.payload_fp THEN members.added_run END,"
@@ -353,7 +348,7 @@ class OutboxStore:
                 "  excluded.added_at), "
                 " raw_fp = excluded.raw_fp, payload_fp = excluded.payload_fp, payload = excluded.payload, "
                 " invalid = excluded.invalid, uploaded_at = excluded.uploaded_at, "
-                " confirmation = 'synced', reported_failures = NULL",
+                f" confirmation = '{Confirmation.SYNCED}', reported_failures = NULL",
                 [run_id, now, now, *scope.params],
             )
         else:
@@ -363,7 +358,7 @@ class OutboxStore:
                 "DELETE FROM members WHERE target_id = ? "
                 f"AND member_key IN (SELECT o.member_key FROM outbox o WHERE {scope.where}) "
                 "AND payload_fp = (SELECT o.payload_fp FROM outbox o WHERE o.target_id = members.target_id "
-                " AND o.member_key = members.member_key AND o.op = 'remove')",
+                f" AND o.member_key = members.member_key AND o.op = '{ChangeOp.REMOVE}')",
                 [target_id, *scope.params],
             )
         conn.execute(
@@ -427,7 +422,7 @@ def paired_member_keys(db: sqlite_utils.Database, target_id: int) -> set[bytes]:
     ones in). Counts treat each as one change, counted when its add is confirmed."""
     rows = db.execute(
         "SELECT a.member_key FROM outbox a JOIN outbox r ON r.target_id = a.target_id "
-        "AND r.member_key = a.member_key AND r.op = 'remove' WHERE a.target_id = ? AND a.op = 'add'",
+        f"AND r.member_key = a.member_key AND r.op = '{ChangeOp.REMOVE}' WHERE a.target_id = ? AND a.op = '{ChangeOp.ADD}'",
         [target_id],
     ).fetchall()
     return {bytes(r[0]) for r in rows}
@@ -436,7 +431,7 @@ def paired_member_keys(db: sqlite_utils.Database, target_id: int) -> set[bytes]:
 def handle_members(db: sqlite_utils.Database, target_id: int, handle: str) -> list[tuple[str, bytes]]:
     """(op, member_key) of every change in flight under ``handle``."""
     rows = db.execute(
-        "SELECT op, member_key FROM outbox WHERE target_id = ? AND handle = ? AND status = 'in_flight'",
+        f"SELECT op, member_key FROM outbox WHERE target_id = ? AND handle = ? AND status = '{OutboxStatus.IN_FLIGHT}'",
         [target_id, handle],
     ).fetchall()
     return [(str(r[0]), bytes(r[1])) for r in rows]

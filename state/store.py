@@ -1,5 +1,6 @@
-"""Per-target bookkeeping: the target row (platform audience id, state version), run history, the
-platform's read-back status and upload sessions."""
+"""The state file's front door: ``StateStore`` opens it and holds per-target bookkeeping (the target
+row, the platform's read-back status, upload sessions), with the run history (``runs``), the lag
+records (``lag``) and the alert state (``alerts``) as its parts."""
 
 from __future__ import annotations
 
@@ -7,40 +8,21 @@ import json
 import secrets
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from audiencesync.state.alert_store import AlertStateStore
 from audiencesync.state.db import atomic, connect
+from audiencesync.state.lag_store import LagStore
+from audiencesync.state.lease import DEFAULT_TTL_S, Lease, held
+from audiencesync.state.outbox_values import OutboxStatus
+from audiencesync.state.run_log import RUN_COUNTS, RunLog
 from audiencesync.state.sealed import bind_key_file
 
-RUN_COUNTS = (
-    "source_members",
-    "adds",
-    "removes",
-    "identity_changes",
-    "confirmed",
-    "pending",
-    "rejected",
-    "requests",
-    "invalid",
-)
-"""The counts a run records (``finish_run``) and its history shows (``run_history``), as columns of
-``runs``; ``invalid`` holds a JSON object of counts by reason."""
-
-# A run in the history: name -> SQL over runs r JOIN targets t.
-_HISTORY_COLUMNS = {
-    "id": "r.id",
-    "target": "t.key",
-    "trigger": "r.trigger",
-    "started_at": "r.started_at",
-    "finished_at": "r.finished_at",
-    "duration": "r.finished_at - r.started_at",
-    "status": "r.status",
-    **{count: f"r.{count}" for count in RUN_COUNTS},
-    "error": "r.error",
-}
+__all__ = ["RUN_COUNTS", "SESSION_MAX_AGE_S", "StateStore", "TargetRow"]
 
 # Meta closes an upload session 90 minutes after its first batch when no batch carried
 # last_batch_flag (developers.facebook.com/docs/marketing-api/reference/custom-audience/users); start
@@ -63,6 +45,14 @@ class StateStore:
 
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
+        self.runs = RunLog(db)
+        self.lag = LagStore(db)
+        self.alerts = AlertStateStore(db)
+
+    @classmethod
+    def of(cls, state: StateStore | sqlite_utils.Database) -> StateStore:
+        """``state`` itself, or a store over a bare connection (for callers holding ``store.db``)."""
+        return state if isinstance(state, StateStore) else cls(state)
 
     @classmethod
     def open(cls, path: Path) -> StateStore:
@@ -79,6 +69,18 @@ class StateStore:
     def close(self) -> None:
         bind_key_file(self.db.conn, None)
         self.db.conn.close()
+
+    def lease(
+        self, target_id: int, *, wait: float = 0.0, ttl: float = DEFAULT_TTL_S
+    ) -> AbstractContextManager[Lease]:
+        """Hold the target's lease for a block (``state.lease.held``); ``LeaseBusy`` when another
+        process keeps it past ``wait`` seconds."""
+        return held(self.db, target_id, wait=wait, ttl=ttl)
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """One write transaction (``state.db.atomic``) around several store calls, each of which
+        then runs in a savepoint of it."""
+        return atomic(self.db)
 
     # --- targets -------------------------------------------------------------------------------
     def find_target(self, key: str) -> TargetRow | None:
@@ -133,10 +135,11 @@ class StateStore:
         rows = self.db.execute(
             "SELECT t.key, t.platform, t.platform_audience_id, "
             "(SELECT count(*) FROM members m WHERE m.target_id = t.id), "
-            "(SELECT count(*) FROM outbox o WHERE o.target_id = t.id AND o.status = 'queued'), "
-            "(SELECT count(*) FROM outbox o WHERE o.target_id = t.id AND o.status = 'in_flight'), "
+            "(SELECT count(*) FROM outbox o WHERE o.target_id = t.id AND o.status = ?), "
+            "(SELECT count(*) FROM outbox o WHERE o.target_id = t.id AND o.status = ?), "
             "(SELECT r.status FROM runs r WHERE r.target_id = t.id ORDER BY r.id DESC LIMIT 1), "
-            "t.last_success_at FROM targets t ORDER BY t.key"
+            "t.last_success_at FROM targets t ORDER BY t.key",
+            [OutboxStatus.QUEUED, OutboxStatus.IN_FLIGHT],
         ).fetchall()
         names = (
             "key",
@@ -157,15 +160,24 @@ class StateStore:
                 [audience_id, json.dumps(list(schema)), target_id],
             )
 
-    # --- runs ------------------------------------------------------------------------------------
+    def target_ids(self) -> dict[str, int]:
+        """Target key to its id in the state file."""
+        return {str(key): int(tid) for tid, key in self.db.execute("SELECT id, key FROM targets")}
+
+    def rejections_by_reason(self) -> dict[str, dict[str, int]]:
+        """Per target key, the members the platform currently rejects, by the reason it gave."""
+        out: dict[str, dict[str, int]] = {}
+        sql = (
+            "SELECT t.key, r.reason, count(*) FROM rejections r JOIN targets t ON t.id = r.target_id "
+            "GROUP BY t.key, r.reason ORDER BY t.key, r.reason"
+        )
+        for key, reason, count in self.db.execute(sql):
+            out.setdefault(str(key), {})[str(reason)] = int(count)
+        return out
+
+    # --- runs (``self.runs``; these names are kept for the engine) -------------------------------
     def start_run(self, target_id: int, trigger: str) -> int:
-        with atomic(self.db) as conn:
-            cur = conn.execute(
-                "INSERT INTO runs (target_id, trigger, started_at, status) VALUES (?, ?, ?, 'running')",
-                [target_id, trigger, time.time()],
-            )
-            conn.execute("UPDATE targets SET last_run_at = ? WHERE id = ?", [time.time(), target_id])
-            return int(cur.lastrowid or 0)
+        return self.runs.start(target_id, trigger)
 
     def finish_run(
         self,
@@ -175,47 +187,11 @@ class StateStore:
         error: str | None,
         rejection_reasons: Mapping[str, int] | None = None,
     ) -> None:
-        values = {k: counts[k] for k in RUN_COUNTS if k in counts}
-        if "invalid" in values:
-            values["invalid"] = json.dumps(values["invalid"], sort_keys=True)
-        sets = ", ".join(f"{k} = ?" for k in values)
-        now = time.time()
-        with atomic(self.db) as conn:
-            conn.execute(
-                f"UPDATE runs SET status = ?, finished_at = ?, error = ?{', ' if sets else ''}{sets} "
-                "WHERE id = ?",
-                [status, now, error, *values.values(), run_id],
-            )
-            target_id = conn.execute("SELECT target_id FROM runs WHERE id = ?", [run_id]).fetchone()[0]
-            if rejection_reasons:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO run_rejections (run_id, reason, count) VALUES (?, ?, ?)",
-                    [(run_id, reason, n) for reason, n in rejection_reasons.items() if n],
-                )
-            if status == "ok":
-                conn.execute(
-                    "UPDATE targets SET last_success_at = ?, last_error = NULL WHERE id = ?", [now, target_id]
-                )
-            elif error:
-                conn.execute("UPDATE targets SET last_error = ? WHERE id = ?", [error, target_id])
+        self.runs.finish(run_id, status, counts, error, rejection_reasons)
 
     def run_history(self, limit: int, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The newest ``limit`` runs as dicts, newest first, optionally only those of target ``keys``."""
-        where, params = "", []
-        if keys is not None:
-            where = f"WHERE t.key IN ({', '.join('?' * len(keys))})"
-            params = list(keys)
-        cursor = self.db.execute(
-            f"SELECT {', '.join(_HISTORY_COLUMNS.values())} "
-            f"FROM runs r JOIN targets t ON t.id = r.target_id {where} ORDER BY r.id DESC LIMIT ?",
-            [*params, limit],
-        )
-        out = []
-        for row in cursor.fetchall():
-            item = dict(zip(_HISTORY_COLUMNS, row, strict=True))
-            item["invalid"] = json.loads(item["invalid"]) if item["invalid"] else {}
-            out.append(item)
-        return out
+        return self.runs.history(limit, keys)
 
     # --- platform read-back ----------------------------------------------------------------------
     def save_platform_status(
@@ -228,8 +204,8 @@ class StateStore:
         updated_at: float | None,
         detail: Mapping[str, object],
     ) -> None:
-        """Keep the platform's latest view of the audience. Stamping lag records ready is
-        ``sync.lag.record_read_back``'s job, which calls this in the same transaction."""
+        """Keep the platform's latest view of the audience. ``record_read_back`` also stamps the
+        lag records it made ready."""
         now = time.time()
         with atomic(self.db) as conn:
             conn.execute(
@@ -247,6 +223,24 @@ class StateStore:
                     json.dumps(detail, default=str),
                 ],
             )
+
+    def record_read_back(
+        self,
+        target_id: int,
+        size_lower: int | None,
+        size_upper: int | None,
+        state: str,
+        ready: bool,
+        updated_at: float | None,
+        detail: Mapping[str, object],
+        read_at: float,
+    ) -> None:
+        """In one transaction: keep the platform's view, and when its processing is done, stamp the
+        confirmed changes waiting for it as ready at ``read_at``."""
+        with atomic(self.db):
+            if ready:
+                self.lag.mark_ready(target_id, read_at)
+            self.save_platform_status(target_id, size_lower, size_upper, state, ready, updated_at, detail)
 
     # --- upload sessions -------------------------------------------------------------------------
     def reserve_batch_seq(self, target_id: int, op: str, fresh: bool) -> tuple[int, int]:

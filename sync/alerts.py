@@ -20,10 +20,12 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import requests
 import sqlite_utils
-from audiencesync.state.db import atomic
+from audiencesync.state.alert_store import AlertState
+from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config
 from audiencesync.sync.lag import SLO_BREACH, TargetLag
 from audiencesync.sync.run_status import FAILED, RunStatus
@@ -32,14 +34,26 @@ log = logging.getLogger("audiencesync.alerts")
 
 DEFAULT_DRIFT_THRESHOLD = 0.1
 DEFAULT_HOLD_EVALUATIONS = 2
-KINDS = ("slo", "run_failed", "breaker", "audience_gone", "drift")
+
+
+class AlertKind(StrEnum):
+    """What an alert is about; the value is what ``alert_state.kind`` holds and the metrics label."""
+
+    SLO = "slo"
+    RUN_FAILED = "run_failed"
+    BREAKER = "breaker"
+    AUDIENCE_GONE = "audience_gone"
+    DRIFT = "drift"
+
+
+KINDS = tuple(AlertKind)
 
 
 @dataclass(frozen=True)
 class Condition:
     """One kind of alert for one target, as judged now."""
 
-    kind: str
+    kind: AlertKind
     firing: bool
     detail: str
 
@@ -47,7 +61,7 @@ class Condition:
 @dataclass(frozen=True)
 class Alert:
     target: str
-    kind: str
+    kind: AlertKind
     firing: bool
     detail: str
 
@@ -125,39 +139,32 @@ def drift(entry: TargetLag) -> float | None:
     return gap / max(members, 1)
 
 
-def _last_run_status(db: sqlite_utils.Database, target: str) -> tuple[str | None, str | None]:
-    row = db.execute(
-        "SELECT r.status, r.error FROM runs r JOIN targets t ON t.id = r.target_id "
-        "WHERE t.key = ? AND r.status != 'running' ORDER BY r.id DESC LIMIT 1",
-        [target],
-    ).fetchone()
-    return (row[0], row[1]) if row else (None, None)
-
-
-def conditions(db: sqlite_utils.Database, entry: TargetLag, threshold: float) -> list[Condition]:
+def conditions(
+    state: StateStore | sqlite_utils.Database, entry: TargetLag, threshold: float
+) -> list[Condition]:
     """Every alert kind for one target, judged from its lag-report entry and its last run."""
-    status, error = _last_run_status(db, entry.target)
-    error = error or ""
+    last = StateStore.of(state).runs.last_finished(entry.target)
+    status, error = (last.status, last.error or "") if last else (None, "")
     gap = drift(entry)
     return [
         Condition(
-            "slo",
+            AlertKind.SLO,
             entry.slo == SLO_BREACH,
             "; ".join(entry.slo_reasons) if entry.slo == SLO_BREACH else "within max_lag",
         ),
         Condition(
-            "run_failed",
+            AlertKind.RUN_FAILED,
             status in FAILED,
             f"last run {status}: {error}" if status in FAILED else f"last run {status}",
         ),
-        Condition("breaker", status == RunStatus.BREAKER, error or f"last run {status}"),
+        Condition(AlertKind.BREAKER, status == RunStatus.BREAKER, error or f"last run {status}"),
         Condition(
-            "audience_gone",
+            AlertKind.AUDIENCE_GONE,
             error.startswith("AudienceGone"),
             error if error.startswith("AudienceGone") else "audience usable",
         ),
         Condition(
-            "drift",
+            AlertKind.DRIFT,
             gap is not None and gap > threshold,
             f"platform size {entry.platform_size} vs {entry.members} members in state "
             f"({(gap or 0):.0%} apart, threshold {threshold:.0%})",
@@ -166,7 +173,7 @@ def conditions(db: sqlite_utils.Database, entry: TargetLag, threshold: float) ->
 
 
 def evaluate(
-    db: sqlite_utils.Database,
+    state: StateStore | sqlite_utils.Database,
     entries: Sequence[TargetLag],
     threshold: float,
     send: Sender,
@@ -175,65 +182,37 @@ def evaluate(
 ) -> list[Alert]:
     """Compare each target's conditions with the state last sent; send and record every change that
     held long enough (``hold``). Returns the alerts that were delivered."""
+    store = StateStore.of(state)
     now = time.time() if now is None else now
     hold = hold or Hold()
     delivered: list[Alert] = []
     for entry in entries:
-        row = db.execute("SELECT id FROM targets WHERE key = ?", [entry.target]).fetchone()
-        if row is None:
+        target = store.find_target(entry.target)
+        if target is None:
             continue
-        tid = int(row[0])
-        known = {
-            kind: (bool(firing), pending, since, int(count or 0))
-            for kind, firing, pending, since, count in db.execute(
-                "SELECT kind, firing, pending, pending_since, pending_count FROM alert_state WHERE target_id = ?",
-                [tid],
-            )
-        }
-        for cond in conditions(db, entry, threshold):
+        tid = target.id
+        known = store.alerts.known(tid)
+        for cond in conditions(store, entry, threshold):
             # A kind never seen before counts as not firing: a healthy start sends nothing.
-            firing, pending, since, count = known.get(cond.kind, (False, None, None, 0))
+            was = known.get(cond.kind, AlertState(firing=False))
+            firing, pending, since, count = was.firing, was.pending, was.pending_since, was.pending_count
             if firing == cond.firing:
                 if pending is not None:  # it flickered back before it held: forget the change
-                    _save_pending(db, tid, cond.kind, firing, None, None, 0, now)
+                    store.alerts.save_pending(tid, cond.kind, AlertState(firing), now)
                 continue
-            if pending is None or bool(pending) != cond.firing:
+            if pending is None or pending != cond.firing:
                 since, count = now, 0
             count += 1
             assert since is not None
+            held_change = AlertState(firing, cond.firing, since, count)
             if count < hold.evaluations or now - since < hold.seconds:
-                _save_pending(db, tid, cond.kind, firing, cond.firing, since, count, now)
+                store.alerts.save_pending(tid, cond.kind, held_change, now)
                 continue
             alert = Alert(entry.target, cond.kind, cond.firing, cond.detail)
             if not send(alert.text):
-                _save_pending(db, tid, cond.kind, firing, cond.firing, since, count, now)
+                store.alerts.save_pending(tid, cond.kind, held_change, now)
                 continue
             log.log(logging.WARNING if cond.firing else logging.INFO, alert.text)
-            with atomic(db) as conn:
-                conn.execute(
-                    "INSERT OR REPLACE INTO alert_state (target_id, kind, firing, detail, changed_at, notified_at, "
-                    "pending, pending_since, pending_count) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, 0)",
-                    [tid, cond.kind, int(cond.firing), cond.detail[:500], now, now],
-                )
+            store.alerts.record_delivered(tid, cond.kind, cond.firing, cond.detail, now)
             delivered.append(alert)
     return delivered
-
-
-def _save_pending(
-    db: sqlite_utils.Database,
-    tid: int,
-    kind: str,
-    firing: bool,
-    pending: bool | None,
-    since: float | None,
-    count: int,
-    now: float,
-) -> None:
-    with atomic(db) as conn:
-        conn.execute(
-            "INSERT INTO alert_state (target_id, kind, firing, changed_at, pending, pending_since, pending_count) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target_id, kind) DO UPDATE SET "
-            "pending = excluded.pending, pending_since = excluded.pending_since, "
-            "pending_count = excluded.pending_count",
-            [tid, kind, int(firing), now, None if pending is None else int(pending), since, count],
-        )

@@ -29,7 +29,6 @@ from audiencesync.connectors.contract import Connector
 from audiencesync.connectors.registry import build_connector
 from audiencesync.state.db import StateFileError
 from audiencesync.state.lease import LeaseBusy, held
-from audiencesync.state.runs import last_run_id
 from audiencesync.state.store import StateStore
 from audiencesync.sync import alerts
 from audiencesync.sync.cli.lag_html import render_page
@@ -297,7 +296,7 @@ class Daemon:
                 if dest not in connectors:
                     connectors[dest] = build_connector(target.destination)
                 step = FollowStep(store, connectors[dest], target.key, target_id, audience_id)
-                step.follow(lambda: last_run_id(store.db, target_id))
+                step.follow(lambda: store.runs.latest_id(target_id))
                 read = step.read_back()
             if read is None:
                 self.metrics.inc("audience_sync_follow_errors_total", target=target.key)

@@ -10,23 +10,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from audiencesync.state.status_queries import (
-    rejections_by_reason,
-    run_rejection_totals,
-    run_totals,
-    target_ids,
-)
+from audiencesync.state.lag_store import LagMeasure
+from audiencesync.state.run_log import RunTotals
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
-from audiencesync.sync.lag import (
-    LAG_BUCKETS,
-    LagHistogram,
-    LagPoint,
-    TargetLag,
-    lag_histograms,
-    lag_report,
-    lag_series,
-)
+from audiencesync.sync.lag import LAG_BUCKETS, LagHistogram, LagPoint, TargetLag, lag_report
 
 RECENT_RUNS = 20
 
@@ -80,12 +68,14 @@ def build_status(
     now = time.time() if now is None else now
     chosen = list(config.targets() if targets is None else targets)
     entries = lag_report(config, store, since=since, now=now, with_coverage=with_coverage, targets=chosen)
-    ids = target_ids(store.db)
-    points = lag_series(store.db, since, now)
-    hist = {m: lag_histograms(store.db, m) for m in ("to_confirmed", "to_ready")}
+    ids = store.target_ids()
+    points = store.lag.series(since, now)
+    hist = {
+        str(m): store.lag.histograms(m, LAG_BUCKETS) for m in (LagMeasure.TO_CONFIRMED, LagMeasure.TO_READY)
+    }
     empty = LagHistogram(tuple(0 for _ in LAG_BUCKETS), 0, 0.0)
-    sums, reasons = run_totals(store.db), rejections_by_reason(store.db)
-    run_reasons = run_rejection_totals(store.db)
+    sums, reasons = store.runs.totals(), store.rejections_by_reason()
+    run_reasons = store.runs.rejection_totals()
     series: dict[str, list[LagPoint]] = {}
     histograms: dict[str, dict[str, LagHistogram]] = {}
     totals: dict[str, TargetTotals] = {}
@@ -93,11 +83,11 @@ def build_status(
         tid = ids.get(t.key, -1)
         series[t.key] = points.get(tid, [])
         histograms[t.key] = {m: hist[m].get(tid, empty) for m in hist}
-        s = sums.get(t.key, {})
+        s = sums.get(t.key, RunTotals())
         totals[t.key] = TargetTotals(
-            s.get("confirmed", 0),
-            s.get("rejected", 0),
-            s.get("requests", 0),
+            s.confirmed,
+            s.rejected,
+            s.requests,
             reasons.get(t.key, {}),
             run_reasons.get(t.key, {}),
         )

@@ -62,7 +62,7 @@ def test_hold_seconds_waits_for_the_condition_to_hold_that_long(
         for now, expected in ((1000.0, 0), (1030.0, 0), (1061.0, 1), (1100.0, 1)):
             entries = lag_report(config, store, since=now - 86_400, now=now, with_coverage=False)
             alerts.evaluate(
-                store.db, entries, 0.1, lambda text: sent.append(text) or True, now, alerts.hold_for(config)
+                store, entries, 0.1, lambda text: sent.append(text) or True, now, alerts.hold_for(config)
             )
             assert len([t for t in sent if "run_failed" in t]) == expected, now
     finally:

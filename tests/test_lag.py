@@ -15,7 +15,7 @@ from audiencesync.state.store import StateStore
 from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.identity import ProfileHasher
-from audiencesync.sync.lag import lag_stats, prune_lag, record_read_back
+from audiencesync.sync.lag import prune_lag, record_read_back
 from audiencesync.sync.source_load import member_key
 from audiencesync.sync.sources import read_audience
 from click.testing import CliRunner, Result
@@ -69,7 +69,7 @@ def test_percentiles_are_nearest_rank_over_the_window_and_old_records_are_pruned
         "INSERT INTO lag (target_id, op, source_at, observed_at, sent_at, confirmed_at) VALUES (?, ?, ?, ?, ?, ?)",
         rows,
     )
-    stats = lag_stats(store.db, "to_confirmed", since=now - 7 * 86_400)
+    stats = store.lag.stats("to_confirmed", since=now - 7 * 86_400)
     assert stats[tid].count == 997
     assert stats[tid].p50 is not None and abs(stats[tid].p50 - nearest_rank(lags, 50)) < 1e-6
     assert stats[tid].p95 is not None and abs(stats[tid].p95 - nearest_rank(lags, 95)) < 1e-6
@@ -77,7 +77,7 @@ def test_percentiles_are_nearest_rank_over_the_window_and_old_records_are_pruned
     # No source time: measured from when a run observed the change.
     assert stats[other].count == 1 and abs((stats[other].max or 0) - 10) < 1e-6
 
-    assert prune_lag(store.db, 30, now) == 1
+    assert prune_lag(store, 30, now) == 1
     assert store.db.execute("SELECT count(*) FROM lag").fetchone()[0] == 999
     store.close()
 
@@ -91,7 +91,7 @@ def test_lag_is_measured_from_the_change_but_never_from_before_the_target_existe
         "INSERT INTO lag (target_id, op, source_at, observed_at, sent_at, confirmed_at) VALUES (?, 'add', ?, ?, ?, ?)",
         [tid, now - 90 * 86_400, now - 99, now - 98, now - 97],
     )
-    assert abs((lag_stats(store.db, "to_confirmed", now - 3600)[tid].max or 0) - 3) < 1e-3
+    assert abs((store.lag.stats("to_confirmed", now - 3600)[tid].max or 0) - 3) < 1e-3
     store.close()
 
 
@@ -108,7 +108,7 @@ def test_a_ready_read_back_stamps_confirmed_changes_with_the_time_it_was_observe
     # updated_at is when content last changed (before our change was processed): not a ready time.
     record_read_back(store, tid, PlatformStatus(1, 1, "Normal", ready=True, updated_at=now - 25), now=now)
     assert store.db.execute("SELECT ready_at FROM lag").fetchone()[0] == now
-    stats = lag_stats(store.db, "processing", now - 3600)[tid]
+    stats = store.lag.stats("processing", now - 3600)[tid]
     assert stats.max is not None and abs(stats.max - 20) < 1e-6
     assert store.db.execute("SELECT ready, size_lower FROM platform_status").fetchone() == (1, 1)
     store.close()

@@ -142,7 +142,6 @@ def test_healthz_answers_json_and_the_status_page_is_served_at_the_root(
 
 
 def test_rejected_changes_by_reason_add_up_to_the_runs_total(tmp_path: Path) -> None:
-    from audiencesync.state.status_queries import run_rejection_totals, run_totals
     from audiencesync.state.store import StateStore
 
     store = StateStore.open(tmp_path / "state.db")
@@ -154,11 +153,11 @@ def test_rejected_changes_by_reason_add_up_to_the_runs_total(tmp_path: Path) -> 
         # A run recorded before reasons were kept: its rejections count as unrecorded.
         old = store.start_run(target.id, "cli")
         store.finish_run(old, "ok", {"rejected": 2}, None)
-        by_reason = run_rejection_totals(store.db)["vip@meta_main"]
+        by_reason = store.runs.rejection_totals()["vip@meta_main"]
         assert by_reason == {**reasons, "unrecorded": 2}
-        assert sum(by_reason.values()) == run_totals(store.db)["vip@meta_main"]["rejected"] == 5
+        assert sum(by_reason.values()) == store.runs.totals()["vip@meta_main"].rejected == 5
         store.forget_target("vip@meta_main")
-        assert run_rejection_totals(store.db) == {}
+        assert store.runs.rejection_totals() == {}
         assert store.db.execute("SELECT count(*) FROM run_rejections").fetchone()[0] == 0
     finally:
         store.close()

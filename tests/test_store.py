@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from audiencesync.state.store import RUN_COUNTS, StateStore
 
 
@@ -51,5 +53,38 @@ def test_run_history_shows_every_count_finish_run_records(tmp_path: Path) -> Non
         )
         assert "not_a_count" not in row
         assert store.run_history(10, ["lapsed@files"]) == []
+    finally:
+        store.close()
+
+
+def test_the_run_log_names_the_newest_run_and_how_the_newest_finished_one_ended(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        tid = store.ensure_target("vip@files", "vip", "files", "file").id
+        assert store.runs.latest_id(tid) == 0 and store.runs.last_finished("vip@files") is None
+        failed = store.start_run(tid, "cli")
+        store.finish_run(failed, "error", {}, "PlatformError: 500")
+        running = store.start_run(tid, "daemon")
+        assert store.runs.latest_id(tid) == running
+        # The run under way has not ended: the newest finished one is the failure.
+        last = store.runs.last_finished("vip@files")
+        assert last is not None and (last.status, last.error) == ("error", "PlatformError: 500")
+    finally:
+        store.close()
+
+
+def test_a_read_back_stamps_lag_and_keeps_the_platform_view_together(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        tid = store.ensure_target("vip@files", "vip", "files", "file").id
+        store.db.execute(
+            "INSERT INTO lag (target_id, op, observed_at, confirmed_at) VALUES (?, 'add', 1, 2)", [tid]
+        )
+        with pytest.raises(sqlite3.Error):
+            # A platform view that cannot be saved leaves the lag records unstamped too.
+            store.record_read_back(tid, object(), 1, "Normal", True, None, {}, read_at=5.0)  # type: ignore[arg-type]
+        assert store.db.execute("SELECT ready_at FROM lag").fetchone()[0] is None
+        store.record_read_back(tid, 1, 1, "Normal", True, None, {}, read_at=5.0)
+        assert store.db.execute("SELECT ready_at FROM lag").fetchone()[0] == 5.0
     finally:
         store.close()

@@ -147,7 +147,8 @@ class TikTokConnector:
         self._session.close()
 
     def refresh_due_seconds(self) -> float | None:
-        """TikTok expires a whole audience, not its members (tiktok.md, "Expiry"): never re-sent for age."""
+        """TikTok expires a whole audience, not its members (Business API SDK,
+        ``CustomAudienceCreateBody.md``, ``retention_in_days``): never re-sent for age."""
         return None
 
     # --- contract --------------------------------------------------------------------------------

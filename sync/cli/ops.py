@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 from audiencesync.sync.cli.options import config_option, input_errors, load
+from audiencesync.sync.cli.report import STATUS_COLOURS
 from audiencesync.sync.cli.table_output import Column, TableData, choose_format, emit, format_option
 from audiencesync.sync.config import Config, parse_duration
 from audiencesync.sync.errors import InputError
@@ -282,10 +283,9 @@ def runs(
         Column("rejected", True),
         Column("requests", True),
     ]
-    colours = {"ok": "green", "partial": "yellow", "stopped": "yellow", "error": "red", "breaker": "red"}
     table_rows = []
     for r in rows:
-        colour = colours.get(str(r["status"]), "white")
+        colour = STATUS_COLOURS.get(str(r["status"]), "white")
         table_rows.append(
             [
                 str(r["target"]),
@@ -364,7 +364,7 @@ def state_forget(config_path: Path | None, target: str, yes: bool) -> None:
     """Clear everything state knows about TARGET (audience@destination): its platform audience id,
     members, outbox, lag, sessions, runs and alerts. The next sync finds or creates the audience and
     uploads every member again. For an audience deleted on the platform, or an emulator restarted."""
-    from audiencesync.state.lease import LeaseBusy, held
+    from audiencesync.state.lease import LeaseBusy
     from audiencesync.state.store import StateStore
 
     config = load(config_path)
@@ -382,7 +382,7 @@ def state_forget(config_path: Path | None, target: str, yes: bool) -> None:
                 abort=True,
             )
         try:
-            with held(store.db, row.id, wait=0.0):
+            with store.lease(row.id, wait=0.0):
                 store.forget_target(target)
         except LeaseBusy as exc:
             raise InputError(f"{target}: {exc}; try again once it is done") from None

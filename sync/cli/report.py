@@ -6,9 +6,19 @@ from collections.abc import Sequence
 
 from audiencesync.sync.cli.table_output import Column, TableData, emit
 from audiencesync.sync.redact import redact
+from audiencesync.sync.run_status import RunStatus
 from audiencesync.sync.runner import TargetResult, breaker_check
 from rich.console import Console
 from rich.markup import escape
+
+STATUS_COLOURS: dict[str, str] = {
+    RunStatus.OK: "green",
+    RunStatus.PARTIAL: "yellow",
+    RunStatus.STOPPED: "yellow",
+    RunStatus.ERROR: "red",
+    RunStatus.BREAKER: "red",
+}
+"""The colour a run status is shown in, in the run report and the run history."""
 
 
 def _invalid_summary(invalid: dict[str, int]) -> str:
@@ -112,5 +122,5 @@ def _outcome(r: TargetResult) -> str:
     if push.rejected:
         parts.append(f"{push.rejected:,} rejected")
     text = ", ".join(parts) or "nothing to send"
-    colour = {"ok": "green", "partial": "yellow", "error": "red", "breaker": "red"}.get(r.status, "white")
+    colour = STATUS_COLOURS.get(str(r.status), "white")
     return f"[{colour}]{r.status}[/{colour}] {text}"

@@ -313,7 +313,9 @@ def test_the_migration_seals_rows_written_in_plain_text(tmp_path: Path) -> None:
     db = connect(path)
     plain = '{"country":"GB","email":"' + "a" * 64 + '","zip":"M1 1AE"}'
     db.execute("DROP TABLE sealing")
-    db.execute("DELETE FROM schema_migrations WHERE version = 4")  # the sealing migration only
+    # The sealing migration only, from both records of it.
+    db.execute("DELETE FROM schema_migrations WHERE version = 4")
+    db.execute("DELETE FROM _sqlite_migrations WHERE name = '0004_seal_unhashed'")
     db.execute(
         "INSERT INTO targets (id, key, audience, destination, platform, created_at) "
         "VALUES (1, 'a@g', 'a', 'g', 'google', 0)"
