@@ -15,7 +15,7 @@ import json
 import random
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,11 +53,13 @@ class Request:
 
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^";\s]+))', re.IGNORECASE)
 _PART_NAME = re.compile(rb'(?:^|;)\s*name="([^"]*)"', re.IGNORECASE)
+_PART_FILENAME = re.compile(rb'(?:^|;)\s*filename="([^"]*)"', re.IGNORECASE)
 
 
-def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
+def parse_multipart(body: bytes, content_type: str, *, with_filenames: bool = False) -> dict[str, bytes]:
     """Split a multipart/form-data body on its boundary. Bytes-level splitting rather than the
-    ``email`` parser: the parts are megabytes of hashed rows, and a field's bytes come back as sent."""
+    ``email`` parser: the parts are megabytes of hashed rows, and a field's bytes come back as sent.
+    With ``with_filenames``, a file part's ``filename`` is kept too, under ``"<name>.filename"``."""
     if "multipart/form-data" not in content_type.lower():
         raise ValueError("not multipart/form-data")
     match = _BOUNDARY.search(content_type)
@@ -76,40 +78,20 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
         if not sep:
             raise ValueError("multipart part without headers")
         content = rest[:-2]
-        name = None
+        name = filename = None
         for line in head.split(b"\r\n"):
             key, _, value = line.partition(b":")
             if key.strip().lower() == b"content-disposition":
                 found = _PART_NAME.search(value)
                 name = found.group(1).decode() if found else None
+                named = _PART_FILENAME.search(value)
+                filename = named.group(1) if named else None
         if name is None:
             raise ValueError("multipart part without a field name")
         fields[name] = content
+        if with_filenames and filename:
+            fields[f"{name}.filename"] = filename
     return fields
-
-
-_HEX_DIGITS = b"0123456789abcdef"
-
-
-def all_hex64(values: Sequence[Any]) -> bool:
-    """True when every value is a string of exactly 64 lowercase hex digits (a SHA-256 as platforms
-    take it). A few passes at C speed over a whole column, so an emulator checks 10,000 values without
-    a Python call per value; it looks at the offending ones only when this says no."""
-    count = len(values)
-    if not count:
-        return True
-    try:
-        joined = ",".join(values).encode("ascii")
-    except (TypeError, UnicodeEncodeError):
-        return False
-    # When every value is 64 hex digits, the separators sit at every 65th byte and deleting the hex
-    # digits leaves nothing but them; any other value breaks one of the two.
-    commas = b"," * (count - 1)
-    return (
-        len(joined) == 65 * count - 1
-        and joined[64::65] == commas
-        and joined.translate(None, _HEX_DIGITS) == commas
-    )
 
 
 @dataclass
