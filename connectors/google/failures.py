@@ -9,16 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from audiencesync.connectors import errors
 from audiencesync.connectors.contract import Change
-from audiencesync.connectors.errors import (
-    AudienceGone,
-    AuthError,
-    ConfigurationRejected,
-    ConnectorError,
-    FatalError,
-    PermissionDenied,
-    TransientError,
-)
 from google.ads.googleads.v24.errors.types.errors import GoogleAdsFailure
 from google.api_core import exceptions as core
 from google.rpc import error_details_pb2
@@ -96,7 +88,7 @@ def partial_failure_reasons(status: Any, batch: Sequence[Change]) -> dict[bytes,
     if unplaced and not reasons:
         # A partial failure that names no operation cannot be pinned on anyone: rather than guess who
         # was refused, the push stops here and its members stay queued.
-        raise FatalError(f"Google Ads reported a failure without an operation index: {unplaced[0]}")
+        raise errors.FatalError(f"Google Ads reported a failure without an operation index: {unplaced[0]}")
     return reasons
 
 
@@ -128,95 +120,86 @@ def ads_error_reason(error: Any) -> str:
 # --- errors -----------------------------------------------------------------------------------------
 
 
-def classify_ads_failure(failure: Any, request_id: str | None) -> ConnectorError:
+def classify_ads_failure(failure: Any, request_id: str | None) -> errors.ConnectorError:
     """Map a GoogleAdsException's failure onto the taxonomy. Retryable codes become TransientError."""
     codes = [ads_error_code(e) for e in failure.errors] or [("unknown", "UNKNOWN")]
-    code_text = ",".join(f"{w}.{n}" for w, n in codes)
     names = {n for _, n in codes}
     kinds = {w for w, _ in codes}
+    mapped: tuple[type[errors.ConnectorError], str] = (errors.FatalError, "Google Ads refused the request")
     if NOT_ALLOWLISTED in names:
-        return ConfigurationRejected(NOT_ALLOWLISTED_MESSAGE, request_id=request_id, code=code_text)
-    if all(c in ADS_RETRYABLE for c in codes):
-        return TransientError(
+        mapped = (errors.ConfigurationRejected, NOT_ALLOWLISTED_MESSAGE)
+    elif all(c in ADS_RETRYABLE for c in codes):
+        mapped = (
+            errors.TransientError,
             "Google Ads asked to retry (concurrent modification or temporary quota)",
-            request_id=request_id,
-            code=code_text,
         )
-    if "authentication_error" in kinds:
-        return AuthError(
+    elif "authentication_error" in kinds:
+        mapped = (
+            errors.AuthError,
             "Google Ads rejected the credentials: check the OAuth or service-account file named by "
             "credentials_env and its access to the account",
-            request_id=request_id,
-            code=code_text,
         )
-    if "authorization_error" in kinds:
-        return PermissionDenied(
+    elif "authorization_error" in kinds:
+        mapped = (
+            errors.PermissionDenied,
             "Google Ads refused access: check the developer token, customer_id and login_customer_id, "
             "and that the credentials' user can manage the account",
-            request_id=request_id,
-            code=code_text,
         )
-    if set(codes) & _GONE_CODES:
-        return AudienceGone(
+    elif set(codes) & _GONE_CODES:
+        mapped = (
+            errors.AudienceGone,
             "the Google Ads user list does not exist or cannot be used: remove its id from audience_ids "
             "(or state) so a new one is created",
-            request_id=request_id,
-            code=code_text,
         )
-    if "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS" in names:
-        return PermissionDenied(
+    elif "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS" in names:
+        mapped = (
+            errors.PermissionDenied,
             "the Customer Match terms are not accepted for this Google Ads account: accept them in Google "
             "Ads (Tools > Audience manager) and run again",
-            request_id=request_id,
-            code=code_text,
         )
-    if "header_error" in kinds:
-        return ConfigurationRejected(
+    elif "header_error" in kinds:
+        mapped = (
+            errors.ConfigurationRejected,
             "Google Ads refused the request headers: check customer_id and login_customer_id (10 digits)",
-            request_id=request_id,
-            code=code_text,
         )
-    return FatalError("Google Ads refused the request", request_id=request_id, code=code_text)
+    error, message = mapped
+    return error(message, request_id=request_id, code=",".join(f"{w}.{n}" for w, n in codes))
 
 
-def classify_api_error(exc: core.GoogleAPICallError, *, service: str) -> ConnectorError:
+def classify_api_error(exc: core.GoogleAPICallError, *, service: str) -> errors.ConnectorError:
     """Map a gRPC error (as api_core raises it) onto the taxonomy, for either backend."""
-    request_id = grpc_request_id(exc)
-    code = exc.grpc_status_code.name if exc.grpc_status_code is not None else type(exc).__name__
+    mapped: tuple[type[errors.ConnectorError], str] = (errors.FatalError, f"{service} refused the request")
     if isinstance(exc, TRANSIENT_EXCEPTIONS):
-        return TransientError(
-            f"{service} is throttling or temporarily failing", request_id=request_id, code=code
-        )
-    if isinstance(exc, core.Unauthenticated):
-        return AuthError(
+        mapped = (errors.TransientError, f"{service} is throttling or temporarily failing")
+    elif isinstance(exc, core.Unauthenticated):
+        mapped = (
+            errors.AuthError,
             f"{service} rejected the credentials: check the file named by credentials_env (or the "
             "application-default credentials) and its OAuth scope",
-            request_id=request_id,
-            code=code,
         )
-    if isinstance(exc, core.PermissionDenied):
-        return PermissionDenied(
+    elif isinstance(exc, core.PermissionDenied):
+        mapped = (
+            errors.PermissionDenied,
             f"{service} refused access: give the credentials' user or service account access to the "
             "Google Ads account (and login_customer_id's manager account), and enable the API in the "
             "Cloud project",
-            request_id=request_id,
-            code=code,
         )
-    if isinstance(exc, core.NotFound):
-        return AudienceGone(
-            f"{service} does not know the user list: remove its id from audience_ids (or state) so a new "
-            "one is created",
-            request_id=request_id,
-            code=code,
-        )
-    if isinstance(exc, core.FailedPrecondition):
-        return ConfigurationRejected(
+    elif isinstance(exc, core.NotFound):
+        mapped = (errors.AudienceGone, f"{service} {_UNKNOWN_LIST}")
+    elif isinstance(exc, core.FailedPrecondition):
+        mapped = (
+            errors.ConfigurationRejected,
             f"{service} refused the setup (for example Customer Match terms not accepted in the Google "
             "Ads account): fix it in the account and run again",
-            request_id=request_id,
-            code=code,
         )
-    return FatalError(f"{service} refused the request", request_id=request_id, code=code)
+    error, message = mapped
+    code = exc.grpc_status_code.name if exc.grpc_status_code is not None else type(exc).__name__
+    return error(message, request_id=grpc_request_id(exc), code=code)
+
+
+_UNKNOWN_LIST = (
+    "does not know the user list: remove its id from audience_ids (or state) so a new one is created"
+)
 
 
 # Where a Data Manager field violation names a member: audience_members[i] (Google's error model,
@@ -253,14 +236,14 @@ def dm_error(exc: core.GoogleAPICallError) -> DmError:
     return DmError(reason or (exc.grpc_status_code.name if exc.grpc_status_code else ""), members)
 
 
-def classify_dm_request_error(exc: core.GoogleAPICallError, *, service: str) -> ConnectorError:
+def classify_dm_request_error(exc: core.GoogleAPICallError, *, service: str) -> errors.ConnectorError:
     """A Data Manager error that concerns the whole request (no member path), with Google's reason as
     its code and the request id: the destination stops, and no member is rejected for it."""
     found = dm_error(exc)
     request_id = grpc_request_id(exc)
     reason = found.reason
     if reason == "TERMS_AND_CONDITIONS_NOT_SIGNED":
-        return ConfigurationRejected(
+        return errors.ConfigurationRejected(
             f"{service} refused the upload: the Customer Match terms are not accepted (set "
             "accept_customer_match_terms = true only if the advertiser accepts them, and accept them in "
             "the Google Ads account)",
@@ -268,20 +251,15 @@ def classify_dm_request_error(exc: core.GoogleAPICallError, *, service: str) -> 
             code=reason,
         )
     if reason == "INVALID_USER_LIST_ID":
-        return AudienceGone(
-            f"{service} does not know the user list: remove its id from audience_ids (or state) so a new "
-            "one is created",
-            request_id=request_id,
-            code=reason,
-        )
+        return errors.AudienceGone(f"{service} {_UNKNOWN_LIST}", request_id=request_id, code=reason)
     if reason in ("INVALID_DESTINATION", "INVALID_USER_LIST_TYPE", "TOO_MANY_DESTINATIONS"):
-        return ConfigurationRejected(
+        return errors.ConfigurationRejected(
             f"{service} refused the destination: check customer_id and login_customer_id",
             request_id=request_id,
             code=reason,
         )
     mapped = classify_api_error(exc, service=service)
-    if reason and not isinstance(mapped, TransientError):
+    if reason and not isinstance(mapped, errors.TransientError):
         mapped.code = reason
     return mapped
 
