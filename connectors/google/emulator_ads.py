@@ -36,7 +36,7 @@ from audiencesync.connectors.google.emulator_errors import (
     _Path,
 )
 from audiencesync.connectors.google.emulator_gaql import _ads_job_fields, _ads_list_fields, _nest, _parse_gaql
-from audiencesync.connectors.google.emulator_rpc import Api, Call, rpc
+from audiencesync.connectors.google.emulator_rpc import Api, Call, Service
 from audiencesync.connectors.google.emulator_store import (
     CUSTOMER_ID,
     HEX64,
@@ -62,6 +62,12 @@ _ADS_JOB_NAME = re.compile(r"customers/(\d+)/offlineUserDataJobs/(\d+)")
 _ADS_OPERATION_NAME = re.compile(r"customers/(\d+)/operations/(\d+)")
 
 
+_USER_LISTS = Service(Api.ADS, "UserListService", ads_user_list_service)
+_JOBS = Service(Api.ADS, "OfflineUserDataJobService", ads_job_service)
+_SEARCH = Service(Api.ADS, "GoogleAdsService", ads_search)
+_OPERATIONS = Service(Api.OPERATIONS, "google.longrunning.Operations", operations_pb2)
+
+
 class AdsApi:
     """The Google Ads API methods. Each takes the request message and the ``Call``; it answers the
     response message or raises ``_AdsFailure`` / ``_Abort``."""
@@ -72,13 +78,7 @@ class AdsApi:
 
     # --- Google Ads API: user lists ---
 
-    @rpc(
-        Api.ADS,
-        "UserListService",
-        "MutateUserLists",
-        ads_user_list_service.MutateUserListsRequest,
-        ads_user_list_service.MutateUserListsResponse,
-    )
+    @_USER_LISTS.rpc("MutateUserLists")
     def mutate_user_lists(self, request: Any, call: Call) -> Any:
         customer_id = _ads_customer(request.customer_id)
         if not request.operations:
@@ -192,13 +192,7 @@ class AdsApi:
 
     # --- Google Ads API: offline user data jobs ---
 
-    @rpc(
-        Api.ADS,
-        "OfflineUserDataJobService",
-        "CreateOfflineUserDataJob",
-        ads_job_service.CreateOfflineUserDataJobRequest,
-        ads_job_service.CreateOfflineUserDataJobResponse,
-    )
+    @_JOBS.rpc("CreateOfflineUserDataJob")
     def create_job(self, request: Any, call: Call) -> Any:
         customer_id = _ads_customer(request.customer_id)
         job = request.job
@@ -281,13 +275,7 @@ class AdsApi:
             raise _concurrent_modification()
         return job
 
-    @rpc(
-        Api.ADS,
-        "OfflineUserDataJobService",
-        "AddOfflineUserDataJobOperations",
-        ads_job_service.AddOfflineUserDataJobOperationsRequest,
-        ads_job_service.AddOfflineUserDataJobOperationsResponse,
-    )
+    @_JOBS.rpc("AddOfflineUserDataJobOperations")
     def add_operations(self, request: Any, call: Call) -> Any:
         operations = request.operations
         if not operations:
@@ -346,13 +334,7 @@ class AdsApi:
             response.partial_failure_error = _partial_failure_status(errors, call.request_id)
         return response
 
-    @rpc(
-        Api.ADS,
-        "OfflineUserDataJobService",
-        "RunOfflineUserDataJob",
-        ads_job_service.RunOfflineUserDataJobRequest,
-        operations_pb2.Operation,
-    )
+    @_JOBS.rpc("RunOfflineUserDataJob", response=operations_pb2.Operation)
     def run_job(self, request: Any, call: Call) -> Any:
         with self.store.lock:
             job = self._idle_unrun_job(request, "The job has already been run.")
@@ -363,13 +345,7 @@ class AdsApi:
                 job.status = "PENDING"
         return operations_pb2.Operation(name=f"customers/{job.customer_id}/operations/{job.id}", done=False)
 
-    @rpc(
-        Api.OPERATIONS,
-        "google.longrunning.Operations",
-        "GetOperation",
-        operations_pb2.GetOperationRequest,
-        operations_pb2.Operation,
-    )
+    @_OPERATIONS.rpc("GetOperation", response=operations_pb2.Operation)
     def get_operation(self, request: Any, call: Call) -> Any:
         match = _ADS_OPERATION_NAME.fullmatch(str(request.name))
         with self.store.lock:
@@ -388,12 +364,8 @@ class AdsApi:
 
     # --- Google Ads API: GAQL ---
 
-    @rpc(
-        Api.ADS,
-        "GoogleAdsService",
-        "Search",
-        ads_search.SearchGoogleAdsRequest,
-        ads_search.SearchGoogleAdsResponse,
+    @_SEARCH.rpc(
+        "Search", request=ads_search.SearchGoogleAdsRequest, response=ads_search.SearchGoogleAdsResponse
     )
     def search(self, request: Any, call: Call) -> Any:
         rows, paths = self._query(request.customer_id, str(request.query))
@@ -403,12 +375,10 @@ class AdsApi:
             response.total_results_count = len(rows)
         return response
 
-    @rpc(
-        Api.ADS,
-        "GoogleAdsService",
+    @_SEARCH.rpc(
         "SearchStream",
-        ads_search.SearchGoogleAdsStreamRequest,
-        ads_search.SearchGoogleAdsStreamResponse,
+        request=ads_search.SearchGoogleAdsStreamRequest,
+        response=ads_search.SearchGoogleAdsStreamResponse,
         streaming=True,
     )
     def search_stream(self, request: Any, call: Call) -> Any:

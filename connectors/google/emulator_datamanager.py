@@ -31,7 +31,7 @@ import grpc
 from audiencesync.connectors.emulation.http import FaultSwitches
 from audiencesync.connectors.google.emulator_errors import _Abort, _invalid
 from audiencesync.connectors.google.emulator_gaql import _literal, _match_bucket
-from audiencesync.connectors.google.emulator_rpc import Api, Call, rpc
+from audiencesync.connectors.google.emulator_rpc import Api, Call, Service
 from audiencesync.connectors.google.emulator_store import (
     CUSTOMER_ID,
     HEX64,
@@ -59,6 +59,10 @@ _DM_ACCOUNT = re.compile(r"accountTypes/([A-Z_]+)/accounts/(\d+)")
 _DM_LIST_NAME = re.compile(r"accountTypes/([A-Z_]+)/accounts/(\d+)/userLists/(\d+)")
 
 
+_INGESTION = Service(Api.DATA_MANAGER, "IngestionService", dm_ingestion)
+_USER_LISTS = Service(Api.DATA_MANAGER, "UserListService", dm_user_list_service)
+
+
 class DataManagerApi:
     """The Data Manager API methods. Each takes the request message and the ``Call``; it answers the
     response message or raises ``_Abort``."""
@@ -69,13 +73,7 @@ class DataManagerApi:
 
     # --- Data Manager API: ingestion ---
 
-    @rpc(
-        Api.DATA_MANAGER,
-        "IngestionService",
-        "IngestAudienceMembers",
-        dm_ingestion.IngestAudienceMembersRequest,
-        dm_ingestion.IngestAudienceMembersResponse,
-    )
+    @_INGESTION.rpc("IngestAudienceMembers")
     def ingest(self, request: Any, call: Call) -> Any:
         # The Customer Match terms "must be accepted when ingesting UserData" (proto
         # google/ads/datamanager_v1/types/terms_of_service.py): missing or REJECTED fails the request
@@ -91,13 +89,7 @@ class DataManagerApi:
         request_id = self._accept_members("ingest", request)
         return dm_ingestion.IngestAudienceMembersResponse(request_id=request_id)
 
-    @rpc(
-        Api.DATA_MANAGER,
-        "IngestionService",
-        "RemoveAudienceMembers",
-        dm_ingestion.RemoveAudienceMembersRequest,
-        dm_ingestion.RemoveAudienceMembersResponse,
-    )
+    @_INGESTION.rpc("RemoveAudienceMembers")
     def remove(self, request: Any, call: Call) -> Any:
         request_id = self._accept_members("remove", request)
         return dm_ingestion.RemoveAudienceMembersResponse(request_id=request_id)
@@ -160,13 +152,7 @@ class DataManagerApi:
             )
         return _Delivery(destination, target.id)
 
-    @rpc(
-        Api.DATA_MANAGER,
-        "IngestionService",
-        "RetrieveRequestStatus",
-        dm_ingestion.RetrieveRequestStatusRequest,
-        dm_ingestion.RetrieveRequestStatusResponse,
-    )
+    @_INGESTION.rpc("RetrieveRequestStatus")
     def request_status(self, request: Any, call: Call) -> Any:
         with self.store.lock:
             self.store.settle(time.monotonic())
@@ -181,13 +167,7 @@ class DataManagerApi:
 
     # --- Data Manager API: user lists ---
 
-    @rpc(
-        Api.DATA_MANAGER,
-        "UserListService",
-        "CreateUserList",
-        dm_user_list_service.CreateUserListRequest,
-        dm_user_list.UserList,
-    )
+    @_USER_LISTS.rpc("CreateUserList", response=dm_user_list.UserList)
     def create_list(self, request: Any, call: Call) -> Any:
         customer_id = _dm_account(str(request.parent), "parent")
         spec = request.user_list
@@ -231,13 +211,7 @@ class DataManagerApi:
             raise _Abort(grpc.StatusCode.NOT_FOUND, "User list not found.")
         return found
 
-    @rpc(
-        Api.DATA_MANAGER,
-        "UserListService",
-        "GetUserList",
-        dm_user_list_service.GetUserListRequest,
-        dm_user_list.UserList,
-    )
+    @_USER_LISTS.rpc("GetUserList", response=dm_user_list.UserList)
     def get_list(self, request: Any, call: Call) -> Any:
         with self.store.lock:
             self.store.settle(time.monotonic())
@@ -245,13 +219,7 @@ class DataManagerApi:
                 self._dm_list_by_name(str(request.name)), int(self.faults["match_rate_percentage"])
             )
 
-    @rpc(
-        Api.DATA_MANAGER,
-        "UserListService",
-        "ListUserLists",
-        dm_user_list_service.ListUserListsRequest,
-        dm_user_list_service.ListUserListsResponse,
-    )
+    @_USER_LISTS.rpc("ListUserLists")
     def list_lists(self, request: Any, call: Call) -> Any:
         customer_id = _dm_account(str(request.parent), "parent")
         wanted = _dm_filter(str(request.filter))
@@ -277,13 +245,7 @@ class DataManagerApi:
             response.next_page_token = str(start + size)
         return response
 
-    @rpc(
-        Api.DATA_MANAGER,
-        "UserListService",
-        "UpdateUserList",
-        dm_user_list_service.UpdateUserListRequest,
-        dm_user_list.UserList,
-    )
+    @_USER_LISTS.rpc("UpdateUserList", response=dm_user_list.UserList)
     def update_list(self, request: Any, call: Call) -> Any:
         spec = request.user_list
         paths = list(dm_user_list_service.UpdateUserListRequest.pb(request).update_mask.paths)

@@ -1,5 +1,5 @@
-"""How the Google emulator's handlers declare the RPC they answer: ``@rpc`` names the service, the
-method and the request and response messages, and ``declared_rpcs`` finds them on a handler object,
+"""How the Google emulator's handlers declare the RPC they answer: ``@SERVICE.rpc(method)`` names the
+method of a ``Service`` (and its messages), and ``declared_rpcs`` finds them on a handler object,
 so the server builds its gRPC method table from the handlers instead of a list kept beside them."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from types import ModuleType
 from typing import Any, TypeVar
 
 
@@ -55,16 +56,34 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _MARK = "_emulator_rpc"
 
 
-def rpc(
-    api: Api, service: str, method: str, request: Any, response: Any, *, streaming: bool = False
-) -> Callable[[_F], _F]:
-    """Mark a handler method as the implementation of ``service/method``."""
+@dataclass(frozen=True)
+class Service:
+    """One gRPC service the emulator serves, and the module its messages are generated in."""
 
-    def mark(fn: _F) -> _F:
-        setattr(fn, _MARK, Rpc(api, service, method, request, response, streaming))
-        return fn
+    api: Api
+    name: str
+    """Without package for Ads and Data Manager (``UserListService``); the full name otherwise."""
+    messages: ModuleType
 
-    return mark
+    def rpc(
+        self, method: str, *, request: Any = None, response: Any = None, streaming: bool = False
+    ) -> Callable[[_F], _F]:
+        """Mark a handler method as the implementation of ``method``, whose messages are
+        ``<method>Request`` and ``<method>Response`` of ``messages`` unless named."""
+        declared = Rpc(
+            self.api,
+            self.name,
+            method,
+            request if request is not None else getattr(self.messages, f"{method}Request"),
+            response if response is not None else getattr(self.messages, f"{method}Response"),
+            streaming,
+        )
+
+        def mark(fn: _F) -> _F:
+            setattr(fn, _MARK, declared)
+            return fn
+
+        return mark
 
 
 def declared_rpcs(handlers: object) -> Iterator[tuple[Rpc, Handler]]:
