@@ -1,12 +1,16 @@
-"""What the HTTP emulators (Meta's Graph API, TikTok's Business API) share: a threaded server on
-loopback, the admin surface every emulator has, and the fault switchboard.
+"""The plumbing every emulator shares: one threaded HTTP server on loopback, the admin surface and the
+fault switchboard.
+
+Every emulator has one shape: a store (``emulator_store.py`` in its platform's folder: the platform's
+objects behind one lock, with ``snapshot`` and ``reset``), handlers (the platform's routes or RPCs, each
+rule with its source), and this admin surface over them. Meta's and TikTok's APIs are served by the
+``EmulatorServer`` here, beside the admin surface; Google's are gRPC, so its ``EmulatorServer`` serves
+the admin surface alone, on a second port.
 
 Admin surface, the same on every emulator:
     GET  /_emulator/state   every audience (id, name) and its members as the hashed identifiers received
     POST /_emulator/faults  set fault switches from a JSON body (unknown switch names are a 400)
     POST /_emulator/reset   empty all audiences and clear the faults
-
-A platform emulator subclasses nothing: it passes a ``handle`` callable and a ``snapshot`` callable.
 """
 
 from __future__ import annotations
@@ -219,6 +223,13 @@ class EmulatorServer:
         finally:
             self._httpd.server_close()
 
+    def reset(self) -> None:
+        """Empty the store, reset the fault switches and clear the request log."""
+        self.reset_state()
+        self.faults.reset()
+        with self._log_lock:
+            self.request_log.clear()
+
     def _admin(self, req: Request) -> Response:
         if req.method == "GET" and req.path == "/_emulator/state":
             return Response.of_json(self.snapshot())
@@ -231,10 +242,7 @@ class EmulatorServer:
                 return Response.of_json({"error": "body must be a JSON object"}, 400)
             return Response.of_json({"faults": self.faults.as_dict()})
         if req.method == "POST" and req.path == "/_emulator/reset":
-            self.reset_state()
-            self.faults.reset()
-            with self._log_lock:
-                self.request_log.clear()
+            self.reset()
             return Response.of_json({"reset": True})
         return Response.of_json({"error": "no such admin route"}, 404)
 
@@ -283,7 +291,8 @@ class EmulatorServer:
 
 class HttpEmulator:
     """What every HTTP emulator exposes around its ``EmulatorServer``: where it listens, start and
-    stop, the request log. A platform emulator sets ``self.server`` in its constructor."""
+    stop, the request log, the state and a reset. A platform emulator sets ``self.server`` in its
+    constructor, built from its store's ``snapshot`` and ``reset`` and its handler."""
 
     server: EmulatorServer
 
@@ -314,6 +323,14 @@ class HttpEmulator:
     def requests_to(self, method: str, suffix: str) -> int:
         """How many API calls (admin calls excluded) had ``method`` and a path ending in ``suffix``."""
         return self.server.requests_to(method, suffix)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state ``GET /_emulator/state`` answers."""
+        return self.server.snapshot()
+
+    def reset(self) -> None:
+        """What ``POST /_emulator/reset`` does: an empty store and every fault switch at its default."""
+        self.server.reset()
 
 
 @contextmanager
