@@ -161,10 +161,10 @@ def dm_destination(customer_id: str, login_customer_id: str | None, list_id: str
     return destination
 
 
-# Raw protobuf classes of the member-carrying requests. A batch is built on these, in bulk, and the
-# request wrapped once: proto-plus costs about 25 µs a member (a wrapper and a marshal per message),
-# the raw messages about 2 µs. The messages are those proto-plus would build (the golden tests
-# and the tests' member-by-member reference builders pin them).
+# Raw protobuf classes of the member-carrying requests. A batch is built on these and the request
+# wrapped once: proto-plus would add a wrapper and a marshal per message (benchmarks/push.py measures
+# the push). The messages are those proto-plus would build (the golden tests and the tests'
+# member-by-member reference builders pin them).
 _DM_INGEST_PB: Any = dm.IngestAudienceMembersRequest.pb()
 _DM_REMOVE_PB: Any = dm.RemoveAudienceMembersRequest.pb()
 _DM_ADDRESS_PB: Any = dm.AddressInfo.pb()

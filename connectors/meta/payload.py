@@ -138,8 +138,8 @@ def users_request(
     bytes); ``rows`` come from ``row_for``. Adds are POST and removes DELETE on that path (users-ref).
     Every field goes as its own multipart/form-data part, the way Meta's docs post them
     (``curl -F payload=...``): the SDK's ``remove_users`` would put DELETE parameters (10,000 hashed
-    rows) in the URL, and URL-encoding 10,000 rows of JSON percent-escapes every quote and comma in
-    pure Python, which was the largest single cost of a push (and of decoding it on the other side)."""
+    rows) in the URL, and URL-encoding rows of JSON percent-escapes every quote and comma in pure
+    Python, on both sides of the wire."""
     # is_raw: the SDK sends it true with every multi-key schema (sdk-ca format_params, which refuses
     # a multi-key schema without it), and Meta's users/usersreplace parameter tables list it.
     payload = json.dumps(

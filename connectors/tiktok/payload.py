@@ -256,9 +256,9 @@ def mapping_json(
     rows: Sequence[Sequence[str | None]],
 ) -> bytes:
     """``mapping_body`` as compact JSON bytes, built from strings when every id is lowercase hex (as
-    ``person_rows`` makes them), so nothing inside needs escaping: five times faster than
-    ``json.dumps`` of 20,000 small dicts, which was the largest client-side cost of a TikTok push.
-    Anything else goes through ``json.dumps``."""
+    ``person_rows`` makes them), so nothing inside needs escaping: ``json.dumps`` of one small dict per
+    id dominates the client side of a push (benchmarks/push.py). Anything else goes through
+    ``json.dumps``."""
     values = [value for row in rows for value in row if value]
     try:
         plain = not "".join(values).encode("ascii").translate(None, _HEX_DIGITS)
