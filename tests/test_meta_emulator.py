@@ -212,21 +212,3 @@ def test_admin_surface_lists_members_and_resets(emulator: MetaEmulator) -> None:
     assert bad.status_code == 400
     requests.post(f"{emulator.admin_url}/_emulator/reset", timeout=5)
     assert requests.get(f"{emulator.admin_url}/_emulator/state", timeout=5).json() == {"audiences": []}
-
-
-def test_all_hex64_takes_only_64_lowercase_hex_digits_per_value() -> None:
-    from audiencesync.connectors.emulation.http import all_hex64
-
-    good = [h(str(i)) for i in range(5)]
-    assert all_hex64(good) and all_hex64([]) and all_hex64(good[:1])
-    for bad in (
-        ["A" * 64],
-        [good[0][:32], good[1] + good[0][:32]],  # right total length, wrong split
-        [good[0][:63] + ","],
-        [good[0] + "," + good[1][:63]],
-        [good[0][:63]],
-        ["é" * 64],
-        [None],
-        [1],
-    ):
-        assert not all_hex64([*good, *bad]), bad

@@ -92,6 +92,8 @@ def test_a_built_wheel_installs_the_library_and_the_command(tmp_path: Path) -> N
     names = zipfile.ZipFile(wheel).namelist()
     assert {"audiencesync/__init__.py", "audiencesync/__main__.py"} <= set(names)
     assert not [n for n in names if n.startswith("audiencesync/sync/api/")]
+    # Data files the modules read at import travel with them.
+    assert "audiencesync/connectors/tiktok/tiktok_codes.json" in names
 
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", str(venv), cwd=tmp_path)

@@ -73,6 +73,18 @@ class Client:
         assert body["code"] == 0
         return str(body["data"]["audience_id"])
 
+    def create_from_file(
+        self, name: str, file_path: str, calculate_type: str = "EMAIL_SHA256"
+    ) -> dict[str, Any]:
+        """``dmp/custom_audience/create/`` with one uploaded file: the whole answer."""
+        body = {
+            "advertiser_id": ADV,
+            "custom_audience_name": name,
+            "calculate_type": calculate_type,
+            "file_paths": [file_path],
+        }
+        return self.post("dmp/custom_audience/create/", json=body)
+
     def mapping(self, audience_id: str, action: str, rows: list[list[str | None]]) -> dict[str, Any]:
         batch = [[{"id": v, "audience_ids": [audience_id]} if v else {} for v in row] for row in rows]
         return self.post(
@@ -219,15 +231,7 @@ def test_rejected_ids_are_accepted_silently_and_left_out_of_cover_num(client: Cl
 
 def test_file_flow_upload_create_append_remove(client: Client) -> None:
     first = client.upload([sha(f"e{i}") for i in range(1_500)])["data"]["file_path"]
-    created = client.post(
-        "dmp/custom_audience/create/",
-        json={
-            "advertiser_id": ADV,
-            "custom_audience_name": "file audience",
-            "calculate_type": "EMAIL_SHA256",
-            "file_paths": [first],
-        },
-    )
+    created = client.create_from_file("file audience", first)
     audience = created["data"]["custom_audience_id"]
     more = client.upload([sha("late")])["data"]["file_path"]
     update = {"advertiser_id": ADV, "custom_audience_id": audience, "file_paths": [more]}
@@ -241,15 +245,7 @@ def test_file_flow_upload_create_append_remove(client: Client) -> None:
 def test_file_update_without_an_action_replaces_as_tiktok_does(client: Client) -> None:
     first = client.upload([sha(f"e{i}") for i in range(10)])["data"]["file_path"]
     replacement = [sha(f"r{i}") for i in range(1_000)]
-    audience = client.post(
-        "dmp/custom_audience/create/",
-        json={
-            "advertiser_id": ADV,
-            "custom_audience_name": "f",
-            "calculate_type": "EMAIL_SHA256",
-            "file_paths": [first],
-        },
-    )["data"]["custom_audience_id"]
+    audience = client.create_from_file("f", first)["data"]["custom_audience_id"]
     other = client.upload(replacement)["data"]["file_path"]
     answer = client.post(
         "dmp/custom_audience/update/",
@@ -264,15 +260,7 @@ def test_file_rules_signature_types_and_the_1000_floor(client: Client) -> None:
     assert client.upload(["plain@example.com"])["code"] == 40062
     multi = client.upload(["EMAIL_SHA256,PHONE_SHA256", f"{sha('a')},", f",{sha('+1')}"], "MULTIPLE_TYPES")
     path = multi["data"]["file_path"]
-    audience = client.post(
-        "dmp/custom_audience/create/",
-        json={
-            "advertiser_id": ADV,
-            "custom_audience_name": "m",
-            "calculate_type": "MULTIPLE_TYPES",
-            "file_paths": [path],
-        },
-    )["data"]["custom_audience_id"]
+    audience = client.create_from_file("m", path, "MULTIPLE_TYPES")["data"]["custom_audience_id"]
     assert client.members(audience) == {(sha("a"), None), (None, sha("+1"))}
     remove = {"advertiser_id": ADV, "custom_audience_id": audience, "file_paths": [path], "action": "REMOVE"}
     refused = client.post("dmp/custom_audience/update/", json=remove)
@@ -284,15 +272,7 @@ def test_every_file_update_action_fails_under_1000_members_afterwards(client: Cl
     # python_sdk/docs/CustomAudienceUpdateBody.md: all three actions fail when the audience has fewer
     # than 1,000 members after the operation.
     first = client.upload([sha(f"e{i}") for i in range(500)])["data"]["file_path"]
-    audience = client.post(
-        "dmp/custom_audience/create/",
-        json={
-            "advertiser_id": ADV,
-            "custom_audience_name": "small",
-            "calculate_type": "EMAIL_SHA256",
-            "file_paths": [first],
-        },
-    )["data"]["custom_audience_id"]
+    audience = client.create_from_file("small", first)["data"]["custom_audience_id"]
     change = client.upload([sha(f"e{i}") for i in range(10)])["data"]["file_path"]
     update = {"advertiser_id": ADV, "custom_audience_id": audience, "file_paths": [change], "action": action}
     refused = client.post("dmp/custom_audience/update/", json=update)
@@ -302,15 +282,7 @@ def test_every_file_update_action_fails_under_1000_members_afterwards(client: Cl
 
 def test_an_append_that_reaches_1000_members_is_accepted(client: Client) -> None:
     first = client.upload([sha(f"e{i}") for i in range(900)])["data"]["file_path"]
-    audience = client.post(
-        "dmp/custom_audience/create/",
-        json={
-            "advertiser_id": ADV,
-            "custom_audience_name": "growing",
-            "calculate_type": "EMAIL_SHA256",
-            "file_paths": [first],
-        },
-    )["data"]["custom_audience_id"]
+    audience = client.create_from_file("growing", first)["data"]["custom_audience_id"]
     more = client.upload([sha(f"m{i}") for i in range(100)])["data"]["file_path"]
     update = {"advertiser_id": ADV, "custom_audience_id": audience, "file_paths": [more], "action": "APPEND"}
     assert client.post("dmp/custom_audience/update/", json=update)["code"] == 0

@@ -1,12 +1,16 @@
-"""What the HTTP emulators (Meta's Graph API, TikTok's Business API) share: a threaded server on
-loopback, the admin surface every emulator has, and the fault switchboard.
+"""The plumbing every emulator shares: one threaded HTTP server on loopback, the admin surface and the
+fault switchboard.
+
+Every emulator has one shape: a store (``emulator_store.py`` in its platform's folder: the platform's
+objects behind one lock, with ``snapshot`` and ``reset``), handlers (the platform's routes or RPCs, each
+rule with its source), and this admin surface over them. Meta's and TikTok's APIs are served by the
+``EmulatorServer`` here, beside the admin surface; Google's are gRPC, so its ``EmulatorServer`` serves
+the admin surface alone, on a second port.
 
 Admin surface, the same on every emulator:
     GET  /_emulator/state   every audience (id, name) and its members as the hashed identifiers received
     POST /_emulator/faults  set fault switches from a JSON body (unknown switch names are a 400)
     POST /_emulator/reset   empty all audiences and clear the faults
-
-A platform emulator subclasses nothing: it passes a ``handle`` callable and a ``snapshot`` callable.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import random
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,11 +57,13 @@ class Request:
 
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^";\s]+))', re.IGNORECASE)
 _PART_NAME = re.compile(rb'(?:^|;)\s*name="([^"]*)"', re.IGNORECASE)
+_PART_FILENAME = re.compile(rb'(?:^|;)\s*filename="([^"]*)"', re.IGNORECASE)
 
 
-def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
+def parse_multipart(body: bytes, content_type: str, *, with_filenames: bool = False) -> dict[str, bytes]:
     """Split a multipart/form-data body on its boundary. Bytes-level splitting rather than the
-    ``email`` parser: the parts are megabytes of hashed rows, and a field's bytes come back as sent."""
+    ``email`` parser: the parts are megabytes of hashed rows, and a field's bytes come back as sent.
+    With ``with_filenames``, a file part's ``filename`` is kept too, under ``"<name>.filename"``."""
     if "multipart/form-data" not in content_type.lower():
         raise ValueError("not multipart/form-data")
     match = _BOUNDARY.search(content_type)
@@ -76,40 +82,20 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
         if not sep:
             raise ValueError("multipart part without headers")
         content = rest[:-2]
-        name = None
+        name = filename = None
         for line in head.split(b"\r\n"):
             key, _, value = line.partition(b":")
             if key.strip().lower() == b"content-disposition":
                 found = _PART_NAME.search(value)
                 name = found.group(1).decode() if found else None
+                named = _PART_FILENAME.search(value)
+                filename = named.group(1) if named else None
         if name is None:
             raise ValueError("multipart part without a field name")
         fields[name] = content
+        if with_filenames and filename:
+            fields[f"{name}.filename"] = filename
     return fields
-
-
-_HEX_DIGITS = b"0123456789abcdef"
-
-
-def all_hex64(values: Sequence[Any]) -> bool:
-    """True when every value is a string of exactly 64 lowercase hex digits (a SHA-256 as platforms
-    take it). A few passes at C speed over a whole column, so an emulator checks 10,000 values without
-    a Python call per value; it looks at the offending ones only when this says no."""
-    count = len(values)
-    if not count:
-        return True
-    try:
-        joined = ",".join(values).encode("ascii")
-    except (TypeError, UnicodeEncodeError):
-        return False
-    # When every value is 64 hex digits, the separators sit at every 65th byte and deleting the hex
-    # digits leaves nothing but them; any other value breaks one of the two.
-    commas = b"," * (count - 1)
-    return (
-        len(joined) == 65 * count - 1
-        and joined[64::65] == commas
-        and joined.translate(None, _HEX_DIGITS) == commas
-    )
 
 
 @dataclass
@@ -217,7 +203,11 @@ class EmulatorServer:
             return sum(1 for m, p in self.request_log if m == method and p.endswith(suffix))
 
     def start(self) -> EmulatorServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="emulator", daemon=True)
+        # socketserver polls for shutdown every 0.5 s by default, which every stop() would wait out; a
+        # short poll keeps the teardown of each test fast.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -233,6 +223,13 @@ class EmulatorServer:
         finally:
             self._httpd.server_close()
 
+    def reset(self) -> None:
+        """Empty the store, reset the fault switches and clear the request log."""
+        self.reset_state()
+        self.faults.reset()
+        with self._log_lock:
+            self.request_log.clear()
+
     def _admin(self, req: Request) -> Response:
         if req.method == "GET" and req.path == "/_emulator/state":
             return Response.of_json(self.snapshot())
@@ -245,10 +242,7 @@ class EmulatorServer:
                 return Response.of_json({"error": "body must be a JSON object"}, 400)
             return Response.of_json({"faults": self.faults.as_dict()})
         if req.method == "POST" and req.path == "/_emulator/reset":
-            self.reset_state()
-            self.faults.reset()
-            with self._log_lock:
-                self.request_log.clear()
+            self.reset()
             return Response.of_json({"reset": True})
         return Response.of_json({"error": "no such admin route"}, 404)
 
@@ -297,7 +291,8 @@ class EmulatorServer:
 
 class HttpEmulator:
     """What every HTTP emulator exposes around its ``EmulatorServer``: where it listens, start and
-    stop, the request log. A platform emulator sets ``self.server`` in its constructor."""
+    stop, the request log, the state and a reset. A platform emulator sets ``self.server`` in its
+    constructor, built from its store's ``snapshot`` and ``reset`` and its handler."""
 
     server: EmulatorServer
 
@@ -328,6 +323,14 @@ class HttpEmulator:
     def requests_to(self, method: str, suffix: str) -> int:
         """How many API calls (admin calls excluded) had ``method`` and a path ending in ``suffix``."""
         return self.server.requests_to(method, suffix)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state ``GET /_emulator/state`` answers."""
+        return self.server.snapshot()
+
+    def reset(self) -> None:
+        """What ``POST /_emulator/reset`` does: an empty store and every fault switch at its default."""
+        self.server.reset()
 
 
 @contextmanager

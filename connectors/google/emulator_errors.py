@@ -51,6 +51,12 @@ class _Abort(Exception):
         return status
 
 
+def _invalid(message: str, reason: str) -> _Abort:
+    """A Data Manager INVALID_ARGUMENT whose details name ``reason`` (an ``ErrorReason``) and, when
+    ``message`` starts with one, the field path."""
+    return _Abort(grpc.StatusCode.INVALID_ARGUMENT, message, reason)
+
+
 class _AdsFailure(Exception):
     """A Google Ads API failure: one or more ``GoogleAdsError`` under one gRPC status."""
 

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 # Requests and jobs kept for the state view; the oldest settled ones go first.
 MAX_KEPT = 10_000
+MAX_LIFE_SPAN_DAYS = 540
+"""Longest membership of a CRM-based list, in both APIs (google-ads user_list.py,
+membership_life_span; Data Manager membership_duration)."""
+CUSTOMER_ID = re.compile(r"\d{10}")
+"""A Google Ads customer id: 10 digits, no dashes."""
+HEX64 = re.compile(r"[0-9a-f]{64}")
+"""A hex SHA-256 as Google takes it, lowercase (Data Manager formatting guide, encoding HEX)."""
 
 
 # --- the store ------------------------------------------------------------------------------------
@@ -154,3 +163,13 @@ def _apply_job(target: _UserList, operations: list[tuple[str, frozenset[str]]]) 
             target.members.add(person)
         else:
             target.members.discard(person)
+
+
+def rejected_values(values: Iterable[str] | None) -> frozenset[str]:
+    """The ``reject_identifiers`` switch as a set of hashes or ``"kind:value"`` entries."""
+    return frozenset(str(v) for v in values or ())
+
+
+def is_rejected(entry: str, rejected: frozenset[str]) -> bool:
+    """Whether the ``"kind:value"`` ``entry`` is one the ``reject_identifiers`` switch names."""
+    return bool(rejected) and (entry in rejected or entry.split(":", 1)[1] in rejected)

@@ -1,7 +1,7 @@
 """Pure pieces of the Google Customer Match connector, for both backends: the protobuf requests built
 from ``Change``s, consent splits, partial-failure decoding, job and request status, and the error
-mapping onto ``audiencesync.connectors.errors``. No network here, so all of it is tested without a
-socket.
+mapping onto ``audiencesync.connectors.errors`` (``failures``). No network here, so all of it is
+tested without a socket.
 
 Both backends take the same identifiers (``sync.identity`` makes them): SHA-256 hex of the
 normalized email, E.164 phone, first and last name; the country code and postcode raw.
@@ -16,15 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audiencesync.connectors.contract import Change, HandleStatus
-from audiencesync.connectors.errors import (
-    AudienceGone,
-    AuthError,
-    ConfigurationRejected,
-    ConnectorError,
-    FatalError,
-    PermissionDenied,
-    TransientError,
-)
+
+# The failure readers (failures.__all__) are reached through this module too, as the backends always have.
+from audiencesync.connectors.google.failures import *  # noqa: F403
+from audiencesync.connectors.google.failures import enum_name
 from audiencesync.connectors.google.identity import IDENTITY
 from google.ads import datamanager_v1 as dm
 from google.ads.googleads.v24.common.types import consent as ads_consent_types
@@ -34,13 +29,10 @@ from google.ads.googleads.v24.enums.types import consent_status as ads_consent_s
 from google.ads.googleads.v24.enums.types import customer_match_upload_key_type as upload_key
 from google.ads.googleads.v24.enums.types import offline_user_data_job_type as job_type
 from google.ads.googleads.v24.enums.types import user_list_crm_data_source_type as crm_source
-from google.ads.googleads.v24.errors.types.errors import GoogleAdsFailure
 from google.ads.googleads.v24.resources.types import offline_user_data_job as job_resource
 from google.ads.googleads.v24.resources.types import user_list as ads_user_list
 from google.ads.googleads.v24.services.types import offline_user_data_job_service as job_service
 from google.ads.googleads.v24.services.types import user_list_service as list_service
-from google.api_core import exceptions as core
-from google.rpc import error_details_pb2
 
 API_VERSION = "v24"
 """The version whose generated types the pure builders below use. The Ads backend sends the configured
@@ -58,13 +50,6 @@ ADDRESS_KINDS = ("first_name", "last_name", "country", "zip")
 
 CONSENT_DENIED_REASON = "ads consent denied"
 NO_IDENTIFIER_REASON = "no usable identifier"
-# developers.google.com/ads/blog/posts/2026/03/changes-to-customer-match-support-in
-NOT_ALLOWLISTED = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"
-NOT_ALLOWLISTED_MESSAGE = (
-    "Google Ads refused Customer Match uploads for this developer token "
-    "(CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE: since April 2026 only tokens that already uploaded may "
-    'use the Google Ads API path): set backend = "data_manager" in this destination'
-)
 # OAuth scopes: Data Manager get-started guide (developers.google.com/data-manager/api/get-started);
 # google-ads client (google/ads/googleads/oauth2.py, _SERVICE_ACCOUNT_SCOPES).
 DM_SCOPE = "https://www.googleapis.com/auth/datamanager"
@@ -74,31 +59,6 @@ ADS_SCOPE = "https://www.googleapis.com/auth/adwords"
 # (developers.google.com/data-manager/api/devguides/concepts/formatting; encoding HEX).
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _JOB_NAME = re.compile(r"customers/\d+/offlineUserDataJobs/\d+")
-
-# Error codes (oneof field of GoogleAdsError.error_code, enum name) the Ads backend retries: the enum
-# docs in google-ads google/ads/googleads/v26/errors/types/database_error.py (CONCURRENT_MODIFICATION:
-# "retry the request") and quota_error.py (RESOURCE_TEMPORARILY_EXHAUSTED).
-ADS_RETRYABLE = frozenset(
-    {("database_error", "CONCURRENT_MODIFICATION"), ("quota_error", "RESOURCE_TEMPORARILY_EXHAUSTED")}
-)
-# The list is missing or unusable: enums in google/ads/googleads/v26/errors/types/
-# {mutate,offline_user_data_job}_error.py.
-_GONE_CODES = frozenset(
-    {
-        ("mutate_error", "RESOURCE_NOT_FOUND"),
-        ("offline_user_data_job_error", "INVALID_USER_LIST_ID"),
-        ("offline_user_data_job_error", "INVALID_USER_LIST_TYPE"),
-    }
-)
-# gRPC answers (api_core classes) both backends retry: quota (Data Manager limits page: over quota is
-# RESOURCE_EXHAUSTED, back off), UNAVAILABLE (AIP-194: retryable), server faults and deadlines (INTERNAL,
-# DEADLINE_EXCEEDED: an assumption, docs/setup-google.md; the requests are idempotent adds/removes).
-TRANSIENT_EXCEPTIONS: tuple[type[Exception], ...] = (
-    core.ResourceExhausted,
-    core.ServiceUnavailable,
-    core.InternalServerError,
-    core.DeadlineExceeded,
-)
 
 
 # --- consent ----------------------------------------------------------------------------------------
@@ -201,10 +161,10 @@ def dm_destination(customer_id: str, login_customer_id: str | None, list_id: str
     return destination
 
 
-# Raw protobuf classes of the member-carrying requests. A batch is built on these, in bulk, and the
-# request wrapped once: proto-plus costs about 25 µs a member (a wrapper and a marshal per message),
-# the raw messages about 2 µs. The messages are those proto-plus would build (the golden tests
-# and the tests' member-by-member reference builders pin them).
+# Raw protobuf classes of the member-carrying requests. A batch is built on these and the request
+# wrapped once: proto-plus would add a wrapper and a marshal per message (benchmarks/push.py measures
+# the push). The messages are those proto-plus would build (the golden tests and the tests'
+# member-by-member reference builders pin them).
 _DM_INGEST_PB: Any = dm.IngestAudienceMembersRequest.pb()
 _DM_REMOVE_PB: Any = dm.RemoveAudienceMembersRequest.pb()
 _DM_ADDRESS_PB: Any = dm.AddressInfo.pb()
@@ -214,37 +174,56 @@ _DM_HEX = int(dm.Encoding.HEX)
 _DM_TERMS_ACCEPTED = int(dm.TermsOfServiceStatus.ACCEPTED)
 
 
-def _dm_fill(members: Any, batch: Sequence[Change], *, with_consent: bool) -> None:
-    """Append one raw ``AudienceMember`` per change to the repeated field ``members``: the user data
-    (email, phone, and the address only when all four parts are there), and with ``with_consent`` both
-    consent signals when the member's consent is known."""
-    add = members.add
-    address_pb = _DM_ADDRESS_PB
-    for change in batch:
-        ids = change.identifiers
-        member = add()
-        user_data = member.user_data
-        identifiers = user_data.user_identifiers
-        email = ids.get("email")
-        if email:
-            identifiers.add(email_address=email)
-        phone = ids.get("phone")
-        if phone:
-            identifiers.add(phone_number=phone)
-        first, last, country, postcode = (
-            ids.get("first_name"),
-            ids.get("last_name"),
-            ids.get("country"),
-            ids.get("zip"),
+@dataclass(frozen=True)
+class _IdentifierFields:
+    """What one backend's raw ``UserIdentifier`` calls the identifiers both take."""
+
+    email: str
+    phone: str
+    address: str
+    address_pb: Any
+    address_parts: tuple[str, str, str, str]
+    """The address message's fields for ``ADDRESS_KINDS``, in that order."""
+
+
+# datamanager_v1 types/user_data.py (UserIdentifier, AddressInfo) and googleads v24
+# common/types/offline_user_data.py (UserIdentifier, OfflineUserAddressInfo).
+_DM_FIELDS = _IdentifierFields(
+    "email_address", "phone_number", "address", _DM_ADDRESS_PB,
+    ("given_name", "family_name", "region_code", "postal_code"),
+)  # fmt: skip
+_ADS_FIELDS = _IdentifierFields(
+    "hashed_email", "hashed_phone_number", "address_info", oud.OfflineUserAddressInfo.pb(),
+    ("hashed_first_name", "hashed_last_name", "country_code", "postal_code"),
+)  # fmt: skip
+
+
+def _add_identifiers(user_data: Any, ids: Mapping[str, str], fields: _IdentifierFields) -> None:
+    """One raw ``UserIdentifier`` per identifier of one person in ``user_data``: email, phone, and the
+    address only when all four parts are there. ``user_data`` is sent even when it carries none."""
+    identifiers = user_data.user_identifiers
+    email = ids.get("email")
+    if email:
+        identifiers.add(**{fields.email: email})
+    phone = ids.get("phone")
+    if phone:
+        identifiers.add(**{fields.phone: phone})
+    parts = [ids.get(kind) for kind in ADDRESS_KINDS]
+    if all(parts):
+        identifiers.add(
+            **{fields.address: fields.address_pb(**dict(zip(fields.address_parts, parts, strict=True)))}
         )
-        if first and last and country and postcode:
-            identifiers.add(
-                address=address_pb(
-                    given_name=first, family_name=last, region_code=country, postal_code=postcode
-                )
-            )
-        elif not identifiers:
-            user_data.SetInParent()  # user_data is sent even when it carries no identifier
+    elif not identifiers:
+        user_data.SetInParent()
+
+
+def _dm_fill(members: Any, batch: Sequence[Change], *, with_consent: bool) -> None:
+    """Append one raw ``AudienceMember`` per change to the repeated field ``members``: its user data
+    and, with ``with_consent``, both consent signals when the member's consent is known."""
+    add = members.add
+    for change in batch:
+        member = add()
+        _add_identifiers(member.user_data, change.identifiers, _DM_FIELDS)
         if with_consent and change.consent is not None:
             status = _DM_GRANTED if change.consent else _DM_DENIED
             consent = member.consent
@@ -419,7 +398,6 @@ def ads_job(user_list_resource: str, consent: bool | None) -> job_resource.Offli
 
 
 _ADS_OPERATIONS_PB: Any = job_service.AddOfflineUserDataJobOperationsRequest.pb()
-_ADS_ADDRESS_PB: Any = oud.OfflineUserAddressInfo.pb()
 
 
 def ads_operations_request(
@@ -427,35 +405,11 @@ def ads_operations_request(
 ) -> job_service.AddOfflineUserDataJobOperationsRequest:
     """All creates or all removes (never mixed in one job), with partial failure on. Built on the raw
     protobuf in bulk and wrapped once; each operation is one UserData per person, one
-    UserIdentifier per identifier (the address only when all four parts are there)."""
+    UserIdentifier per identifier (at most 3 a person, well under MAX_IDENTIFIERS)."""
     request = _ADS_OPERATIONS_PB(resource_name=job_name, enable_partial_failure=True)
     add = request.operations.add
-    address_pb = _ADS_ADDRESS_PB
-    # At most 3 identifiers a person, well under MAX_IDENTIFIERS: no cut needed.
     for change in batch:
-        ids = change.identifiers
-        user_data = add().remove if remove else add().create
-        identifiers = user_data.user_identifiers
-        email = ids.get("email")
-        if email:
-            identifiers.add(hashed_email=email)
-        phone = ids.get("phone")
-        if phone:
-            identifiers.add(hashed_phone_number=phone)
-        first, last, country, postcode = (
-            ids.get("first_name"),
-            ids.get("last_name"),
-            ids.get("country"),
-            ids.get("zip"),
-        )
-        if first and last and country and postcode:
-            identifiers.add(
-                address_info=address_pb(
-                    hashed_first_name=first, hashed_last_name=last, country_code=country, postal_code=postcode
-                )
-            )
-        elif not identifiers:
-            user_data.SetInParent()  # a UserData is still sent when it carries no identifier
+        _add_identifiers(add().remove if remove else add().create, change.identifiers, _ADS_FIELDS)
     wrapped: job_service.AddOfflineUserDataJobOperationsRequest = (
         job_service.AddOfflineUserDataJobOperationsRequest.wrap(request)
     )
@@ -543,245 +497,3 @@ def list_state(membership: str, last: HandleStatus | None, size: int, what: str)
     if last.state == "confirmed" and size == 0:
         text += "; the list is empty after a successful upload: nothing uploaded matched or was kept"
     return text
-
-
-# --- partial failures -------------------------------------------------------------------------------
-
-
-def partial_failure_reasons(status: Any, batch: Sequence[Change]) -> dict[bytes, str]:
-    """Map ``AddOfflineUserDataJobOperationsResponse.partial_failure_error`` back onto members: each
-    detail is a serialized GoogleAdsFailure whose errors name the failing operation's index."""
-    reasons: dict[bytes, str] = {}
-    if status is None or not getattr(status, "code", 0):
-        return reasons
-    unplaced: list[str] = []
-    for detail in getattr(status, "details", ()):
-        failure = GoogleAdsFailure.deserialize(detail.value)
-        for error in failure.errors:
-            reason = ads_error_reason(error)
-            index = _operation_index(error)
-            if index is not None and 0 <= index < len(batch):
-                key = batch[index].member_key
-                reasons.setdefault(key, reason)
-            else:
-                unplaced.append(reason)
-    if unplaced and not reasons:
-        # A partial failure that names no operation cannot be pinned on anyone: rather than guess who
-        # was refused, the push stops here and its members stay queued.
-        raise FatalError(f"Google Ads reported a failure without an operation index: {unplaced[0]}")
-    return reasons
-
-
-def _operation_index(error: Any) -> int | None:
-    for element in error.location.field_path_elements:
-        if element.field_name == "operations" and "index" in element:
-            return int(element.index)
-    elements = list(error.location.field_path_elements)
-    if elements and "index" in elements[0]:
-        return int(elements[0].index)
-    return None
-
-
-def ads_error_code(error: Any) -> tuple[str, str]:
-    """(oneof field, enum name) of a GoogleAdsError's code, e.g. ("database_error", "CONCURRENT_MODIFICATION")."""
-    code = error.error_code
-    which = type(code).pb(code).WhichOneof("error_code")
-    if not which:
-        return ("unknown", "UNKNOWN")
-    return (which, enum_name(getattr(code, which)))
-
-
-def ads_error_reason(error: Any) -> str:
-    """A rejection reason with no PII: the error code, never the message (it can quote the value)."""
-    which, name = ads_error_code(error)
-    return f"{which}.{name}"
-
-
-# --- errors -----------------------------------------------------------------------------------------
-
-
-def classify_ads_failure(failure: Any, request_id: str | None) -> ConnectorError:
-    """Map a GoogleAdsException's failure onto the taxonomy. Retryable codes become TransientError."""
-    codes = [ads_error_code(e) for e in failure.errors] or [("unknown", "UNKNOWN")]
-    code_text = ",".join(f"{w}.{n}" for w, n in codes)
-    names = {n for _, n in codes}
-    kinds = {w for w, _ in codes}
-    if NOT_ALLOWLISTED in names:
-        return ConfigurationRejected(NOT_ALLOWLISTED_MESSAGE, request_id=request_id, code=code_text)
-    if all(c in ADS_RETRYABLE for c in codes):
-        return TransientError(
-            "Google Ads asked to retry (concurrent modification or temporary quota)",
-            request_id=request_id,
-            code=code_text,
-        )
-    if "authentication_error" in kinds:
-        return AuthError(
-            "Google Ads rejected the credentials: check the OAuth or service-account file named by "
-            "credentials_env and its access to the account",
-            request_id=request_id,
-            code=code_text,
-        )
-    if "authorization_error" in kinds:
-        return PermissionDenied(
-            "Google Ads refused access: check the developer token, customer_id and login_customer_id, "
-            "and that the credentials' user can manage the account",
-            request_id=request_id,
-            code=code_text,
-        )
-    if set(codes) & _GONE_CODES:
-        return AudienceGone(
-            "the Google Ads user list does not exist or cannot be used: remove its id from audience_ids "
-            "(or state) so a new one is created",
-            request_id=request_id,
-            code=code_text,
-        )
-    if "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS" in names:
-        return PermissionDenied(
-            "the Customer Match terms are not accepted for this Google Ads account: accept them in Google "
-            "Ads (Tools > Audience manager) and run again",
-            request_id=request_id,
-            code=code_text,
-        )
-    if "header_error" in kinds:
-        return ConfigurationRejected(
-            "Google Ads refused the request headers: check customer_id and login_customer_id (10 digits)",
-            request_id=request_id,
-            code=code_text,
-        )
-    return FatalError("Google Ads refused the request", request_id=request_id, code=code_text)
-
-
-def classify_api_error(exc: core.GoogleAPICallError, *, service: str) -> ConnectorError:
-    """Map a gRPC error (as api_core raises it) onto the taxonomy, for either backend."""
-    request_id = grpc_request_id(exc)
-    code = exc.grpc_status_code.name if exc.grpc_status_code is not None else type(exc).__name__
-    if isinstance(exc, TRANSIENT_EXCEPTIONS):
-        return TransientError(
-            f"{service} is throttling or temporarily failing", request_id=request_id, code=code
-        )
-    if isinstance(exc, core.Unauthenticated):
-        return AuthError(
-            f"{service} rejected the credentials: check the file named by credentials_env (or the "
-            "application-default credentials) and its OAuth scope",
-            request_id=request_id,
-            code=code,
-        )
-    if isinstance(exc, core.PermissionDenied):
-        return PermissionDenied(
-            f"{service} refused access: give the credentials' user or service account access to the "
-            "Google Ads account (and login_customer_id's manager account), and enable the API in the "
-            "Cloud project",
-            request_id=request_id,
-            code=code,
-        )
-    if isinstance(exc, core.NotFound):
-        return AudienceGone(
-            f"{service} does not know the user list: remove its id from audience_ids (or state) so a new "
-            "one is created",
-            request_id=request_id,
-            code=code,
-        )
-    if isinstance(exc, core.FailedPrecondition):
-        return ConfigurationRejected(
-            f"{service} refused the setup (for example Customer Match terms not accepted in the Google "
-            "Ads account): fix it in the account and run again",
-            request_id=request_id,
-            code=code,
-        )
-    return FatalError(f"{service} refused the request", request_id=request_id, code=code)
-
-
-# Where a Data Manager field violation names a member: audience_members[i] (Google's error model,
-# developers.google.com/data-manager/api/devguides/concepts/understand-errors, BadRequest details).
-_DM_MEMBER_FIELD = re.compile(r"audience_members\[(\d+)\]")
-
-
-@dataclass(frozen=True)
-class DmError:
-    """What a failed Data Manager call said: the ErrorInfo ``reason`` (an ErrorReason name,
-    developers.google.com/data-manager/api/reference/rest/v1/ErrorReason) and, per member index named by
-    a ``BadRequest.field_violations`` path inside ``audience_members[i]``, that field and reason."""
-
-    reason: str
-    members: Mapping[int, str]
-
-
-def dm_error(exc: core.GoogleAPICallError) -> DmError:
-    """Read Google's error details. Data Manager fails fast: a request fails whole, and only a violation
-    inside audience_members[i] is a member's fault; anything else concerns the request (understand-errors
-    page above), so callers split out named members only and never bisect."""
-    reason = ""
-    members: dict[int, str] = {}
-    for detail in exc.details or ():
-        if isinstance(detail, error_details_pb2.ErrorInfo):
-            reason = reason or detail.reason
-        elif isinstance(detail, error_details_pb2.BadRequest):
-            for violation in detail.field_violations:
-                match = _DM_MEMBER_FIELD.match(violation.field)
-                if match is not None:
-                    # The path and reason only: the description may quote the value.
-                    why = violation.reason or reason or "INVALID_ARGUMENT"
-                    members.setdefault(int(match.group(1)), f"{why} at {violation.field}")
-    return DmError(reason or (exc.grpc_status_code.name if exc.grpc_status_code else ""), members)
-
-
-def classify_dm_request_error(exc: core.GoogleAPICallError, *, service: str) -> ConnectorError:
-    """A Data Manager error that concerns the whole request (no member path), with Google's reason as
-    its code and the request id: the destination stops, and no member is rejected for it."""
-    found = dm_error(exc)
-    request_id = grpc_request_id(exc)
-    reason = found.reason
-    if reason == "TERMS_AND_CONDITIONS_NOT_SIGNED":
-        return ConfigurationRejected(
-            f"{service} refused the upload: the Customer Match terms are not accepted (set "
-            "accept_customer_match_terms = true only if the advertiser accepts them, and accept them in "
-            "the Google Ads account)",
-            request_id=request_id,
-            code=reason,
-        )
-    if reason == "INVALID_USER_LIST_ID":
-        return AudienceGone(
-            f"{service} does not know the user list: remove its id from audience_ids (or state) so a new "
-            "one is created",
-            request_id=request_id,
-            code=reason,
-        )
-    if reason in ("INVALID_DESTINATION", "INVALID_USER_LIST_TYPE", "TOO_MANY_DESTINATIONS"):
-        return ConfigurationRejected(
-            f"{service} refused the destination: check customer_id and login_customer_id",
-            request_id=request_id,
-            code=reason,
-        )
-    mapped = classify_api_error(exc, service=service)
-    if reason and not isinstance(mapped, TransientError):
-        mapped.code = reason
-    return mapped
-
-
-def grpc_request_id(exc: core.GoogleAPICallError) -> str | None:
-    """The platform's request id, from trailing metadata or an ErrorInfo detail, when it gave one."""
-    response = getattr(exc, "response", None)
-    trailing = getattr(response, "trailing_metadata", None)
-    if callable(trailing):
-        try:
-            for key, value in trailing() or ():
-                if key in ("request-id", "x-request-id", "requestid"):
-                    return str(value)
-        except Exception:  # the call object of a failed RPC may refuse; the id is only a nicety
-            pass
-    for detail in exc.details or ():
-        # RequestInfo carries it in Google's error model (Data Manager understand-errors page).
-        if isinstance(detail, error_details_pb2.RequestInfo) and detail.request_id:
-            return str(detail.request_id)
-        metadata = getattr(detail, "metadata", None)
-        if isinstance(metadata, Mapping):
-            for key in ("requestId", "request_id"):
-                if metadata.get(key):
-                    return str(metadata[key])
-    return None
-
-
-def enum_name(value: Any) -> str:
-    """A proto enum value's name (``SUCCESS``), or its text when it has none."""
-    name = getattr(value, "name", None)
-    return str(name) if name else str(value)

@@ -43,12 +43,9 @@ Fault switches (``POST /_emulator/faults`` with a JSON object; rates are per req
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from audiencesync.connectors.emulation.http import (
@@ -58,6 +55,7 @@ from audiencesync.connectors.emulation.http import (
     Request,
     Response,
 )
+from audiencesync.connectors.meta.emulator_store import MetaStore, _Audience, _Session
 
 VERSION_WARNING_HEADER = "X-Ad-Api-Version-Warning"  # versioning
 MAX_ROWS = 10_000  # users-ref
@@ -132,26 +130,6 @@ _PRESETS: dict[str, tuple[int, int | None, str, str]] = {
 }
 
 
-@dataclass
-class _Session:
-    last_seq: int = 0
-    finished: bool = False
-
-
-@dataclass
-class _Audience:
-    id: str
-    account: str
-    name: str
-    description: str
-    customer_file_source: str
-    schema: list[str] | None = None
-    members: set[tuple[str, ...]] = field(default_factory=set)
-    sessions: dict[int, _Session] = field(default_factory=dict)
-    # (time of change, size after it): the visible size lags behind by processing_seconds.
-    history: list[tuple[float, int]] = field(default_factory=list)
-
-
 def graph_error(
     status: int,
     code: int,
@@ -184,32 +162,12 @@ class MetaEmulator(HttpEmulator):
         self.faults = FaultSwitches(DEFAULT_FAULTS)
         if options:
             self.faults.set(options)
-        self._lock = threading.Lock()
-        self._ids = itertools.count(23840000000000001)
-        self._audiences: dict[str, _Audience] = {}
-        self.server = EmulatorServer(self.handle, self.snapshot, self.reset, self.faults, port)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._audiences.clear()
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "audiences": [
-                    {
-                        "id": a.id,
-                        "name": a.name,
-                        "schema": a.schema,
-                        "members": sorted(list(m) for m in a.members),
-                    }
-                    for a in self._audiences.values()
-                ]
-            }
+        self.store = MetaStore()
+        self.server = EmulatorServer(self.handle, self.store.snapshot, self.store.reset, self.faults, port)
 
     def members(self, audience_id: str) -> set[tuple[str, ...]]:
-        with self._lock:
-            return set(self._audiences[audience_id].members)
+        """The rows audience ``audience_id`` holds."""
+        return self.store.members(audience_id)
 
     # --- request handling --------------------------------------------------------------------------
 
@@ -287,10 +245,8 @@ class MetaEmulator(HttpEmulator):
             return graph_error(400, 100, "Invalid parameter: name and subtype=CUSTOM are required")
         if form.get("customer_file_source", "USER_PROVIDED_ONLY") not in FILE_SOURCES:
             return graph_error(400, 100, "Invalid parameter: customer_file_source")
-        with self._lock:
-            audience_id = str(next(self._ids))
-            self._audiences[audience_id] = _Audience(
-                audience_id,
+        with self.store.lock:
+            audience_id = self.store.new_audience(
                 account,
                 name,
                 form.get("description", ""),
@@ -301,8 +257,8 @@ class MetaEmulator(HttpEmulator):
     def _list(self, account: str, form: dict[str, str]) -> Response:
         limit = int(form.get("limit") or 25)
         start = int(form.get("after") or 0)
-        with self._lock:
-            mine = [a for a in self._audiences.values() if a.account == account]
+        with self.store.lock:
+            mine = [a for a in self.store.audiences.values() if a.account == account]
             page = mine[start : start + limit]
             data = [{"id": a.id, "name": a.name, "description": a.description} for a in page]
         body: dict[str, Any] = {"data": data}
@@ -315,8 +271,8 @@ class MetaEmulator(HttpEmulator):
     def _read(self, audience_id: str) -> Response:
         now = time.time()
         delay = float(self.faults["processing_seconds"])
-        with self._lock:
-            audience = self._audiences.get(audience_id)
+        with self.store.lock:
+            audience = self.store.audiences.get(audience_id)
             if audience is None:
                 return graph_error(
                     400, 100, "Object does not exist or no access", subcode=33, kind="GraphMethodException"
@@ -376,8 +332,8 @@ class MetaEmulator(HttpEmulator):
                 subcode=1870094,
                 title="Audience Size too low",
             )
-        with self._lock:
-            audience = self._audiences.get(audience_id)
+        with self.store.lock:
+            audience = self.store.audiences.get(audience_id)
             if audience is None:
                 return graph_error(
                     400, 100, "Object does not exist or no access", subcode=33, kind="GraphMethodException"

@@ -24,17 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from audiencesync.connectors import errors
 from audiencesync.connectors.contract import Change, SessionInfo
-from audiencesync.connectors.errors import (
-    AudienceGone,
-    AuthError,
-    ConfigurationRejected,
-    ConnectorError,
-    FatalError,
-    PermissionDenied,
-    SchemaMismatch,
-    TransientError,
-)
 from audiencesync.connectors.versions import DEFAULT_VERSIONS
 
 MAX_ROWS = 10_000
@@ -102,7 +93,7 @@ def schema_for(identifier_kinds: Sequence[str]) -> list[str]:
     """The audience's multi-key schema, in the spec's fixed key order."""
     unknown = [k for k in identifier_kinds if k not in SCHEMA_FIELDS]
     if unknown:
-        raise SchemaMismatch(f"Meta has no schema field for identifier kind(s) {', '.join(unknown)}")
+        raise errors.SchemaMismatch(f"Meta has no schema field for identifier kind(s) {', '.join(unknown)}")
     return [SCHEMA_FIELDS[k] for k in identifier_kinds]
 
 
@@ -138,8 +129,8 @@ def users_request(
     bytes); ``rows`` come from ``row_for``. Adds are POST and removes DELETE on that path (users-ref).
     Every field goes as its own multipart/form-data part, the way Meta's docs post them
     (``curl -F payload=...``): the SDK's ``remove_users`` would put DELETE parameters (10,000 hashed
-    rows) in the URL, and URL-encoding 10,000 rows of JSON percent-escapes every quote and comma in
-    pure Python, which was the largest single cost of a push (and of decoding it on the other side)."""
+    rows) in the URL, and URL-encoding rows of JSON percent-escapes every quote and comma in pure
+    Python, on both sides of the wire."""
     # is_raw: the SDK sends it true with every multi-key schema (sdk-ca format_params, which refuses
     # a multi-key schema without it), and Meta's users/usersreplace parameter tables list it.
     payload = json.dumps(
@@ -319,87 +310,89 @@ def classify_error(
     body: Any,
     headers: Mapping[str, str] | None,
     ad_account_id: str,
-) -> ConnectorError:
+) -> errors.ConnectorError:
     """Map one failed Graph API answer onto the error taxonomy. ``body`` is the decoded JSON body, or
     the raw text when Meta answered with an HTML page. Messages never quote the body or the request."""
     error = body.get("error") if isinstance(body, Mapping) else None
     if not isinstance(error, Mapping):
         status = f"HTTP {http_status}" if http_status else "no status"
-        return TransientError(f"Meta answered with a page that is not a Graph API answer ({status})")
+        return errors.TransientError(f"Meta answered with a page that is not a Graph API answer ({status})")
     code = _int(error.get("code"))
     subcode = _int(error.get("error_subcode"))
     trace = str(error["fbtrace_id"]) if error.get("fbtrace_id") else None
     code_text = f"{code}/{subcode}" if subcode else str(code)
 
-    def make(cls: type[ConnectorError], message: str) -> ConnectorError:
+    def make(cls: type[errors.ConnectorError], message: str) -> errors.ConnectorError:
         return cls(message, request_id=trace, code=code_text)
 
     if code == 190:
         return make(
-            AuthError,
+            errors.AuthError,
             "Meta rejected the access token (expired or invalid): create a new system-user token with "
             "ads_management and put it in the environment variable named by access_token_env",
         )
     if (code == 200 and subcode == TERMS_SUBCODE) or code in TERMS_CODES:
         return make(
-            PermissionDenied,
+            errors.PermissionDenied,
             "the Custom Audience terms are not accepted for this ad account: accept them at "
             f"{terms_url(ad_account_id)} and run again",
         )
     if code == 200 and subcode == NO_BUSINESS_SUBCODE:
         return make(
-            PermissionDenied,
+            errors.PermissionDenied,
             "the ad account is not part of a Business Manager: add it to one, then run again",
         )
     if code == 100 and subcode == FLAGGED_SUBCODE:
         return make(
-            AudienceGone,
+            errors.AudienceGone,
             "the custom audience was deleted or flagged by Meta: remove its id from audience_ids (or "
             "state) so a new one is created",
         )
     if code == 100 and subcode == NO_ACCESS_SUBCODE:
         return make(
-            PermissionDenied,
+            errors.PermissionDenied,
             "the object does not exist or the token's user has no access to it: add the system user "
             "to the ad account (Business Settings > Ad accounts > Add people) with Manage campaigns",
         )
     if code == SCHEMA_MISMATCH_CODE and subcode == REPLACE_IN_PROGRESS_SUBCODE:
-        return make(TransientError, "Meta is still processing an earlier update of this audience")
+        return make(errors.TransientError, "Meta is still processing an earlier update of this audience")
     if code == SCHEMA_MISMATCH_CODE and subcode in REPLACE_SESSION_SUBCODES:
         return make(
-            FatalError,
+            errors.FatalError,
             "Meta ended a replace session on this audience: wait until its operation_status is normal, "
             "then run again",
         )
     if code == SCHEMA_MISMATCH_CODE:
         return make(
-            SchemaMismatch,
+            errors.SchemaMismatch,
             "the audience was created with other identifier keys than this sync sends "
             "(FILE_IMPORTED.MULTI_HASHES): use a new audience name or align source.identifiers",
         )
     if code == VERSION_DEPRECATED_CODE:
         return make(
-            ConfigurationRejected,
+            errors.ConfigurationRejected,
             f"Meta no longer serves this Marketing API version (error 2635): set api_version in the "
             f"destination to a current one, such as {DEFAULT_VERSIONS['meta']}",
         )
     if code == 10 or (code is not None and 200 <= code <= 299):
         return make(
-            PermissionDenied,
+            errors.PermissionDenied,
             "the token lacks a permission: give the system user ads_management and access to the ad "
             "account, then create a new token",
         )
     # errors: Meta marks an answer worth retrying with is_transient; an HTTP 5xx is a server fault.
     if code in TRANSIENT_CODES or error.get("is_transient") is True:
-        return TransientError(
+        return errors.TransientError(
             "Meta is throttling or temporarily failing requests",
             request_id=trace,
             code=code_text,
             retry_after=regain_access_seconds(headers),
         )
     if http_status is not None and http_status >= 500:
-        return make(TransientError, f"Meta answered HTTP {http_status}")
-    return make(FatalError, f"Meta refused the request (HTTP {http_status}): check the destination settings")
+        return make(errors.TransientError, f"Meta answered HTTP {http_status}")
+    return make(
+        errors.FatalError, f"Meta refused the request (HTTP {http_status}): check the destination settings"
+    )
 
 
 def _int(value: Any) -> int | None:
