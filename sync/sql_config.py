@@ -10,7 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SQL_SOURCE_KEYS = ("url_env", "url", "yield_per", "dbt_project_dir", "dbt_manifest")
+SOURCE_KINDS = ("sqlite", "csv", "jsonl", "parquet", "duckdb", "sql")
+"""Files (SQLite, CSV, JSONL, Parquet, a DuckDB database) and ``sql``: any SQLAlchemy database."""
+SQL_SOURCE_KEYS = (
+    "url_env",
+    "url",
+    "yield_per",
+    "dbt_project_dir",
+    "dbt_manifest",
+    "dbt_profile",
+    "dbt_target",
+    "dbt_profiles_dir",
+)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
