@@ -6,6 +6,7 @@ errors. Never prints.
 from __future__ import annotations
 
 import difflib
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -120,7 +121,7 @@ class FileRelation:
     def _group(self, rel: str, column: str, where: str, params: Sequence[Any] = ()) -> dict[Any, int]:
         col = quote(column)
         sql = f"SELECT {col} AS v, count(*) AS n FROM {rel} {where} GROUP BY {col}"
-        return {_hashable(r["v"]): int(r["n"]) for r in self._rows(sql, params)}
+        return {hashable(r["v"]): int(r["n"]) for r in self._rows(sql, params)}
 
     def suspicious_times(self, column: str) -> dict[Any, int]:
         col = quote(column)
@@ -157,9 +158,14 @@ class FileRelation:
         self.engine.close()
 
 
-def _hashable(value: Any) -> Any:
-    """A grouped value as a dict key: a list of tags (Parquet, DuckDB) becomes a tuple."""
-    return tuple(value) if isinstance(value, list) else value
+def hashable(value: Any) -> Any:
+    """A grouped value as a dict key: a list of tags (a Parquet or DuckDB list, a Postgres array)
+    becomes a tuple, a JSON document its canonical text."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from audiencesync.sync.config import AudienceConfig, SourceConfig
 from audiencesync.sync.errors import SourceError
-from audiencesync.sync.source_check import ISO_TIME, NUMBER, CheckScope
+from audiencesync.sync.source_check import ISO_TIME, NUMBER, CheckScope, hashable
 from audiencesync.sync.sql_source import (
     SqlEngine,
     audience_statement,
@@ -94,7 +94,7 @@ class SqlRelation:
 
         col: Any = column(name)
         statement = select(col, func.count()).select_from(self.from_).group_by(col)
-        return {_hashable(v): int(n) for v, n in self._all(statement)}
+        return {hashable(v): int(n) for v, n in self._all(statement)}
 
     def suspicious_times(self, name: str) -> dict[Any, int]:
         from sqlalchemy import String, and_, cast, column, func, not_, or_, select, text
@@ -120,7 +120,7 @@ class SqlRelation:
         else:
             condition = present
         statement = select(col, func.count()).select_from(self.from_).where(condition).group_by(col)
-        return {_hashable(v): int(n) for v, n in self._all(statement)}
+        return {hashable(v): int(n) for v, n in self._all(statement)}
 
     def _quoted(self, name: str) -> str:
         return str(self.engine.engine.dialect.identifier_preparer.quote(name))
@@ -141,22 +141,10 @@ class SqlRelation:
         sub = statement.subquery("q")
         tags = sub.c[self.source.in_flow_column]
         grouped = select(tags, func.count()).group_by(tags)
-        return {_hashable(v): int(n) for v, n in self._all(grouped, params)}
+        return {hashable(v): int(n) for v, n in self._all(grouped, params)}
 
     def close(self) -> None:
         self.engine.close()
-
-
-def _hashable(value: Any) -> Any:
-    """A grouped value as a dict key: a list of tags (a DuckDB list, a Postgres array) becomes a
-    tuple, a JSON document its canonical text."""
-    if isinstance(value, list):
-        return tuple(value)
-    if isinstance(value, dict):
-        import json
-
-        return json.dumps(value, sort_keys=True)
-    return value
 
 
 def sql_scopes(source: SourceConfig, audiences: Sequence[AudienceConfig]) -> list[CheckScope]:

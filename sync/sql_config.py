@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SOURCE_KINDS = ("sqlite", "csv", "jsonl", "parquet", "duckdb", "sql")
-"""Files (SQLite, CSV, JSONL, Parquet, a DuckDB database) and ``sql``: any SQLAlchemy database."""
 SQL_SOURCE_KEYS = (
     "url_env",
     "url",
