@@ -181,7 +181,7 @@ def _parse_source(raw: Any, base: Path, env: Mapping[str, str], errors: ConfigEr
         return None
     errors.unknown(raw, _SOURCE_KEYS, "source.")
     kind = raw.get("kind", "sqlite")
-    if (msg := one_of("sqlite", "csv", "jsonl", "sql")(kind)) is not None:
+    if (msg := one_of("sqlite", "csv", "jsonl", "parquet", "duckdb", "sql")(kind)) is not None:
         errors.add("source.kind", msg)
     path_value = raw.get("path")
     sql = parse_sql_source(raw, base, env, errors.add) if kind == "sql" else None

@@ -1,10 +1,11 @@
 """One SQL engine per source kind, behind one small protocol, so an audience definition (stage,
 in-flow tag, flag column, ``where`` expression or ``query``) means the same thing for every kind.
 
-SQLite files are read by SQLite itself. CSV and JSONL exports are read by DuckDB, which exposes the
-file as a view named after ``[source] table`` (``profiles`` by default), so an audience's ``query``
-is written once for any kind. A new kind (a warehouse, a dbt model) plugs in by providing a
-``SourceEngine`` and an entry in ``ENGINES``.
+SQLite files are read by SQLite itself. CSV, JSONL and Parquet files are read by DuckDB, which
+exposes the file as a view named after ``[source] table`` (``profiles`` by default), so an audience's
+``query`` is written once for any kind; a DuckDB database file is opened read-only and ``[source]
+table`` names one of its tables. A new kind plugs in by providing a ``SourceEngine`` and an entry in
+``ENGINES`` (``kind = "sql"`` sources go through SQLAlchemy instead: ``audiencesync.sync.sql_source``).
 """
 
 from __future__ import annotations
@@ -220,10 +221,61 @@ def _locate_jsonl_error(source: SourceConfig) -> SourceError | None:
     return None
 
 
+class DuckRelationEngine:
+    """A Parquet file as a DuckDB view, or a table of a DuckDB database file opened read-only. Both
+    carry their own column types, which are kept: there is no text to mis-type, unlike CSV."""
+
+    def __init__(self, source: SourceConfig) -> None:
+        self.source = source
+        path = str(source.path).replace("'", "''")
+        try:
+            if source.kind == "parquet":
+                self.conn = duckdb.connect(":memory:")
+                self.relation = quote(source.table)
+                # read_parquet reads only the row groups and columns a query needs.
+                self.conn.execute(f"CREATE VIEW {self.relation} AS SELECT * FROM read_parquet('{path}')")
+            else:
+                # Read-only: a sync never writes to the user's database, and it takes no write lock.
+                self.conn = duckdb.connect(str(source.path), read_only=True)
+                self.relation = ".".join(quote(p) for p in source.table.split(".") if p)
+            described = self.conn.execute(f"DESCRIBE SELECT * FROM {self.relation}").fetchall()
+        except duckdb.CatalogException:
+            raise SourceError(
+                str(source.path), f"no table {source.table!r} in the database (check source.table)"
+            ) from None
+        except duckdb.Error as exc:
+            raise SourceError(
+                str(source.path), f"cannot read the {source.kind} file: {_first(exc)}"
+            ) from None
+        self._names = [str(r[0]) for r in described]
+
+    def columns(self) -> list[str]:
+        return list(self._names)
+
+    def batches(self, sql: str, params: Sequence[Any], where: str) -> Iterator[list[dict[str, Any]]]:
+        try:
+            result = self.conn.execute(sql, list(params))
+            names = [d[0] for d in result.description or ()]
+            while rows := result.fetchmany(BATCH_ROWS):
+                yield [dict(zip(names, row, strict=True)) for row in rows]
+        except duckdb.Error as exc:
+            raise SourceError(where, _first(exc)) from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 ENGINES: dict[str, Callable[[SourceConfig], SourceEngine]] = {
     "sqlite": SqliteEngine,
     "csv": DuckFileEngine,
     "jsonl": DuckFileEngine,
+    "parquet": DuckRelationEngine,
+    "duckdb": DuckRelationEngine,
 }
 
 

@@ -6,18 +6,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SQL_SOURCE_KEYS = ("url_env", "url", "yield_per", "dbt_project_dir", "dbt_manifest")
+SQL_SOURCE_KEYS = (
+    "url_env",
+    "url",
+    "yield_per",
+    "dbt_project_dir",
+    "dbt_manifest",
+    "dbt_profile",
+    "dbt_target",
+    "dbt_profiles_dir",
+)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
 class SqlSettings:
-    url: str
-    """The SQLAlchemy URL, read from the environment variable ``url_env`` when it holds a password."""
+    url: str = field(repr=False)
+    """The SQLAlchemy URL, from ``url_env``, ``url`` or dbt's ``profiles.yml``; kept out of the repr,
+    since it may hold a password."""
     yield_per: int = 5000
     """Rows fetched per round trip from a server-side cursor."""
     dbt_manifest: Path | None = None
@@ -62,8 +72,20 @@ def parse_sql_source(
             add("source.url_env", f"environment variable {env_name} is not set (it holds the database URL)")
         else:
             url = env[env_name]
+    elif isinstance(raw.get("dbt_project_dir"), str) or isinstance(raw.get("dbt_profile"), str):
+        url = _dbt_profile_url(raw, base, env, add)
     else:
-        add("source.url_env", 'required for kind = "sql": the environment variable holding the database URL')
+        add(
+            "source.url_env",
+            'required for kind = "sql": the environment variable holding the database URL '
+            "(or dbt_project_dir, to use the connection in dbt's profiles.yml)",
+        )
+    for key in ("dbt_profile", "dbt_target", "dbt_profiles_dir"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            add(f"source.{key}", "must be a non-empty string")
+        elif value is not None and (literal is not None or env_name is not None):
+            add(f"source.{key}", "the connection comes from url_env or url; drop one")
     yield_per = raw.get("yield_per", 5000)
     if isinstance(yield_per, bool) or not isinstance(yield_per, int) or not 1 <= yield_per <= 1_000_000:
         add("source.yield_per", "must be a whole number from 1 to 1000000")
@@ -80,6 +102,31 @@ def parse_sql_source(
     if url is None:
         return None
     return SqlSettings(url=url, yield_per=yield_per, dbt_manifest=manifest)
+
+
+def _dbt_profile_url(
+    raw: Mapping[str, Any], base: Path, env: Mapping[str, str], add: Callable[[str, str], None]
+) -> str | None:
+    """The URL of the dbt target the source names (``audiencesync.sync.dbt_profiles``)."""
+    from audiencesync.sync.dbt_profiles import ProfileChoice, ProfileError, profile_url
+
+    def text(key: str) -> str | None:
+        value = raw.get(key)
+        return value if isinstance(value, str) and value else None
+
+    project = text("dbt_project_dir")
+    profiles_dir = text("dbt_profiles_dir")
+    choice = ProfileChoice(
+        project_dir=base / project if project else base,
+        profile=text("dbt_profile"),
+        target=text("dbt_target"),
+        profiles_dir=base / profiles_dir if profiles_dir else None,
+    )
+    try:
+        return profile_url(choice, env)
+    except ProfileError as exc:
+        add(exc.key, exc.message)
+        return None
 
 
 def check_sql_audience(spec: Mapping[str, Any], kind: str | None) -> Iterator[tuple[str, str]]:

@@ -41,7 +41,7 @@ def _backend(url: str) -> str:
     return re.split(r"[+:]", url, maxsplit=1)[0].lower()
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
     """The URL's backend only: a URL can hold a password and must not reach a message."""
     return f"{_backend(url)}:// source"
 
@@ -51,7 +51,7 @@ def missing_driver(url: str, exc: BaseException) -> SourceError:
     extra = EXTRAS.get(backend)
     hint = f"pip install 'audience-sync[{extra}]'" if extra else "install its SQLAlchemy dialect"
     name = getattr(exc, "name", None) or backend
-    return SourceError(_redacted(url), f"the {backend} driver is not installed ({name}); {hint}")
+    return SourceError(redacted_url(url), f"the {backend} driver is not installed ({name}); {hint}")
 
 
 def _normalize_url(url: str) -> str:
@@ -130,7 +130,7 @@ class SqlEngine:
         self.settings = source.sql
         self.engine = create_engine(source.sql.url)
         self.relation = relation_sql(self.engine, table_parts(source.table))
-        self.where = _redacted(source.sql.url)
+        self.where = redacted_url(source.sql.url)
 
     def connect(self) -> Connection:
         from sqlalchemy.exc import SQLAlchemyError
@@ -140,7 +140,7 @@ class SqlEngine:
         except ImportError as exc:
             raise missing_driver(self.settings.url, exc) from None
         except SQLAlchemyError as exc:
-            raise SourceError(self.where, f"cannot connect: {_first_line(exc)}") from None
+            raise SourceError(self.where, f"cannot connect: {first_line(exc)}") from None
         options: dict[str, Any] = {"stream_results": True, "yield_per": self.settings.yield_per}
         if self.engine.dialect.name == "postgresql":
             options["postgresql_readonly"] = True
@@ -160,7 +160,7 @@ class SqlEngine:
                 result = conn.execute(statement, dict(params))
                 names = list(result.keys())
             except SQLAlchemyError as exc:
-                raise SourceError(where, f"SQL error: {_first_line(exc)}") from None
+                raise SourceError(where, f"SQL error: {first_line(exc)}") from None
             missing = [c for c in required if c not in names]
             if missing:
                 raise SourceError(where, f"the result has no column(s) {', '.join(missing)}")
@@ -170,7 +170,7 @@ class SqlEngine:
                 for part in result.mappings().partitions(self.settings.yield_per):
                     yield list(part)
             except SQLAlchemyError as exc:
-                raise SourceError(where, f"SQL error while reading: {_first_line(exc)}") from None
+                raise SourceError(where, f"SQL error while reading: {first_line(exc)}") from None
         finally:
             # A reader that stops early (the breaker, an error downstream) closes the server-side
             # cursor before the connection, so the database frees it at once.
@@ -182,7 +182,7 @@ class SqlEngine:
         self.engine.dispose()
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     # SQLAlchemy appends the statement and a docs link; the driver's own first line says what failed.
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip()
