@@ -28,7 +28,7 @@ def last_run(tmp_path: Path, status: str) -> None:
     try:
         row = store.find_target("lapsed@files")
         assert row is not None
-        store.finish_run(store.start_run(row.id, "cli"), status, {}, "boom" if status == "error" else None)
+        store.runs.finish(store.runs.start(row.id, "cli"), status, {}, "boom" if status == "error" else None)
     finally:
         store.close()
 

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from audiencesync.connectors.contract import PlatformStatus
 from audiencesync.state.store import StateStore
 from audiencesync.sync.cli.commands import cli
 from click.testing import CliRunner, Result
@@ -113,8 +114,8 @@ def test_an_alert_the_webhook_refused_is_sent_again_next_time(
     assert invoke("sync", "--config", str(config)).exit_code == 0
     store = StateStore.open(tmp_path / "state.db")
     tid = store.find_target("lapsed@files").id  # type: ignore[union-attr]
-    run = store.start_run(tid, "cli")
-    store.finish_run(run, "error", {}, "AudienceGone: the custom audience was deleted")
+    run = store.runs.start(tid, "cli")
+    store.runs.finish(run, "error", {}, "AudienceGone: the custom audience was deleted")
     store.close()
 
     hook.status = 503
@@ -139,7 +140,7 @@ def test_drift_beyond_the_threshold_alerts_once(
     members = store.db.execute("SELECT count(*) FROM members WHERE target_id = ?", [tid]).fetchone()[0]
 
     def platform_says(size: int, ready: bool = True) -> None:
-        store.save_platform_status(tid, size, size, "Normal", ready, None, {})
+        store.save_platform_status(tid, PlatformStatus(size, size, "Normal", ready=ready))
 
     platform_says(members + 1)  # within 5%
     check(config)

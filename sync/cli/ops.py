@@ -262,7 +262,7 @@ def runs(
         raise InputError(f"--only {only}: no sync target matches (check audience or destination names)")
     store = StateStore.open(config.state_path)
     try:
-        rows = store.run_history(limit, keys)
+        rows = store.runs.history(limit, keys)
     finally:
         store.close()
     console = Console(highlight=False)
