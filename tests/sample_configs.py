@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from pathlib import Path
 
-SOURCE = """
+SOURCE_TABLE = """
 state_path = "state.db"
 
 [source]
@@ -24,7 +24,12 @@ first_name = "first_name"
 last_name = "last_name"
 zip = "postcode"
 country = "country"
+"""
+"""The demo database as the source: its table, columns and identifiers, with no audiences."""
 
+SOURCE = (
+    SOURCE_TABLE
+    + """
 [audiences.lapsed]
 stage = "lapsed_customer"
 
@@ -34,25 +39,19 @@ in_flow = "abandoned_checkout"
 [audiences.vip]
 stage = "vip"
 """
+)
 
-FILE_DESTINATION = """
-[destinations.files]
-platform = "file"
-directory = "exports"
-format = "meta"
 
-[[syncs]]
-audience = "lapsed"
-destinations = ["files"]
+def file_syncs(*audiences: str, max_lag: str | None = None, file_format: str | None = None) -> str:
+    """A file destination ``files`` (folder ``exports``) and one ``[[syncs]]`` per audience to it, each
+    with ``max_lag`` when given."""
+    fmt = f'format = "{file_format}"\n' if file_format else ""
+    lag = f'max_lag = "{max_lag}"\n' if max_lag else ""
+    syncs = "".join(f'\n[[syncs]]\naudience = "{a}"\ndestinations = ["files"]\n{lag}' for a in audiences)
+    return f'\n[destinations.files]\nplatform = "file"\ndirectory = "exports"\n{fmt}{syncs}'
 
-[[syncs]]
-audience = "in_checkout"
-destinations = ["files"]
 
-[[syncs]]
-audience = "vip"
-destinations = ["files"]
-"""
+FILE_DESTINATION = file_syncs("lapsed", "in_checkout", "vip", file_format="meta")
 
 # write_config(extra=FILE_DESTINATION, *, source=SOURCE, name=...) -> the config file's path
 WriteConfig = Callable[..., Path]

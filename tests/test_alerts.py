@@ -3,75 +3,24 @@ firing once, silent while it stays, resolved once; retried when the webhook was 
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
+from alert_hook import Hook
 from audiencesync.connectors.contract import PlatformStatus
 from audiencesync.state.store import StateStore
 from audiencesync.sync.cli.commands import cli
 from click.testing import CliRunner, Result
-from sample_configs import WriteConfig
+from sample_configs import WriteConfig, file_syncs
 
-WITH_ALERTS = """
-[destinations.files]
-platform = "file"
-directory = "exports"
-
-[[syncs]]
-audience = "lapsed"
-destinations = ["files"]
-max_lag = "1h"
-
+WITH_ALERTS = (
+    file_syncs("lapsed", max_lag="1h")
+    + """
 [alerts]
 webhook_url_env = "TEST_ALERT_HOOK"
 drift_threshold = 0.05
 """
-
-
-class Hook:
-    """Collects the JSON bodies posted to it; answers ``status``."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, str]] = []
-        self.status = 200
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if hook.status == 200:
-                    hook.received.append(json.loads(body))
-                self.send_response(hook.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def texts(self) -> list[str]:
-        return [r["text"] for r in self.received]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hook]:
-    server = Hook()
-    monkeypatch.setenv("TEST_ALERT_HOOK", server.url)
-    yield server
-    server.close()
+)
 
 
 def invoke(*args: str) -> Result:

@@ -28,17 +28,9 @@ from audiencesync.sync import daemon as daemon_module
 from audiencesync.sync.config import Config, load_config
 from audiencesync.sync.daemon import Daemon, DaemonOptions
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
-from sample_configs import WriteConfig
+from sample_configs import WriteConfig, file_syncs
 
-LAPSED_TO_FILES = """
-[destinations.files]
-platform = "file"
-directory = "exports"
-
-[[syncs]]
-audience = "lapsed"
-destinations = ["files"]
-"""
+LAPSED_TO_FILES = file_syncs("lapsed")
 
 _jobs = itertools.count(1)
 
