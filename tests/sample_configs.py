@@ -27,15 +27,19 @@ country = "country"
 """
 """The demo database as the source: its table, columns and identifiers, with no audiences."""
 
-SOURCE = (
-    SOURCE_TABLE
-    + """
+STAGE_AND_FLOW_AUDIENCES = """
 [audiences.lapsed]
 stage = "lapsed_customer"
 
 [audiences.in_checkout]
 in_flow = "abandoned_checkout"
+"""
+"""An audience by stage and one by flow."""
 
+SOURCE = (
+    SOURCE_TABLE
+    + STAGE_AND_FLOW_AUDIENCES
+    + """
 [audiences.vip]
 stage = "vip"
 """

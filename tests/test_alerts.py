@@ -56,13 +56,20 @@ def test_a_tripped_breaker_alerts_once_and_resolves_once(
     assert hook.texts()[1].startswith("audience-sync resolved: breaker on lapsed@files")
 
 
-def test_an_alert_the_webhook_refused_is_sent_again_next_time(
-    write_config: WriteConfig, demo_db: Path, tmp_path: Path, hook: Hook
-) -> None:
+def synced(write_config: WriteConfig, tmp_path: Path) -> tuple[Path, StateStore, int]:
+    """The alerting config synced once: its path, the state store and lapsed@files's target id."""
     config = write_config(WITH_ALERTS)
     assert invoke("sync", "--config", str(config)).exit_code == 0
     store = StateStore.open(tmp_path / "state.db")
-    tid = store.find_target("lapsed@files").id  # type: ignore[union-attr]
+    row = store.find_target("lapsed@files")
+    assert row is not None
+    return config, store, row.id
+
+
+def test_an_alert_the_webhook_refused_is_sent_again_next_time(
+    write_config: WriteConfig, demo_db: Path, tmp_path: Path, hook: Hook
+) -> None:
+    config, store, tid = synced(write_config, tmp_path)
     run = store.runs.start(tid, "cli")
     store.runs.finish(run, "error", {}, "AudienceGone: the custom audience was deleted")
     store.close()
@@ -82,10 +89,7 @@ def test_an_alert_the_webhook_refused_is_sent_again_next_time(
 def test_drift_beyond_the_threshold_alerts_once(
     write_config: WriteConfig, demo_db: Path, tmp_path: Path, hook: Hook
 ) -> None:
-    config = write_config(WITH_ALERTS)
-    assert invoke("sync", "--config", str(config)).exit_code == 0
-    store = StateStore.open(tmp_path / "state.db")
-    tid = store.find_target("lapsed@files").id  # type: ignore[union-attr]
+    config, store, tid = synced(write_config, tmp_path)
     members = store.db.execute("SELECT count(*) FROM members WHERE target_id = ?", [tid]).fetchone()[0]
 
     def platform_says(size: int, ready: bool = True) -> None:

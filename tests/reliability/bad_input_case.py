@@ -1,5 +1,10 @@
-"""The bad-input corpus's shared parts: the prepared folder each case runs in, and the checks every
-case ends with (the documented exit code, a one-line message naming what is wrong, no traceback)."""
+"""The bad-input corpus's shared parts (its cases are the tests/reliability/test_bad_input_*.py files).
+
+Every case is one thing a user (or a platform) can get wrong, run through the CLI, and must end with
+the documented exit code, a short message naming the file, key or line, no traceback, and the state
+file unchanged. The cases share one synced state (a small demo database synced to a file
+destination, the ``synced_template`` fixture), copied into each test's own folder (``case``), so the
+corpus runs in seconds."""
 
 from __future__ import annotations
 

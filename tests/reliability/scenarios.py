@@ -26,7 +26,7 @@ from audiencesync.sync.config import Target, load_config
 from audiencesync.sync.demo.profiles import advance, build_profiles
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
 from crash_driver import POINTS, KillingConnector, fast_connector
-from sample_configs import SOURCE_TABLE
+from sample_configs import SOURCE_TABLE, STAGE_AND_FLOW_AUDIENCES
 
 PLATFORMS = ("meta", "tiktok", "google_dm", "google_ads")
 AUDIENCES = ("lapsed", "in_checkout")
@@ -36,13 +36,8 @@ MAX_BATCH = 40
 
 SOURCE = (
     SOURCE_TABLE
+    + STAGE_AND_FLOW_AUDIENCES
     + """
-[audiences.lapsed]
-stage = "lapsed_customer"
-
-[audiences.in_checkout]
-in_flow = "abandoned_checkout"
-
 # The breaker guards against a broken source; here two source changes with a broken run between
 # them may legitimately remove more than a fifth of a small in-flow audience.
 [[syncs]]

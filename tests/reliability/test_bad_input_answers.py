@@ -1,9 +1,5 @@
-"""The bad-input corpus: platform answers, from a stub server and the Google emulator.
-
-Every case is one thing a user (or a platform) can get wrong, run through the CLI, and must end
-with the documented exit code, a short message naming the file, key or line, no traceback, and the
-state file unchanged. The shared parts are in bad_input_case.py.
-"""
+"""The bad-input corpus: platform answers, from a stub server and the Google emulator. What every case must end with is in
+bad_input_case.py."""
 
 from __future__ import annotations
 
