@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,39 +71,27 @@ class ConfirmsLater(FileConnector):
 
 
 def run_once(config: Config, connector: FileConnector) -> TargetResult:
-    store = StateStore.open(config.state_path)
-    try:
+    with closing(StateStore.open(config.state_path)) as store:
         options = RunOptions(connector_factory=lambda _target: connector, lease_wait=0)
         [result] = SyncRunner(config, store, options).run()
         return result
-    finally:
-        store.close()
 
 
 def in_flight(config: Config) -> int:
-    store = StateStore.open(config.state_path)
-    try:
+    with closing(StateStore.open(config.state_path)) as store:
         return int(store.db.execute("SELECT count(*) FROM outbox WHERE status = 'in_flight'").fetchone()[0])
-    finally:
-        store.close()
 
 
 def synced(config: Config) -> int:
-    store = StateStore.open(config.state_path)
-    try:
+    with closing(StateStore.open(config.state_path)) as store:
         return int(store.db.execute("SELECT count(*) FROM members").fetchone()[0])
-    finally:
-        store.close()
 
 
 def at_risk(config: Config) -> dict[str, int]:
-    store = StateStore.open(config.state_path)
-    try:
+    with closing(StateStore.open(config.state_path)) as store:
         row = store.find_target(config.targets()[0].key)
         assert row is not None
         return OutboxStore(store.db).unsettled_members(row.id)
-    finally:
-        store.close()
 
 
 def follow_errors(daemon: Daemon, config: Config) -> float | None:

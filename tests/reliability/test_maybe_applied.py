@@ -55,20 +55,26 @@ def _lost_answers(scenario: Scenario) -> None:
     assert results[0].status == "partial"
 
 
+def _lost_answer_then_undone(scenario: Scenario, figures: Figures, *, into: bool, label: str) -> None:
+    """Three profiles move (into the audience or out of it), the run that pushes it loses every
+    answer, and they move back before the next run: the clean run must leave the platform exact."""
+    sync_in_process(scenario.config, scenario.main)
+    moved = _move(scenario, 3, into=into)
+    _lost_answers(scenario)
+    _restore(scenario, moved)
+    before = scenario.platform_members(scenario.main_prefix)
+    mark = (figures.lost, figures.stale, figures.stuck, len(figures.failures))
+    scenario.check(figures, before, label)
+    assert (figures.lost, figures.stale, figures.stuck) == mark[:3], figures.failures[mark[3] :]
+
+
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_an_applied_add_whose_answer_was_lost_is_removed_once_the_profile_leaves(
     tmp_path: Path, emulators: Emulators, figures: Figures, platform: str, full: bool
 ) -> None:
     _sample_or_full(platform, full)
     scenario = Scenario(tmp_path, emulators, platform, seed=77)
-    sync_in_process(scenario.config, scenario.main)
-    joined = _move(scenario, 3, into=True)
-    _lost_answers(scenario)
-    _restore(scenario, joined)  # they leave again before the next run
-    before = scenario.platform_members(scenario.main_prefix)
-    mark = (figures.lost, figures.stale, figures.stuck, len(figures.failures))
-    scenario.check(figures, before, f"lost answer add {platform}")
-    assert (figures.lost, figures.stale, figures.stuck) == mark[:3], figures.failures[mark[3] :]
+    _lost_answer_then_undone(scenario, figures, into=True, label=f"lost answer add {platform}")
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
@@ -77,14 +83,7 @@ def test_an_applied_remove_whose_answer_was_lost_is_reversed_when_the_profile_re
 ) -> None:
     _sample_or_full(platform, full)
     scenario = Scenario(tmp_path, emulators, platform, seed=78)
-    sync_in_process(scenario.config, scenario.main)
-    left = _move(scenario, 3, into=False)
-    _lost_answers(scenario)
-    _restore(scenario, left)  # they come back before the next run
-    before = scenario.platform_members(scenario.main_prefix)
-    mark = (figures.lost, figures.stale, figures.stuck, len(figures.failures))
-    scenario.check(figures, before, f"lost answer remove {platform}")
-    assert (figures.lost, figures.stale, figures.stuck) == mark[:3], figures.failures[mark[3] :]
+    _lost_answer_then_undone(scenario, figures, into=False, label=f"lost answer remove {platform}")
 
 
 def test_a_meta_session_left_by_a_killed_push_does_not_block_the_target(
