@@ -46,13 +46,37 @@ stage = "vip"
 )
 
 
-def file_syncs(*audiences: str, max_lag: str | None = None, file_format: str | None = None) -> str:
-    """A file destination ``files`` (folder ``exports``) and one ``[[syncs]]`` per audience to it, each
-    with ``max_lag`` when given."""
-    fmt = f'format = "{file_format}"\n' if file_format else ""
+def syncs(*audiences: str, destinations: tuple[str, ...] = ("files",), max_lag: str | None = None) -> str:
+    """One ``[[syncs]]`` table per audience to ``destinations``, each with ``max_lag`` when given."""
+    to = ", ".join(f'"{d}"' for d in destinations)
     lag = f'max_lag = "{max_lag}"\n' if max_lag else ""
-    syncs = "".join(f'\n[[syncs]]\naudience = "{a}"\ndestinations = ["files"]\n{lag}' for a in audiences)
-    return f'\n[destinations.files]\nplatform = "file"\ndirectory = "exports"\n{fmt}{syncs}'
+    return "".join(f'\n[[syncs]]\naudience = "{a}"\ndestinations = [{to}]\n{lag}' for a in audiences)
+
+
+FILES = """
+[destinations.files]
+platform = "file"
+directory = "exports"
+"""
+"""The file destination ``files``, writing into the folder ``exports``."""
+
+
+def file_syncs(*audiences: str, max_lag: str | None = None, file_format: str | None = None) -> str:
+    """The file destination ``files`` and one ``[[syncs]]`` per audience to it."""
+    fmt = f'format = "{file_format}"\n' if file_format else ""
+    return FILES + fmt + syncs(*audiences, max_lag=max_lag)
+
+
+def meta_main(endpoint: str, max_wait_seconds: int = 5) -> str:
+    """The Meta destination ``meta_main`` on an emulator at ``endpoint``, its token in $META_TEST_TOKEN."""
+    return f"""
+[destinations.meta_main]
+platform = "meta"
+ad_account_id = "act_1234567890"
+access_token_env = "META_TEST_TOKEN"
+endpoint = "{endpoint}"
+max_wait_seconds = {max_wait_seconds}
+"""
 
 
 FILE_DESTINATION = file_syncs("lapsed", "in_checkout", "vip", file_format="meta")
