@@ -77,6 +77,13 @@ def run_once(config: Config, connector: FileConnector) -> TargetResult:
         return result
 
 
+def pending_run(config: Config) -> int:
+    """One run whose every batch the platform leaves pending; returns how many members it sent."""
+    waiting = ConfirmsLater(config.targets()[0].destination)
+    waiting.answer = "pending"
+    return run_once(config, waiting).push.pending
+
+
 def in_flight(config: Config) -> int:
     with closing(StateStore.open(config.state_path)) as store:
         return int(store.db.execute("SELECT count(*) FROM outbox WHERE status = 'in_flight'").fetchone()[0])
@@ -144,9 +151,7 @@ def test_what_the_daemon_follows_between_runs_is_settled_as_a_run_settles_it(
     write_config: WriteConfig, demo_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_config(write_config(LAPSED_TO_FILES), {})
-    waiting = ConfirmsLater(config.targets()[0].destination)
-    waiting.answer = "pending"
-    sent = run_once(config, waiting).push.pending
+    sent = pending_run(config)
 
     follow_between_runs(config, ConfirmsLater(config.targets()[0].destination), monkeypatch)
     assert in_flight(config) == 0
@@ -158,9 +163,7 @@ def test_members_of_a_job_with_failures_only_counted_are_at_risk_after_the_daemo
     write_config: WriteConfig, demo_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_config(write_config(LAPSED_TO_FILES), {})
-    waiting = ConfirmsLater(config.targets()[0].destination)
-    waiting.answer = "pending"
-    sent = run_once(config, waiting).push.pending
+    sent = pending_run(config)
 
     partial = ConfirmsLater(config.targets()[0].destination)
     partial.rejected_count = 3
@@ -190,9 +193,7 @@ def test_an_unanswered_read_back_between_runs_keeps_what_the_follow_settled(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = load_config(write_config(LAPSED_TO_FILES), {})
-    waiting = ConfirmsLater(config.targets()[0].destination)
-    waiting.answer = "pending"
-    sent = run_once(config, waiting).push.pending
+    sent = pending_run(config)
 
     settles = ConfirmsLater(config.targets()[0].destination)
     settles.read_back_fails = True

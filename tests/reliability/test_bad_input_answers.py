@@ -1,5 +1,5 @@
-"""The bad-input corpus: platform answers, from a stub server and the Google emulator. What every case must end with is in
-bad_input_case.py."""
+"""The bad-input corpus: platform answers, from a stub server and the Google emulator. What every case
+must end with is in bad_input_case.py."""
 
 from __future__ import annotations
 
@@ -11,13 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from bad_input_case import (
-    GOOGLE_DEV_TOKEN,
-    Case,
-    assert_failed_target,
-    member_count,
-    run,
-)
+from bad_input_case import GOOGLE_DEV_TOKEN, Case, assert_failed_target, member_count, run
 
 # --- platform answers ---------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""The bad-input corpus: the config file, its tokens and the CLI's options. What every case must end with is in
-bad_input_case.py."""
+"""The bad-input corpus: the config file, its tokens and the CLI's options. What every case must end
+with is in bad_input_case.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The bad-input corpus: saved plan files. What every case must end with is in
-bad_input_case.py."""
+"""The bad-input corpus: saved plan files. What every case must end with is in bad_input_case.py."""
 
 from __future__ import annotations
 
@@ -11,13 +10,7 @@ from pathlib import Path
 
 import pytest
 from audiencesync.sync.demo.profiles import advance
-from bad_input_case import (
-    Case,
-    assert_one_line,
-    assert_refused,
-    run,
-    state_digest,
-)
+from bad_input_case import Case, assert_one_line, assert_refused, run, state_digest
 
 # --- plan files ---------------------------------------------------------------------------------
 

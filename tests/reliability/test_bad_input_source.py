@@ -1,5 +1,5 @@
-"""The bad-input corpus: the source, its rows and identifiers, and the breaker. What every case must end with is in
-bad_input_case.py."""
+"""The bad-input corpus: the source, its rows and identifiers, and the breaker. What every case must
+end with is in bad_input_case.py."""
 
 from __future__ import annotations
 
@@ -7,13 +7,7 @@ import json
 import sqlite3
 
 import pytest
-from bad_input_case import (
-    Case,
-    assert_one_line,
-    assert_refused,
-    run,
-    state_digest,
-)
+from bad_input_case import Case, assert_one_line, assert_refused, run, state_digest
 from sample_configs import FILE_DESTINATION
 
 # --- source -------------------------------------------------------------------------------------

@@ -14,13 +14,7 @@ from pathlib import Path
 
 import pytest
 from audiencesync.sync.demo.profiles import advance, build_profiles
-from bad_input_case import (
-    Case,
-    assert_one_line,
-    assert_refused,
-    run,
-    state_digest,
-)
+from bad_input_case import Case, assert_one_line, assert_refused, run, state_digest
 
 # --- state files --------------------------------------------------------------------------------
 

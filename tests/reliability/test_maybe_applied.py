@@ -68,22 +68,25 @@ def _lost_answer_then_undone(scenario: Scenario, figures: Figures, *, into: bool
     assert (figures.lost, figures.stale, figures.stuck) == mark[:3], figures.failures[mark[3] :]
 
 
+@pytest.mark.parametrize(
+    ("into", "seed", "label"),
+    [(True, 77, "add"), (False, 78, "remove")],
+    ids=["an_add_is_removed_once_the_profile_leaves", "a_remove_is_reversed_when_the_profile_returns"],
+)
 @pytest.mark.parametrize("platform", PLATFORMS)
-def test_an_applied_add_whose_answer_was_lost_is_removed_once_the_profile_leaves(
-    tmp_path: Path, emulators: Emulators, figures: Figures, platform: str, full: bool
+def test_an_applied_change_whose_answer_was_lost_is_undone_when_the_profile_moves_back(
+    tmp_path: Path,
+    emulators: Emulators,
+    figures: Figures,
+    platform: str,
+    full: bool,
+    into: bool,
+    seed: int,
+    label: str,
 ) -> None:
     _sample_or_full(platform, full)
-    scenario = Scenario(tmp_path, emulators, platform, seed=77)
-    _lost_answer_then_undone(scenario, figures, into=True, label=f"lost answer add {platform}")
-
-
-@pytest.mark.parametrize("platform", PLATFORMS)
-def test_an_applied_remove_whose_answer_was_lost_is_reversed_when_the_profile_returns(
-    tmp_path: Path, emulators: Emulators, figures: Figures, platform: str, full: bool
-) -> None:
-    _sample_or_full(platform, full)
-    scenario = Scenario(tmp_path, emulators, platform, seed=78)
-    _lost_answer_then_undone(scenario, figures, into=False, label=f"lost answer remove {platform}")
+    scenario = Scenario(tmp_path, emulators, platform, seed=seed)
+    _lost_answer_then_undone(scenario, figures, into=into, label=f"lost answer {label} {platform}")
 
 
 def test_a_meta_session_left_by_a_killed_push_does_not_block_the_target(
