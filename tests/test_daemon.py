@@ -27,12 +27,12 @@ from audiencesync.connectors.meta.emulator import MetaEmulator, start_emulator
 from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.demo.profiles import advance, build_profiles
-from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.source_load import member_key
 from audiencesync.sync.sources import read_audience
 from click.testing import CliRunner
 from meta_emulator_admin import set_faults
 from sample_configs import FILES, WriteConfig, meta_main, syncs
+from source_audience import meta_ready_members
 
 CLI = Path(sys.executable).parent / "audience-sync"
 TARGETS = ("lapsed@meta_main", "lapsed@files", "in_checkout@meta_main", "in_checkout@files")
@@ -66,6 +66,10 @@ def workdir(tmp_path: Path, profiles_template: Path, meta: MetaEmulator, write_c
     (tmp_path / "profiles.db").write_bytes(profiles_template.read_bytes())
     write_config(destinations(meta.url))
     return tmp_path
+
+
+def source_rows(workdir: Path, audience: str) -> dict[bytes, dict[str, str]]:
+    return meta_ready_members(workdir / "audience-sync.toml", audience)
 
 
 def emulator_state(emulator: MetaEmulator) -> dict[str, set[tuple[str, ...]]]:
@@ -138,22 +142,6 @@ def state_rows(workdir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tu
         return []  # not created yet
     finally:
         conn.close()
-
-
-def source_rows(workdir: Path, audience: str) -> dict[bytes, dict[str, str]]:
-    """What the source says the audience is now: member key -> Meta-ready identifiers (profiles that
-    denied ads consent are never uploaded)."""
-    config = load_config(workdir / "audience-sync.toml", {})
-    src = config.source
-    hasher = ProfileHasher("meta", list(src.identifiers), src.default_country, src.prehashed)
-    out = {}
-    for row in read_audience(src, config.audiences[audience]):
-        if row.consent is False:
-            continue
-        profile = hasher(row.raw)
-        if profile.identifiers:
-            out[member_key(row.profile_id)] = dict(profile.identifiers)
-    return out
 
 
 def meta_schema(workdir: Path, audience: str) -> list[str]:
