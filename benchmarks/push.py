@@ -26,6 +26,7 @@ Figures per platform:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import multiprocessing
@@ -78,31 +79,35 @@ class Emulated:
     member_requests: Callable[[Any], int]
 
 
-def _meta() -> Emulated:
-    from audiencesync.connectors.meta import emulator as meta
-
+def _http_case(name: str, account: str, member_requests: Callable[[Any], int]) -> Emulated:
+    """Meta or TikTok: an HTTP emulator, the ``account`` key line, a token from the environment."""
+    emulator = importlib.import_module(f"audiencesync.connectors.{name}.emulator")
     return Emulated(
-        "meta",
-        lambda: meta.start_emulator(port=0),
+        name,
+        lambda: emulator.start_emulator(port=0),
         lambda em: (
-            f'platform = "meta"\nad_account_id = "act_1234567890"\n'
-            f'access_token_env = "META_ACCESS_TOKEN"\nendpoint = "{em.url}"\n'
+            f'platform = "{name}"\n{account}\n'
+            f'access_token_env = "{name.upper()}_ACCESS_TOKEN"\nendpoint = "{em.url}"\n'
         ),
-        # Adds are POST and removes DELETE /{audience_id}/users.
+        member_requests,
+    )
+
+
+def _meta() -> Emulated:
+    # Adds are POST and removes DELETE /{audience_id}/users.
+    return _http_case(
+        "meta",
+        'ad_account_id = "act_1234567890"',
         lambda em: em.requests_to("POST", "/users") + em.requests_to("DELETE", "/users"),
     )
 
 
 def _tiktok() -> Emulated:
-    from audiencesync.connectors.tiktok import emulator as tiktok
+    from audiencesync.connectors.tiktok.emulator import DEMO_ADVERTISER
 
-    return Emulated(
+    return _http_case(
         "tiktok",
-        lambda: tiktok.start_emulator(port=0),
-        lambda em: (
-            f'platform = "tiktok"\nadvertiser_id = "{tiktok.DEMO_ADVERTISER}"\n'
-            f'access_token_env = "TIKTOK_ACCESS_TOKEN"\nendpoint = "{em.url}"\n'
-        ),
+        f'advertiser_id = "{DEMO_ADVERTISER}"',
         lambda em: em.requests_to("POST", "segment/mapping/"),
     )
 

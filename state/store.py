@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from audiencesync.connectors.contract import PlatformStatus
 from audiencesync.state.alert_store import AlertStateStore
 from audiencesync.state.db import atomic, connect
 from audiencesync.state.lag_store import LagStore
@@ -175,38 +175,10 @@ class StateStore:
             out.setdefault(str(key), {})[str(reason)] = int(count)
         return out
 
-    # --- runs (``self.runs``; these names are kept for the engine) -------------------------------
-    def start_run(self, target_id: int, trigger: str) -> int:
-        return self.runs.start(target_id, trigger)
-
-    def finish_run(
-        self,
-        run_id: int,
-        status: str,
-        counts: Mapping[str, Any],
-        error: str | None,
-        rejection_reasons: Mapping[str, int] | None = None,
-    ) -> None:
-        self.runs.finish(run_id, status, counts, error, rejection_reasons)
-
-    def run_history(self, limit: int, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """The newest ``limit`` runs as dicts, newest first, optionally only those of target ``keys``."""
-        return self.runs.history(limit, keys)
-
     # --- platform read-back ----------------------------------------------------------------------
-    def save_platform_status(
-        self,
-        target_id: int,
-        size_lower: int | None,
-        size_upper: int | None,
-        state: str,
-        ready: bool,
-        updated_at: float | None,
-        detail: Mapping[str, object],
-    ) -> None:
+    def save_platform_status(self, target_id: int, status: PlatformStatus) -> None:
         """Keep the platform's latest view of the audience. ``record_read_back`` also stamps the
         lag records it made ready."""
-        now = time.time()
         with atomic(self.db) as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO platform_status "
@@ -214,33 +186,23 @@ class StateStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     target_id,
-                    now,
-                    size_lower,
-                    size_upper,
-                    state,
-                    int(ready),
-                    updated_at,
-                    json.dumps(detail, default=str),
+                    time.time(),
+                    status.size_lower,
+                    status.size_upper,
+                    status.state,
+                    int(status.ready),
+                    status.updated_at,
+                    json.dumps(status.detail, default=str),
                 ],
             )
 
-    def record_read_back(
-        self,
-        target_id: int,
-        size_lower: int | None,
-        size_upper: int | None,
-        state: str,
-        ready: bool,
-        updated_at: float | None,
-        detail: Mapping[str, object],
-        read_at: float,
-    ) -> None:
+    def record_read_back(self, target_id: int, status: PlatformStatus, read_at: float) -> None:
         """In one transaction: keep the platform's view, and when its processing is done, stamp the
         confirmed changes waiting for it as ready at ``read_at``."""
         with atomic(self.db):
-            if ready:
+            if status.ready:
                 self.lag.mark_ready(target_id, read_at)
-            self.save_platform_status(target_id, size_lower, size_upper, state, ready, updated_at, detail)
+            self.save_platform_status(target_id, status)
 
     # --- upload sessions -------------------------------------------------------------------------
     def reserve_batch_seq(self, target_id: int, op: str, fresh: bool) -> tuple[int, int]:

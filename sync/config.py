@@ -68,15 +68,19 @@ __all__ = [
 DEFAULT_CONFIG_NAME = "audience-sync.toml"
 CONFIG_ENV = "AUDIENCE_SYNC_CONFIG"
 
-_SOURCE_KEYS = {
-    "kind",
-    "path",
+# The source keys that name a table or column; each must be text.
+_SOURCE_NAME_KEYS = (
     "table",
     "id_column",
     "stage_column",
     "in_flow_column",
     "changed_at_column",
     "consent_column",
+)
+_SOURCE_KEYS = {
+    "kind",
+    "path",
+    *_SOURCE_NAME_KEYS,
     "default_country",
     "identifiers",
     "prehashed",
@@ -190,14 +194,7 @@ def _parse_source(raw: Any, base: Path, env: Mapping[str, str], errors: ConfigEr
     elif not isinstance(path_value, str) or not path_value:
         errors.add("source.path", "required: the profile database or export file")
         path_value = ""
-    for key in (
-        "table",
-        "id_column",
-        "stage_column",
-        "in_flow_column",
-        "changed_at_column",
-        "consent_column",
-    ):
+    for key in _SOURCE_NAME_KEYS:
         if key in raw and (msg := text(raw[key])) is not None:
             errors.add(f"source.{key}", msg)
     country = raw.get("default_country")

@@ -140,16 +140,7 @@ def record_read_back(
     ``time_content_updated`` is when content last changed, not when processing finished. The ready
     lag is therefore exact to within the read-back interval.
     """
-    store.record_read_back(
-        target_id,
-        status.size_lower,
-        status.size_upper,
-        status.state,
-        status.ready,
-        status.updated_at,
-        status.detail,
-        read_at=time.time() if now is None else now,
-    )
+    store.record_read_back(target_id, status, read_at=time.time() if now is None else now)
 
 
 def coverage(store: StateStore, config: Config, target: Target, target_id: int | None) -> Coverage:

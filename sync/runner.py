@@ -320,7 +320,7 @@ class SyncRunner:
         runs: list[int] = []
 
         def start_run() -> int:
-            runs.append(self.store.start_run(tid, self.options.trigger))
+            runs.append(self.store.runs.start(tid, self.options.trigger))
             return runs[-1]
 
         try:
@@ -334,14 +334,14 @@ class SyncRunner:
             return 0
         if not runs:
             return 0
-        self.store.finish_run(runs[0], RunStatus.OK, {"confirmed": report.applied}, None)
+        self.store.runs.finish(runs[0], RunStatus.OK, {"confirmed": report.applied}, None)
         self._settled_early[plan.key] = report.applied
         return report.applied
 
     def _refuse(self, plan: TargetPlan) -> TargetResult:
         assert plan.target_id is not None
-        run_id = self.store.start_run(plan.target_id, self.options.trigger)
-        self.store.finish_run(
+        run_id = self.store.runs.start(plan.target_id, self.options.trigger)
+        self.store.runs.finish(
             run_id, RunStatus.BREAKER, plan_counts(plan), f"circuit breaker: {plan.breaker}"
         )
         log.warning("breaker tripped", extra={"target": plan.key, "reason": plan.breaker})
@@ -354,7 +354,7 @@ class SyncRunner:
         tid = plan.target_id
         result = TargetResult(plan)
         result.push.settled = self._settled_early.pop(plan.key, 0)
-        run_id = self.store.start_run(tid, self.options.trigger)
+        run_id = self.store.runs.start(tid, self.options.trigger)
         try:
             if (unreachable := unreachable_emulator(target.destination)) is not None:
                 raise ConnectorError(unreachable)
@@ -398,7 +398,7 @@ class SyncRunner:
                 "reported failures in their batches only as counts, or never answered; the next run "
                 "resends them"
             )
-        self.store.finish_run(
+        self.store.runs.finish(
             run_id, result.status, result.run_counts(), result.error, result.push.rejection_reasons
         )
         self.options.progress(

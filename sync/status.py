@@ -99,6 +99,6 @@ def build_status(
         series=series,
         histograms=histograms,
         totals=totals,
-        runs=store.run_history(runs_limit, keys),
+        runs=store.runs.history(runs_limit, keys),
         daemon=daemon,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from alert_hook import Hook
 from audiencesync.sync.demo.profiles import build_profiles
 from hypothesis import settings
 from sample_configs import FILE_DESTINATION, SOURCE, WriteConfig
@@ -87,3 +88,12 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
     with postgres_server(bindir) as url:
         yield url
+
+
+@pytest.fixture
+def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hook]:
+    """A webhook receiver on loopback, its URL in $TEST_ALERT_HOOK (the alert tests' ``webhook_url_env``)."""
+    server = Hook()
+    monkeypatch.setenv("TEST_ALERT_HOOK", server.url)
+    yield server
+    server.close()

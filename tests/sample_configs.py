@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from pathlib import Path
 
-SOURCE = """
+SOURCE_TABLE = """
 state_path = "state.db"
 
 [source]
@@ -24,35 +24,62 @@ first_name = "first_name"
 last_name = "last_name"
 zip = "postcode"
 country = "country"
+"""
+"""The demo database as the source: its table, columns and identifiers, with no audiences."""
 
+STAGE_AND_FLOW_AUDIENCES = """
 [audiences.lapsed]
 stage = "lapsed_customer"
 
 [audiences.in_checkout]
 in_flow = "abandoned_checkout"
+"""
+"""An audience by stage and one by flow."""
 
+SOURCE = (
+    SOURCE_TABLE
+    + STAGE_AND_FLOW_AUDIENCES
+    + """
 [audiences.vip]
 stage = "vip"
 """
+)
 
-FILE_DESTINATION = """
+
+def syncs(*audiences: str, destinations: tuple[str, ...] = ("files",), max_lag: str | None = None) -> str:
+    """One ``[[syncs]]`` table per audience to ``destinations``, each with ``max_lag`` when given."""
+    to = ", ".join(f'"{d}"' for d in destinations)
+    lag = f'max_lag = "{max_lag}"\n' if max_lag else ""
+    return "".join(f'\n[[syncs]]\naudience = "{a}"\ndestinations = [{to}]\n{lag}' for a in audiences)
+
+
+FILES = """
 [destinations.files]
 platform = "file"
 directory = "exports"
-format = "meta"
-
-[[syncs]]
-audience = "lapsed"
-destinations = ["files"]
-
-[[syncs]]
-audience = "in_checkout"
-destinations = ["files"]
-
-[[syncs]]
-audience = "vip"
-destinations = ["files"]
 """
+"""The file destination ``files``, writing into the folder ``exports``."""
+
+
+def file_syncs(*audiences: str, max_lag: str | None = None, file_format: str | None = None) -> str:
+    """The file destination ``files`` and one ``[[syncs]]`` per audience to it."""
+    fmt = f'format = "{file_format}"\n' if file_format else ""
+    return FILES + fmt + syncs(*audiences, max_lag=max_lag)
+
+
+def meta_main(endpoint: str, max_wait_seconds: int = 5) -> str:
+    """The Meta destination ``meta_main`` on an emulator at ``endpoint``, its token in $META_TEST_TOKEN."""
+    return f"""
+[destinations.meta_main]
+platform = "meta"
+ad_account_id = "act_1234567890"
+access_token_env = "META_TEST_TOKEN"
+endpoint = "{endpoint}"
+max_wait_seconds = {max_wait_seconds}
+"""
+
+
+FILE_DESTINATION = file_syncs("lapsed", "in_checkout", "vip", file_format="meta")
 
 # write_config(extra=FILE_DESTINATION, *, source=SOURCE, name=...) -> the config file's path
 WriteConfig = Callable[..., Path]

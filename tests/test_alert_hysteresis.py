@@ -3,24 +3,16 @@ evaluations and ``hold_seconds`` seconds, so a condition that flickers sends not
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alert_hook import Hook
 from audiencesync.state.store import StateStore
 from audiencesync.sync import alerts
 from audiencesync.sync.config import load_config
 from audiencesync.sync.lag import lag_report
 from sample_configs import WriteConfig
-from test_alerts import WITH_ALERTS, Hook, check, invoke
-
-
-@pytest.fixture
-def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hook]:
-    server = Hook()
-    monkeypatch.setenv("TEST_ALERT_HOOK", server.url)
-    yield server
-    server.close()
+from test_alerts import WITH_ALERTS, check, invoke
 
 
 def last_run(tmp_path: Path, status: str) -> None:
@@ -28,7 +20,7 @@ def last_run(tmp_path: Path, status: str) -> None:
     try:
         row = store.find_target("lapsed@files")
         assert row is not None
-        store.finish_run(store.start_run(row.id, "cli"), status, {}, "boom" if status == "error" else None)
+        store.runs.finish(store.runs.start(row.id, "cli"), status, {}, "boom" if status == "error" else None)
     finally:
         store.close()
 

@@ -3,74 +3,24 @@ firing once, silent while it stays, resolved once; retried when the webhook was 
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
+from alert_hook import Hook
+from audiencesync.connectors.contract import PlatformStatus
 from audiencesync.state.store import StateStore
 from audiencesync.sync.cli.commands import cli
 from click.testing import CliRunner, Result
-from sample_configs import WriteConfig
+from sample_configs import WriteConfig, file_syncs
 
-WITH_ALERTS = """
-[destinations.files]
-platform = "file"
-directory = "exports"
-
-[[syncs]]
-audience = "lapsed"
-destinations = ["files"]
-max_lag = "1h"
-
+WITH_ALERTS = (
+    file_syncs("lapsed", max_lag="1h")
+    + """
 [alerts]
 webhook_url_env = "TEST_ALERT_HOOK"
 drift_threshold = 0.05
 """
-
-
-class Hook:
-    """Collects the JSON bodies posted to it; answers ``status``."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, str]] = []
-        self.status = 200
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if hook.status == 200:
-                    hook.received.append(json.loads(body))
-                self.send_response(hook.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def texts(self) -> list[str]:
-        return [r["text"] for r in self.received]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hook]:
-    server = Hook()
-    monkeypatch.setenv("TEST_ALERT_HOOK", server.url)
-    yield server
-    server.close()
+)
 
 
 def invoke(*args: str) -> Result:
@@ -106,15 +56,22 @@ def test_a_tripped_breaker_alerts_once_and_resolves_once(
     assert hook.texts()[1].startswith("audience-sync resolved: breaker on lapsed@files")
 
 
-def test_an_alert_the_webhook_refused_is_sent_again_next_time(
-    write_config: WriteConfig, demo_db: Path, tmp_path: Path, hook: Hook
-) -> None:
+def synced(write_config: WriteConfig, tmp_path: Path) -> tuple[Path, StateStore, int]:
+    """The alerting config synced once: its path, the state store and lapsed@files's target id."""
     config = write_config(WITH_ALERTS)
     assert invoke("sync", "--config", str(config)).exit_code == 0
     store = StateStore.open(tmp_path / "state.db")
-    tid = store.find_target("lapsed@files").id  # type: ignore[union-attr]
-    run = store.start_run(tid, "cli")
-    store.finish_run(run, "error", {}, "AudienceGone: the custom audience was deleted")
+    row = store.find_target("lapsed@files")
+    assert row is not None
+    return config, store, row.id
+
+
+def test_an_alert_the_webhook_refused_is_sent_again_next_time(
+    write_config: WriteConfig, demo_db: Path, tmp_path: Path, hook: Hook
+) -> None:
+    config, store, tid = synced(write_config, tmp_path)
+    run = store.runs.start(tid, "cli")
+    store.runs.finish(run, "error", {}, "AudienceGone: the custom audience was deleted")
     store.close()
 
     hook.status = 503
@@ -132,14 +89,11 @@ def test_an_alert_the_webhook_refused_is_sent_again_next_time(
 def test_drift_beyond_the_threshold_alerts_once(
     write_config: WriteConfig, demo_db: Path, tmp_path: Path, hook: Hook
 ) -> None:
-    config = write_config(WITH_ALERTS)
-    assert invoke("sync", "--config", str(config)).exit_code == 0
-    store = StateStore.open(tmp_path / "state.db")
-    tid = store.find_target("lapsed@files").id  # type: ignore[union-attr]
+    config, store, tid = synced(write_config, tmp_path)
     members = store.db.execute("SELECT count(*) FROM members WHERE target_id = ?", [tid]).fetchone()[0]
 
     def platform_says(size: int, ready: bool = True) -> None:
-        store.save_platform_status(tid, size, size, "Normal", ready, None, {})
+        store.save_platform_status(tid, PlatformStatus(size, size, "Normal", ready=ready))
 
     platform_says(members + 1)  # within 5%
     check(config)

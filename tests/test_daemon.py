@@ -27,38 +27,24 @@ from audiencesync.connectors.meta.emulator import MetaEmulator, start_emulator
 from audiencesync.sync.cli.commands import cli
 from audiencesync.sync.config import load_config
 from audiencesync.sync.demo.profiles import advance, build_profiles
-from audiencesync.sync.identity import ProfileHasher
 from audiencesync.sync.source_load import member_key
 from audiencesync.sync.sources import read_audience
 from click.testing import CliRunner
-from sample_configs import WriteConfig
+from meta_emulator_admin import set_faults
+from sample_configs import FILES, WriteConfig, meta_main, syncs
+from source_audience import meta_ready_members
 
 CLI = Path(sys.executable).parent / "audience-sync"
 TARGETS = ("lapsed@meta_main", "lapsed@files", "in_checkout@meta_main", "in_checkout@files")
 
-# Added to the standard source and audiences (sample_configs.SOURCE): the Meta emulator and files.
-DESTINATIONS = """
-[destinations.meta_main]
-platform = "meta"
-ad_account_id = "act_1234567890"
-access_token_env = "META_TEST_TOKEN"
-endpoint = "{endpoint}"
-max_wait_seconds = 5
 
-[destinations.files]
-platform = "file"
-directory = "exports"
-
-[[syncs]]
-audience = "lapsed"
-destinations = ["meta_main", "files"]
-max_lag = "1h"
-
-[[syncs]]
-audience = "in_checkout"
-destinations = ["meta_main", "files"]
-max_lag = "1h"
-"""
+def destinations(endpoint: str) -> str:
+    """Added to the standard source and audiences (sample_configs.SOURCE): the Meta emulator and files."""
+    return (
+        meta_main(endpoint)
+        + FILES
+        + syncs("lapsed", "in_checkout", destinations=("meta_main", "files"), max_lag="1h")
+    )
 
 
 @pytest.fixture
@@ -78,19 +64,12 @@ def profiles_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def workdir(tmp_path: Path, profiles_template: Path, meta: MetaEmulator, write_config: WriteConfig) -> Path:
     (tmp_path / "profiles.db").write_bytes(profiles_template.read_bytes())
-    write_config(DESTINATIONS.format(endpoint=meta.url))
+    write_config(destinations(meta.url))
     return tmp_path
 
 
-def set_faults(emulator: MetaEmulator, **faults: Any) -> None:
-    request = urllib.request.Request(
-        f"{emulator.admin_url}/_emulator/faults",
-        data=json.dumps(faults).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.status == 200
+def source_rows(workdir: Path, audience: str) -> dict[bytes, dict[str, str]]:
+    return meta_ready_members(workdir / "audience-sync.toml", audience)
 
 
 def emulator_state(emulator: MetaEmulator) -> dict[str, set[tuple[str, ...]]]:
@@ -163,22 +142,6 @@ def state_rows(workdir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tu
         return []  # not created yet
     finally:
         conn.close()
-
-
-def source_rows(workdir: Path, audience: str) -> dict[bytes, dict[str, str]]:
-    """What the source says the audience is now: member key -> Meta-ready identifiers (profiles that
-    denied ads consent are never uploaded)."""
-    config = load_config(workdir / "audience-sync.toml", {})
-    src = config.source
-    hasher = ProfileHasher("meta", list(src.identifiers), src.default_country, src.prehashed)
-    out = {}
-    for row in read_audience(src, config.audiences[audience]):
-        if row.consent is False:
-            continue
-        profile = hasher(row.raw)
-        if profile.identifiers:
-            out[member_key(row.profile_id)] = dict(profile.identifiers)
-    return out
 
 
 def meta_schema(workdir: Path, audience: str) -> list[str]:

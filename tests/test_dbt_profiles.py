@@ -16,6 +16,7 @@ from audiencesync.sync.dbt_profiles import ProfileError, output_url
 from audiencesync.sync.errors import ConfigError
 from audiencesync.sync.sources import read_audience
 from real_parts import need
+from sample_configs import file_syncs
 from sqlalchemy.engine import make_url
 from test_dbt import PROFILES, TINY
 from test_sql_source import invoke, load_postgres, sqlite_rows
@@ -42,19 +43,7 @@ model = "customers_lapsed"
 
 [audiences.vip]
 model = "customers_vip"
-
-[destinations.files]
-platform = "file"
-directory = "exports"
-
-[[syncs]]
-audience = "lapsed"
-destinations = ["files"]
-
-[[syncs]]
-audience = "vip"
-destinations = ["files"]
-"""
+""" + file_syncs("lapsed", "vip")
 
 
 def copy_project(tmp_path: Path) -> Path:

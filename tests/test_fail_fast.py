@@ -12,22 +12,13 @@ from pathlib import Path
 
 import pytest
 from audiencesync.connectors.meta.emulator import start_emulator
-from sample_configs import WriteConfig
+from sample_configs import WriteConfig, meta_main, syncs
 
 CLI = Path(sys.executable).parent / "audience-sync"
 
-META = """
-[destinations.meta_main]
-platform = "meta"
-ad_account_id = "act_1234567890"
-access_token_env = "META_TEST_TOKEN"
-endpoint = "http://127.0.0.1:{port}"
-max_wait_seconds = 600
 
-[[syncs]]
-audience = "vip"
-destinations = ["meta_main"]
-"""
+def meta_vip(port: int, max_wait_seconds: int = 600) -> str:
+    return meta_main(f"http://127.0.0.1:{port}", max_wait_seconds) + syncs("vip", destinations=("meta_main",))
 
 
 def unused_port() -> int:
@@ -40,7 +31,7 @@ def test_a_refused_loopback_endpoint_fails_at_once_saying_how_to_start_the_emula
     tmp_path: Path, demo_db: Path, write_config: WriteConfig
 ) -> None:
     port = unused_port()
-    config = write_config(META.format(port=port))
+    config = write_config(meta_vip(port))
     started = time.monotonic()
     proc = subprocess.run(
         [str(CLI), "sync", "--config", str(config)], cwd=tmp_path, capture_output=True, text=True, timeout=60
@@ -64,7 +55,7 @@ def test_each_retry_logs_what_why_and_the_next_try(
     retry_log = logging.getLogger("audiencesync.connectors.retry")
     retry_log.addHandler(caplog.handler)
     try:
-        config = load_config(write_config(META.format(port=emulator.port).replace("600", "2")), {})
+        config = load_config(write_config(meta_vip(emulator.port, max_wait_seconds=2)), {})
         [result] = sync_once(config)
     finally:
         retry_log.removeHandler(caplog.handler)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,17 +29,9 @@ from audiencesync.sync import daemon as daemon_module
 from audiencesync.sync.config import Config, load_config
 from audiencesync.sync.daemon import Daemon, DaemonOptions
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
-from sample_configs import WriteConfig
+from sample_configs import WriteConfig, file_syncs
 
-LAPSED_TO_FILES = """
-[destinations.files]
-platform = "file"
-directory = "exports"
-
-[[syncs]]
-audience = "lapsed"
-destinations = ["files"]
-"""
+LAPSED_TO_FILES = file_syncs("lapsed")
 
 _jobs = itertools.count(1)
 
@@ -78,39 +71,34 @@ class ConfirmsLater(FileConnector):
 
 
 def run_once(config: Config, connector: FileConnector) -> TargetResult:
-    store = StateStore.open(config.state_path)
-    try:
+    with closing(StateStore.open(config.state_path)) as store:
         options = RunOptions(connector_factory=lambda _target: connector, lease_wait=0)
         [result] = SyncRunner(config, store, options).run()
         return result
-    finally:
-        store.close()
+
+
+def pending_run(config: Config) -> int:
+    """One run whose every batch the platform leaves pending; returns how many members it sent."""
+    waiting = ConfirmsLater(config.targets()[0].destination)
+    waiting.answer = "pending"
+    return run_once(config, waiting).push.pending
 
 
 def in_flight(config: Config) -> int:
-    store = StateStore.open(config.state_path)
-    try:
+    with closing(StateStore.open(config.state_path)) as store:
         return int(store.db.execute("SELECT count(*) FROM outbox WHERE status = 'in_flight'").fetchone()[0])
-    finally:
-        store.close()
 
 
 def synced(config: Config) -> int:
-    store = StateStore.open(config.state_path)
-    try:
+    with closing(StateStore.open(config.state_path)) as store:
         return int(store.db.execute("SELECT count(*) FROM members").fetchone()[0])
-    finally:
-        store.close()
 
 
 def at_risk(config: Config) -> dict[str, int]:
-    store = StateStore.open(config.state_path)
-    try:
+    with closing(StateStore.open(config.state_path)) as store:
         row = store.find_target(config.targets()[0].key)
         assert row is not None
         return OutboxStore(store.db).unsettled_members(row.id)
-    finally:
-        store.close()
 
 
 def follow_errors(daemon: Daemon, config: Config) -> float | None:
@@ -163,9 +151,7 @@ def test_what_the_daemon_follows_between_runs_is_settled_as_a_run_settles_it(
     write_config: WriteConfig, demo_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_config(write_config(LAPSED_TO_FILES), {})
-    waiting = ConfirmsLater(config.targets()[0].destination)
-    waiting.answer = "pending"
-    sent = run_once(config, waiting).push.pending
+    sent = pending_run(config)
 
     follow_between_runs(config, ConfirmsLater(config.targets()[0].destination), monkeypatch)
     assert in_flight(config) == 0
@@ -177,9 +163,7 @@ def test_members_of_a_job_with_failures_only_counted_are_at_risk_after_the_daemo
     write_config: WriteConfig, demo_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_config(write_config(LAPSED_TO_FILES), {})
-    waiting = ConfirmsLater(config.targets()[0].destination)
-    waiting.answer = "pending"
-    sent = run_once(config, waiting).push.pending
+    sent = pending_run(config)
 
     partial = ConfirmsLater(config.targets()[0].destination)
     partial.rejected_count = 3
@@ -209,9 +193,7 @@ def test_an_unanswered_read_back_between_runs_keeps_what_the_follow_settled(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = load_config(write_config(LAPSED_TO_FILES), {})
-    waiting = ConfirmsLater(config.targets()[0].destination)
-    waiting.answer = "pending"
-    sent = run_once(config, waiting).push.pending
+    sent = pending_run(config)
 
     settles = ConfirmsLater(config.targets()[0].destination)
     settles.read_back_fails = True

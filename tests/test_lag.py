@@ -19,23 +19,11 @@ from audiencesync.sync.lag import prune_lag, record_read_back
 from audiencesync.sync.source_load import member_key
 from audiencesync.sync.sources import read_audience
 from click.testing import CliRunner, Result
-from sample_configs import WriteConfig
+from sample_configs import WriteConfig, file_syncs
 
-FILES_WITH_SLO = """
-[destinations.files]
-platform = "file"
-directory = "exports"
 
-[[syncs]]
-audience = "lapsed"
-destinations = ["files"]
-max_lag = "{lag}"
-
-[[syncs]]
-audience = "in_checkout"
-destinations = ["files"]
-max_lag = "{lag}"
-"""
+def files_with_slo(lag: str) -> str:
+    return file_syncs("lapsed", "in_checkout", max_lag=lag)
 
 
 def invoke(*args: str) -> Result:
@@ -131,7 +119,7 @@ def in_flow_with_identifiers(config_path: Path) -> tuple[set[bytes], set[bytes]]
 def test_coverage_of_an_in_flow_audience_is_exact_against_the_source(
     write_config: WriteConfig, demo_db: Path
 ) -> None:
-    config = write_config(FILES_WITH_SLO.format(lag="1h"))
+    config = write_config(files_with_slo("1h"))
     assert invoke("sync", "--config", str(config)).exit_code == 0
     everyone, usable = in_flow_with_identifiers(config)
     _, report = lag_json(config)
@@ -155,14 +143,14 @@ def test_coverage_of_an_in_flow_audience_is_exact_against_the_source(
 def test_lag_exits_4_when_a_target_breaches_its_slo_and_0_when_within(
     write_config: WriteConfig, demo_db: Path
 ) -> None:
-    within = write_config(FILES_WITH_SLO.format(lag="1h"), name="within.toml")
+    within = write_config(files_with_slo("1h"), name="within.toml")
     assert invoke("sync", "--config", str(within)).exit_code == 0
     code, report = lag_json(within)
     assert code == 0
     assert {t["slo"] for t in report.values()} == {"ok"}
     assert report["lapsed@files"]["pending_adds"] == 0 and report["lapsed@files"]["members"] > 0
 
-    tight = write_config(FILES_WITH_SLO.format(lag="1s"), name="tight.toml")
+    tight = write_config(files_with_slo("1s"), name="tight.toml")
     time.sleep(1.2)  # the last successful run is now older than max_lag
     code, report = lag_json(tight)
     assert code == 4
@@ -176,7 +164,7 @@ def test_lag_exits_4_when_a_target_breaches_its_slo_and_0_when_within(
 def test_the_html_report_is_self_contained_with_the_table_and_a_chart_per_destination(
     write_config: WriteConfig, demo_db: Path, tmp_path: Path
 ) -> None:
-    config = write_config(FILES_WITH_SLO.format(lag="1h"))
+    config = write_config(files_with_slo("1h"))
     assert invoke("sync", "--config", str(config)).exit_code == 0
     assert invoke("demo", "advance", "--config", str(config), "--seed", "2").exit_code == 0
     assert invoke("sync", "--config", str(config)).exit_code == 0
@@ -200,7 +188,7 @@ def test_the_html_report_is_self_contained_with_the_table_and_a_chart_per_destin
 def test_runs_lists_the_history_newest_first_with_counts_durations_and_errors(
     write_config: WriteConfig, demo_db: Path
 ) -> None:
-    config = write_config(FILES_WITH_SLO.format(lag="1h"))
+    config = write_config(files_with_slo("1h"))
     assert invoke("sync", "--config", str(config)).exit_code == 0
     assert invoke("demo", "advance", "--config", str(config), "--seed", "2").exit_code == 0
     assert invoke("sync", "--config", str(config)).exit_code == 0

@@ -148,11 +148,11 @@ def test_rejected_changes_by_reason_add_up_to_the_runs_total(tmp_path: Path) -> 
     try:
         target = store.ensure_target("vip@meta_main", "vip", "meta_main", "meta")
         reasons = {"invalid_entry: email": 2, "invalid_entry: phone": 1}
-        run = store.start_run(target.id, "cli")
-        store.finish_run(run, "ok", {"rejected": 3}, None, reasons)
+        run = store.runs.start(target.id, "cli")
+        store.runs.finish(run, "ok", {"rejected": 3}, None, reasons)
         # A run recorded before reasons were kept: its rejections count as unrecorded.
-        old = store.start_run(target.id, "cli")
-        store.finish_run(old, "ok", {"rejected": 2}, None)
+        old = store.runs.start(target.id, "cli")
+        store.runs.finish(old, "ok", {"rejected": 2}, None)
         by_reason = store.runs.rejection_totals()["vip@meta_main"]
         assert by_reason == {**reasons, "unrecorded": 2}
         assert sum(by_reason.values()) == store.runs.totals()["vip@meta_main"].rejected == 5

@@ -37,6 +37,14 @@ def queue(store: StateStore, target: int, i: int, op: str = "add", status: str =
     )
 
 
+def queued(store: StateStore, *members: int, platform: str = "meta") -> tuple[int, OutboxStore]:
+    """A target ``a@d`` with ``members`` queued as adds, in this order, and its outbox."""
+    target = store.ensure_target("a@d", "a", "d", platform).id
+    for i in members:
+        queue(store, target, i)
+    return target, OutboxStore(store.db)
+
+
 def reject_record(store: StateStore, target: int, i: int) -> None:
     now = time.time()
     store.db.conn.execute(
@@ -61,10 +69,7 @@ def lag_count(store: StateStore, target: int) -> int:
 
 
 def test_batches_decode_payloads_and_page_by_key(store: StateStore) -> None:
-    target = store.ensure_target("a@d", "a", "d", "meta").id
-    for i in (5, 1, 3, 2, 4):
-        queue(store, target, i)
-    outbox = OutboxStore(store.db)
+    target, outbox = queued(store, 5, 1, 3, 2, 4)
     batches = list(outbox.batches(target, "add", 2))
     assert [[c.member_key for c in b.changes] for b in batches] == [
         [key(1), key(2)],
@@ -101,10 +106,7 @@ def test_a_batch_confirmed_whole_touches_only_its_own_rows(store: StateStore) ->
 
 
 def test_a_partly_confirmed_batch_settles_each_member_by_its_outcome(store: StateStore) -> None:
-    target = store.ensure_target("a@d", "a", "d", "meta").id
-    for i in range(1, 6):
-        queue(store, target, i)
-    outbox = OutboxStore(store.db)
+    target, outbox = queued(store, *range(1, 6))
     [served] = list(outbox.batches(target, "add", 10))
     assert len(served.changes) == 5
     result = PushResult(confirmed=[key(1), key(3)], rejected={key(2): "invalid"}, retry=[key(4), key(5)])
@@ -115,10 +117,7 @@ def test_a_partly_confirmed_batch_settles_each_member_by_its_outcome(store: Stat
 
 
 def test_a_row_queued_after_the_batch_was_served_is_not_confirmed_with_it(store: StateStore) -> None:
-    target = store.ensure_target("a@d", "a", "d", "meta").id
-    for i in (1, 3):
-        queue(store, target, i)
-    outbox = OutboxStore(store.db)
+    target, outbox = queued(store, 1, 3)
     [batch] = list(outbox.batches(target, "add", 10))
     queue(store, target, 2)  # lands inside the served key range before the answer is applied
     outbox.apply_result(target, "add", PushResult.all_confirmed(batch.changes), 1, time.time())
@@ -127,10 +126,7 @@ def test_a_row_queued_after_the_batch_was_served_is_not_confirmed_with_it(store:
 
 
 def test_confirming_a_remove_deletes_only_the_identifiers_it_carried(store: StateStore) -> None:
-    target = store.ensure_target("a@d", "a", "d", "meta").id
-    for i in (1, 2):
-        queue(store, target, i)
-    outbox = OutboxStore(store.db)
+    target, outbox = queued(store, 1, 2)
     [adds] = list(outbox.batches(target, "add", 10))
     outbox.apply_result(target, "add", PushResult.all_confirmed(adds.changes), 1, time.time())
     queue(store, target, 1, op="remove")
@@ -144,10 +140,7 @@ def test_confirming_a_remove_deletes_only_the_identifiers_it_carried(store: Stat
 
 
 def test_pending_members_are_settled_by_their_handle(store: StateStore) -> None:
-    target = store.ensure_target("a@d", "a", "d", "google").id
-    for i in range(1, 7):
-        queue(store, target, i)
-    outbox = OutboxStore(store.db)
+    target, outbox = queued(store, *range(1, 7), platform="google")
     first, second = list(outbox.batches(target, "add", 3))
     assert [c.member_key for c in second.changes] == [key(4), key(5), key(6)]
     outbox.apply_result(

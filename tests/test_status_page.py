@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from audiencesync.sync.cli.commands import cli
 from click.testing import CliRunner
-from sample_configs import WriteConfig
+from sample_configs import WriteConfig, file_syncs
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -30,26 +30,7 @@ FLAGS = [
 ]
 DOCS_SHOT = Path(__file__).resolve().parents[1] / "docs" / "status-page.png"
 
-TWO_SLOS = """
-[destinations.files]
-platform = "file"
-directory = "exports"
-
-[[syncs]]
-audience = "lapsed"
-destinations = ["files"]
-max_lag = "1h"
-
-[[syncs]]
-audience = "in_checkout"
-destinations = ["files"]
-max_lag = "1h"
-
-[[syncs]]
-audience = "vip"
-destinations = ["files"]
-max_lag = "1h"
-"""
+TWO_SLOS = file_syncs("lapsed", "in_checkout", "vip", max_lag="1h")
 
 
 def _browser_or_skip() -> Any:

@@ -4,43 +4,25 @@ Meta emulator: it saves the batch in flight, records the run as ``stopped``, lea
 
 from __future__ import annotations
 
-import json
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from audiencesync.connectors.meta.emulator import MetaEmulator, start_emulator
-from sample_configs import WriteConfig
+from meta_emulator_admin import set_faults
+from sample_configs import WriteConfig, meta_main, syncs
 
 CLI = Path(sys.executable).parent / "audience-sync"
 
-META = """
-[destinations.meta_main]
-platform = "meta"
-ad_account_id = "act_1234567890"
-access_token_env = "META_TEST_TOKEN"
-endpoint = "{endpoint}"
-max_wait_seconds = 5
 
-[[syncs]]
-audience = "lapsed"
-destinations = ["meta_main"]
-
-[[syncs]]
-audience = "in_checkout"
-destinations = ["meta_main"]
-
-[[syncs]]
-audience = "vip"
-destinations = ["meta_main"]
-"""
+def meta_syncs(endpoint: str) -> str:
+    return meta_main(endpoint) + syncs("lapsed", "in_checkout", "vip", destinations=("meta_main",))
 
 
 @pytest.fixture
@@ -48,17 +30,6 @@ def meta() -> Iterator[MetaEmulator]:
     emulator = start_emulator(port=0)
     yield emulator
     emulator.stop()
-
-
-def set_faults(emulator: MetaEmulator, **faults: Any) -> None:
-    request = urllib.request.Request(
-        f"{emulator.admin_url}/_emulator/faults",
-        data=json.dumps(faults).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.status == 200
 
 
 def state_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -80,7 +51,7 @@ def test_a_signal_during_sync_stops_it_cleanly_with_a_documented_exit_code(
     meta: MetaEmulator,
     write_config: WriteConfig,
 ) -> None:
-    config = write_config(META.format(endpoint=meta.url))
+    config = write_config(meta_syncs(meta.url))
     state = tmp_path / "state.db"
     set_faults(meta, slow_rate=1.0, slow_seconds=0.5)  # every Graph call takes 0.5 s
     proc = subprocess.Popen(

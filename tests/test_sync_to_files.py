@@ -10,12 +10,9 @@ import sqlite3
 from pathlib import Path
 
 from audiencesync.sync.cli.commands import cli
-from audiencesync.sync.config import load_config
-from audiencesync.sync.identity import ProfileHasher
-from audiencesync.sync.source_load import member_key
-from audiencesync.sync.sources import read_audience
 from click.testing import CliRunner, Result
 from sample_configs import WriteConfig
+from source_audience import meta_ready_members
 
 
 def invoke(*args: str) -> Result:
@@ -31,17 +28,8 @@ def dry_run(config: Path) -> dict[str, dict[str, object]]:
 def hashed_members(config_path: Path, audience: str) -> dict[bytes, str]:
     """What the source says the audience is now: member key -> hashed payload (profiles with a valid
     identifier and ads consent not denied)."""
-    config = load_config(config_path, {})
-    src = config.source
-    hasher = ProfileHasher("meta", list(src.identifiers), src.default_country, src.prehashed)
-    out = {}
-    for row in read_audience(src, config.audiences[audience]):
-        if row.consent is False:
-            continue
-        profile = hasher(row.raw)
-        if profile.identifiers:
-            out[member_key(row.profile_id)] = json.dumps(profile.identifiers, sort_keys=True)
-    return out
+    members = meta_ready_members(config_path, audience)
+    return {key: json.dumps(ids, sort_keys=True) for key, ids in members.items()}
 
 
 def test_sync_then_advance_then_dry_run_shows_exactly_the_advance(

@@ -11,27 +11,13 @@ from pathlib import Path
 import pytest
 from audiencesync.sync.cli.commands import cli
 from click.testing import CliRunner, Result
-from sample_configs import SOURCE, WriteConfig
+from sample_configs import SOURCE, WriteConfig, file_syncs
 
 LONG = "lapsed_customers_winback_fourth_quarter"
 CONFIG = f"""
 [audiences.{LONG}]
 stage = "lapsed_customer"
-
-[destinations.files]
-platform = "file"
-directory = "exports"
-
-[[syncs]]
-audience = "{LONG}"
-destinations = ["files"]
-max_lag = "1h"
-
-[[syncs]]
-audience = "in_checkout"
-destinations = ["files"]
-max_lag = "1h"
-"""
+""" + file_syncs(LONG, "in_checkout", max_lag="1h")
 NAMES = (f"{LONG} → files (file)", "in_checkout → files (file)")
 
 

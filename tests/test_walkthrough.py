@@ -15,21 +15,12 @@ from pathlib import Path
 
 import pytest
 from audiencesync.sync.cli.commands import cli
+from audiencesync.sync.demo.emulation import listening
 from click.testing import CliRunner, Result
+from loopback import free_ports
 
 CLI = Path(sys.executable).parent / "audience-sync"
 PACKAGED = Path(__file__).parent.parent / "sync" / "config.example.toml"
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @pytest.fixture
@@ -48,14 +39,6 @@ def ports_of(config: Path) -> list[int]:
     return [int(line.split(":")[-1].rstrip('"')) for line in text.splitlines() if line.startswith("endpoint")]
 
 
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def emulators(demo_config: Path) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
@@ -67,7 +50,7 @@ def emulators(demo_config: Path) -> Iterator[subprocess.Popen[str]]:
     )
     try:
         deadline = time.monotonic() + 30
-        while not all(listening(p) for p in ports_of(demo_config)):
+        while not all(listening(p, timeout=0.3) for p in ports_of(demo_config)):
             assert proc.poll() is None, "the emulators exited"
             assert time.monotonic() < deadline, "the emulators did not start"
             time.sleep(0.1)

@@ -21,7 +21,7 @@ from audiencesync import load_config
 from audiencesync.connectors.contract import IDENTIFIER_KINDS
 from audiencesync.connectors.registry import PLATFORMS, emulated_platforms
 from audiencesync.sync.cli.logs import setup_logging
-from audiencesync.sync.cli.options import config_option, input_errors, load
+from audiencesync.sync.cli.options import FILE, config_file_option, config_option, input_errors, load
 from audiencesync.sync.cli.table_output import choose_format, format_option
 from audiencesync.sync.config import check_country
 from audiencesync.sync.errors import InputError
@@ -128,10 +128,10 @@ def _render_source_report(report: Any, summary: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan or result as JSON (--format json).")
 @format_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
-@click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan to FILE.")
+@click.option("--plan-out", type=FILE, help="Save the plan to FILE.")
 @click.option(
     "--apply-plan",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Push exactly the plan saved in FILE (refused if state moved on since).",
 )
 @click.option(
@@ -139,7 +139,7 @@ def _render_source_report(report: Any, summary: str) -> None:
 )
 @click.option(
     "--after-dbt",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Sync only audiences whose dbt models succeeded in this run_results.json.",
 )
 @input_errors
@@ -263,13 +263,8 @@ def hash_command(
 
 
 @cli.group(invoke_without_command=True)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("config.example.toml"),
-    show_default=True,
-    help="Config to run the demo on; written from the package when missing.",
+@config_file_option(
+    "Config to run the demo on; written from the package when missing.", Path("config.example.toml")
 )
 @click.option("--profiles", type=int, default=None, help="Synthetic profiles to generate (default 10,000).")
 @click.option("--seed", type=int, default=7, show_default=True)
@@ -293,13 +288,7 @@ def demo(ctx: click.Context, config_path: Path, profiles: int | None, seed: int,
 
 
 @demo.command("advance")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Config whose source to change (default: the one given to demo, ./config.example.toml).",
-)
+@config_file_option("Config whose source to change (default: the one given to demo, ./config.example.toml).")
 @click.option(
     "--share", type=float, default=0.03, show_default=True, help="Share of profiles that change stage."
 )
@@ -341,13 +330,8 @@ def _ensure_demo_config(path: Path) -> None:
     default=None,
     help=f"A gRPC emulator's HTTP admin port (default: {_default_ports('admin_port')}).",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("config.example.toml"),
-    show_default=True,
-    help="all: start one emulator per loopback endpoint this config names.",
+@config_file_option(
+    "all: start one emulator per loopback endpoint this config names.", Path("config.example.toml")
 )
 @input_errors
 def emulator(platform: str, port: int | None, admin_port: int | None, config_path: Path) -> None:

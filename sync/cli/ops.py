@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
-from audiencesync.sync.cli.options import config_option, input_errors, load
+from audiencesync.sync.cli.options import FILE, F, config_option, input_errors, load
 from audiencesync.sync.cli.report import STATUS_COLOURS
 from audiencesync.sync.cli.table_output import Column, TableData, choose_format, emit, format_option
 from audiencesync.sync.config import Config, parse_duration
@@ -30,6 +30,13 @@ def _require_state(config: Config) -> None:
         raise InputError(f"{config.state_path}: no state file yet; run `audience-sync sync` first")
 
 
+def _timing_option(
+    name: str, kind: click.IntRange | click.FloatRange, default: float, help: str
+) -> Callable[[F], F]:
+    """One of the daemon's timings, in seconds, its default shown in ``--help``."""
+    return click.option(name, type=kind, default=default, show_default=True, help=help)
+
+
 def _when(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -42,26 +49,23 @@ def _when(ts: float | None) -> str:
     default=None,
     help="Serve /metrics (Prometheus text) and /healthz on 127.0.0.1:PORT.",
 )
-@click.option(
+@_timing_option(
     "--follow-interval",
-    type=click.FloatRange(min=0.1),
-    default=60.0,
-    show_default=True,
-    help="Seconds between polls of pending jobs and read-backs of platform status.",
+    click.FloatRange(min=0.1),
+    60.0,
+    "Seconds between polls of pending jobs and read-backs of platform status.",
 )
-@click.option(
+@_timing_option(
     "--jitter",
-    type=click.IntRange(0, 3600),
-    default=30,
-    show_default=True,
-    help="Up to this many seconds of random delay per run, so targets on one schedule do not fire at once.",
+    click.IntRange(0, 3600),
+    30,
+    "Up to this many seconds of random delay per run, so targets on one schedule do not fire at once.",
 )
-@click.option(
+@_timing_option(
     "--misfire-grace",
-    type=click.IntRange(1, 86_400),
-    default=600,
-    show_default=True,
-    help="A run missed by less than this many seconds still runs (once: missed runs are coalesced).",
+    click.IntRange(1, 86_400),
+    600,
+    "A run missed by less than this many seconds still runs (once: missed runs are coalesced).",
 )
 @input_errors
 def daemon(
@@ -104,7 +108,7 @@ def daemon(
 @click.option(
     "--html",
     "html_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     default=None,
     help="Also write a self-contained HTML page (table and lag-over-time charts) to FILE.",
 )
@@ -262,7 +266,7 @@ def runs(
         raise InputError(f"--only {only}: no sync target matches (check audience or destination names)")
     store = StateStore.open(config.state_path)
     try:
-        rows = store.run_history(limit, keys)
+        rows = store.runs.history(limit, keys)
     finally:
         store.close()
     console = Console(highlight=False)

@@ -23,13 +23,18 @@ from rich.markup import escape
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Config file. Default: $AUDIENCE_SYNC_CONFIG, then ./audience-sync.toml.",
-)
+FILE = click.Path(dir_okay=False, path_type=Path)
+"""The type of every option that names a file: a path, never a directory."""
+
+
+def config_file_option(help: str, default: Path | None = None) -> Callable[[F], F]:
+    """A ``--config`` option (as ``config_path``); a default path is shown in ``--help``."""
+    return click.option(
+        "--config", "config_path", type=FILE, default=default, show_default=default is not None, help=help
+    )
+
+
+config_option = config_file_option("Config file. Default: $AUDIENCE_SYNC_CONFIG, then ./audience-sync.toml.")
 
 
 def input_errors(fn: F) -> F:

@@ -217,6 +217,33 @@ def _google_close(connector: Connector) -> None:
     connector.close()  # type: ignore[attr-defined]
 
 
+def _tiktok_platform(upload: str, population: int = 5) -> Platform:
+    """TikTok through one upload flow (``segment`` or ``file``)."""
+    return Platform(
+        name=f"tiktok-{upload}",
+        start=_tiktok,
+        connect=_tiktok_connector(upload),
+        transient={"server_error_rate": 1.0},
+        throttle={"rate_limit_rate": 0.5},
+        refuse=_truncated_email,
+        population=population,
+        close=_tiktok_close,
+    )
+
+
+def _google_platform(name: str, backend: str, throttle: dict[str, Any]) -> Platform:
+    """Google through one backend; each throttles with its own API's quota error."""
+    return Platform(
+        name=name,
+        start=_google,
+        connect=_google_connector(backend),
+        transient={"unavailable_rate": 1.0},
+        throttle=throttle,
+        refuse=_google_refuse,
+        close=_google_close,
+    )
+
+
 PLATFORMS: tuple[Platform, ...] = (
     Platform(
         name="meta",
@@ -227,43 +254,10 @@ PLATFORMS: tuple[Platform, ...] = (
         min_asked_wait=60.0,
         refuse=_truncated_email,
     ),
-    Platform(
-        name="tiktok-segment",
-        start=_tiktok,
-        connect=_tiktok_connector("segment"),
-        transient={"server_error_rate": 1.0},
-        throttle={"rate_limit_rate": 0.5},
-        refuse=_truncated_email,
-        close=_tiktok_close,
-    ),
-    Platform(
-        name="tiktok-file",
-        start=_tiktok,
-        connect=_tiktok_connector("file"),
-        transient={"server_error_rate": 1.0},
-        throttle={"rate_limit_rate": 0.5},
-        refuse=_truncated_email,
-        # TikTok's SDK docs (CustomAudienceUpdateBody.md): a file update fails when the audience would
-        # hold fewer than 1,000 members after it.
-        population=1_010,
-        close=_tiktok_close,
-    ),
-    Platform(
-        name="google-data-manager",
-        start=_google,
-        connect=_google_connector("data_manager"),
-        transient={"unavailable_rate": 1.0},
-        throttle={"resource_exhausted_rate": 0.5},
-        refuse=_google_refuse,
-        close=_google_close,
-    ),
-    Platform(
-        name="google-ads",
-        start=_google,
-        connect=_google_connector("google_ads"),
-        transient={"unavailable_rate": 1.0},
-        throttle={"resource_temporarily_exhausted_rate": 0.5},
-        refuse=_google_refuse,
-        close=_google_close,
-    ),
+    _tiktok_platform("segment"),
+    # TikTok's SDK docs (CustomAudienceUpdateBody.md): a file update fails when the audience would
+    # hold fewer than 1,000 members after it.
+    _tiktok_platform("file", population=1_010),
+    _google_platform("google-data-manager", "data_manager", throttle={"resource_exhausted_rate": 0.5}),
+    _google_platform("google-ads", "google_ads", throttle={"resource_temporarily_exhausted_rate": 0.5}),
 )

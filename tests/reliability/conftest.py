@@ -4,14 +4,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from audiencesync.sync.cli.commands import cli
+from audiencesync.sync.demo.profiles import build_profiles
+from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from bad_input_case import Case
+from sample_configs import FILE_DESTINATION, SOURCE
 from scenarios import Emulators, Figures
 
 
@@ -50,3 +57,25 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
         reporter.write_line(totals.line())
     else:
         print(totals.line())
+
+
+@pytest.fixture(scope="session")
+def synced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bad-input corpus's start: a folder with a 400-profile source synced once to a file
+    destination."""
+    root = tmp_path_factory.mktemp("synced")
+    build_profiles(root / "profiles.db", 400, seed=5)
+    (root / "audience-sync.toml").write_text(
+        textwrap.dedent(SOURCE) + textwrap.dedent(FILE_DESTINATION), encoding="utf-8"
+    )
+    result = CliRunner().invoke(cli, ["sync", "--config", str(root / "audience-sync.toml")])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture
+def case(synced_template: Path, tmp_path: Path) -> Case:
+    """A private copy of the synced folder, for one bad-input case to damage."""
+    root = tmp_path / "case"
+    shutil.copytree(synced_template, root)
+    return Case(root)

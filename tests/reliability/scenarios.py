@@ -26,6 +26,7 @@ from audiencesync.sync.config import Target, load_config
 from audiencesync.sync.demo.profiles import advance, build_profiles
 from audiencesync.sync.runner import RunOptions, SyncRunner, TargetResult
 from crash_driver import POINTS, KillingConnector, fast_connector
+from sample_configs import SOURCE_TABLE, STAGE_AND_FLOW_AUDIENCES
 
 PLATFORMS = ("meta", "tiktok", "google_dm", "google_ads")
 AUDIENCES = ("lapsed", "in_checkout")
@@ -33,34 +34,10 @@ DRIVER = Path(__file__).with_name("crash_driver.py")
 PROFILES = 900
 MAX_BATCH = 40
 
-SOURCE = """
-state_path = "state.db"
-
-[source]
-kind = "sqlite"
-path = "profiles.db"
-table = "profiles"
-id_column = "profile_id"
-stage_column = "stage"
-in_flow_column = "in_flows"
-changed_at_column = "stage_changed_at"
-consent_column = "ads_consent"
-default_country = "US"
-
-[source.identifiers]
-email = "email"
-phone = "phone"
-first_name = "first_name"
-last_name = "last_name"
-zip = "postcode"
-country = "country"
-
-[audiences.lapsed]
-stage = "lapsed_customer"
-
-[audiences.in_checkout]
-in_flow = "abandoned_checkout"
-
+SOURCE = (
+    SOURCE_TABLE
+    + STAGE_AND_FLOW_AUDIENCES
+    + """
 # The breaker guards against a broken source; here two source changes with a broken run between
 # them may legitimately remove more than a fifth of a small in-flow audience.
 [[syncs]]
@@ -73,6 +50,7 @@ audience = "in_checkout"
 destinations = ["main", "ref"]
 max_remove_share = 0.9
 """
+)
 
 # A fault mix is a set of emulator switches at a transient rate (30 %, as the issue measured).
 FAULT_MIXES: dict[str, list[dict[str, Any]]] = {

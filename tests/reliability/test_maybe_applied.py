@@ -55,36 +55,38 @@ def _lost_answers(scenario: Scenario) -> None:
     assert results[0].status == "partial"
 
 
-@pytest.mark.parametrize("platform", PLATFORMS)
-def test_an_applied_add_whose_answer_was_lost_is_removed_once_the_profile_leaves(
-    tmp_path: Path, emulators: Emulators, figures: Figures, platform: str, full: bool
-) -> None:
-    _sample_or_full(platform, full)
-    scenario = Scenario(tmp_path, emulators, platform, seed=77)
+def _lost_answer_then_undone(scenario: Scenario, figures: Figures, *, into: bool, label: str) -> None:
+    """Three profiles move (into the audience or out of it), the run that pushes it loses every
+    answer, and they move back before the next run: the clean run must leave the platform exact."""
     sync_in_process(scenario.config, scenario.main)
-    joined = _move(scenario, 3, into=True)
+    moved = _move(scenario, 3, into=into)
     _lost_answers(scenario)
-    _restore(scenario, joined)  # they leave again before the next run
+    _restore(scenario, moved)
     before = scenario.platform_members(scenario.main_prefix)
     mark = (figures.lost, figures.stale, figures.stuck, len(figures.failures))
-    scenario.check(figures, before, f"lost answer add {platform}")
+    scenario.check(figures, before, label)
     assert (figures.lost, figures.stale, figures.stuck) == mark[:3], figures.failures[mark[3] :]
 
 
+@pytest.mark.parametrize(
+    ("into", "seed", "label"),
+    [(True, 77, "add"), (False, 78, "remove")],
+    ids=["an_add_is_removed_once_the_profile_leaves", "a_remove_is_reversed_when_the_profile_returns"],
+)
 @pytest.mark.parametrize("platform", PLATFORMS)
-def test_an_applied_remove_whose_answer_was_lost_is_reversed_when_the_profile_returns(
-    tmp_path: Path, emulators: Emulators, figures: Figures, platform: str, full: bool
+def test_an_applied_change_whose_answer_was_lost_is_undone_when_the_profile_moves_back(
+    tmp_path: Path,
+    emulators: Emulators,
+    figures: Figures,
+    platform: str,
+    full: bool,
+    into: bool,
+    seed: int,
+    label: str,
 ) -> None:
     _sample_or_full(platform, full)
-    scenario = Scenario(tmp_path, emulators, platform, seed=78)
-    sync_in_process(scenario.config, scenario.main)
-    left = _move(scenario, 3, into=False)
-    _lost_answers(scenario)
-    _restore(scenario, left)  # they come back before the next run
-    before = scenario.platform_members(scenario.main_prefix)
-    mark = (figures.lost, figures.stale, figures.stuck, len(figures.failures))
-    scenario.check(figures, before, f"lost answer remove {platform}")
-    assert (figures.lost, figures.stale, figures.stuck) == mark[:3], figures.failures[mark[3] :]
+    scenario = Scenario(tmp_path, emulators, platform, seed=seed)
+    _lost_answer_then_undone(scenario, figures, into=into, label=f"lost answer {label} {platform}")
 
 
 def test_a_meta_session_left_by_a_killed_push_does_not_block_the_target(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,10 +18,12 @@ from pathlib import Path
 import pytest
 from audiencesync.state.sealed import PREFIX, key_path
 from audiencesync.sync.cli.commands import cli
+from audiencesync.sync.demo.emulation import listening
 from audiencesync.sync.redact import REDACTED, redact
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from loopback import free_ports
 
 PACKAGED = Path(__file__).parent.parent.parent / "sync" / "config.example.toml"
 
@@ -66,25 +67,6 @@ def _find(blob: str, plain: set[str], quoted: set[str]) -> list[str]:
     return found
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
-
 @contextmanager
 def _emulators(config: Path) -> Iterator[None]:
     """The config's emulators in their own process, as the README's walkthrough runs them, so the
@@ -102,7 +84,7 @@ def _emulators(config: Path) -> Iterator[None]:
     )
     try:
         deadline = time.monotonic() + 30
-        while not all(_listening(p) for p in ports):
+        while not all(listening(p, timeout=0.3) for p in ports):
             assert proc.poll() is None, "the emulators exited"
             assert time.monotonic() < deadline, "the emulators did not start"
             time.sleep(0.1)
@@ -117,7 +99,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     root = tmp_path_factory.mktemp("pii")
     config = root / "demo.toml"
     text = PACKAGED.read_text(encoding="utf-8")
-    for default, port in zip(("8801", "8802", "8803"), _free_ports(3), strict=True):
+    for default, port in zip(("8801", "8802", "8803"), free_ports(3), strict=True):
         text = text.replace(f"127.0.0.1:{default}", f"127.0.0.1:{port}")
     config.write_text(text, encoding="utf-8")
     runner = CliRunner()

@@ -1,0 +1,27 @@
+"""What the source says an audience is now, as the platform should hold it: the oracle of the tests
+that sync the demo source and compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from audiencesync.sync.config import load_config
+from audiencesync.sync.identity import ProfileHasher
+from audiencesync.sync.source_load import member_key
+from audiencesync.sync.sources import read_audience
+
+
+def meta_ready_members(config_path: Path, audience: str) -> dict[bytes, dict[str, str]]:
+    """Member key -> Meta-ready hashed identifiers, for every profile of ``audience`` with a valid
+    identifier (profiles that denied ads consent are never uploaded)."""
+    config = load_config(config_path, {})
+    src = config.source
+    hasher = ProfileHasher("meta", list(src.identifiers), src.default_country, src.prehashed)
+    out = {}
+    for row in read_audience(src, config.audiences[audience]):
+        if row.consent is False:
+            continue
+        profile = hasher(row.raw)
+        if profile.identifiers:
+            out[member_key(row.profile_id)] = dict(profile.identifiers)
+    return out
