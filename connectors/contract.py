@@ -275,3 +275,6 @@ class PlatformSpec:
     identity: IdentityProfile | None = None
     """The normalization rule of each identifier kind it takes; None for ``file``, whose rows follow
     the platform its ``format`` names (``SettingsSchema.identity_from``)."""
+    needs_account: bool = True
+    """False for a destination that writes on this machine (``file``): it needs no platform account
+    and no emulator, so the demo pushes to it as it is."""

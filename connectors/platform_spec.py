@@ -139,6 +139,12 @@ class SettingsSchema:
     """A key naming the platform whose identity rules apply (a ``file`` destination's format)."""
     emulator: EmulatorDefaults | None = None
 
+    def value(self, settings: Mapping[str, Any], key: str) -> Any:
+        """``settings[key]``, or this schema's default for ``key`` when it is unset: the one place a
+        connector finds a default, whether or not its settings went through config parsing."""
+        value = settings.get(key)
+        return self.keys[key].default if value is None else value
+
 
 class Rule(enum.StrEnum):
     """The normalization rules ``audiencesync.sync.identity`` implements, one function each. A platform

@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from audiencesync.connectors.errors import TransientError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
@@ -53,6 +53,16 @@ class Backoff:
         """The jittered wait after failed attempt number ``attempt`` (1 for the first)."""
         backoff = min(self.maximum, self.initial * 2.0 ** (attempt - 1))
         return backoff / 2 + random.random() * backoff / 2
+
+
+DEFAULT_MAX_WAIT_SECONDS = 300
+"""A destination's ``max_wait_seconds`` when it sets none (every platform takes the key)."""
+
+
+def max_wait_seconds(settings: Mapping[str, Any]) -> float:
+    """The destination's ``max_wait_seconds``, or the default."""
+    value = settings.get("max_wait_seconds")
+    return float(DEFAULT_MAX_WAIT_SECONDS if value is None else value)
 
 
 class RetryBudget:

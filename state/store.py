@@ -50,11 +50,6 @@ class StateStore:
         self.alerts = AlertStateStore(db)
 
     @classmethod
-    def of(cls, state: StateStore | sqlite_utils.Database) -> StateStore:
-        """``state`` itself, or a store over a bare connection (for callers holding ``store.db``)."""
-        return state if isinstance(state, StateStore) else cls(state)
-
-    @classmethod
     def open(cls, path: Path) -> StateStore:
         return cls(connect(path))
 

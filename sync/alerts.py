@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import requests
-import sqlite_utils
 from audiencesync.state.alert_store import AlertState
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config
@@ -139,11 +138,9 @@ def drift(entry: TargetLag) -> float | None:
     return gap / max(members, 1)
 
 
-def conditions(
-    state: StateStore | sqlite_utils.Database, entry: TargetLag, threshold: float
-) -> list[Condition]:
+def conditions(store: StateStore, entry: TargetLag, threshold: float) -> list[Condition]:
     """Every alert kind for one target, judged from its lag-report entry and its last run."""
-    last = StateStore.of(state).runs.last_finished(entry.target)
+    last = store.runs.last_finished(entry.target)
     status, error = (last.status, last.error or "") if last else (None, "")
     gap = drift(entry)
     return [
@@ -173,7 +170,7 @@ def conditions(
 
 
 def evaluate(
-    state: StateStore | sqlite_utils.Database,
+    store: StateStore,
     entries: Sequence[TargetLag],
     threshold: float,
     send: Sender,
@@ -182,7 +179,6 @@ def evaluate(
 ) -> list[Alert]:
     """Compare each target's conditions with the state last sent; send and record every change that
     held long enough (``hold``). Returns the alerts that were delivered."""
-    store = StateStore.of(state)
     now = time.time() if now is None else now
     hold = hold or Hold()
     delivered: list[Alert] = []

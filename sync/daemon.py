@@ -28,7 +28,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from audiencesync.connectors.contract import Connector
 from audiencesync.connectors.registry import build_connector
 from audiencesync.state.db import StateFileError
-from audiencesync.state.lease import LeaseBusy, held
+from audiencesync.state.lease import LeaseBusy
 from audiencesync.state.store import StateStore
 from audiencesync.sync import alerts
 from audiencesync.sync.cli.lag_html import render_page
@@ -258,7 +258,7 @@ class Daemon:
                 if self.stopping.is_set():
                     return
                 self._follow_target(store, target, connectors)
-            prune_lag(store.db, self.config.lag_retention_days)
+            prune_lag(store, self.config.lag_retention_days)
             self._alert(store, self.config.targets())
             self._last_follow = time.time()
         except Exception as exc:
@@ -291,7 +291,7 @@ class Daemon:
     ) -> None:
         try:
             # No wait: a target being pushed is followed by its own run.
-            with held(store.db, target_id, wait=0.0):
+            with store.lease(target_id, wait=0.0):
                 dest = target.destination.name
                 if dest not in connectors:
                     connectors[dest] = build_connector(target.destination)
@@ -313,7 +313,7 @@ class Daemon:
             self.config, store, since=time.time() - ALERT_WINDOW_S, with_coverage=False, targets=targets
         )
         sent = alerts.evaluate(
-            store.db,
+            store,
             entries,
             alerts.drift_threshold(self.config),
             alerts.sender_for(self.config),

@@ -16,6 +16,7 @@ from typing import Any
 from audiencesync.connectors.contract import DestinationConfig, is_loopback
 from audiencesync.connectors.platform_spec import Setting, SettingsSchema
 from audiencesync.connectors.registry import PLATFORMS as REGISTERED
+from audiencesync.connectors.retry import DEFAULT_MAX_WAIT_SECONDS
 from audiencesync.connectors.versions import check_version
 from audiencesync.sync.config_checks import ConfigErrors, endpoint, env_name, text, whole_number
 from audiencesync.sync.config_records import SyncConfig
@@ -27,7 +28,7 @@ COMMON_KEYS: dict[str, Setting] = {
     "platform": Setting(required=True),
     "name_prefix": Setting(default=DEFAULT_NAME_PREFIX, check=text),
     "endpoint": Setting(check=endpoint),
-    "max_wait_seconds": Setting(default=300, check=whole_number(0, 86_400)),
+    "max_wait_seconds": Setting(default=DEFAULT_MAX_WAIT_SECONDS, check=whole_number(0, 86_400)),
 }
 # A key whose name says "secret" and that holds a value directly is refused.
 _SECRETISH = re.compile(r"(token|secret|password|api_key|credential)s?$", re.IGNORECASE)

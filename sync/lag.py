@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import sqlite_utils
 from audiencesync.connectors.contract import PlatformStatus
 from audiencesync.state.lag_store import CoverageBucket, LagHistogram, LagMeasure, LagPoint, LagStats
 from audiencesync.state.store import StateStore
@@ -122,12 +121,10 @@ class TargetLag:
         return out
 
 
-def prune_lag(
-    state: StateStore | sqlite_utils.Database, retention_days: int, now: float | None = None
-) -> int:
+def prune_lag(store: StateStore, retention_days: int, now: float | None = None) -> int:
     """Delete lag records confirmed more than ``retention_days`` ago; returns how many went."""
     cutoff = (time.time() if now is None else now) - retention_days * 86_400
-    return StateStore.of(state).lag.prune(cutoff)
+    return store.lag.prune(cutoff)
 
 
 def record_read_back(

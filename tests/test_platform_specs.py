@@ -87,16 +87,10 @@ def platform_names_in(path: Path) -> list[tuple[int, str]]:
     ]
 
 
-# The walkthrough includes file destinations in the demo because they need no platform at all; no
-# spec field says "writes on this machine" yet.
-ALLOWED = {("cli/walkthrough.py", "file")}
-
-
 def test_the_engine_names_no_platform() -> None:
     found = [
         f"{path.relative_to(ENGINE)}:{line}: {value!r}"
         for path in sorted(ENGINE.rglob("*.py"))
         for line, value in platform_names_in(path)
-        if (str(path.relative_to(ENGINE)), value) not in ALLOWED
     ]
     assert found == []

@@ -9,4 +9,5 @@ SPEC = PlatformSpec(
     name="file",
     connector="audiencesync.connectors.file.connector:FileConnector",
     settings=SETTINGS,
+    needs_account=False,
 )

@@ -17,35 +17,9 @@ from pathlib import Path
 from audiencesync.connectors import contract
 from audiencesync.connectors.audience_lookup import find_or_create
 from audiencesync.connectors.errors import FatalError
+from audiencesync.connectors.file.settings import SETTINGS
+from audiencesync.connectors.file.templates import HEADERS
 
-# Column headers of each platform's customer-list template, by identifier key.
-HEADERS: dict[str, dict[str, str]] = {
-    "meta": {
-        "email": "email",
-        "phone": "phone",
-        "first_name": "fn",
-        "last_name": "ln",
-        "zip": "zip",
-        "city": "ct",
-        "state": "st",
-        "country": "country",
-        "doby": "doby",
-        "dobm": "dobm",
-        "dobd": "dobd",
-        "gender": "gen",
-        "maid": "madid",
-        "external_id": "extern_id",
-    },
-    "google": {
-        "email": "Email",
-        "phone": "Phone",
-        "first_name": "First Name",
-        "last_name": "Last Name",
-        "country": "Country",
-        "zip": "Zip",
-    },
-    "tiktok": {"email": "EMAIL_SHA256", "phone": "PHONE_SHA256", "maid": "GAID_SHA256"},
-}
 FILE_ROWS = 50_000
 
 
@@ -58,7 +32,7 @@ class FileConnector:
 
     def __init__(self, dest: contract.DestinationConfig) -> None:
         self.dest = dest
-        self.format = str(dest.settings.get("format", "meta"))
+        self.format = str(SETTINGS.value(dest.settings, "format"))
         self.directory = Path(str(dest.settings["directory"]))
         self._schemas: dict[str, tuple[str, ...]] = {}
         self._written = 0

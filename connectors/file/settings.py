@@ -3,7 +3,7 @@ files follow (and whose identity rules hash their rows)."""
 
 from __future__ import annotations
 
-from audiencesync.connectors.file.connector import HEADERS
+from audiencesync.connectors.file.templates import HEADERS
 from audiencesync.connectors.platform_spec import Setting, SettingsSchema, one_of, text
 
 SETTINGS = SettingsSchema(

@@ -1,7 +1,7 @@
 """The Google Ads API backend (``google-ads``): CRM-based user lists and OfflineUserDataJobs.
 
 The API version is the destination's ``api_version`` (default: the newest google-ads 34.x ships,
-``connectors/versions.py``); clients, request types and the exception interceptor all use it.
+``connectors/google/settings.py``); clients, request types and the exception interceptor all use it.
 
 Each ``add``/``remove`` call creates one job per consent group (removes: one job), adds the members in
 one ``AddOfflineUserDataJobOperations`` request with partial failure on, runs the job, and returns the
@@ -28,8 +28,8 @@ import grpc
 from audiencesync.connectors import contract
 from audiencesync.connectors.errors import AudienceGone, ConnectorError
 from audiencesync.connectors.google import payload as gp
+from audiencesync.connectors.google.settings import SETTINGS
 from audiencesync.connectors.google.transport import Account, Retrier, Tuning, make_channel, poll
-from audiencesync.connectors.versions import DEFAULT_VERSIONS
 from google.ads.googleads.errors import GoogleAdsException
 from google.ads.googleads.interceptors import ExceptionInterceptor, MetadataInterceptor
 from google.api_core import exceptions as core
@@ -97,7 +97,7 @@ class GoogleAdsBackend:
         self._tuning = tuning
         self._retrier = Retrier(tuning)
         token = dest.secrets.get("developer_token") or (EMULATOR_DEVELOPER_TOKEN if dest.is_emulated else "")
-        self._api = api = _AdsApi(str(settings.get("api_version") or DEFAULT_VERSIONS["google_ads"]))
+        self._api = api = _AdsApi(str(SETTINGS.value(settings, "api_version")))
         self._channel = make_channel(dest, DEFAULT_HOST, [gp.ADS_SCOPE])
         channel = grpc.intercept_channel(
             self._channel,

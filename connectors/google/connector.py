@@ -21,12 +21,14 @@ from typing import Any
 from audiencesync.connectors import contract
 from audiencesync.connectors.audience_lookup import find_or_create
 from audiencesync.connectors.errors import SchemaMismatch
+from audiencesync.connectors.google.settings import SETTINGS
 from audiencesync.connectors.google.transport import (
     Backend,
     Tuning,
     capabilities,
     refresh_seconds,
 )
+from audiencesync.connectors.retry import max_wait_seconds
 
 
 class GoogleConnector:
@@ -49,7 +51,7 @@ class GoogleConnector:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         tuning = Tuning(
-            max_wait_seconds=float(dest.settings.get("max_wait_seconds", 300)),
+            max_wait_seconds=max_wait_seconds(dest.settings),
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
             timeout_seconds=timeout_seconds,
@@ -57,7 +59,7 @@ class GoogleConnector:
             follow_wait_seconds=follow_wait_seconds,
             sleep=sleep,
         )
-        self.backend_name = str(dest.settings.get("backend", "data_manager"))
+        self.backend_name = str(SETTINGS.value(dest.settings, "backend"))
         self._settings = dest.settings
         self._backend: Backend
         if self.backend_name == "google_ads":

@@ -125,13 +125,13 @@ from audiencesync.connectors.google.emulator_errors import (
 )
 from audiencesync.connectors.google.emulator_rpc import Api, Call, Handler, Rpc, declared_rpcs
 from audiencesync.connectors.google.emulator_store import CUSTOMER_ID, _Store
-from audiencesync.connectors.versions import VERSIONS
+from audiencesync.connectors.google.settings import API_VERSIONS
 from google.ads.googleads.v24.errors.types import errors as ads_errors
 from grpc_status import rpc_status
 
 ADS_VERSION = "v24"
 """The version whose generated types the emulator reads and writes with."""
-ADS_VERSIONS = tuple(VERSIONS["google_ads"])
+ADS_VERSIONS = tuple(API_VERSIONS.versions)
 """Every Google Ads API version served, on its own service names: those google-ads 34.x ships (v23..v26).
 Their messages used here keep the same field numbers (google/ads/googleads/vNN protos), so one
 version's types read and write them all."""

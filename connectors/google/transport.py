@@ -14,6 +14,7 @@ import grpc
 from audiencesync.connectors import contract
 from audiencesync.connectors.errors import AuthError, ConnectorError
 from audiencesync.connectors.google import payload as gp
+from audiencesync.connectors.google.settings import SETTINGS
 from audiencesync.connectors.retry import Backoff, RetryBudget
 
 T = TypeVar("T")
@@ -78,7 +79,7 @@ class Account:
         return cls(
             customer_id=str(settings["customer_id"]),
             login_customer_id=str(login) if login else None,
-            life_span_days=int(settings.get("membership_life_span_days", 540)),
+            life_span_days=int(SETTINGS.value(settings, "membership_life_span_days")),
         )
 
 
@@ -212,6 +213,6 @@ def refresh_seconds(settings: Mapping[str, Any]) -> float:
     """Seconds after an upload at which a member is re-added: the list's membership lifespan minus
     ``refresh_margin_days``, at least one day (a margin as long as the lifespan would re-add everyone
     on every run)."""
-    life = int(settings.get("membership_life_span_days", 540))
-    margin = int(settings.get("refresh_margin_days", 30))
+    life = int(SETTINGS.value(settings, "membership_life_span_days"))
+    margin = int(SETTINGS.value(settings, "refresh_margin_days"))
     return float(max(1, life - margin) * 86_400)

@@ -30,14 +30,14 @@ from audiencesync.connectors.errors import (
     TransientError,
 )
 from audiencesync.connectors.meta import payload as mp
-from audiencesync.connectors.retry import Backoff, RetryBudget
-from audiencesync.connectors.versions import DEFAULT_VERSIONS
+from audiencesync.connectors.meta.settings import API_VERSIONS, SETTINGS
+from audiencesync.connectors.retry import Backoff, RetryBudget, max_wait_seconds
 from facebook_business.api import FacebookAdsApi, FacebookResponse
 from facebook_business.exceptions import FacebookRequestError
 from facebook_business.session import FacebookSession
 
 EMULATOR_TOKEN = "emulator-token"
-DEFAULT_API_VERSION = DEFAULT_VERSIONS["meta"]
+DEFAULT_API_VERSION = API_VERSIONS.default
 log = logging.getLogger("audiencesync.connectors.meta.connector")
 _AUDIENCE_FIELDS = "id,name,description,operation_status"
 _STATUS_FIELDS = (
@@ -70,17 +70,17 @@ class MetaConnector:
         if dest.endpoint:
             endpoint = dest.endpoint if "//" in dest.endpoint else f"http://{dest.endpoint}"
             session.GRAPH = endpoint.rstrip("/")
-        self.api_version = str(settings.get("api_version") or DEFAULT_API_VERSION)
+        self.api_version = str(SETTINGS.value(settings, "api_version"))
         self._sdk_session = session
         self._api = FacebookAdsApi(session, api_version=self.api_version)
         self.version_warning: str | None = None
         """Meta's last auto-upgrade note for ``api_version``, if it sent one."""
         account = str(settings["ad_account_id"])
         self._account = account if account.startswith("act_") else f"act_{account}"
-        self._file_source = str(settings.get("customer_file_source", "USER_PROVIDED_ONLY"))
+        self._file_source = str(SETTINGS.value(settings, "customer_file_source"))
         self._retry = RetryBudget(
             "meta",
-            float(settings.get("max_wait_seconds", 300)),
+            max_wait_seconds(settings),
             Backoff(backoff_initial, backoff_max),
             sleep=sleep,
         )

@@ -26,7 +26,7 @@ from typing import Any
 
 from audiencesync.connectors import errors
 from audiencesync.connectors.contract import Change, SessionInfo
-from audiencesync.connectors.versions import DEFAULT_VERSIONS
+from audiencesync.connectors.meta.settings import API_VERSIONS
 
 MAX_ROWS = 10_000
 """Meta takes at most 10,000 rows in one /users request (users-ref)."""
@@ -372,7 +372,7 @@ def classify_error(
         return make(
             errors.ConfigurationRejected,
             f"Meta no longer serves this Marketing API version (error 2635): set api_version in the "
-            f"destination to a current one, such as {DEFAULT_VERSIONS['meta']}",
+            f"destination to a current one, such as {API_VERSIONS.default}",
         )
     if code == 10 or (code is not None and 200 <= code <= 299):
         return make(

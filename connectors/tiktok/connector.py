@@ -47,8 +47,9 @@ from audiencesync.connectors.errors import (
     SchemaMismatch,
     TransientError,
 )
-from audiencesync.connectors.retry import Backoff, RetryBudget
+from audiencesync.connectors.retry import Backoff, RetryBudget, max_wait_seconds
 from audiencesync.connectors.tiktok import payload as tp
+from audiencesync.connectors.tiktok.settings import SETTINGS
 
 EMULATOR_TOKEN = "emulator-token"
 PLACEHOLDER_PREFIX = "to-create:"
@@ -117,9 +118,9 @@ class TikTokConnector:
         self.policy = policy or RetryPolicy()
         self.advertiser_id = str(dest.settings["advertiser_id"])
         # TikTok publishes no batch limit (assumption A3); a size code splits the request.
-        self.batch_size = int(dest.settings.get("batch_size", 10_000))
-        self.flow = str(dest.settings.get("flow", "segment"))
-        self.maid_type = str(dest.settings.get("maid_type", "GAID"))
+        self.batch_size = int(SETTINGS.value(dest.settings, "batch_size"))
+        self.flow = str(SETTINGS.value(dest.settings, "flow"))
+        self.maid_type = str(SETTINGS.value(dest.settings, "maid_type"))
         self.base_url = base_url(dest.endpoint)
         token = dest.secrets.get("access_token") or (EMULATOR_TOKEN if dest.is_emulated else "")
         if not token:
@@ -131,7 +132,7 @@ class TikTokConnector:
         self._session.headers.update({"Access-Token": token, "Accept": "application/json"})
         self._retry = RetryBudget(
             "tiktok",
-            float(dest.settings.get("max_wait_seconds", 300)),
+            max_wait_seconds(dest.settings),
             Backoff(self.policy.initial_wait, self.policy.max_single_wait),
             sleep=sleep,
             platform_wait=self._platform_wait,

@@ -23,6 +23,7 @@ from audiencesync.connectors.errors import (
     PermissionDenied,
     TransientError,
 )
+from audiencesync.connectors.tiktok.identity import IDENTITY
 
 API_PREFIX = "/open_api/v1.3/"
 DEFAULT_BASE_URL = "https://business-api.tiktok.com"
@@ -43,7 +44,7 @@ MIN_FILE_AUDIENCE = 1_000
 # assumption (docs/setup-tiktok.md, "Assumptions", A4).
 MULTIPLE_TYPES = "MULTIPLE_TYPES"
 
-SUPPORTED_KINDS = ("email", "phone", "maid")
+SUPPORTED_KINDS = tuple(IDENTITY.rules)
 _FIXED_SCHEMAS = {"email": "EMAIL_SHA256", "phone": "PHONE_SHA256"}
 # The upload yml's calculate_type enum (yml_files/dmp_custom_audience_file_upload.yml, strict) has no
 # AAID_SHA256: an Android advertising id (AAID) is the Google advertising id, sent as GAID_SHA256.

@@ -134,11 +134,11 @@ def lag_report(
     now = time.time() if now is None else now
     store = StateStore.open(loaded.state_path)
     try:
-        prune_lag(store.db, loaded.lag_retention_days, now)
+        prune_lag(store, loaded.lag_retention_days, now)
         entries = measure_lag(loaded, store, since=now - window, now=now, targets=targets)
         if send_alerts:
             alerts.evaluate(
-                store.db,
+                store,
                 entries,
                 alerts.drift_threshold(loaded),
                 alerts.sender_for(loaded),

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from audiencesync.connectors.contract import DestinationConfig
+from audiencesync.connectors.registry import PLATFORMS
 from audiencesync.state.store import StateStore
 from audiencesync.sync.cli.report import render_results
 from audiencesync.sync.config import Config, load_config
@@ -23,8 +25,12 @@ from rich.console import Console
 from rich.table import Table
 
 
+def _needs_account(dest: DestinationConfig) -> bool:
+    return PLATFORMS[dest.platform].needs_account
+
+
 def demo_targets(config: Config) -> list[str]:
-    return [t.key for t in config.targets() if t.destination.is_emulated or t.destination.platform == "file"]
+    return [t.key for t in config.targets() if t.destination.is_emulated or not _needs_account(t.destination)]
 
 
 def run_demo(config_path: Path, *, profiles: int | None, seed: int, push: bool, console: Console) -> int:
@@ -89,7 +95,7 @@ def run_demo(config_path: Path, *, profiles: int | None, seed: int, push: bool, 
 
 def _emulated_by_demo(config: Config, key: str, running: dict[str, Any]) -> bool:
     dest = config.targets(key)[0].destination
-    return dest.is_emulated and dest.platform != "file" and dest.name not in running
+    return dest.is_emulated and _needs_account(dest) and dest.name not in running
 
 
 def _run(config: Config, store: StateStore, keys: list[str], dry_run: bool) -> list[TargetResult]:

@@ -169,7 +169,7 @@ def _tiktok_connector(flow: str) -> Callable[[Running, Sleep, float], Connector]
 
 
 def _tiktok_close(connector: Connector) -> None:
-    connector.close()  # type: ignore[attr-defined]
+    connector.close()
 
 
 # --- Google -----------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def _google_refuse(emulator: Running, change: Change) -> Change:
 
 
 def _google_close(connector: Connector) -> None:
-    connector.close()  # type: ignore[attr-defined]
+    connector.close()
 
 
 def _tiktok_platform(upload: str, population: int = 5) -> Platform:

@@ -169,7 +169,7 @@ def destination_toml(platform: str, emulator: Any, name: str, prefix: str) -> st
 
 def audience_members(emulator: Any, name: str) -> set[str]:
     """The members of the emulator's audience called ``name``, each as comparable JSON."""
-    snapshot = emulator.state.snapshot() if hasattr(emulator, "state") else emulator.snapshot()
+    snapshot = emulator.snapshot()
     for audience in snapshot["audiences"]:
         if audience["name"] == name:
             return {json.dumps(m, sort_keys=True) for m in audience["members"]}
