@@ -251,6 +251,25 @@ def _run_rejections(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(8, "incremental plans: a watermark per target; an index of unsettled members")
+def _plan_watermarks(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        -- changed_at: the latest source change time among the rows of the last committed plan (an
+        -- incremental plan reads the rows changed since, less a safety margin). full_at: when the
+        -- last full reconciliation was committed (the tool's clock).
+        CREATE TABLE plan_watermarks (
+            target_id INTEGER PRIMARY KEY,
+            changed_at REAL,
+            full_at REAL
+        );
+        -- An incremental plan resends the unsettled members without reading every member.
+        CREATE INDEX members_unsettled ON members (target_id, member_key) WHERE confirmation != 'synced'
+        """,
+    )
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT the migration's transaction first; run statement by statement.
     for statement in script.split(";"):

@@ -31,13 +31,14 @@ from audiencesync.sync.config import Config, Target
 from audiencesync.sync.demo.emulation import unreachable_emulator
 from audiencesync.sync.errors import InputError, SourceError, StaleStateError
 from audiencesync.sync.identity import ProfileHasher
+from audiencesync.sync.incremental import plan_scan
 from audiencesync.sync.lag import record_read_back
-from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
+from audiencesync.sync.plan import Planner, TargetPlan, TargetSpec, hasher_platform
 from audiencesync.sync.plan_file import PlanWriter, read_plan_file
-from audiencesync.sync.progress import ProgressEvent, ProgressSink, counting_rows, no_progress
+from audiencesync.sync.progress import ProgressEvent, ProgressSink, no_progress
 from audiencesync.sync.run_status import RunStatus
 from audiencesync.sync.source_check import check_source
-from audiencesync.sync.sources import read_audience
+from audiencesync.sync.source_scan import scan_groups
 
 log = logging.getLogger("audiencesync.runner")
 
@@ -214,23 +215,22 @@ class SyncRunner:
         plans: list[TargetPlan] = []
         plan_file = self._open_plan_file()
         try:
-            for audience_targets in by_audience.values():
-                for plan in self._plan_audience(audience_targets):
-                    log.debug(
-                        "planned",
-                        extra={
-                            "target": plan.key,
-                            "source_members": plan.source_members,
-                            "synced": plan.synced,
-                            "adds": plan.adds,
-                            "removes": plan.removes,
-                            "identity_changes": plan.identity_changes,
-                            "breaker": plan.breaker or "ok",
-                        },
-                    )
-                    if plan_file is not None:
-                        self._write_plan(plan_file, plan)
-                    plans.append(plan)
+            for plan in self._plan_all(list(by_audience.values())):
+                log.debug(
+                    "planned",
+                    extra={
+                        "target": plan.key,
+                        "source_members": plan.source_members,
+                        "synced": plan.synced,
+                        "adds": plan.adds,
+                        "removes": plan.removes,
+                        "identity_changes": plan.identity_changes,
+                        "breaker": plan.breaker or "ok",
+                    },
+                )
+                if plan_file is not None:
+                    self._write_plan(plan_file, plan)
+                plans.append(plan)
         except BaseException:
             if plan_file is not None:
                 plan_file.abort()
@@ -287,26 +287,40 @@ class SyncRunner:
         return refresh() if callable(refresh) else None
 
     def _plan_audience(self, targets: list[Target]) -> list[TargetPlan]:
-        specs = []
-        for target in targets:
-            # Look up only: a target is registered once its plan is made, so bad input leaves state
-            # untouched.
-            row = self.store.find_target(target.key)
-            specs.append(
-                (
-                    target,
-                    row.id if row else None,
-                    row.state_version if row else 0,
-                    self._capabilities(target).max_batch,
-                    self._refresh_after(target),
+        return self._plan_scan([targets])
+
+    def _plan_all(self, by_audience: list[list[Target]]) -> Iterator[TargetPlan]:
+        """Plan every audience, one scan of the source per group of audiences it can serve."""
+        targets_of = {targets[0].audience.name: targets for targets in by_audience}
+        planned: dict[str, TargetPlan] = {}
+        for group in scan_groups(self.config.source, [targets[0].audience for targets in by_audience]):
+            planned.update((p.key, p) for p in self._plan_scan([targets_of[a.name] for a in group]))
+        # In the config's order, as when each audience was read alone.
+        yield from (planned[t.key] for targets in by_audience for t in targets)
+
+    def _plan_scan(self, audiences: list[list[Target]]) -> list[TargetPlan]:
+        specs: list[list[TargetSpec]] = []
+        for targets in audiences:
+            specs.append([])
+            for target in targets:
+                # Look up only: a target is registered once its plan is made, so bad input leaves
+                # state untouched.
+                row = self.store.find_target(target.key)
+                specs[-1].append(
+                    (
+                        target,
+                        row.id if row else None,
+                        row.state_version if row else 0,
+                        self._capabilities(target).max_batch,
+                        self._refresh_after(target),
+                    )
                 )
-            )
-        name = targets[0].audience.name
-        rows = counting_rows(
-            read_audience(self.config.source, targets[0].audience), name, self.options.progress
-        )
-        plans = self.planner.plan_audience(
-            self.config.source, rows, specs, allow_mass_remove=self.options.allow_mass_remove
+        plans = plan_scan(
+            self.planner,
+            self.config.source,
+            specs,
+            allow_mass_remove=self.options.allow_mass_remove,
+            progress=self.options.progress,
         )
         for plan in plans:
             self.options.progress(
@@ -704,13 +718,7 @@ class SyncRunner:
     def _refuse_foreign_removes(self, path: Path, plan: TargetPlan) -> None:
         """A saved plan may only remove what this tool added: each remove must match a member state
         holds (or an add it may have sent), payload and all."""
-        foreign = self.store.db.execute(
-            f"SELECT count(*) FROM {plan.table} d WHERE d.op = 'remove' AND NOT EXISTS "
-            "(SELECT 1 FROM members m WHERE m.target_id = ? AND m.member_key = d.member_key "
-            "AND m.payload_fp = d.payload_fp) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE "
-            "o.target_id = ? AND o.member_key = d.member_key AND o.op = 'add' AND o.payload_fp = d.payload_fp)",
-            [plan.target_id, plan.target_id],
-        ).fetchone()[0]
+        foreign = self.planner.foreign_removes(plan)
         if foreign:
             self.planner.discard(plan)
             raise InputError(

@@ -30,6 +30,8 @@ class SourceRow:
     """Identifier kind -> raw value (None when absent)."""
     consent: bool | None
     changed_at: float | None
+    member_of: int = 1
+    """Bit ``1 << i`` set when the row is in the i-th audience of a scan that serves several."""
 
 
 def parse_tags(value: Any) -> set[str]:
@@ -113,12 +115,10 @@ _CONSENT_FLAG = {
 }
 
 
-def audience_sql(source: SourceConfig, audience: AudienceConfig, relation: str) -> tuple[str, list[Any]]:
-    """The SELECT for an audience's candidate rows, in SQL that SQLite and DuckDB both run. An
-    in-flow tag is pre-filtered here and matched exactly by ``RowMapper`` (tags may be JSON or
-    comma-separated text)."""
-    if audience.query is not None:
-        return audience.query, []
+def audience_condition(source: SourceConfig, audience: AudienceConfig) -> tuple[str | None, list[Any]]:
+    """The WHERE condition of an audience without a ``query`` (None: every row), in SQL that SQLite
+    and DuckDB both run. An in-flow tag is pre-filtered here and matched exactly by ``RowMapper``
+    (tags may be JSON or comma-separated text)."""
     clauses: list[str] = []
     params: list[Any] = []
     if audience.stage is not None and source.stage_column:
@@ -134,7 +134,15 @@ def audience_sql(source: SourceConfig, audience: AudienceConfig, relation: str) 
         params.extend(_FLAG_TRUE)
     if audience.where is not None:
         clauses.append(f"({audience.where})")
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return (" AND ".join(clauses) if clauses else None), params
+
+
+def audience_sql(source: SourceConfig, audience: AudienceConfig, relation: str) -> tuple[str, list[Any]]:
+    """The SELECT for an audience's candidate rows."""
+    if audience.query is not None:
+        return audience.query, []
+    condition, params = audience_condition(source, audience)
+    where = f" WHERE {condition}" if condition else ""
     return f"SELECT * FROM {relation}{where}", params
 
 
@@ -155,7 +163,7 @@ class RowMapper:
             return tag in parse_tags(row.get(self.source.in_flow_column))
         return True
 
-    def to_row(self, row: Mapping[str, Any], line: int) -> SourceRow:
+    def to_row(self, row: Mapping[str, Any], line: int, member_of: int = 1) -> SourceRow:
         pid = row.get(self.source.id_column)
         if pid is None or str(pid).strip() == "":
             raise SourceError(
@@ -173,7 +181,7 @@ class RowMapper:
         changed = (
             parse_timestamp(row.get(self.source.changed_at_column)) if self.source.changed_at_column else None
         )
-        return SourceRow(str(pid), raw, consent, changed)
+        return SourceRow(str(pid), raw, consent, changed, member_of)
 
 
 def read_audience(source: SourceConfig, audience: AudienceConfig) -> Iterator[SourceRow]:
@@ -196,11 +204,11 @@ def _read(engine: SourceEngine, source: SourceConfig, audience: AudienceConfig) 
     try:
         # A JSONL key that no line holds reads as null in every line: the row check names it.
         if audience.query is None and source.kind != "jsonl":
-            _require(needed, engine.columns(), source, where)
+            require_columns(needed, engine.columns(), source, where)
         line = 0
         for batch in engine.batches(sql, params, where):
             if line == 0 and batch:
-                _require(needed, list(batch[0]), source, where)
+                require_columns(needed, list(batch[0]), source, where)
             for row in batch:
                 line += 1
                 if mapper.matches(row):
@@ -209,7 +217,8 @@ def _read(engine: SourceEngine, source: SourceConfig, audience: AudienceConfig) 
         engine.close()
 
 
-def _require(needed: list[str], columns: list[str], source: SourceConfig, where: str) -> None:
+def require_columns(needed: list[str], columns: list[str], source: SourceConfig, where: str) -> None:
+    """Raise ``SourceError`` naming the configured columns the source does not have."""
     missing = [c for c in needed if c not in columns]
     if missing:
         label = f"{where} header" if source.kind == "csv" else where
