@@ -11,14 +11,15 @@ run, a refused plan or a crash before the commit never moves it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import sqlite_utils
 from audiencesync.state.watermarks import Watermark, read_watermark
 from audiencesync.sync.config import AudienceConfig, SourceConfig
 from audiencesync.sync.plan import Planner, TargetPlan, TargetSpec
-from audiencesync.sync.progress import ProgressSink, counting_rows, no_progress
+from audiencesync.sync.progress import ROWS_EVERY, ProgressEvent, ProgressSink, no_progress
+from audiencesync.sync.row_batches import RowBatch
 from audiencesync.sync.source_scan import read_scan, scans_changes
 
 
@@ -86,7 +87,7 @@ def plan_scan(
     configs = [targets[0][0].audience for targets in audiences]
     target_ids = [spec[1] for targets in audiences for spec in targets]
     window = choose_window(planner.db, source, configs, target_ids, now)
-    rows = counting_rows(
+    rows = _counting(
         read_scan(source, configs, changed_since=window.changed_since),
         ",".join(a.name for a in configs),
         progress,
@@ -96,3 +97,14 @@ def plan_scan(
     )
     mark_plans(plans, window, now)
     return plans
+
+
+def _counting(batches: Iterator[RowBatch], name: str, sink: ProgressSink) -> Iterator[RowBatch]:
+    """Pass ``batches`` through, reporting rows read as ``progress.counting_rows`` does."""
+    read = 0
+    for batch in batches:
+        before, read = read, read + len(batch)
+        if read // ROWS_EVERY > before // ROWS_EVERY:
+            sink(ProgressEvent("plan", name, rows_read=read))
+        yield batch
+    sink(ProgressEvent("plan", name, rows_read=read, done=True))

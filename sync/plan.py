@@ -25,6 +25,7 @@ from audiencesync.state.plan_tables import DiffCounts, DiffOptions, PlanTables, 
 from audiencesync.state.sealed import sealer_for
 from audiencesync.state.watermarks import Watermark, record_watermark
 from audiencesync.sync.config import SourceConfig, Target
+from audiencesync.sync.row_batches import RowBatch, batches_of
 from audiencesync.sync.source_load import HashGroup, SourceLoader, SourceTable, payload_fingerprint
 from audiencesync.sync.sources import SourceRow
 
@@ -130,7 +131,7 @@ class Planner:
     def plan_audience(
         self,
         source: SourceConfig,
-        rows: Iterable[SourceRow],
+        rows: Iterable[SourceRow | RowBatch],
         targets: Sequence[TargetSpec],
         *,
         allow_mass_remove: bool = False,
@@ -142,7 +143,7 @@ class Planner:
     def plan_audiences(
         self,
         source: SourceConfig,
-        rows: Iterable[SourceRow],
+        rows: Iterable[SourceRow | RowBatch],
         audiences: Sequence[Sequence[TargetSpec]],
         *,
         incremental: bool = False,
@@ -173,7 +174,7 @@ class Planner:
             for platform, members in groups.items()
         ]
         loader = SourceLoader(self.tables, hash_groups, sealer_for(self.db.conn), incremental=incremental)
-        loader.load(rows)
+        loader.load(batches_of(rows))
         for plan in plans:
             table = tables[plan.key]
             plan.consent_denied = table.consent_denied

@@ -25,14 +25,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from json.encoder import encode_basestring_ascii as _quote
 
 from audiencesync.state.plan_tables import PlanTables, TargetTables
 from audiencesync.state.sealed import SEALED_KEYS, Sealer
 from audiencesync.sync.config import SourceConfig
 from audiencesync.sync.identity import NORMALIZATION_VERSION, ProfileHasher
-from audiencesync.sync.sources import SourceRow
+from audiencesync.sync.row_batches import RowBatch, merge
 
 CHUNK_ROWS = 20_000
 
@@ -74,26 +73,38 @@ class HashGroup:
         self.salt = salt.encode()
         self.tables = tables
 
-    def raw_fp(self, row: SourceRow) -> bytes:
-        """Fingerprint of the raw identifier values and the rules they are normalized by."""
-        digest = hashlib.blake2b(self.salt, digest_size=16)
-        raw = row.raw
-        digest.update("\x1f".join([raw.get(k) or "" for k in self.kinds]).encode())
-        return digest.digest()
+    def raw_fps(self, texts: list[bytes]) -> list[bytes]:
+        """Fingerprints of the raw identifier values (``_joined``) and the rules they are
+        normalized by."""
+        blake2b, salt = hashlib.blake2b, self.salt
+        return [blake2b(salt + text, digest_size=16).digest() for text in texts]
+
+
+def _joined(batch: RowBatch, kinds: list[str]) -> list[bytes]:
+    """Each row's raw identifier values, in ``kinds`` order, joined as the fingerprint reads them."""
+    n = len(batch)
+    columns = [batch.values[batch.kinds.index(k)] if k in batch.kinds else [None] * n for k in kinds]
+    if len(columns) == 1:
+        return [(v or "").encode() for v in columns[0]]
+    return ["\x1f".join([v or "" for v in values]).encode() for values in zip(*columns, strict=True)]
 
 
 @dataclass
 class _Chunk:
-    rows: list[SourceRow]
+    batch: RowBatch
     first: int
     """Rowid of the chunk's first row in every source table (a table holds some of them)."""
     keys: list[bytes]
     fps: list[list[bytes]]
     """Raw fingerprints per hash group."""
-    picks: dict[int, list[int]]
-    """Per table (by number): the rows of the chunk in its audience, with consent."""
+    picks: dict[int, list[int] | None]
+    """Per table (by number): the rows of the chunk in its audience, with consent; None: all."""
     left: dict[int, list[int]]
     """Per table, in an incremental load: the rows that are not (they left the audience)."""
+
+    def picked(self, number: int) -> list[int]:
+        mine = self.picks[number]
+        return list(range(len(self.batch))) if mine is None else mine
 
 
 class SourceLoader:
@@ -116,8 +127,8 @@ class SourceLoader:
         self.changed_at_max: float | None = None
         """The latest change time among the rows read (an incremental plan's next watermark)."""
 
-    def load(self, rows: Iterable[SourceRow]) -> None:
-        """Load every row, then index each table by member key. Raises what the source raises.
+    def load(self, rows: Iterable[RowBatch]) -> None:
+        """Load every batch, then index each table by member key. Raises what the source raises.
 
         A profile whose ads consent is denied is left out, as if it were not in the audience: it is
         never uploaded, and removed where it was. Each table's ``consent_denied`` counts them."""
@@ -125,9 +136,9 @@ class SourceLoader:
         loaded = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audiencesync-plan") as worker:
             inflight: tuple[_Chunk, Future[None]] | None = None
-            for rows_chunk in _chunks(rows, CHUNK_ROWS):
-                chunk = self._prepare(rows_chunk, loaded)
-                loaded += len(rows_chunk)
+            for batch in _chunks(rows, CHUNK_ROWS):
+                chunk = self._prepare(batch, loaded)
+                loaded += len(batch)
                 # The worker is still looking up the previous chunk: finish that one first, on this
                 # thread, so that the connection is never used by two threads at once.
                 if inflight is not None:
@@ -138,60 +149,70 @@ class SourceLoader:
         for table in self._all:
             self.tables.index_source(table.tables)
 
-    def _prepare(self, rows: list[SourceRow], first: int) -> _Chunk:
-        picks: dict[int, list[int]] = {}
+    def _prepare(self, batch: RowBatch, first: int) -> _Chunk:
+        picks: dict[int, list[int] | None] = {}
         left: dict[int, list[int]] = {}
-        by_bit: dict[int, tuple[list[int], list[int]]] = {}
+        by_bit: dict[int, tuple[list[int] | None, list[int]]] = {}
+        consent = batch.consent
+        everyone = batch.member_of is None and (consent is None or False not in consent)
         for table in self._all:
-            if table.bit not in by_bit:
-                mine: list[int] = []
-                others: list[int] = []
-                denied = 0
-                bit = table.bit
-                for i, r in enumerate(rows):
-                    if r.member_of & bit:
-                        if r.consent is False:
-                            denied += 1
-                            others.append(i)
-                        else:
-                            mine.append(i)
-                    else:
-                        others.append(i)
-                by_bit[bit] = (mine, others)
-                for t in self._all:
-                    if t.bit == bit:
-                        t.consent_denied += denied
-            mine, others = by_bit[table.bit]
-            picks[self._number[id(table)]] = mine
+            bit = table.bit
+            if bit not in by_bit:
+                if everyone and bit == 1:
+                    by_bit[bit] = (None, [])
+                else:
+                    bits = batch.member_bits()
+                    mine = [
+                        i
+                        for i, b in enumerate(bits)
+                        if b & bit and (consent is None or consent[i] is not False)
+                    ]
+                    denied = sum(1 for b in bits if b & bit) - len(mine)
+                    chosen = set(mine)
+                    by_bit[bit] = (mine, [i for i in range(len(bits)) if i not in chosen])
+                    for t in self._all:
+                        if t.bit == bit:
+                            t.consent_denied += denied
+            mine_or_all, others = by_bit[bit]
+            picks[self._number[id(table)]] = mine_or_all
             if self.incremental:
                 left[self._number[id(table)]] = others
-        stamps = [r.changed_at for r in rows if r.changed_at is not None]
-        if stamps:
-            latest = max(stamps)
-            if self.changed_at_max is None or latest > self.changed_at_max:
-                self.changed_at_max = latest
-        return _Chunk(
-            rows,
-            first,
-            [member_key(r.profile_id) for r in rows],
-            [[group.raw_fp(r) for r in rows] for group in self.groups],
-            picks,
-            left,
-        )
+        if batch.changed_at is not None:
+            stamps = [t for t in batch.changed_at if t is not None]
+            if stamps and (self.changed_at_max is None or max(stamps) > self.changed_at_max):
+                self.changed_at_max = max(stamps)
+        blake2b = hashlib.blake2b
+        texts: dict[tuple[str, ...], list[bytes]] = {}
+        fps = []
+        for group in self.groups:
+            kinds = tuple(group.kinds)
+            if kinds not in texts:
+                texts[kinds] = _joined(batch, group.kinds)
+            fps.append(group.raw_fps(texts[kinds]))
+        keys = [blake2b(pid.encode(), digest_size=16).digest() for pid in batch.ids]
+        return _Chunk(batch, first, keys, fps, picks, left)
 
     def _find_changed(self, chunk: _Chunk) -> None:
         """Worker thread: append the chunk to every known target's table and note its changed rows."""
-        last = chunk.first + len(chunk.rows) - 1
+        batch = chunk.batch
+        last = chunk.first + len(batch) - 1
+        consent = batch.consent or [None] * len(batch)
+        changed = batch.changed_at or [None] * len(batch)
+        consent_ints = [None if c is None else int(c) for c in consent]
         work = []
         for g, group in enumerate(self.groups):
             for table in group.tables:
                 if table.target_id is None:
                     continue
                 number = self._number[id(table)]
+                fps, keys = chunk.fps[g], chunk.keys
                 mine = chunk.picks[number]
-                fps, keys, rows = chunk.fps[g], chunk.keys, chunk.rows
-                blob = b"".join([keys[i] + fps[i] for i in mine])
-                meta = json.dumps([[i, _consent(rows[i]), rows[i].changed_at] for i in mine])
+                if mine is None:
+                    blob = b"".join(map(bytes.__add__, keys, fps))
+                    meta = json.dumps(list(zip(range(len(keys)), consent_ints, changed, strict=True)))
+                else:
+                    blob = b"".join([keys[i] + fps[i] for i in mine])
+                    meta = json.dumps([(i, consent_ints[i], changed[i]) for i in mine])
                 work.append((table.tables.source, number, table.target_id, blob, meta, chunk.first, last))
         self.tables.append_and_find_changed(work)
 
@@ -204,13 +225,13 @@ class SourceLoader:
         for g, group in enumerate(self.groups):
             mine = {
                 id(t): (
-                    chunk.picks[self._number[id(t)]]
+                    chunk.picked(self._number[id(t)])
                     if t.target_id is None
                     else changed.get(self._number[id(t)], [])
                 )
                 for t in group.tables
             }
-            hashed, invalid = _hash(group, chunk.rows, sorted(set().union(*mine.values())), self.sealer)
+            hashed, invalid = _hash(group, chunk.batch, sorted(set().union(*mine.values())), self.sealer)
             for table in group.tables:
                 # Only the rows hashed for this table: the others' invalid values are read
                 # back from state by the diff, and must not be counted twice.
@@ -226,21 +247,14 @@ class SourceLoader:
         rows: list[int],
         hashed: dict[int, tuple[str, bytes, str | None] | None],
     ) -> None:
-        first = chunk.first
+        first, batch = chunk.first, chunk.batch
         dropped = [(first + i,) for i in rows if hashed[i] is None]
         table.skipped_no_identifier += len(dropped)
         left = [(chunk.keys[i],) for i in chunk.left.get(self._number[id(table)], ())]
         if table.target_id is None:
             # Nothing was appended for a target state has never seen: every row goes in hashed.
             inserts = (
-                (
-                    first + i,
-                    chunk.keys[i],
-                    chunk.fps[g][i],
-                    *h,
-                    _consent(chunk.rows[i]),
-                    chunk.rows[i].changed_at,
-                )
+                (first + i, chunk.keys[i], chunk.fps[g][i], *h, batch.consent_at(i), batch.changed_at_row(i))
                 for i in rows
                 if (h := hashed[i]) is not None
             )
@@ -255,19 +269,15 @@ class SourceLoader:
         )
 
 
-def _consent(row: SourceRow) -> int | None:
-    return None if row.consent is None else int(row.consent)
-
-
 def _hash(
-    group: HashGroup, rows: list[SourceRow], indices: list[int], sealer: Sealer
+    group: HashGroup, batch: RowBatch, indices: list[int], sealer: Sealer
 ) -> tuple[dict[int, tuple[str, bytes, str | None] | None], dict[int, list[str]]]:
-    """Normalize and hash ``rows[i]`` for each index: (payload, payload_fp, invalid) or None when
+    """Normalize and hash row ``i`` of ``batch`` for each index: (payload, payload_fp, invalid) or None when
     the profile has no usable identifier; and each row's invalid values as ``kind:reason``."""
     hashed: dict[int, tuple[str, bytes, str | None] | None] = {}
     invalid_by_row: dict[int, list[str]] = {}
     for i in indices:
-        profile = group.hasher(rows[i].raw)
+        profile = group.hasher(batch.raw(i))
         if profile.invalid:
             invalid_by_row[i] = [f"{kind}:{reason}" for kind, reason in profile.invalid]
         if not profile.identifiers:
@@ -290,7 +300,17 @@ def payload_json(identifiers: Mapping[str, str]) -> str:
     return "{" + ",".join(f"{_quote(k)}:{_quote(identifiers[k])}" for k in sorted(identifiers)) + "}"
 
 
-def _chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
-    it = iter(rows)
-    while chunk := list(islice(it, size)):
-        yield chunk
+def _chunks(batches: Iterable[RowBatch], size: int) -> Iterator[RowBatch]:
+    """The batches merged into chunks of at least ``size`` rows (the last may be smaller)."""
+    pending: list[RowBatch] = []
+    count = 0
+    for batch in batches:
+        if not len(batch):
+            continue
+        pending.append(batch)
+        count += len(batch)
+        if count >= size:
+            yield merge(pending)
+            pending, count = [], 0
+    if pending:
+        yield merge(pending)

@@ -17,8 +17,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from audiencesync.sync.config import AudienceConfig, SourceConfig
+from audiencesync.sync.row_batches import RowBatch, from_mappings
 from audiencesync.sync.source_engines import SourceEngine, open_engine, quote
-from audiencesync.sync.sources import RowMapper, SourceRow, audience_condition, read_audience, require_columns
+from audiencesync.sync.sources import (
+    RowMapper,
+    audience_condition,
+    parse_timestamp,
+    read_audience_batches,
+    require_columns,
+)
 
 _MEMBER = "__audiencesync_in_{}"
 # A text change time is compared by its date in SQL, a day early so that any UTC offset is covered;
@@ -44,11 +51,11 @@ def scans_changes(source: SourceConfig, audiences: Sequence[AudienceConfig]) -> 
 
 def read_scan(
     source: SourceConfig, audiences: Sequence[AudienceConfig], *, changed_since: float | None = None
-) -> Iterator[SourceRow]:
+) -> Iterator[RowBatch]:
     """Stream the rows of ``audiences`` (one scan group), ``member_of`` bit ``1 << i`` marking the
     i-th audience. With ``changed_since``, the rows changed since then instead, in an audience or not."""
     if len(audiences) == 1 and changed_since is None:
-        return read_audience(source, audiences[0])
+        return read_audience_batches(source, audiences[0])
     assert scans_changes(source, audiences) or changed_since is None
     assert source.kind != "sql" and all(a.query is None for a in audiences), "one scan reads the table"
     return _read(open_engine(source), source, list(audiences), changed_since)
@@ -56,7 +63,7 @@ def read_scan(
 
 def _read(
     engine: SourceEngine, source: SourceConfig, audiences: list[AudienceConfig], changed_since: float | None
-) -> Iterator[SourceRow]:
+) -> Iterator[RowBatch]:
     where = str(source.path)
     try:
         flags: list[str] = []
@@ -78,26 +85,34 @@ def _read(
         if source.kind != "jsonl":
             require_columns(needed, engine.columns(), source, where)
         names = [_MEMBER.format(i) for i in range(len(audiences))]
+        changed_column = source.changed_at_column
         line = 0
         for batch in engine.batches(sql, flag_params + filter_params, where):
             if line == 0 and batch:
                 require_columns(needed, list(batch[0]), source, where)
-            for row in batch:
-                line += 1
-                member_of = 0
-                for i, name in enumerate(names):
-                    if row[name] and mappers[i].matches(row):
-                        member_of |= 1 << i
-                if not member_of and changed_since is None:
-                    continue
-                out = mappers[0].to_row(row, line, member_of)
-                if (
-                    changed_since is not None
-                    and out.changed_at is not None
-                    and out.changed_at < changed_since
-                ):
-                    continue
-                yield out
+            first = line + 1
+            line += len(batch)
+            bits = [0] * len(batch)
+            for i, name in enumerate(names):
+                bit, mapper = 1 << i, mappers[i]
+                exact = audiences[i].in_flow is not None and bool(source.in_flow_column)
+                for n, row in enumerate(batch):
+                    if row[name] and (not exact or mapper.matches(row)):
+                        bits[n] |= bit
+            if changed_since is None:
+                keep = [n for n in range(len(batch)) if bits[n]]
+            else:
+                # The SQL filter is coarse for text times: the exact comparison is on the parsed time.
+                keep = [
+                    n
+                    for n, row in enumerate(batch)
+                    if (t := parse_timestamp(row.get(changed_column or ""))) is None or t >= changed_since
+                ]
+            if keep:
+                rows = [batch[n] for n in keep]
+                yield from_mappings(
+                    mappers[0], rows, first, [bits[n] for n in keep], lines=[first + n for n in keep]
+                )
     finally:
         engine.close()
 

@@ -13,11 +13,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audiencesync.sync.config import AudienceConfig, SourceConfig
 from audiencesync.sync.errors import SourceError
 from audiencesync.sync.source_engines import SourceEngine, open_engine, quote
+
+if TYPE_CHECKING:
+    from audiencesync.sync.row_batches import RowBatch
 
 _TRUE = {"1", "true", "yes", "y", "granted", "t"}
 _FALSE = {"0", "false", "no", "n", "denied", "f"}
@@ -115,6 +118,12 @@ _CONSENT_FLAG = {
 }
 
 
+def consent_flag(value: Any, source: SourceConfig) -> bool | None:
+    """A consent value as the planner takes it: True granted, False denied (or unrecognised), None
+    unknown."""
+    return _CONSENT_FLAG[classify_consent(value, source)]
+
+
 def audience_condition(source: SourceConfig, audience: AudienceConfig) -> tuple[str | None, list[Any]]:
     """The WHERE condition of an audience without a ``query`` (None: every row), in SQL that SQLite
     and DuckDB both run. An in-flow tag is pre-filtered here and matched exactly by ``RowMapper``
@@ -174,7 +183,7 @@ class RowMapper:
             value = row.get(column)
             raw[kind] = None if value is None or value == "" else str(value)
         consent = (
-            _CONSENT_FLAG[classify_consent(row.get(self.source.consent_column), self.source)]
+            consent_flag(row.get(self.source.consent_column), self.source)
             if self.source.consent_column
             else None
         )
@@ -194,13 +203,32 @@ def read_audience(source: SourceConfig, audience: AudienceConfig) -> Iterator[So
     return _read(engine, source, audience)
 
 
+def read_audience_batches(source: SourceConfig, audience: AudienceConfig) -> Iterator[RowBatch]:
+    """``read_audience`` in column batches (``audiencesync.sync.row_batches``), as the planner reads."""
+    from audiencesync.sync.row_batches import batches_of
+
+    if source.kind == "sql":
+        from audiencesync.sync.sql_source import read_sql_audience
+
+        return batches_of(read_sql_audience(source, audience))
+    return _read_batches(open_engine(source), source, audience)
+
+
 def _read(engine: SourceEngine, source: SourceConfig, audience: AudienceConfig) -> Iterator[SourceRow]:
+    for batch in _read_batches(engine, source, audience):
+        yield from batch.rows()
+
+
+def _read_batches(engine: SourceEngine, source: SourceConfig, audience: AudienceConfig) -> Iterator[RowBatch]:
+    from audiencesync.sync.row_batches import from_mappings
+
     where = f"{source.path}" if audience.query is None else f"{source.path} (audiences.{audience.name}.query)"
     if audience.where is not None:
         where = f"{source.path} (audiences.{audience.name}.where)"
     sql, params = audience_sql(source, audience, engine.relation)
     mapper = RowMapper(source, audience, where)
     needed = [source.id_column, *source.identifiers.values()]
+    exact_tag = audience.query is None and audience.in_flow is not None and bool(source.in_flow_column)
     try:
         # A JSONL key that no line holds reads as null in every line: the row check names it.
         if audience.query is None and source.kind != "jsonl":
@@ -209,10 +237,16 @@ def _read(engine: SourceEngine, source: SourceConfig, audience: AudienceConfig) 
         for batch in engine.batches(sql, params, where):
             if line == 0 and batch:
                 require_columns(needed, list(batch[0]), source, where)
-            for row in batch:
-                line += 1
-                if mapper.matches(row):
-                    yield mapper.to_row(row, line)
+            first = line + 1
+            line += len(batch)
+            if exact_tag:
+                # Row numbers count every row the query returned, matched or not.
+                numbered = [(first + n, row) for n, row in enumerate(batch) if mapper.matches(row)]
+                if numbered:
+                    kept = [row for _, row in numbered]
+                    yield from_mappings(mapper, kept, first, lines=[n for n, _ in numbered])
+            elif batch:
+                yield from_mappings(mapper, batch, first)
     finally:
         engine.close()
 
