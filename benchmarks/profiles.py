@@ -9,7 +9,8 @@ import sqlite3
 from pathlib import Path
 
 CHANGED_AT = 1_800_000_000.0
-"""Every generated profile's change time (epoch seconds)."""
+"""The latest generated profile's change time (epoch seconds); each earlier one changed a second
+before the next."""
 
 
 def generate(path: Path, members: int, seed: int = 1) -> None:
@@ -28,7 +29,7 @@ def generate(path: Path, members: int, seed: int = 1) -> None:
                 f"p{i:09d}",
                 f"Person.{i}@Example.com",
                 f"+1 415 {rng.randrange(200, 999)} {rng.randrange(10000):04d}",
-                CHANGED_AT,
+                CHANGED_AT - (members - 1 - i),
             )
             for i in range(members)
         ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from audiencesync.sync.config import SourceConfig
@@ -57,6 +58,13 @@ class RowBatch:
             )
 
 
+def _column(rows: Sequence[Mapping[str, Any]], column: str) -> list[Any]:
+    try:
+        return list(map(itemgetter(column), rows))
+    except KeyError:  # a JSONL line without the key reads as null
+        return [r.get(column) for r in rows]
+
+
 def _text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
@@ -73,20 +81,25 @@ def from_mappings(
     row numbers (for the error naming a row without an id) are ``lines``, else start at
     ``first_line``."""
     source: SourceConfig = mapper.source
-    ids = [r.get(source.id_column) for r in rows]
-    if not all(isinstance(p, str) and p.strip() for p in ids):
+    ids = _column(rows, source.id_column)
+    if not all(p.__class__ is str and p.strip() for p in ids):
         for n, pid in enumerate(ids):
             if pid is None or str(pid).strip() == "":
                 mapper.to_row(rows[n], lines[n] if lines else first_line + n)  # raises, naming the row
-    values = [[_text(r.get(column)) for r in rows] for column in source.identifiers.values()]
+        ids = [str(p) for p in ids]
+    values = [
+        [(v or None) if v.__class__ is str else _text(v) for v in _column(rows, column)]
+        for column in source.identifiers.values()
+    ]
     consent = None
     if source.consent_column:
-        column = source.consent_column
-        consent = [consent_flag(r.get(column), source) for r in rows]
+        consent = [consent_flag(v, source) for v in _column(rows, source.consent_column)]
     changed = None
     if source.changed_at_column:
-        changed = [parse_timestamp(r.get(source.changed_at_column)) for r in rows]
-    return RowBatch([str(p) for p in ids], list(source.identifiers), values, consent, changed, member_of)
+        changed = [
+            v if v.__class__ is float else parse_timestamp(v) for v in _column(rows, source.changed_at_column)
+        ]
+    return RowBatch(ids, list(source.identifiers), values, consent, changed, member_of)
 
 
 def batches_of(rows: Iterable[SourceRow | RowBatch], size: int = 5000) -> Iterator[RowBatch]:

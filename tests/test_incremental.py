@@ -17,8 +17,8 @@ from audiencesync.state.watermarks import read_watermark
 from audiencesync.sync import source_scan
 from audiencesync.sync.config import load_config
 from audiencesync.sync.identity import normalize, sha256_hex
-from audiencesync.sync.runner import RunOptions, SyncRunner
 from audiencesync.sync.row_batches import RowBatch
+from audiencesync.sync.runner import RunOptions, SyncRunner
 from audiencesync.sync.sources import SourceRow
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
