@@ -171,7 +171,8 @@ class PlanTables:
             conn.execute(f"CREATE UNIQUE INDEX temp.{table}_key ON {table} (member_key)")
         # The diff's joins start from the few rows that were hashed this time, not from every row.
         conn.execute(f"CREATE INDEX temp.{table}_hashed ON {table} (member_key) WHERE payload IS NOT NULL")
-        conn.execute(f"DELETE FROM {tables.left} WHERE member_key IN (SELECT member_key FROM {table})")
+        if conn.execute(f"SELECT 1 FROM {tables.left} LIMIT 1").fetchone():
+            conn.execute(f"DELETE FROM {tables.left} WHERE member_key IN (SELECT member_key FROM {table})")
 
     # --- the diff ---------------------------------------------------------------------------------
     def diff(self, tables: TargetTables, opts: DiffOptions) -> DiffCounts:

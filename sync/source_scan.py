@@ -17,14 +17,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from audiencesync.sync.config import AudienceConfig, SourceConfig
-from audiencesync.sync.row_batches import RowBatch, from_mappings
+from audiencesync.sync.row_batches import RowBatch, from_tuples
 from audiencesync.sync.source_engines import SourceEngine, open_engine, quote
 from audiencesync.sync.sources import (
     RowMapper,
     audience_condition,
+    parse_tags,
     parse_timestamp,
     read_audience_batches,
     require_columns,
+    selected_columns,
 )
 
 _MEMBER = "__audiencesync_in_{}"
@@ -79,39 +81,42 @@ def _read(
             filter_sql, filter_params = " OR ".join(conditions), list(flag_params)
         else:
             filter_sql, filter_params = _changed_filter(engine, source, changed_since, where)
-        sql = f"SELECT *, {', '.join(flags)} FROM {engine.relation} WHERE {filter_sql}"
+        sql = f"SELECT {selected_columns(engine, source)}, {', '.join(flags)} FROM {engine.relation} WHERE {filter_sql}"
         mappers = [RowMapper(source, a, where) for a in audiences]
         needed = [source.id_column, *source.identifiers.values()]
         if source.kind != "jsonl":
             require_columns(needed, engine.columns(), source, where)
-        names = [_MEMBER.format(i) for i in range(len(audiences))]
-        changed_column = source.changed_at_column
+        flag_names = [_MEMBER.format(i) for i in range(len(audiences))]
         line = 0
-        for batch in engine.batches(sql, flag_params + filter_params, where):
+        for names, batch in engine.tuples(sql, flag_params + filter_params, where):
             if line == 0 and batch:
-                require_columns(needed, list(batch[0]), source, where)
+                require_columns(needed, list(names), source, where)
             first = line + 1
             line += len(batch)
             bits = [0] * len(batch)
-            for i, name in enumerate(names):
-                bit, mapper = 1 << i, mappers[i]
-                exact = audiences[i].in_flow is not None and bool(source.in_flow_column)
+            for i, flag in enumerate(flag_names):
+                bit, j = 1 << i, names.index(flag)
+                tag = audiences[i].in_flow if source.in_flow_column else None
+                tags_at = (
+                    names.index(source.in_flow_column) if tag is not None and source.in_flow_column else -1
+                )
                 for n, row in enumerate(batch):
-                    if row[name] and (not exact or mapper.matches(row)):
+                    if row[j] and (tag is None or tag in parse_tags(row[tags_at])):
                         bits[n] |= bit
             if changed_since is None:
                 keep = [n for n in range(len(batch)) if bits[n]]
             else:
                 # The SQL filter is coarse for text times: the exact comparison is on the parsed time.
+                c = names.index(source.changed_at_column or "")
                 keep = [
                     n
                     for n, row in enumerate(batch)
-                    if (t := parse_timestamp(row.get(changed_column or ""))) is None or t >= changed_since
+                    if (t := parse_timestamp(row[c])) is None or t >= changed_since
                 ]
             if keep:
                 rows = [batch[n] for n in keep]
-                yield from_mappings(
-                    mappers[0], rows, first, [bits[n] for n in keep], lines=[first + n for n in keep]
+                yield from_tuples(
+                    mappers[0], names, rows, first, [bits[n] for n in keep], lines=[first + n for n in keep]
                 )
     finally:
         engine.close()

@@ -146,13 +146,26 @@ def audience_condition(source: SourceConfig, audience: AudienceConfig) -> tuple[
     return (" AND ".join(clauses) if clauses else None), params
 
 
-def audience_sql(source: SourceConfig, audience: AudienceConfig, relation: str) -> tuple[str, list[Any]]:
-    """The SELECT for an audience's candidate rows."""
+def audience_sql(
+    source: SourceConfig, audience: AudienceConfig, relation: str, columns: str = "*"
+) -> tuple[str, list[Any]]:
+    """The SELECT of ``columns`` for an audience's candidate rows."""
     if audience.query is not None:
         return audience.query, []
     condition, params = audience_condition(source, audience)
     where = f" WHERE {condition}" if condition else ""
-    return f"SELECT * FROM {relation}{where}", params
+    return f"SELECT {columns} FROM {relation}{where}", params
+
+
+def selected_columns(engine: SourceEngine, source: SourceConfig) -> str:
+    """The select list of a plan's read: only the columns the planner uses (reading a wide table's
+    other columns costs as much as the rest of a no-change plan). A JSONL view reads every key."""
+    if source.kind == "jsonl":
+        return "*"
+    wanted = [source.id_column, *source.identifiers.values(), source.consent_column]
+    wanted += [source.changed_at_column, source.in_flow_column]
+    present = set(engine.columns())
+    return ", ".join(quote(c) for c in dict.fromkeys(c for c in wanted if c and c in present))
 
 
 _FLAG_TRUE = ("1", "true", "t", "yes", "y")
@@ -220,33 +233,35 @@ def _read(engine: SourceEngine, source: SourceConfig, audience: AudienceConfig) 
 
 
 def _read_batches(engine: SourceEngine, source: SourceConfig, audience: AudienceConfig) -> Iterator[RowBatch]:
-    from audiencesync.sync.row_batches import from_mappings
+    from audiencesync.sync.row_batches import from_tuples
 
     where = f"{source.path}" if audience.query is None else f"{source.path} (audiences.{audience.name}.query)"
     if audience.where is not None:
         where = f"{source.path} (audiences.{audience.name}.where)"
-    sql, params = audience_sql(source, audience, engine.relation)
-    mapper = RowMapper(source, audience, where)
     needed = [source.id_column, *source.identifiers.values()]
-    exact_tag = audience.query is None and audience.in_flow is not None and bool(source.in_flow_column)
+    mapper = RowMapper(source, audience, where)
+    tag = audience.in_flow if audience.query is None and source.in_flow_column else None
     try:
         # A JSONL key that no line holds reads as null in every line: the row check names it.
         if audience.query is None and source.kind != "jsonl":
             require_columns(needed, engine.columns(), source, where)
+        columns = "*" if audience.query is not None else selected_columns(engine, source)
+        sql, params = audience_sql(source, audience, engine.relation, columns)
         line = 0
-        for batch in engine.batches(sql, params, where):
+        for names, batch in engine.tuples(sql, params, where):
             if line == 0 and batch:
-                require_columns(needed, list(batch[0]), source, where)
+                require_columns(needed, list(names), source, where)
             first = line + 1
             line += len(batch)
-            if exact_tag:
-                # Row numbers count every row the query returned, matched or not.
-                numbered = [(first + n, row) for n, row in enumerate(batch) if mapper.matches(row)]
-                if numbered:
-                    kept = [row for _, row in numbered]
-                    yield from_mappings(mapper, kept, first, lines=[n for n, _ in numbered])
+            if tag is not None:
+                # The exact tag match; row numbers count every row the query returned.
+                j = names.index(source.in_flow_column or "")
+                kept = [n for n, row in enumerate(batch) if tag in parse_tags(row[j])]
+                if kept:
+                    rows = [batch[n] for n in kept]
+                    yield from_tuples(mapper, names, rows, first, lines=[first + n for n in kept])
             elif batch:
-                yield from_mappings(mapper, batch, first)
+                yield from_tuples(mapper, names, batch, first)
     finally:
         engine.close()
 
