@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from json.encoder import encode_basestring_ascii as _quote
 from operator import methodcaller
+from typing import cast
 
 from audiencesync.state.plan_tables import PlanTables, TargetTables
 from audiencesync.state.sealed import SEALED_KEYS, Sealer
@@ -36,6 +37,8 @@ from audiencesync.sync.identity import NORMALIZATION_VERSION, ProfileHasher
 from audiencesync.sync.row_batches import RowBatch, merge
 
 CHUNK_ROWS = 20_000
+BATCH_ROWS_MAX = 10_000
+"""The largest source batch a chunk's last merge may add beyond ``CHUNK_ROWS``."""
 
 
 def member_key(profile_id: str) -> bytes:
@@ -97,8 +100,11 @@ def _joined(batch: RowBatch, kinds: list[str]) -> list[bytes]:
     n = len(batch)
     columns: list[list[str]] = []
     for kind in kinds:
-        values = batch.values[batch.kinds.index(kind)] if kind in batch.kinds else [None] * n
-        columns.append(values if None not in values else [v or "" for v in values])  # type: ignore[misc]
+        values: list[str | None] = (
+            batch.values[batch.kinds.index(kind)] if kind in batch.kinds else [None] * n
+        )
+        # Without a None the column is already text: reused as it is, no pass over it in Python.
+        columns.append(cast(list[str], values) if None not in values else [v or "" for v in values])
     if len(columns) == 1:
         return list(map(str.encode, columns[0]))
     return list(map(str.encode, map("\x1f".join, zip(*columns, strict=True))))
@@ -141,13 +147,14 @@ class SourceLoader:
         self.sealer = sealer
         self.changed_at_max: float | None = None
         """The latest change time among the rows read (an incremental plan's next watermark)."""
+        self.offsets = CHUNK_ROWS + BATCH_ROWS_MAX
 
     def load(self, rows: Iterable[RowBatch]) -> None:
         """Load every batch, then index each table by member key. Raises what the source raises.
 
         A profile whose ads consent is denied is left out, as if it were not in the audience: it is
         never uploaded, and removed where it was. Each table's ``consent_denied`` counts them."""
-        self.tables.begin_load()
+        self.tables.begin_load(CHUNK_ROWS + BATCH_ROWS_MAX)
         loaded = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audiencesync-plan") as worker:
             inflight: tuple[_Chunk, Future[None]] | None = None
@@ -212,7 +219,7 @@ class SourceLoader:
         last = chunk.first + len(batch) - 1
         consent = batch.consent or [None] * len(batch)
         changed = batch.changed_at or [None] * len(batch)
-        consent_ints = [None if c is None else int(c) for c in consent]
+        consent_ints = consent if batch.consent is None else [None if c is None else int(c) for c in consent]
         work = []
         for g, group in enumerate(self.groups):
             for table in group.tables:
@@ -221,9 +228,15 @@ class SourceLoader:
                 number = self._number[id(table)]
                 fps, keys = chunk.fps[g], chunk.keys
                 mine = chunk.picks[number]
+                meta: str | None
                 if mine is None:
                     blob = b"".join(map(bytes.__add__, keys, fps))
-                    meta = json.dumps(list(zip(range(len(keys)), consent_ints, changed, strict=True)))
+                    plain = batch.consent is None and batch.changed_at is None and len(keys) <= self.offsets
+                    meta = (
+                        None
+                        if plain
+                        else json.dumps(list(zip(range(len(keys)), consent_ints, changed, strict=True)))
+                    )
                 else:
                     blob = b"".join([keys[i] + fps[i] for i in mine])
                     meta = json.dumps([(i, consent_ints[i], changed[i]) for i in mine])
