@@ -228,15 +228,18 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     result: dict[str, object] = {"members": args.members, "churn": args.churn}
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         folder = Path(tmp)
-        result |= run_full(folder, args.members, args.churn)
-        if args.audiences > 1:
-            result |= run_audiences(folder, args.audiences)
+        if not args.incremental_only:
+            result |= run_full(folder, args.members, args.churn)
+            if args.audiences > 1:
+                result |= run_audiences(folder, args.audiences)
         inc_members = args.incremental_members or args.members
         if args.changed:
-            # The churned source serves when it is the size asked for: its rows are all in the past.
-            inc_folder = folder if inc_members == args.members else folder / "incremental"
+            # The churned source serves when it is there and the size asked for: its rows are all
+            # in the past.
+            reuse = not args.incremental_only and inc_members == args.members
+            inc_folder = folder if reuse else folder / "incremental"
             inc_folder.mkdir(exist_ok=True)
-            result |= run_incremental(inc_folder, inc_members, args.changed, reuse=inc_folder == folder)
+            result |= run_incremental(inc_folder, inc_members, args.changed, reuse=reuse)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result["peak_rss_mb"] = round(peak_kb / 1024, 1)
     result["machine"] = (
@@ -260,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         "--changed", type=int, default=1000, help="rows changed for the incremental plan (0: skip)"
     )
     parser.add_argument("--incremental-members", type=int, help="source size for the incremental plan")
+    parser.add_argument(
+        "--incremental-only",
+        action="store_true",
+        help="only the incremental plan (its first full plan untimed)",
+    )
     parser.add_argument("--tmp", help="folder for the generated files (default: the system's)")
     parser.add_argument("--json", action="store_true", help="one JSON object per size")
     args = parser.parse_args(argv)
