@@ -42,14 +42,12 @@ def choose_window(
     audiences: Sequence[AudienceConfig],
     target_ids: Sequence[int | None],
     now: float,
-    *,
-    force_full: bool = False,
 ) -> ScanWindow:
+    """Full when the source is not incremental, a target has no watermark yet, or a full
+    reconciliation is due; else the rows changed since the oldest watermark less the margin."""
     settings = source.incremental
     if settings is None or not scans_changes(source, audiences):
         return ScanWindow(None, tracked=False)
-    if force_full:
-        return ScanWindow(None, tracked=True)
     marks = [read_watermark(db, t) if t is not None else None for t in target_ids]
     since: list[float] = []
     for mark in marks:
