@@ -264,8 +264,10 @@ def _plan_watermarks(conn: sqlite3.Connection) -> None:
             changed_at REAL,
             full_at REAL
         );
-        -- An incremental plan resends the unsettled members without reading every member.
-        CREATE INDEX members_unsettled ON members (target_id, member_key) WHERE confirmation != 'synced'
+        -- An incremental plan resends the unsettled members without reading every member, and
+        -- finds another member carrying a removed member's identifiers without reading them all.
+        CREATE INDEX members_unsettled ON members (target_id, member_key) WHERE confirmation != 'synced';
+        CREATE INDEX members_payloads ON members (target_id, payload_fp)
         """,
     )
 

@@ -262,24 +262,28 @@ class PlanTables:
         # the source table; in an incremental one also every member whose row did not change.
         if opts.incremental:
             wanted = (
-                f"members m LEFT JOIN {src} s ON s.member_key = m.member_key WHERE m.target_id = ? "
+                "members m {index} LEFT JOIN "
+                + src
+                + " s ON s.member_key = m.member_key WHERE m.target_id = ? "
                 f"AND m.member_key NOT IN (SELECT member_key FROM {left})"
             )
         else:
             wanted = f"{src} s JOIN members m ON m.target_id = ? AND m.member_key = s.member_key WHERE 1"
-        # Re-upload members before the platform's membership lifespan drops them.
+        # Re-upload members before the platform's membership lifespan drops them. (Incremental: a
+        # pass over the target's members; only platforms with a lifespan ask for it.)
         if opts.refresh_before is not None:
             conn.execute(
                 f"INSERT OR IGNORE INTO {desired} SELECT m.member_key, 'add', m.payload, m.payload_fp, m.raw_fp, "
-                f"m.invalid, s.consent, NULL, 'refresh' FROM {wanted} AND m.uploaded_at < ?",
+                f"m.invalid, s.consent, NULL, 'refresh' FROM {wanted.format(index='')} AND m.uploaded_at < ?",
                 [t, opts.refresh_before],
             )
+        unsettled = wanted.format(index="INDEXED BY members_unsettled") if opts.incremental else wanted
         # Resend members whose last add or remove is unsettled (maybe applied after a lost answer, or
         # unverified after a failure count) while the source still wants their identifiers: an add is
         # idempotent, so a member already there is unchanged, and a maybe-applied remove is reversed.
         conn.execute(
             f"INSERT OR IGNORE INTO {desired} SELECT m.member_key, 'add', m.payload, m.payload_fp, m.raw_fp, "
-            f"m.invalid, s.consent, s.source_at, 'resend' FROM {wanted} AND m.confirmation != 'synced' "
+            f"m.invalid, s.consent, s.source_at, 'resend' FROM {unsettled} AND m.confirmation != 'synced' "
             "AND (s.payload IS NULL OR s.payload_fp = m.payload_fp)",
             [t],
         )
@@ -316,7 +320,7 @@ class PlanTables:
             conn.execute(
                 f"UPDATE {desired} SET kind = 'shared' WHERE op = 'remove' AND (payload_fp IN "
                 f"(SELECT s.payload_fp FROM {src} s WHERE s.payload IS NOT NULL) OR payload_fp IN "
-                f"(SELECT m.payload_fp FROM members m WHERE m.target_id = ? AND m.payload_fp IN "
+                f"(SELECT m.payload_fp FROM members m INDEXED BY members_payloads WHERE m.target_id = ? AND m.payload_fp IN "
                 f"(SELECT payload_fp FROM {desired} WHERE op = 'remove') AND m.member_key NOT IN "
                 f"(SELECT member_key FROM {desired} WHERE op = 'remove') AND m.member_key NOT IN "
                 f"(SELECT s.member_key FROM {src} s WHERE s.payload IS NOT NULL)))",
@@ -336,7 +340,7 @@ class PlanTables:
     def identifier_drops(self, desired: str, target_id: int) -> dict[str, int]:
         """Identity changes that drop an identifier key the member had, counted by key."""
         rows = self.db.conn.execute(
-            f"SELECT j.key, count(*) FROM {desired} d JOIN members m ON m.target_id = ? "
+            f"SELECT j.key, count(*) FROM {desired} d CROSS JOIN members m ON m.target_id = ? "
             "AND m.member_key = d.member_key CROSS JOIN json_each(m.payload) j "
             "WHERE d.kind = 'identity' AND d.op = 'add' "
             "AND json_type(d.payload, '$.\"' || j.key || '\"') IS NULL GROUP BY j.key",
