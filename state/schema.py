@@ -295,3 +295,20 @@ def _run_rejections(conn: sqlite3.Connection) -> None:
         "CREATE TABLE run_rejections (run_id INTEGER NOT NULL, reason TEXT NOT NULL, "
         "count INTEGER NOT NULL, PRIMARY KEY (run_id, reason))"
     )
+
+
+@migration(8, "incremental plans: a watermark per target; an index of unsettled members")
+def _plan_watermarks(conn: sqlite3.Connection) -> None:
+    run_statements(
+        conn,
+        (
+            # changed_at: the latest source change time among the rows of the last committed plan (an
+            # incremental plan reads the rows changed since, less a safety margin). full_at: when the
+            # last full reconciliation was committed (the tool's clock).
+            "CREATE TABLE plan_watermarks (target_id INTEGER PRIMARY KEY, changed_at REAL, full_at REAL)",
+            # An incremental plan resends the unsettled members without reading every member, and
+            # finds another member carrying a removed member's identifiers without reading them all.
+            "CREATE INDEX members_unsettled ON members (target_id, member_key) WHERE confirmation != 'synced'",
+            "CREATE INDEX members_payloads ON members (target_id, payload_fp)",
+        ),
+    )

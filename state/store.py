@@ -116,6 +116,7 @@ class StateStore:
                 # Target ids are reused once the highest is deleted: a firing alert left behind would
                 # belong to the next new target.
                 "alert_state",
+                "plan_watermarks",
             ):
                 conn.execute(f"DELETE FROM {table} WHERE target_id = ?", [row.id])
             conn.execute(

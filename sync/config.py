@@ -37,6 +37,7 @@ from audiencesync.sync.config_records import (
     AudienceConfig,
     BreakerConfig,
     Config,
+    IncrementalSettings,
     SourceConfig,
     SyncConfig,
     Target,
@@ -55,6 +56,7 @@ __all__ = [
     "BreakerConfig",
     "Config",
     "ConfigError",
+    "IncrementalSettings",
     "SourceConfig",
     "SyncConfig",
     "Target",
@@ -86,6 +88,9 @@ _SOURCE_KEYS = {
     "prehashed",
     "consent_granted_values",
     "consent_denied_values",
+    "incremental",
+    "incremental_margin",
+    "full_reconcile_every",
     *SQL_SOURCE_KEYS,
 }
 _AUDIENCE_KEYS = {"stage", "in_flow", "flag", "where", "query", "description", "model", "params"}
@@ -226,7 +231,9 @@ def _parse_source(raw: Any, base: Path, env: Mapping[str, str], errors: ConfigEr
         vocab[key] = frozenset(str(v).strip().lower() for v in values)
     if both := vocab["consent_granted_values"] & vocab["consent_denied_values"]:
         errors.add("source.consent_denied_values", f"also listed as granted: {', '.join(sorted(both))}")
+    incremental = _parse_incremental(raw, errors)
     return SourceConfig(
+        incremental=incremental,
         kind=str(kind),
         path=base / path_value,
         table=str(raw.get("table", "profiles")),
@@ -242,6 +249,30 @@ def _parse_source(raw: Any, base: Path, env: Mapping[str, str], errors: ConfigEr
         consent_denied_values=vocab["consent_denied_values"],
         sql=sql,
     )
+
+
+def _parse_incremental(raw: Mapping[str, Any], errors: ConfigErrors) -> IncrementalSettings | None:
+    on = raw.get("incremental", False)
+    if not isinstance(on, bool):
+        errors.add("source.incremental", "must be true or false")
+        return None
+    durations: dict[str, float] = {}
+    for key, default in (("incremental_margin", 300.0), ("full_reconcile_every", 86_400.0)):
+        durations[key] = default
+        if key in raw:
+            if not on:
+                errors.add(f"source.{key}", "applies only with incremental = true")
+                continue
+            try:
+                durations[key] = parse_duration(str(raw[key]))
+            except ValueError as exc:
+                errors.add(f"source.{key}", str(exc))
+    if not on:
+        return None
+    if not raw.get("changed_at_column"):
+        errors.add("source.incremental", "needs changed_at_column: the column saying when a row last changed")
+        return None
+    return IncrementalSettings(durations["incremental_margin"], durations["full_reconcile_every"])
 
 
 def _parse_audiences(

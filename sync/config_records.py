@@ -44,6 +44,18 @@ class SourceConfig:
     """Extra consent values (lower case) that mean denied, beyond 0/false/no/denied..."""
     sql: SqlSettings | None = None
     """For ``kind = "sql"``: where the database is and how to read it (audiencesync.sync.sql_source)."""
+    incremental: IncrementalSettings | None = None
+    """Plan from the rows changed since the last run (needs ``changed_at_column``); None: full plans."""
+
+
+@dataclass(frozen=True)
+class IncrementalSettings:
+    """``[source] incremental = true``: read only rows whose ``changed_at_column`` is at or after the
+    last committed plan's latest change time less ``margin_seconds`` (late commits, clock skew), and
+    run a full reconciliation (which finds deleted rows) every ``full_every_seconds``."""
+
+    margin_seconds: float = 300.0
+    full_every_seconds: float = 86_400.0
 
 
 @dataclass(frozen=True)

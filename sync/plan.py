@@ -22,17 +22,12 @@ from typing import Any
 
 import sqlite_utils
 from audiencesync.connectors.registry import identity_platform
-from audiencesync.state.db import atomic
-from audiencesync.state.outbox import REJECTION_MAX_AGE_S
+from audiencesync.state.plan_tables import DiffCounts, DiffOptions, PlanTables, TargetTables
 from audiencesync.state.sealed import sealer_for
+from audiencesync.state.watermarks import Watermark, record_watermark
 from audiencesync.sync.config import SourceConfig, Target
-from audiencesync.sync.source_load import (
-    SOURCE_COLUMNS,
-    HashGroup,
-    SourceLoader,
-    SourceTable,
-    payload_fingerprint,
-)
+from audiencesync.sync.row_batches import RowBatch, batches_of
+from audiencesync.sync.source_load import HashGroup, SourceLoader, SourceTable, payload_fingerprint
 from audiencesync.sync.sources import SourceRow
 
 
@@ -49,8 +44,8 @@ class TargetPlan:
     target_id: int | None
     state_version: int
     max_batch: int
-    table: str
-    """Temporary table holding the desired outbox for this target."""
+    tables: TargetTables
+    """The plan's scratch tables; ``tables.desired`` holds the desired outbox for this target."""
     source_members: int = 0
     skipped_no_identifier: int = 0
     consent_denied: int = 0
@@ -69,6 +64,13 @@ class TargetPlan:
     identifier_drops: dict[str, int] = field(default_factory=dict)
     """Identity changes that drop an identifier the member had, by identifier key."""
     breaker: str | None = None
+    incremental: bool = False
+    """Planned from the source's changed rows only (absence is not a remove)."""
+    held_in_flight: int = 0
+    changed_at_max: float | None = None
+    """The latest source change time among the rows this plan read."""
+    watermark: Watermark | None = None
+    """What to record in state when the plan is committed, if it was planned with a watermark."""
 
     @property
     def key(self) -> str:
@@ -112,186 +114,101 @@ class TargetPlan:
         }
 
 
+TargetSpec = tuple[Target, int | None, int, int, float | None]
+"""Per target: the target, its state id (None if never synced), its state version, the platform's
+max batch, and the age after which a member is re-uploaded (Google's membership lifespan) or None."""
+
+
 class Planner:
     """Diffs audiences against state. One planner per state connection; plans of one planner can be
     committed or discarded independently."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
-        self._tables = 0
-        self._src_tables: dict[str, str] = {}
-
-    def _new_tables(self) -> tuple[str, str]:
-        self._tables += 1
-        src, desired = f"plan_src_{self._tables}", f"plan_desired_{self._tables}"
-        conn = self.db.conn
-        conn.execute(f"CREATE TEMP TABLE {src} ({SOURCE_COLUMNS})")
-        conn.execute(
-            f"CREATE TEMP TABLE {desired} (member_key BLOB NOT NULL, op TEXT NOT NULL, payload TEXT NOT NULL, "
-            "payload_fp BLOB NOT NULL, raw_fp BLOB, invalid TEXT, consent INTEGER, source_at REAL, "
-            "kind TEXT NOT NULL, PRIMARY KEY (member_key, op)) WITHOUT ROWID"
-        )
-        return src, desired
+        self.tables = PlanTables(db)
 
     def plan_audience(
         self,
         source: SourceConfig,
-        rows: Iterable[SourceRow],
-        targets: Sequence[tuple[Target, int | None, int, int, float | None]],
+        rows: Iterable[SourceRow | RowBatch],
+        targets: Sequence[TargetSpec],
         *,
         allow_mass_remove: bool = False,
         now: float | None = None,
     ) -> list[TargetPlan]:
-        """Plan every target of one audience from one pass over its rows.
+        """Plan every target of one audience from one pass over its rows."""
+        return self.plan_audiences(source, rows, [targets], allow_mass_remove=allow_mass_remove, now=now)
 
-        ``targets`` holds, per target: the target, its state id (None if never synced), its state
-        version, the platform's max batch, and the age after which a member is re-uploaded (Google's
-        membership lifespan) or None.
-        """
+    def plan_audiences(
+        self,
+        source: SourceConfig,
+        rows: Iterable[SourceRow | RowBatch],
+        audiences: Sequence[Sequence[TargetSpec]],
+        *,
+        incremental: bool = False,
+        allow_mass_remove: bool = False,
+        now: float | None = None,
+    ) -> list[TargetPlan]:
+        """Plan the targets of several audiences from one pass over ``rows``: the targets of
+        ``audiences[i]`` take the rows whose ``member_of`` has bit ``1 << i`` set.
+
+        ``incremental``: the rows are those changed since the targets' watermark, in an audience or
+        not; a member whose changed row is not in its audience is removed, and a member with no row
+        is unchanged (never removed)."""
         now = time.time() if now is None else now
         plans: list[TargetPlan] = []
-        srcs: dict[str, str] = {}
         refresh: dict[str, float | None] = {}
         groups: dict[str, list[TargetPlan]] = {}
-        for target, target_id, version, max_batch, refresh_after in targets:
-            src, desired = self._new_tables()
-            plan = TargetPlan(target, target_id, version, max_batch, desired)
-            plans.append(plan)
-            srcs[plan.key] = src
-            refresh[plan.key] = refresh_after
-            groups.setdefault(hasher_platform(target), []).append(plan)
-        tables = {plan.key: SourceTable(srcs[plan.key], plan.target_id) for plan in plans}
+        tables: dict[str, SourceTable] = {}
+        for index, targets in enumerate(audiences):
+            for target, target_id, version, max_batch, refresh_after in targets:
+                plan = TargetPlan(target, target_id, version, max_batch, self.tables.create())
+                plan.incremental = incremental
+                plans.append(plan)
+                refresh[plan.key] = refresh_after
+                tables[plan.key] = SourceTable(plan.tables, target_id, bit=1 << index)
+                groups.setdefault(hasher_platform(target), []).append(plan)
         hash_groups = [
             HashGroup(platform, source, [tables[p.key] for p in members])
             for platform, members in groups.items()
         ]
-        loader = SourceLoader(self.db, hash_groups)
-        loader.load(rows)
+        loader = SourceLoader(self.tables, hash_groups, sealer_for(self.db.conn), incremental=incremental)
+        loader.load(batches_of(rows))
         for plan in plans:
-            plan.consent_denied = loader.consent_denied
-            plan.skipped_no_identifier = tables[plan.key].skipped_no_identifier
-            plan.invalid.update(tables[plan.key].invalid)
+            table = tables[plan.key]
+            plan.consent_denied = table.consent_denied
+            plan.skipped_no_identifier = table.skipped_no_identifier
+            plan.invalid.update(table.invalid)
+            plan.changed_at_max = loader.changed_at_max
         for plan in plans:
-            self._diff(plan, srcs[plan.key], refresh[plan.key], now)
+            after = refresh[plan.key]
+            opts = DiffOptions(
+                plan.target_id if plan.target_id is not None else -1,
+                mirror=plan.target.sync.mode == "mirror",
+                refresh_before=None if after is None else now - after,
+                now=now,
+                incremental=incremental,
+            )
+            self._name(plan, self.tables.diff(plan.tables, opts))
             self._check_breaker(plan, allow_mass_remove)
         return plans
 
-    def _diff(self, plan: TargetPlan, src: str, refresh_after: float | None, now: float) -> None:
-        conn = self.db.conn
-        desired = plan.table
-        t = plan.target_id if plan.target_id is not None else -1
-        plan.source_members = conn.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
-        plan.synced = conn.execute("SELECT count(*) FROM members WHERE target_id = ?", [t]).fetchone()[0]
-        # Invalid identifiers of members whose raw values did not change were counted when they were
-        # hashed; they are read back from state rather than hashed again.
-        for invalid, count in conn.execute(
-            f"SELECT m.invalid, count(*) FROM {src} s JOIN members m ON m.target_id = ? "
-            "AND m.member_key = s.member_key WHERE s.payload IS NULL AND m.invalid IS NOT NULL GROUP BY m.invalid",
-            [t],
-        ):
-            for item in str(invalid).split(","):
-                plan.invalid[item] += count
-
-        # New members. In key order, so that the plan table (keyed by member) is appended to rather
-        # than inserted into at random: several times faster for a first sync of millions.
-        new_members = conn.execute(
-            f"INSERT INTO {desired} SELECT s.member_key, 'add', s.payload, s.payload_fp, s.raw_fp, s.invalid, "
-            f"s.consent, s.source_at, 'new' FROM {src} s INDEXED BY {src}_hashed "
-            "WHERE s.payload IS NOT NULL AND NOT EXISTS "
-            "(SELECT 1 FROM members m WHERE m.target_id = ? AND m.member_key = s.member_key) "
-            "ORDER BY s.member_key",
-            [t],
-        ).rowcount
-        # Identity changes: the new identifiers in, exactly the old ones out.
-        conn.execute(
-            f"INSERT INTO {desired} SELECT s.member_key, 'add', s.payload, s.payload_fp, s.raw_fp, s.invalid, "
-            f"s.consent, s.source_at, 'identity' FROM {src} s CROSS JOIN members m ON m.target_id = ? "
-            "AND m.member_key = s.member_key WHERE s.payload IS NOT NULL AND s.payload_fp != m.payload_fp",
-            [t],
-        )
-        if plan.target.sync.mode == "mirror":  # add_only never removes, not even old identifiers
-            conn.execute(
-                f"INSERT INTO {desired} SELECT m.member_key, 'remove', m.payload, m.payload_fp, NULL, NULL, "
-                f"s.consent, s.source_at, 'identity' FROM {src} s CROSS JOIN members m ON m.target_id = ? "
-                "AND m.member_key = s.member_key WHERE s.payload IS NOT NULL AND s.payload_fp != m.payload_fp",
-                [t],
-            )
-        # Members gone from the source. State only ever holds members this tool added, so mirror mode
-        # can never remove someone it did not add. Every source row that is not new is a synced
-        # member, so when those account for all synced members the scan is skipped (most ticks).
-        if plan.target.sync.mode == "mirror" and plan.source_members - new_members < plan.synced:
-            conn.execute(
-                f"INSERT INTO {desired} SELECT m.member_key, 'remove', m.payload, m.payload_fp, NULL, NULL, "
-                f"NULL, NULL, 'gone' FROM members m INDEXED BY members_fingerprints WHERE m.target_id = ? AND NOT EXISTS "
-                f"(SELECT 1 FROM {src} s WHERE s.member_key = m.member_key)",
-                [t],
-            )
-        # A remove whose identifiers another profile in the source still carries (two profiles, one
-        # email) must not be sent: the platform would drop the person the other profile still wants.
-        # Such members are forgotten from state without a request. A profile hashed this run carries
-        # its new payload; one that was not carries the payload state holds for it.
-        if conn.execute(f"SELECT 1 FROM {desired} WHERE op = 'remove' LIMIT 1").fetchone():
-            conn.execute(
-                f"UPDATE {desired} SET kind = 'shared' WHERE op = 'remove' AND (payload_fp IN "
-                f"(SELECT s.payload_fp FROM {src} s WHERE s.payload IS NOT NULL) OR payload_fp IN "
-                f"(SELECT m.payload_fp FROM members m INDEXED BY members_fingerprints CROSS JOIN {src} s "
-                f"ON s.member_key = m.member_key "
-                f"WHERE m.target_id = ? AND s.payload IS NULL AND m.payload_fp IN "
-                f"(SELECT payload_fp FROM {desired} WHERE op = 'remove')))",
-                [t],
-            )
-        # Re-upload members before the platform's membership lifespan drops them.
-        if refresh_after is not None:
-            conn.execute(
-                f"INSERT OR IGNORE INTO {desired} SELECT m.member_key, 'add', m.payload, m.payload_fp, m.raw_fp, "
-                f"m.invalid, s.consent, NULL, 'refresh' FROM {src} s JOIN members m ON m.target_id = ? "
-                "AND m.member_key = s.member_key WHERE m.uploaded_at < ?",
-                [t, now - refresh_after],
-            )
-        # Resend members whose last add or remove is unsettled (maybe applied after a lost answer, or
-        # unverified after a failure count) while the source still wants their identifiers: an add is
-        # idempotent, so a member already there is unchanged, and a maybe-applied remove is reversed.
-        conn.execute(
-            f"INSERT OR IGNORE INTO {desired} SELECT m.member_key, 'add', m.payload, m.payload_fp, m.raw_fp, "
-            f"m.invalid, s.consent, s.source_at, 'resend' FROM {src} s JOIN members m ON m.target_id = ? "
-            "AND m.member_key = s.member_key WHERE m.confirmation != 'synced' "
-            "AND (s.payload IS NULL OR s.payload_fp = m.payload_fp)",
-            [t],
-        )
-        # Hold back members with a change in flight (settled first, planned next run) and changes
-        # whose rejection is still backing off or has been given up on.
-        held = conn.execute(
-            f"DELETE FROM {desired} WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.target_id = ? "
-            f"AND o.member_key = {desired}.member_key AND o.status = 'in_flight') OR EXISTS "
-            f"(SELECT 1 FROM rejections r WHERE r.target_id = ? AND r.member_key = {desired}.member_key "
-            f"AND r.op = {desired}.op AND r.payload_fp = {desired}.payload_fp "
-            "AND (r.next_retry_at > ? OR r.first_at < ?))",
-            [t, t, now, now - REJECTION_MAX_AGE_S],
-        ).rowcount
-        plan.held_back = held
-        counts = dict(
-            conn.execute(f"SELECT kind || ':' || op, count(*) FROM {desired} GROUP BY kind, op").fetchall()
-        )
-        plan.adds = counts.get("new:add", 0)
-        plan.removes = counts.get("gone:remove", 0)
-        plan.identity_changes = max(counts.get("identity:add", 0), counts.get("identity:remove", 0))
-        plan.refreshes = counts.get("refresh:add", 0)
-        plan.resends = counts.get("resend:add", 0)
+    def _name(self, plan: TargetPlan, counts: DiffCounts) -> None:
+        plan.source_members = counts.source_members
+        plan.synced = counts.synced
+        plan.invalid.update(counts.invalid)
+        plan.held_back = counts.held_back
+        plan.held_in_flight = counts.held_in_flight
+        kinds = counts.by_kind
+        plan.adds = kinds.get("new:add", 0)
+        plan.removes = kinds.get("gone:remove", 0)
+        plan.identity_changes = max(kinds.get("identity:add", 0), kinds.get("identity:remove", 0))
+        plan.refreshes = kinds.get("refresh:add", 0)
+        plan.resends = kinds.get("resend:add", 0)
         if plan.identity_changes:
-            plan.identifier_drops = self._identifier_drops(desired, t)
-        self._src_tables[plan.key] = src
-
-    def _identifier_drops(self, desired: str, target_id: int) -> dict[str, int]:
-        """Identity changes that drop an identifier key the member had, counted by key: an export
-        that blanks a column turns every member into such a change."""
-        rows = self.db.conn.execute(
-            f"SELECT j.key, count(*) FROM {desired} d JOIN members m ON m.target_id = ? "
-            "AND m.member_key = d.member_key CROSS JOIN json_each(m.payload) j "
-            "WHERE d.kind = 'identity' AND d.op = 'add' "
-            "AND json_type(d.payload, '$.\"' || j.key || '\"') IS NULL GROUP BY j.key",
-            [target_id],
-        ).fetchall()
-        return {str(k): int(n) for k, n in rows}
+            # An export that blanks a column turns every member into such a change.
+            t = plan.target_id if plan.target_id is not None else -1
+            plan.identifier_drops = self.tables.identifier_drops(plan.tables.desired, t)
 
     @staticmethod
     def _check_breaker(plan: TargetPlan, allow_mass_remove: bool) -> None:
@@ -311,7 +228,7 @@ class Planner:
                 return
         if plan.target.sync.mode != "mirror":
             return
-        if plan.source_members == 0 and plan.synced > 0:
+        if plan.source_members == 0 and plan.synced > 0 and not plan.incremental:
             plan.breaker = (
                 f"the source returned no members; refusing to remove all {plan.synced} synced members"
             )
@@ -327,11 +244,10 @@ class Planner:
         self, target: Target, target_id: int, version: int, max_batch: int, ops: Iterable[dict[str, Any]]
     ) -> TargetPlan:
         """A plan saved by ``sync --plan-out``, loaded back into a desired table."""
-        _src, desired = self._new_tables()
-        plan = TargetPlan(target, target_id, version, max_batch, desired)
+        plan = TargetPlan(target, target_id, version, max_batch, self.tables.create())
         sealer = sealer_for(self.db.conn)
-        self.db.conn.executemany(
-            f"INSERT OR REPLACE INTO {desired} VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'saved')",
+        counts = self.tables.load_saved(
+            plan.tables.desired,
             (
                 (
                     bytes.fromhex(op["k"]),
@@ -346,65 +262,36 @@ class Planner:
                 for op in ops
             ),
         )
-        for op, count in self.db.conn.execute(f"SELECT op, count(*) FROM {desired} GROUP BY op"):
-            if op == "add":
-                plan.adds = count
-            else:
-                plan.removes = count
+        plan.adds = counts.get("add", 0)
+        plan.removes = counts.get("remove", 0)
         return plan
 
     def commit_plan(self, plan: TargetPlan, *, from_source: bool = True) -> None:
         """Merge the plan into the outbox, in one transaction. Queued changes that are still wanted keep
-        their first-observed time (lag is measured from it); ones no longer wanted are dropped."""
+        their first-observed time (lag is measured from it); ones no longer wanted are dropped.
+
+        With a ``watermark`` set on the plan (see ``audiencesync.sync.incremental``), the target's
+        watermark advances in the same transaction, so it moves only when the changes are queued."""
         assert plan.target_id is not None, "a target is registered in state before its plan is committed"
-        src = self._src_tables.get(plan.key) if from_source else None
-        desired, t, now = plan.table, plan.target_id, time.time()
-        with atomic(self.db) as conn:
-            conn.execute(
-                "DELETE FROM outbox WHERE target_id = ? AND status = 'queued' AND NOT EXISTS "
-                f"(SELECT 1 FROM {desired} d WHERE d.member_key = outbox.member_key AND d.op = outbox.op "
-                "AND d.payload_fp = outbox.payload_fp AND d.kind != 'shared')",
-                [t],
-            )
-            conn.execute(
-                "INSERT OR IGNORE INTO outbox (target_id, member_key, op, payload, payload_fp, raw_fp, invalid, "
-                "consent, status, source_at, observed_at) SELECT ?, member_key, op, payload, payload_fp, raw_fp, "
-                f"invalid, consent, 'queued', source_at, ? FROM {desired} WHERE kind != 'shared'",
-                [t, now],
-            )
-            conn.execute(
-                "DELETE FROM members WHERE target_id = ? AND member_key IN "
-                f"(SELECT member_key FROM {desired} WHERE kind = 'shared')",
-                [t],
-            )
-            if src is None:
-                return
-            # Raw values changed but normalize to the same hashes (say, an email's letter case): the
-            # platform needs nothing; remember the new fingerprint so they are not hashed again.
-            # Driven from the few rows hashed this run: a correlated IN over the plan table for every
-            # member would make steady-state plans quadratic.
-            conn.execute(
-                f"UPDATE members SET raw_fp = (SELECT s.raw_fp FROM {src} s WHERE s.member_key = members.member_key), "
-                f"invalid = (SELECT s.invalid FROM {src} s WHERE s.member_key = members.member_key) "
-                f"WHERE target_id = ? AND member_key IN (SELECT member_key FROM {src} WHERE payload IS NOT NULL) "
-                f"AND EXISTS (SELECT 1 FROM {src} s WHERE s.member_key = members.member_key "
-                "AND s.payload_fp = members.payload_fp AND s.raw_fp != members.raw_fp)",
-                [t],
-            )
+        mark = plan.watermark if from_source else None
+        t = plan.target_id
+        self.tables.commit(
+            plan.tables,
+            t,
+            time.time(),
+            from_source=from_source,
+            after=None if mark is None else (lambda conn: record_watermark(conn, t, mark)),
+        )
+
+    def foreign_removes(self, plan: TargetPlan) -> int:
+        """Removes of a saved plan that match no member state holds nor an add it may have sent."""
+        assert plan.target_id is not None
+        return self.tables.foreign_removes(plan.tables.desired, plan.target_id)
 
     def desired_rows(self, plan: TargetPlan) -> Iterator[tuple[Any, ...]]:
         """The planned changes as (member_key, op, payload, raw_fp, invalid, source_at, consent), for
         ``--plan-out``."""
-        cursor = self.db.conn.execute(
-            f"SELECT member_key, op, payload, raw_fp, invalid, source_at, consent FROM {plan.table} "
-            "ORDER BY op, member_key"
-        )
-        while rows := cursor.fetchmany(10_000):
-            yield from rows
+        return self.tables.desired_rows(plan.tables.desired)
 
     def discard(self, plan: TargetPlan) -> None:
-        conn = self.db.conn
-        conn.execute(f"DROP TABLE IF EXISTS temp.{plan.table}")
-        src = self._src_tables.pop(plan.key, None)
-        if src:
-            conn.execute(f"DROP TABLE IF EXISTS temp.{src}")
+        self.tables.drop(plan.tables)

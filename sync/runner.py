@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,21 +22,21 @@ from audiencesync.connectors.registry import build_connector
 from audiencesync.state.db import describe_sqlite_error
 from audiencesync.state.lease import Lease, LeaseBusy, acquire, default_wait
 from audiencesync.state.outbox import OutboxStore
-from audiencesync.state.plan_guard import count_foreign_removes
 from audiencesync.state.store import StateStore
 from audiencesync.sync.config import Config, Target
 from audiencesync.sync.demo.emulation import unreachable_emulator
 from audiencesync.sync.errors import InputError, SourceError, StaleStateError
 from audiencesync.sync.follow import FollowStep
 from audiencesync.sync.identity import ProfileHasher
-from audiencesync.sync.plan import Planner, TargetPlan, hasher_platform
+from audiencesync.sync.incremental import plan_scan
+from audiencesync.sync.plan import Planner, TargetPlan, TargetSpec, hasher_platform
 from audiencesync.sync.plan_file import PlanWriter, read_plan_file
-from audiencesync.sync.progress import ProgressEvent, ProgressSink, ProgressStage, counting_rows, no_progress
+from audiencesync.sync.progress import ProgressEvent, ProgressSink, ProgressStage, no_progress
 from audiencesync.sync.push import TargetPush
 from audiencesync.sync.run_result import PushOutcome, TargetResult, breaker_check, plan_counts
 from audiencesync.sync.run_status import RunStatus
 from audiencesync.sync.source_check import check_source
-from audiencesync.sync.sources import read_audience
+from audiencesync.sync.source_scan import scan_groups
 
 __all__ = [
     "PushOutcome",
@@ -135,23 +135,22 @@ class SyncRunner:
         plans: list[TargetPlan] = []
         plan_file = self._open_plan_file()
         try:
-            for audience_targets in by_audience.values():
-                for plan in self._plan_audience(audience_targets):
-                    log.debug(
-                        "planned",
-                        extra={
-                            "target": plan.key,
-                            "source_members": plan.source_members,
-                            "synced": plan.synced,
-                            "adds": plan.adds,
-                            "removes": plan.removes,
-                            "identity_changes": plan.identity_changes,
-                            "breaker": plan.breaker or "ok",
-                        },
-                    )
-                    if plan_file is not None:
-                        self._write_plan(plan_file, plan)
-                    plans.append(plan)
+            for plan in self._plan_all(list(by_audience.values())):
+                log.debug(
+                    "planned",
+                    extra={
+                        "target": plan.key,
+                        "source_members": plan.source_members,
+                        "synced": plan.synced,
+                        "adds": plan.adds,
+                        "removes": plan.removes,
+                        "identity_changes": plan.identity_changes,
+                        "breaker": plan.breaker or "ok",
+                    },
+                )
+                if plan_file is not None:
+                    self._write_plan(plan_file, plan)
+                plans.append(plan)
         except BaseException:
             if plan_file is not None:
                 plan_file.abort()
@@ -204,26 +203,40 @@ class SyncRunner:
         return self._connectors[name]
 
     def _plan_audience(self, targets: list[Target]) -> list[TargetPlan]:
-        specs = []
-        for target in targets:
-            # Look up only: a target is registered once its plan is made, so bad input leaves state
-            # untouched.
-            row = self.store.find_target(target.key)
-            specs.append(
-                (
-                    target,
-                    row.id if row else None,
-                    row.state_version if row else 0,
-                    self._capabilities(target).max_batch,
-                    self._connector(target).refresh_due_seconds(),
+        return self._plan_scan([targets])
+
+    def _plan_all(self, by_audience: list[list[Target]]) -> Iterator[TargetPlan]:
+        """Plan every audience, one scan of the source per group of audiences it can serve."""
+        targets_of = {targets[0].audience.name: targets for targets in by_audience}
+        planned: dict[str, TargetPlan] = {}
+        for group in scan_groups(self.config.source, [targets[0].audience for targets in by_audience]):
+            planned.update((p.key, p) for p in self._plan_scan([targets_of[a.name] for a in group]))
+        # In the config's order, as when each audience was read alone.
+        yield from (planned[t.key] for targets in by_audience for t in targets)
+
+    def _plan_scan(self, audiences: list[list[Target]]) -> list[TargetPlan]:
+        specs: list[list[TargetSpec]] = []
+        for targets in audiences:
+            specs.append([])
+            for target in targets:
+                # Look up only: a target is registered once its plan is made, so bad input leaves
+                # state untouched.
+                row = self.store.find_target(target.key)
+                specs[-1].append(
+                    (
+                        target,
+                        row.id if row else None,
+                        row.state_version if row else 0,
+                        self._capabilities(target).max_batch,
+                        self._connector(target).refresh_due_seconds(),
+                    )
                 )
-            )
-        name = targets[0].audience.name
-        rows = counting_rows(
-            read_audience(self.config.source, targets[0].audience), name, self.options.progress
-        )
-        plans = self.planner.plan_audience(
-            self.config.source, rows, specs, allow_mass_remove=self.options.allow_mass_remove
+        plans = plan_scan(
+            self.planner,
+            self.config.source,
+            specs,
+            allow_mass_remove=self.options.allow_mass_remove,
+            progress=self.options.progress,
         )
         for plan in plans:
             self.options.progress(
@@ -464,8 +477,7 @@ class SyncRunner:
     def _refuse_foreign_removes(self, path: Path, plan: TargetPlan) -> None:
         """A saved plan may only remove what this tool added: each remove must match a member state
         holds (or an add it may have sent), payload and all."""
-        assert plan.target_id is not None
-        foreign = count_foreign_removes(self.store.db, plan.table, plan.target_id)
+        foreign = self.planner.foreign_removes(plan)
         if foreign:
             self.planner.discard(plan)
             raise InputError(

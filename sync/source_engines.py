@@ -42,6 +42,10 @@ class SourceEngine(Protocol):
         in errors."""
         ...
 
+    def tuples(self, sql: str, params: Sequence[Any], where: str) -> Iterator[tuple[list[str], list[Any]]]:
+        """``batches`` as the column names and the rows as tuples, for the planner's hot path."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -65,11 +69,15 @@ class SqliteEngine:
         return names
 
     def batches(self, sql: str, params: Sequence[Any], where: str) -> Iterator[list[dict[str, Any]]]:
+        for names, rows in self.tuples(sql, params, where):
+            yield [dict(zip(names, row, strict=True)) for row in rows]
+
+    def tuples(self, sql: str, params: Sequence[Any], where: str) -> Iterator[tuple[list[str], list[Any]]]:
         try:
             cursor = self.conn.execute(sql, list(params))
             names = [d[0] for d in cursor.description or ()]
             while rows := cursor.fetchmany(BATCH_ROWS):
-                yield [dict(zip(names, row, strict=True)) for row in rows]
+                yield names, rows
         except sqlite3.Error as exc:
             raise SourceError(where, f"SQL error: {exc}") from None
 
@@ -138,11 +146,15 @@ class DuckFileEngine:
         return list(self._names)
 
     def batches(self, sql: str, params: Sequence[Any], where: str) -> Iterator[list[dict[str, Any]]]:
+        for names, rows in self.tuples(sql, params, where):
+            yield [dict(zip(names, row, strict=True)) for row in rows]
+
+    def tuples(self, sql: str, params: Sequence[Any], where: str) -> Iterator[tuple[list[str], list[Any]]]:
         try:
             result = self.conn.execute(sql, list(params))
             names = [d[0] for d in result.description or ()]
             while rows := result.fetchmany(BATCH_ROWS):
-                yield [dict(zip(names, row, strict=True)) for row in rows]
+                yield names, rows
         except duckdb.Error as exc:
             raise self._error(exc, where) from None
 
@@ -253,11 +265,15 @@ class DuckRelationEngine:
         return list(self._names)
 
     def batches(self, sql: str, params: Sequence[Any], where: str) -> Iterator[list[dict[str, Any]]]:
+        for names, rows in self.tuples(sql, params, where):
+            yield [dict(zip(names, row, strict=True)) for row in rows]
+
+    def tuples(self, sql: str, params: Sequence[Any], where: str) -> Iterator[tuple[list[str], list[Any]]]:
         try:
             result = self.conn.execute(sql, list(params))
             names = [d[0] for d in result.description or ()]
             while rows := result.fetchmany(BATCH_ROWS):
-                yield [dict(zip(names, row, strict=True)) for row in rows]
+                yield names, rows
         except duckdb.Error as exc:
             raise SourceError(where, _first(exc)) from None
 

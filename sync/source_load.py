@@ -21,26 +21,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
+from functools import partial
 from json.encoder import encode_basestring_ascii as _quote
+from operator import methodcaller
+from typing import cast
 
-import sqlite_utils
-from audiencesync.state.db import scratch_transaction
-from audiencesync.state.sealed import SEALED_KEYS, Sealer, sealer_for
+from audiencesync.state.plan_tables import PlanTables, TargetTables
+from audiencesync.state.sealed import SEALED_KEYS, Sealer
 from audiencesync.sync.config import SourceConfig
 from audiencesync.sync.identity import NORMALIZATION_VERSION, ProfileHasher
-from audiencesync.sync.sources import SourceRow
+from audiencesync.sync.row_batches import RowBatch, merge
 
 CHUNK_ROWS = 20_000
-SOURCE_COLUMNS = (
-    "member_key BLOB NOT NULL, raw_fp BLOB NOT NULL, payload TEXT, payload_fp BLOB, invalid TEXT, "
-    "consent INTEGER, source_at REAL"
-)
+BATCH_ROWS_MAX = 10_000
+"""The largest source batch a chunk's last merge may add beyond ``CHUNK_ROWS``."""
 
 
 def member_key(profile_id: str) -> bytes:
@@ -56,10 +54,13 @@ def payload_fingerprint(payload: str) -> bytes:
 class SourceTable:
     """One target's scratch copy of the source, and what loading it counted."""
 
-    name: str
+    tables: TargetTables
     target_id: int | None
     """The target's id in state; None when it was never synced (every profile is new to it)."""
+    bit: int = 1
+    """The audience's bit in ``SourceRow.member_of``."""
     skipped_no_identifier: int = 0
+    consent_denied: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
 
 
@@ -77,67 +78,89 @@ class HashGroup:
         self.salt = salt.encode()
         self.tables = tables
 
-    def raw_fp(self, row: SourceRow) -> bytes:
-        """Fingerprint of the raw identifier values and the rules they are normalized by."""
-        digest = hashlib.blake2b(self.salt, digest_size=16)
-        raw = row.raw
-        digest.update("\x1f".join([raw.get(k) or "" for k in self.kinds]).encode())
-        return digest.digest()
+    def raw_fps(self, texts: list[bytes]) -> list[bytes]:
+        """Fingerprints of the raw identifier values (``_joined``) and the rules they are
+        normalized by."""
+        return _digests(map(self.salt.__add__, texts))
+
+
+# Per-row work is the cost of a no-change plan: these loops run in C (map over built-ins), not in
+# Python bytecode per row.
+_BLAKE2B_16 = partial(hashlib.blake2b, digest_size=16)
+_DIGEST = methodcaller("digest")
+
+
+def _digests(data: Iterable[bytes]) -> list[bytes]:
+    """16-byte BLAKE2b of each item."""
+    return list(map(_DIGEST, map(_BLAKE2B_16, data)))
+
+
+def _joined(batch: RowBatch, kinds: list[str]) -> list[bytes]:
+    """Each row's raw identifier values, in ``kinds`` order, joined as the fingerprint reads them."""
+    n = len(batch)
+    columns: list[list[str]] = []
+    for kind in kinds:
+        values: list[str | None] = (
+            batch.values[batch.kinds.index(kind)] if kind in batch.kinds else [None] * n
+        )
+        # Without a None the column is already text: reused as it is, no pass over it in Python.
+        columns.append(cast(list[str], values) if None not in values else [v or "" for v in values])
+    if len(columns) == 1:
+        return list(map(str.encode, columns[0]))
+    return list(map(str.encode, map("\x1f".join, zip(*columns, strict=True))))
 
 
 @dataclass
 class _Chunk:
-    rows: list[SourceRow]
+    batch: RowBatch
     first: int
-    """Rowid of the chunk's first row in every source table."""
+    """Rowid of the chunk's first row in every source table (a table holds some of them)."""
     keys: list[bytes]
-    meta: str
-    """JSON array of [consent, changed_at] per row."""
     fps: list[list[bytes]]
     """Raw fingerprints per hash group."""
+    picks: dict[int, list[int] | None]
+    """Per table (by number): the rows of the chunk in its audience, with consent; None: all."""
+    left: dict[int, list[int]]
+    """Per table, in an incremental load: the rows that are not (they left the audience)."""
 
-
-# One statement appends a whole chunk: keys and fingerprints travel as one blob of 32 bytes a row,
-# consent and change time as one JSON array.
-_APPEND = (
-    "INSERT INTO {table} (rowid, member_key, raw_fp, consent, source_at) "
-    "SELECT ?1 + j.key, substr(?2, j.key * 32 + 1, 16), substr(?2, j.key * 32 + 17, 16), "
-    "json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]') FROM json_each(?3) j"
-)
-# Rows whose fingerprint state does not hold: new to the target, or changed since its last sync.
-_FIND_CHANGED = (
-    "INSERT INTO source_changed SELECT ?1, s.rowid FROM {table} s "
-    "LEFT JOIN members m INDEXED BY members_fingerprints ON m.target_id = ?2 AND m.member_key = s.member_key "
-    "WHERE s.rowid BETWEEN ?3 AND ?4 AND m.raw_fp IS NOT s.raw_fp"
-)
+    def picked(self, number: int) -> list[int]:
+        mine = self.picks[number]
+        return list(range(len(self.batch))) if mine is None else mine
 
 
 class SourceLoader:
-    """Fills the source tables of one audience's targets from one pass over its rows."""
+    """Fills the source tables of the targets of one or more audiences from one pass over the rows.
 
-    def __init__(self, db: sqlite_utils.Database, groups: list[HashGroup]) -> None:
-        self.db = db
+    Each table belongs to one audience, named by a bit of ``SourceRow.member_of``; a row lands in the
+    tables of the audiences it is in. In an ``incremental`` load the rows are the source's changed
+    rows, whether or not in an audience: a row that is not in a table's audience (or whose consent is
+    denied) is noted as having left it."""
+
+    def __init__(
+        self, tables: PlanTables, groups: list[HashGroup], sealer: Sealer, *, incremental: bool = False
+    ) -> None:
+        self.tables = tables
         self.groups = groups
+        self.incremental = incremental
         self._all = [table for group in groups for table in group.tables]
         self._number = {id(table): n for n, table in enumerate(self._all)}
-        self.consent_denied = 0
-        self.sealer = sealer_for(db.conn)
+        self.sealer = sealer
+        self.changed_at_max: float | None = None
+        """The latest change time among the rows read (an incremental plan's next watermark)."""
+        self.offsets = CHUNK_ROWS + BATCH_ROWS_MAX
 
-    def load(self, rows: Iterable[SourceRow]) -> None:
-        """Load every row, then index each table by member key. Raises what the source raises.
+    def load(self, rows: Iterable[RowBatch]) -> None:
+        """Load every batch, then index each table by member key. Raises what the source raises.
 
         A profile whose ads consent is denied is left out, as if it were not in the audience: it is
-        never uploaded, and removed where it was. ``consent_denied`` counts them."""
-        conn = self.db.conn
-        conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS source_changed (tbl INTEGER NOT NULL, row INTEGER NOT NULL)"
-        )
+        never uploaded, and removed where it was. Each table's ``consent_denied`` counts them."""
+        self.tables.begin_load(CHUNK_ROWS + BATCH_ROWS_MAX)
         loaded = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audiencesync-plan") as worker:
             inflight: tuple[_Chunk, Future[None]] | None = None
-            for rows_chunk in _chunks(self._consenting(rows), CHUNK_ROWS):
-                chunk = self._prepare(rows_chunk, loaded)
-                loaded += len(rows_chunk)
+            for batch in _chunks(rows, CHUNK_ROWS):
+                chunk = self._prepare(batch, loaded)
+                loaded += len(batch)
                 # The worker is still looking up the previous chunk: finish that one first, on this
                 # thread, so that the connection is never used by two threads at once.
                 if inflight is not None:
@@ -146,117 +169,142 @@ class SourceLoader:
             if inflight is not None:
                 self._finish(*inflight)
         for table in self._all:
-            _index(conn, table.name)
+            self.tables.index_source(table.tables)
 
-    def _consenting(self, rows: Iterable[SourceRow]) -> Iterator[SourceRow]:
-        for row in rows:
-            if row.consent is False:
-                self.consent_denied += 1
-            else:
-                yield row
-
-    def _prepare(self, rows: list[SourceRow], first: int) -> _Chunk:
-        meta = json.dumps([[None if r.consent is None else int(r.consent), r.changed_at] for r in rows])
-        return _Chunk(
-            rows,
-            first,
-            [member_key(r.profile_id) for r in rows],
-            meta,
-            [[group.raw_fp(r) for r in rows] for group in self.groups],
-        )
+    def _prepare(self, batch: RowBatch, first: int) -> _Chunk:
+        picks: dict[int, list[int] | None] = {}
+        left: dict[int, list[int]] = {}
+        by_bit: dict[int, tuple[list[int] | None, list[int]]] = {}
+        consent = batch.consent
+        everyone = batch.member_of is None and (consent is None or False not in consent)
+        for table in self._all:
+            bit = table.bit
+            if bit not in by_bit:
+                if everyone and bit == 1:
+                    by_bit[bit] = (None, [])
+                else:
+                    bits = batch.member_bits()
+                    mine = [
+                        i
+                        for i, b in enumerate(bits)
+                        if b & bit and (consent is None or consent[i] is not False)
+                    ]
+                    denied = sum(1 for b in bits if b & bit) - len(mine)
+                    chosen = set(mine)
+                    by_bit[bit] = (mine, [i for i in range(len(bits)) if i not in chosen])
+                    for t in self._all:
+                        if t.bit == bit:
+                            t.consent_denied += denied
+            mine_or_all, others = by_bit[bit]
+            picks[self._number[id(table)]] = mine_or_all
+            if self.incremental:
+                left[self._number[id(table)]] = others
+        if batch.changed_at is not None:
+            stamps = [t for t in batch.changed_at if t is not None]
+            if stamps and (self.changed_at_max is None or max(stamps) > self.changed_at_max):
+                self.changed_at_max = max(stamps)
+        texts: dict[tuple[str, ...], list[bytes]] = {}
+        fps = []
+        for group in self.groups:
+            kinds = tuple(group.kinds)
+            if kinds not in texts:
+                texts[kinds] = _joined(batch, group.kinds)
+            fps.append(group.raw_fps(texts[kinds]))
+        keys = _digests(map(str.encode, batch.ids))
+        return _Chunk(batch, first, keys, fps, picks, left)
 
     def _find_changed(self, chunk: _Chunk) -> None:
         """Worker thread: append the chunk to every known target's table and note its changed rows."""
-        last = chunk.first + len(chunk.rows) - 1
-        with scratch_transaction(self.db) as conn:
-            conn.execute("DELETE FROM source_changed")
-            for g, group in enumerate(self.groups):
-                blob = b"".join(k + fp for k, fp in zip(chunk.keys, chunk.fps[g], strict=True))
-                for table in group.tables:
-                    if table.target_id is None:
-                        continue
-                    conn.execute(_APPEND.format(table=table.name), [chunk.first, blob, chunk.meta])
-                    conn.execute(
-                        _FIND_CHANGED.format(table=table.name),
-                        [self._number[id(table)], table.target_id, chunk.first, last],
+        batch = chunk.batch
+        last = chunk.first + len(batch) - 1
+        consent = batch.consent or [None] * len(batch)
+        changed = batch.changed_at or [None] * len(batch)
+        consent_ints = consent if batch.consent is None else [None if c is None else int(c) for c in consent]
+        work = []
+        for g, group in enumerate(self.groups):
+            for table in group.tables:
+                if table.target_id is None:
+                    continue
+                number = self._number[id(table)]
+                fps, keys = chunk.fps[g], chunk.keys
+                mine = chunk.picks[number]
+                meta: str | None
+                if mine is None:
+                    blob = b"".join(map(bytes.__add__, keys, fps))
+                    plain = batch.consent is None and batch.changed_at is None and len(keys) <= self.offsets
+                    meta = (
+                        None
+                        if plain
+                        else json.dumps(list(zip(range(len(keys)), consent_ints, changed, strict=True)))
                     )
+                else:
+                    blob = b"".join([keys[i] + fps[i] for i in mine])
+                    meta = json.dumps([(i, consent_ints[i], changed[i]) for i in mine])
+                work.append((table.tables.source, number, table.target_id, blob, meta, chunk.first, last))
+        self.tables.append_and_find_changed(work)
 
     def _finish(self, chunk: _Chunk, lookup: Future[None]) -> None:
         """Main thread: hash the changed rows once per group and write their payloads."""
         lookup.result()
-        conn = self.db.conn
         changed: dict[int, list[int]] = {}
-        for tbl, row in conn.execute("SELECT tbl, row FROM source_changed ORDER BY tbl, row"):
+        for tbl, row in self.tables.changed_rows():
             changed.setdefault(tbl, []).append(row - chunk.first)
-        with scratch_transaction(self.db):
-            for g, group in enumerate(self.groups):
-                mine = {
-                    id(t): (
-                        list(range(len(chunk.rows)))
-                        if t.target_id is None
-                        else changed.get(self._number[id(t)], [])
-                    )
-                    for t in group.tables
-                }
-                hashed, invalid = _hash(group, chunk.rows, sorted(set().union(*mine.values())), self.sealer)
-                for table in group.tables:
-                    # Only the rows hashed for this table: the others' invalid values are read
-                    # back from state by the diff, and must not be counted twice.
-                    rows = mine[id(table)]
-                    table.invalid.update(reason for i in rows for reason in invalid.get(i, ()))
-                    self._write(conn, table, chunk, g, rows, hashed)
+        for g, group in enumerate(self.groups):
+            mine = {
+                id(t): (
+                    chunk.picked(self._number[id(t)])
+                    if t.target_id is None
+                    else changed.get(self._number[id(t)], [])
+                )
+                for t in group.tables
+            }
+            hashed, invalid = _hash(group, chunk.batch, sorted(set().union(*mine.values())), self.sealer)
+            for table in group.tables:
+                # Only the rows hashed for this table: the others' invalid values are read
+                # back from state by the diff, and must not be counted twice.
+                rows = mine[id(table)]
+                table.invalid.update(reason for i in rows for reason in invalid.get(i, ()))
+                self._write(table, chunk, g, rows, hashed)
 
-    @staticmethod
     def _write(
-        conn: sqlite3.Connection,
+        self,
         table: SourceTable,
         chunk: _Chunk,
         g: int,
         rows: list[int],
         hashed: dict[int, tuple[str, bytes, str | None] | None],
     ) -> None:
-        first = chunk.first
+        first, batch = chunk.first, chunk.batch
         dropped = [(first + i,) for i in rows if hashed[i] is None]
         table.skipped_no_identifier += len(dropped)
+        left = [(chunk.keys[i],) for i in chunk.left.get(self._number[id(table)], ())]
         if table.target_id is None:
             # Nothing was appended for a target state has never seen: every row goes in hashed.
-            conn.executemany(
-                f"INSERT INTO {table.name} (rowid, member_key, raw_fp, payload, payload_fp, invalid, consent, "
-                "source_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        first + i,
-                        chunk.keys[i],
-                        chunk.fps[g][i],
-                        *h,
-                        _consent(chunk.rows[i]),
-                        chunk.rows[i].changed_at,
-                    )
-                    for i in rows
-                    if (h := hashed[i]) is not None
-                ),
+            inserts = (
+                (first + i, chunk.keys[i], chunk.fps[g][i], *h, batch.consent_at(i), batch.changed_at_row(i))
+                for i in rows
+                if (h := hashed[i]) is not None
             )
+            self.tables.write_hashed(table.tables.source, inserts=inserts)
             return
-        conn.executemany(
-            f"UPDATE {table.name} SET payload = ?, payload_fp = ?, invalid = ? WHERE rowid = ?",
-            ((*h, first + i) for i in rows if (h := hashed[i]) is not None),
+        self.tables.write_hashed(
+            table.tables.source,
+            updates=((*h, first + i) for i in rows if (h := hashed[i]) is not None),
+            deletes=dropped,
+            left=left,
+            left_table=table.tables.left,
         )
-        conn.executemany(f"DELETE FROM {table.name} WHERE rowid = ?", dropped)
-
-
-def _consent(row: SourceRow) -> int | None:
-    return None if row.consent is None else int(row.consent)
 
 
 def _hash(
-    group: HashGroup, rows: list[SourceRow], indices: list[int], sealer: Sealer
+    group: HashGroup, batch: RowBatch, indices: list[int], sealer: Sealer
 ) -> tuple[dict[int, tuple[str, bytes, str | None] | None], dict[int, list[str]]]:
-    """Normalize and hash ``rows[i]`` for each index: (payload, payload_fp, invalid) or None when
+    """Normalize and hash row ``i`` of ``batch`` for each index: (payload, payload_fp, invalid) or None when
     the profile has no usable identifier; and each row's invalid values as ``kind:reason``."""
     hashed: dict[int, tuple[str, bytes, str | None] | None] = {}
     invalid_by_row: dict[int, list[str]] = {}
     for i in indices:
-        profile = group.hasher(rows[i].raw)
+        profile = group.hasher(batch.raw(i))
         if profile.invalid:
             invalid_by_row[i] = [f"{kind}:{reason}" for kind, reason in profile.invalid]
         if not profile.identifiers:
@@ -279,21 +327,17 @@ def payload_json(identifiers: Mapping[str, str]) -> str:
     return "{" + ",".join(f"{_quote(k)}:{_quote(identifiers[k])}" for k in sorted(identifiers)) + "}"
 
 
-def _index(conn: sqlite3.Connection, table: str) -> None:
-    """Index a loaded source table by member key. A profile id that appears twice in the source
-    keeps its last row, as a re-read of the profile would."""
-    try:
-        conn.execute(f"CREATE UNIQUE INDEX temp.{table}_key ON {table} (member_key)")
-    except sqlite3.IntegrityError:
-        conn.execute(
-            f"DELETE FROM {table} WHERE rowid NOT IN (SELECT max(rowid) FROM {table} GROUP BY member_key)"
-        )
-        conn.execute(f"CREATE UNIQUE INDEX temp.{table}_key ON {table} (member_key)")
-    # The diff's joins start from the few rows that were hashed this time, not from every row.
-    conn.execute(f"CREATE INDEX temp.{table}_hashed ON {table} (member_key) WHERE payload IS NOT NULL")
-
-
-def _chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
-    it = iter(rows)
-    while chunk := list(islice(it, size)):
-        yield chunk
+def _chunks(batches: Iterable[RowBatch], size: int) -> Iterator[RowBatch]:
+    """The batches merged into chunks of at least ``size`` rows (the last may be smaller)."""
+    pending: list[RowBatch] = []
+    count = 0
+    for batch in batches:
+        if not len(batch):
+            continue
+        pending.append(batch)
+        count += len(batch)
+        if count >= size:
+            yield merge(pending)
+            pending, count = [], 0
+    if pending:
+        yield merge(pending)

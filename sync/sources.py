@@ -13,11 +13,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audiencesync.sync.config import AudienceConfig, SourceConfig
 from audiencesync.sync.errors import SourceError
 from audiencesync.sync.source_engines import SourceEngine, open_engine, quote
+
+if TYPE_CHECKING:
+    from audiencesync.sync.row_batches import RowBatch
 
 _TRUE = {"1", "true", "yes", "y", "granted", "t"}
 _FALSE = {"0", "false", "no", "n", "denied", "f"}
@@ -30,6 +33,8 @@ class SourceRow:
     """Identifier kind -> raw value (None when absent)."""
     consent: bool | None
     changed_at: float | None
+    member_of: int = 1
+    """Bit ``1 << i`` set when the row is in the i-th audience of a scan that serves several."""
 
 
 def parse_tags(value: Any) -> set[str]:
@@ -113,12 +118,16 @@ _CONSENT_FLAG = {
 }
 
 
-def audience_sql(source: SourceConfig, audience: AudienceConfig, relation: str) -> tuple[str, list[Any]]:
-    """The SELECT for an audience's candidate rows, in SQL that SQLite and DuckDB both run. An
-    in-flow tag is pre-filtered here and matched exactly by ``RowMapper`` (tags may be JSON or
-    comma-separated text)."""
-    if audience.query is not None:
-        return audience.query, []
+def consent_flag(value: Any, source: SourceConfig) -> bool | None:
+    """A consent value as the planner takes it: True granted, False denied (or unrecognised), None
+    unknown."""
+    return _CONSENT_FLAG[classify_consent(value, source)]
+
+
+def audience_condition(source: SourceConfig, audience: AudienceConfig) -> tuple[str | None, list[Any]]:
+    """The WHERE condition of an audience without a ``query`` (None: every row), in SQL that SQLite
+    and DuckDB both run. An in-flow tag is pre-filtered here and matched exactly by ``RowMapper``
+    (tags may be JSON or comma-separated text)."""
     clauses: list[str] = []
     params: list[Any] = []
     if audience.stage is not None and source.stage_column:
@@ -134,8 +143,29 @@ def audience_sql(source: SourceConfig, audience: AudienceConfig, relation: str) 
         params.extend(_FLAG_TRUE)
     if audience.where is not None:
         clauses.append(f"({audience.where})")
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    return f"SELECT * FROM {relation}{where}", params
+    return (" AND ".join(clauses) if clauses else None), params
+
+
+def audience_sql(
+    source: SourceConfig, audience: AudienceConfig, relation: str, columns: str = "*"
+) -> tuple[str, list[Any]]:
+    """The SELECT of ``columns`` for an audience's candidate rows."""
+    if audience.query is not None:
+        return audience.query, []
+    condition, params = audience_condition(source, audience)
+    where = f" WHERE {condition}" if condition else ""
+    return f"SELECT {columns} FROM {relation}{where}", params
+
+
+def selected_columns(engine: SourceEngine, source: SourceConfig) -> str:
+    """The select list of a plan's read: only the columns the planner uses (reading a wide table's
+    other columns costs as much as the rest of a no-change plan). A JSONL view reads every key."""
+    if source.kind == "jsonl":
+        return "*"
+    wanted = [source.id_column, *source.identifiers.values(), source.consent_column]
+    wanted += [source.changed_at_column, source.in_flow_column]
+    present = set(engine.columns())
+    return ", ".join(quote(c) for c in dict.fromkeys(c for c in wanted if c and c in present))
 
 
 _FLAG_TRUE = ("1", "true", "t", "yes", "y")
@@ -155,7 +185,7 @@ class RowMapper:
             return tag in parse_tags(row.get(self.source.in_flow_column))
         return True
 
-    def to_row(self, row: Mapping[str, Any], line: int) -> SourceRow:
+    def to_row(self, row: Mapping[str, Any], line: int, member_of: int = 1) -> SourceRow:
         pid = row.get(self.source.id_column)
         if pid is None or str(pid).strip() == "":
             raise SourceError(
@@ -166,14 +196,14 @@ class RowMapper:
             value = row.get(column)
             raw[kind] = None if value is None or value == "" else str(value)
         consent = (
-            _CONSENT_FLAG[classify_consent(row.get(self.source.consent_column), self.source)]
+            consent_flag(row.get(self.source.consent_column), self.source)
             if self.source.consent_column
             else None
         )
         changed = (
             parse_timestamp(row.get(self.source.changed_at_column)) if self.source.changed_at_column else None
         )
-        return SourceRow(str(pid), raw, consent, changed)
+        return SourceRow(str(pid), raw, consent, changed, member_of)
 
 
 def read_audience(source: SourceConfig, audience: AudienceConfig) -> Iterator[SourceRow]:
@@ -186,30 +216,58 @@ def read_audience(source: SourceConfig, audience: AudienceConfig) -> Iterator[So
     return _read(engine, source, audience)
 
 
+def read_audience_batches(source: SourceConfig, audience: AudienceConfig) -> Iterator[RowBatch]:
+    """``read_audience`` in column batches (``audiencesync.sync.row_batches``), as the planner reads."""
+    from audiencesync.sync.row_batches import batches_of
+
+    if source.kind == "sql":
+        from audiencesync.sync.sql_source import read_sql_audience
+
+        return batches_of(read_sql_audience(source, audience))
+    return _read_batches(open_engine(source), source, audience)
+
+
 def _read(engine: SourceEngine, source: SourceConfig, audience: AudienceConfig) -> Iterator[SourceRow]:
+    for batch in _read_batches(engine, source, audience):
+        yield from batch.rows()
+
+
+def _read_batches(engine: SourceEngine, source: SourceConfig, audience: AudienceConfig) -> Iterator[RowBatch]:
+    from audiencesync.sync.row_batches import from_tuples
+
     where = f"{source.path}" if audience.query is None else f"{source.path} (audiences.{audience.name}.query)"
     if audience.where is not None:
         where = f"{source.path} (audiences.{audience.name}.where)"
-    sql, params = audience_sql(source, audience, engine.relation)
-    mapper = RowMapper(source, audience, where)
     needed = [source.id_column, *source.identifiers.values()]
+    mapper = RowMapper(source, audience, where)
+    tag = audience.in_flow if audience.query is None and source.in_flow_column else None
     try:
         # A JSONL key that no line holds reads as null in every line: the row check names it.
         if audience.query is None and source.kind != "jsonl":
-            _require(needed, engine.columns(), source, where)
+            require_columns(needed, engine.columns(), source, where)
+        columns = "*" if audience.query is not None else selected_columns(engine, source)
+        sql, params = audience_sql(source, audience, engine.relation, columns)
         line = 0
-        for batch in engine.batches(sql, params, where):
+        for names, batch in engine.tuples(sql, params, where):
             if line == 0 and batch:
-                _require(needed, list(batch[0]), source, where)
-            for row in batch:
-                line += 1
-                if mapper.matches(row):
-                    yield mapper.to_row(row, line)
+                require_columns(needed, list(names), source, where)
+            first = line + 1
+            line += len(batch)
+            if tag is not None:
+                # The exact tag match; row numbers count every row the query returned.
+                j = names.index(source.in_flow_column or "")
+                kept = [n for n, row in enumerate(batch) if tag in parse_tags(row[j])]
+                if kept:
+                    rows = [batch[n] for n in kept]
+                    yield from_tuples(mapper, names, rows, first, lines=[first + n for n in kept])
+            elif batch:
+                yield from_tuples(mapper, names, batch, first)
     finally:
         engine.close()
 
 
-def _require(needed: list[str], columns: list[str], source: SourceConfig, where: str) -> None:
+def require_columns(needed: list[str], columns: list[str], source: SourceConfig, where: str) -> None:
+    """Raise ``SourceError`` naming the configured columns the source does not have."""
     missing = [c for c in needed if c not in columns]
     if missing:
         label = f"{where} header" if source.kind == "csv" else where

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from audiencesync.sync.config import AudienceConfig, SourceConfig
 from audiencesync.sync.errors import SourceError
-from audiencesync.sync.sources import parse_consent, parse_tags, parse_timestamp, read_audience
+from audiencesync.sync.source_scan import read_scan
+from audiencesync.sync.sources import (
+    parse_consent,
+    parse_tags,
+    parse_timestamp,
+    read_audience,
+    read_audience_batches,
+)
 
 
 def source(path: Path, kind: str) -> SourceConfig:
@@ -94,3 +101,42 @@ def test_parsers() -> None:
     )
     assert parse_timestamp("2026-01-01T00:00:00") == 1767225600.0
     assert parse_timestamp("not a time") is None
+
+
+def _checkout_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "p.csv"
+    path.write_text(
+        "id,email,stage,flows,consent,changed\n"
+        "1,a@x.com,lapsed_customer,,yes,2026-01-01T00:00:00Z\n"
+        '2,b@x.com,vip,"welcome,abandoned_checkout",0,\n'
+        '3,,lapsed_customer,"abandoned_checkout_old",,1700000000\n'
+        '4,d@x.com,lapsed_customer,"abandoned_checkout",granted,1700000001\n'
+    )
+    return path
+
+
+@pytest.mark.parametrize("audience", [LAPSED, CHECKOUT])
+def test_column_batches_hold_exactly_the_rows_read_audience_streams(
+    tmp_path: Path, audience: AudienceConfig
+) -> None:
+    config = source(_checkout_csv(tmp_path), "csv")
+    batched = [row for batch in read_audience_batches(config, audience) for row in batch.rows()]
+    assert batched == list(read_audience(config, audience))
+
+
+def test_one_scan_marks_each_row_with_the_audiences_it_is_in(tmp_path: Path) -> None:
+    config = source(_checkout_csv(tmp_path), "csv")
+    rows = [row for batch in read_scan(config, [LAPSED, CHECKOUT]) for row in batch.rows()]
+    # Bit 1: lapsed; bit 2: in the checkout flow (an exact tag: "abandoned_checkout_old" is not it).
+    assert {r.profile_id: r.member_of for r in rows} == {"1": 1, "2": 2, "3": 1, "4": 3}
+    assert {r.profile_id: r.raw["email"] for r in rows}["3"] is None
+
+
+def test_a_scan_of_changes_reads_rows_changed_since_in_an_audience_or_not(tmp_path: Path) -> None:
+    config = source(_checkout_csv(tmp_path), "csv")
+    rows = [
+        row for batch in read_scan(config, [CHECKOUT], changed_since=1700000001.0) for row in batch.rows()
+    ]
+    # Row 2 has no change time: it is read every time. Row 3 changed before; row 1 is not in the
+    # audience but changed since, so it is read (it may have left).
+    assert {r.profile_id: r.member_of for r in rows} == {"1": 0, "2": 1, "4": 1}
