@@ -69,8 +69,7 @@ class SqliteEngine:
         return names
 
     def batches(self, sql: str, params: Sequence[Any], where: str) -> Iterator[list[dict[str, Any]]]:
-        for names, rows in self.tuples(sql, params, where):
-            yield [dict(zip(names, row, strict=True)) for row in rows]
+        return as_mappings(self.tuples(sql, params, where))
 
     def tuples(self, sql: str, params: Sequence[Any], where: str) -> Iterator[tuple[list[str], list[Any]]]:
         try:
@@ -146,17 +145,10 @@ class DuckFileEngine:
         return list(self._names)
 
     def batches(self, sql: str, params: Sequence[Any], where: str) -> Iterator[list[dict[str, Any]]]:
-        for names, rows in self.tuples(sql, params, where):
-            yield [dict(zip(names, row, strict=True)) for row in rows]
+        return as_mappings(self.tuples(sql, params, where))
 
     def tuples(self, sql: str, params: Sequence[Any], where: str) -> Iterator[tuple[list[str], list[Any]]]:
-        try:
-            result = self.conn.execute(sql, list(params))
-            names = [d[0] for d in result.description or ()]
-            while rows := result.fetchmany(BATCH_ROWS):
-                yield names, rows
-        except duckdb.Error as exc:
-            raise self._error(exc, where) from None
+        return _duck_tuples(self.conn, sql, params, lambda exc: self._error(exc, where))
 
     def _error(self, exc: duckdb.Error, where: str | None = None) -> SourceError:
         """DuckDB's message, or, when the file itself is malformed, the line and what is wrong
@@ -265,20 +257,34 @@ class DuckRelationEngine:
         return list(self._names)
 
     def batches(self, sql: str, params: Sequence[Any], where: str) -> Iterator[list[dict[str, Any]]]:
-        for names, rows in self.tuples(sql, params, where):
-            yield [dict(zip(names, row, strict=True)) for row in rows]
+        return as_mappings(self.tuples(sql, params, where))
 
     def tuples(self, sql: str, params: Sequence[Any], where: str) -> Iterator[tuple[list[str], list[Any]]]:
-        try:
-            result = self.conn.execute(sql, list(params))
-            names = [d[0] for d in result.description or ()]
-            while rows := result.fetchmany(BATCH_ROWS):
-                yield names, rows
-        except duckdb.Error as exc:
-            raise SourceError(where, _first(exc)) from None
+        return _duck_tuples(self.conn, sql, params, lambda exc: SourceError(where, _first(exc)))
 
     def close(self) -> None:
         self.conn.close()
+
+
+def as_mappings(batches: Iterator[tuple[list[str], list[Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """Batches of (column names, rows) as batches of one mapping per row."""
+    for names, rows in batches:
+        yield [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _duck_tuples(
+    conn: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Sequence[Any],
+    error: Callable[[duckdb.Error], SourceError],
+) -> Iterator[tuple[list[str], list[Any]]]:
+    try:
+        result = conn.execute(sql, list(params))
+        names = [d[0] for d in result.description or ()]
+        while rows := result.fetchmany(BATCH_ROWS):
+            yield names, rows
+    except duckdb.Error as exc:
+        raise error(exc) from None
 
 
 def _first(exc: BaseException) -> str:
