@@ -3,20 +3,17 @@
 from collections.abc import Callable
 from pathlib import Path
 
-SOURCE_TABLE = """
-state_path = "state.db"
-
-[source]
-kind = "sqlite"
-path = "profiles.db"
-table = "profiles"
+SOURCE_COLUMNS = """
 id_column = "profile_id"
 stage_column = "stage"
 in_flow_column = "in_flows"
 changed_at_column = "stage_changed_at"
 consent_column = "ads_consent"
 default_country = "US"
+"""
+"""The demo columns every source kind names: id, stage, in-flow tags, change time, consent."""
 
+IDENTIFIERS = """
 [source.identifiers]
 email = "email"
 phone = "phone"
@@ -25,6 +22,20 @@ last_name = "last_name"
 zip = "postcode"
 country = "country"
 """
+"""The demo's identifier columns."""
+
+SOURCE_TABLE = (
+    """
+state_path = "state.db"
+
+[source]
+kind = "sqlite"
+path = "profiles.db"
+table = "profiles"
+"""
+    + SOURCE_COLUMNS
+    + IDENTIFIERS
+)
 """The demo database as the source: its table, columns and identifiers, with no audiences."""
 
 STAGE_AND_FLOW_AUDIENCES = """
@@ -35,6 +46,12 @@ stage = "lapsed_customer"
 in_flow = "abandoned_checkout"
 """
 """An audience by stage and one by flow."""
+
+FLAG_AUDIENCE = """
+[audiences.winback]
+flag = "winback_eligible"
+"""
+"""An audience by a boolean column."""
 
 SOURCE = (
     SOURCE_TABLE
@@ -78,6 +95,16 @@ endpoint = "{endpoint}"
 max_wait_seconds = {max_wait_seconds}
 """
 
+
+# Meta on an emulator at ``{endpoint}`` (a str.format field) and the file destination, with the stage,
+# flow and flag audiences synced to them.
+META_AND_FILES = (
+    meta_main("{endpoint}")
+    + FILES
+    + syncs("lapsed", destinations=("meta_main", "files"))
+    + syncs("in_checkout")
+    + syncs("winback", destinations=("meta_main", "files"))
+)
 
 FILE_DESTINATION = file_syncs("lapsed", "in_checkout", "vip", file_format="meta")
 

@@ -3,7 +3,9 @@ that sync the demo source and compare."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 from audiencesync.sync.config import load_config
 from audiencesync.sync.identity import ProfileHasher
@@ -25,3 +27,18 @@ def meta_ready_members(config_path: Path, audience: str) -> dict[bytes, dict[str
         if profile.identifiers:
             out[member_key(row.profile_id)] = dict(profile.identifiers)
     return out
+
+
+def demo_rows(db: Path) -> list[dict[str, Any]]:
+    """Every profile of a demo database, by profile id, as column -> value."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM profiles ORDER BY profile_id")]
+    finally:
+        conn.close()
+
+
+def winback(row: dict[str, Any]) -> bool:
+    """The flag column a warehouse would compute: lapsed or unengaged, with consent."""
+    return row["stage"] in ("lapsed_customer", "unengaged_subscriber") and row["ads_consent"] == 1

@@ -22,76 +22,41 @@ from audiencesync.sync.errors import SourceError
 from audiencesync.sync.source_check import check_source
 from audiencesync.sync.sources import SourceRow, read_audience
 from click.testing import CliRunner, Result
+from sample_configs import (
+    FLAG_AUDIENCE,
+    IDENTIFIERS,
+    META_AND_FILES,
+    SOURCE_COLUMNS,
+    STAGE_AND_FLOW_AUDIENCES,
+    syncs,
+)
+from source_audience import demo_rows, winback
 
-CONFIG = """
+CONFIG = (
+    """
 state_path = "state.db"
 
 [source]
 kind = "{kind}"
 path = "{path}"
 table = "{table}"
-id_column = "profile_id"
-stage_column = "stage"
-in_flow_column = "in_flows"
-changed_at_column = "stage_changed_at"
-consent_column = "ads_consent"
-default_country = "US"
-
-[source.identifiers]
-email = "email"
-phone = "phone"
-first_name = "first_name"
-last_name = "last_name"
-zip = "postcode"
-country = "country"
-
-[audiences.lapsed]
-stage = "lapsed_customer"
-
-[audiences.in_checkout]
-in_flow = "abandoned_checkout"
-
-[audiences.winback]
-flag = "winback_eligible"
-
+"""
+    + SOURCE_COLUMNS
+    + IDENTIFIERS
+    + STAGE_AND_FLOW_AUDIENCES
+    + FLAG_AUDIENCE
+    + """
 [audiences.german_active]
 stage = "active_customer"
 where = "country = 'DE'"
 
 [audiences.big_us]
 query = "SELECT * FROM {table} WHERE stage = 'active_customer' AND country = 'US'"
-
-[destinations.meta_main]
-platform = "meta"
-ad_account_id = "act_1234567890"
-access_token_env = "META_TEST_TOKEN"
-endpoint = "{endpoint}"
-max_wait_seconds = 5
-
-[destinations.files]
-platform = "file"
-directory = "exports"
-
-[[syncs]]
-audience = "lapsed"
-destinations = ["meta_main", "files"]
-
-[[syncs]]
-audience = "in_checkout"
-destinations = ["files"]
-
-[[syncs]]
-audience = "winback"
-destinations = ["meta_main", "files"]
-
-[[syncs]]
-audience = "german_active"
-destinations = ["files"]
-
-[[syncs]]
-audience = "big_us"
-destinations = ["meta_main"]
 """
+    + META_AND_FILES
+    + syncs("german_active")
+    + syncs("big_us", destinations=("meta_main",))
+)
 AUDIENCES = ("lapsed", "in_checkout", "winback", "german_active", "big_us")
 TYPED_TABLE = """CREATE TABLE {name} (profile_id VARCHAR, email VARCHAR, phone VARCHAR, first_name VARCHAR,
     last_name VARCHAR, postcode VARCHAR, country VARCHAR, stage VARCHAR, in_flows VARCHAR[],
@@ -102,19 +67,6 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-def sqlite_rows(db: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM profiles ORDER BY profile_id")]
-    finally:
-        conn.close()
-
-
-def winback(row: dict[str, Any]) -> bool:
-    return row["stage"] in ("lapsed_customer", "unengaged_subscriber") and row["ads_consent"] == 1
-
-
 def typed_rows(db: Path) -> list[list[Any]]:
     return [
         [
@@ -122,7 +74,7 @@ def typed_rows(db: Path) -> list[list[Any]]:
             r["country"], r["stage"], json.loads(r["in_flows"]),
             None if r["ads_consent"] is None else bool(r["ads_consent"]), r["stage_changed_at"], winback(r),
         ]
-        for r in sqlite_rows(db)
+        for r in demo_rows(db)
     ]  # fmt: skip
 
 

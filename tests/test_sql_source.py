@@ -6,7 +6,6 @@ rows the SQLite source reads from the same profiles."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import string
 import time
 import urllib.request
@@ -27,72 +26,40 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from real_parts import need
+from sample_configs import (
+    FLAG_AUDIENCE,
+    IDENTIFIERS,
+    META_AND_FILES,
+    SOURCE_COLUMNS,
+    STAGE_AND_FLOW_AUDIENCES,
+    syncs,
+)
+from source_audience import demo_rows, winback
 
 sqlalchemy = need("sqlalchemy")
 
-SQL_SOURCE = """
+SQL_SOURCE = (
+    """
 state_path = "state.db"
 
 [source]
 kind = "sql"
 url_env = "AUDIENCE_SYNC_SOURCE_URL"
 table = "{table}"
-id_column = "profile_id"
-stage_column = "stage"
-in_flow_column = "in_flows"
-changed_at_column = "stage_changed_at"
-consent_column = "ads_consent"
-default_country = "US"
 yield_per = 500
-
-[source.identifiers]
-email = "email"
-phone = "phone"
-first_name = "first_name"
-last_name = "last_name"
-zip = "postcode"
-country = "country"
-
-[audiences.lapsed]
-stage = "lapsed_customer"
-
-[audiences.in_checkout]
-in_flow = "abandoned_checkout"
-
-[audiences.winback]
-flag = "winback_eligible"
-
+"""
+    + SOURCE_COLUMNS
+    + IDENTIFIERS
+    + STAGE_AND_FLOW_AUDIENCES
+    + FLAG_AUDIENCE
+    + """
 [audiences.big_us]
 query = "SELECT * FROM {table} WHERE stage = :stage AND country = :country"
 params = {{ stage = "active_customer", country = "US" }}
-
-[destinations.meta_main]
-platform = "meta"
-ad_account_id = "act_1234567890"
-access_token_env = "META_TEST_TOKEN"
-endpoint = "{endpoint}"
-max_wait_seconds = 5
-
-[destinations.files]
-platform = "file"
-directory = "exports"
-
-[[syncs]]
-audience = "lapsed"
-destinations = ["meta_main", "files"]
-
-[[syncs]]
-audience = "in_checkout"
-destinations = ["files"]
-
-[[syncs]]
-audience = "winback"
-destinations = ["meta_main", "files"]
-
-[[syncs]]
-audience = "big_us"
-destinations = ["meta_main"]
 """
+    + META_AND_FILES
+    + syncs("big_us", destinations=("meta_main",))
+)
 AUDIENCES = ("lapsed", "in_checkout", "winback", "big_us")
 
 
@@ -100,25 +67,11 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-def sqlite_rows(db: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM profiles ORDER BY profile_id")]
-    finally:
-        conn.close()
-
-
-def winback(row: dict[str, Any]) -> bool:
-    """The flag column the warehouse computes: lapsed or unengaged, with consent."""
-    return row["stage"] in ("lapsed_customer", "unengaged_subscriber") and row["ads_consent"] == 1
-
-
 def load_postgres(url: str, db: Path, schema: str) -> str:
     """The demo profiles as a Postgres table with Postgres types (boolean consent and flag, jsonb
     tags, timestamptz change time); returns its name."""
     engine = sqlalchemy.create_engine(url)
-    rows = sqlite_rows(db)
+    rows = demo_rows(db)
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
@@ -152,7 +105,7 @@ def load_postgres(url: str, db: Path, schema: str) -> str:
 def load_duckdb(path: Path, db: Path) -> str:
     import duckdb
 
-    rows = sqlite_rows(db)
+    rows = demo_rows(db)
     conn = duckdb.connect(str(path))
     try:
         conn.execute(
@@ -271,7 +224,7 @@ def test_postgres_reads_the_rows_sqlite_reads_from_the_same_profiles(
     for name in ("lapsed", "in_checkout"):
         from_pg = as_set(read_audience(pg.source, pg.audiences[name]))
         assert from_pg and from_pg == as_set(read_audience(lite, pg.audiences[name])), name
-    everyone = sqlite_rows(demo_db)
+    everyone = demo_rows(demo_db)
     flagged = {r.profile_id for r in read_audience(pg.source, pg.audiences["winback"])}
     assert flagged == {r["profile_id"] for r in everyone if winback(r)}
     queried = {r.profile_id for r in read_audience(pg.source, pg.audiences["big_us"])}
