@@ -17,9 +17,10 @@ from audiencesync.sync.errors import ConfigError
 from audiencesync.sync.sources import read_audience
 from real_parts import need
 from sample_configs import file_syncs
+from source_audience import demo_rows
 from sqlalchemy.engine import make_url
 from test_dbt import PROFILES, TINY
-from test_sql_source import invoke, load_postgres, sqlite_rows
+from test_sql_source import invoke, load_postgres
 
 duckdb = need("duckdb")
 need("duckdb_engine")
@@ -137,7 +138,7 @@ def test_a_postgres_target_with_env_var_templates_is_the_source(
     assert loaded.source.sql is not None and secret not in repr(loaded)
     # The unqualified table is found in the target's schema, as dbt finds it.
     lapsed = {r.profile_id for r in read_audience(loaded.source, loaded.audiences["lapsed"])}
-    assert lapsed == {r["profile_id"] for r in sqlite_rows(demo_db) if r["stage"] == "lapsed_customer"}
+    assert lapsed == {r["profile_id"] for r in demo_rows(demo_db) if r["stage"] == "lapsed_customer"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     validated = invoke("validate", "--config", str(config), "--json")
